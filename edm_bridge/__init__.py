@@ -1,0 +1,1 @@
+"""edm_bridge: pretrained EDM / ADM diffusion models as frozen noise predictors."""

@@ -1,0 +1,1 @@
+"""metrics: evaluation metrics (FID, KID, precision/recall, IS)."""

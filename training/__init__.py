@@ -1,0 +1,1 @@
+"""training: networks, datasets, losses and the training loop (StyleGAN2-ADA layout)."""
