@@ -3,6 +3,9 @@
 import pytest
 import torch
 
+# Tests use tiny tensors: one thread avoids OpenMP spin contention that slows the suite many-fold on 2 cores.
+torch.set_num_threads(1)
+
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
