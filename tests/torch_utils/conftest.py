@@ -96,7 +96,8 @@ class NvidiaStylePickler(pickle.Pickler):
         self.module_src = module_src
 
     def reducer_override(self, obj):
-        if isinstance(obj, torch.nn.Module) and type(obj).__module__ == self.module_name:
+        # Every class of the fixture module is persistent there, modules and plain objects (EDM's loss_fn) alike.
+        if type(obj).__module__ == self.module_name and hasattr(obj, '__dict__'):
             meta = dict(type='class', version=6, module_src=self.module_src, class_name=type(obj).__name__,
                         state=obj.__dict__)
             return persistence._reconstruct_persistent_obj, (meta,), None
@@ -174,3 +175,19 @@ def _pickle_globals(data: bytes) -> set:
 def pickle_globals():
     """Function bytes -> set of 'module.name' globals referenced by the pickle (via pickletools)."""
     return _pickle_globals
+
+
+@pytest.fixture
+def nvidia_dumps(tmp_path):
+    """Function (source, build) -> (objects, bytes): import `source` from a temp file, build objects, pickle them.
+
+    `build(module)` returns the object to pickle (e.g. a snapshot dict). The pickle is written NVIDIA-style with the
+    source text plus a trailing comment, so loading it execs a fresh module instead of reusing the imported one.
+    """
+    def dump(source, build, protocol=4):
+        module = import_source_file(tmp_path, source, 'nvfixture_src')
+        objects = build(module)
+        buffer = io.BytesIO()
+        NvidiaStylePickler(buffer, module.__name__, source + '\n# reloaded copy\n', protocol).dump(objects)
+        return objects, buffer.getvalue()
+    return dump
