@@ -7,26 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from naive_ops import naive_upfirdn2d
 from torch_utils.ops import conv2d_gradfix
 from torch_utils.ops import conv2d_resample as cr
 
 
 def _randn(*shape, seed=0):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-
-
-def naive_upfirdn(x, f2d, up=1, down=1, pad=(0, 0, 0, 0), gain=1.0, flip_filter=False):
-    """Oracle: zero insertion by index assignment, F.pad (negative = crop), depthwise F.conv2d, slicing."""
-    n, c, h, w = x.shape
-    z = x.new_zeros(n, c, h * up, w * up)
-    z[:, :, ::up, ::up] = x
-    px0, px1, py0, py1 = pad
-    z = F.pad(z, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
-    z = z[:, :, max(-py0, 0): z.shape[2] - max(-py1, 0), max(-px0, 0): z.shape[3] - max(-px1, 0)]
-    k = f2d.to(x.dtype) * gain
-    k = k if flip_filter else k.flip([0, 1])  # F.conv2d correlates; a true convolution needs the flipped taps
-    z = F.conv2d(z, k[None, None].repeat(c, 1, 1, 1), groups=c)
-    return z[:, :, ::down, ::down]
 
 
 def naive_conv2d_resample(x, w, f, up, down, padding, groups, flip_weight, flip_filter):
@@ -39,10 +26,10 @@ def naive_conv2d_resample(x, w, f, up, down, padding, groups, flip_weight, flip_
         p = [p[0] + (fw + up - 1) // 2, p[1] + (fw - up) // 2, p[2] + (fh + up - 1) // 2, p[3] + (fh - up) // 2]
     if down > 1:
         p = [p[0] + (fw - down + 1) // 2, p[1] + (fw - down) // 2, p[2] + (fh - down + 1) // 2, p[3] + (fh - down) // 2]
-    x = naive_upfirdn(x, f2d if up > 1 else torch.ones(1, 1), up=up, pad=p, gain=up ** 2, flip_filter=flip_filter)
+    x = naive_upfirdn2d(x, f2d if up > 1 else torch.ones(1, 1), up=up, pad=p, gain=up ** 2, flip_filter=flip_filter)
     x = F.conv2d(x, w if flip_weight else w.flip([2, 3]), groups=groups)
     if down > 1:
-        x = naive_upfirdn(x, f2d, down=down, flip_filter=flip_filter)
+        x = naive_upfirdn2d(x, f2d, down=down, flip_filter=flip_filter)
     return x
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
+from naive_ops import naive_upfirdn2d
 from torch_utils.ops import filtered_lrelu as fl
 
 
@@ -12,30 +12,15 @@ def _randn(*shape, seed=0):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-def naive_resample(x, f, up=1, down=1, pad=(0, 0, 0, 0), gain=1.0, flip_filter=False):
-    """Oracle: zero insertion by index assignment, F.pad (negative = crop), depthwise F.conv2d, slicing."""
-    f2d = torch.ones(1, 1) if f is None else (torch.outer(f, f) if f.ndim == 1 else f)
-    n, c, h, w = x.shape
-    z = x.new_zeros(n, c, h * up, w * up)
-    z[:, :, ::up, ::up] = x
-    px0, px1, py0, py1 = pad
-    z = F.pad(z, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
-    z = z[:, :, max(-py0, 0): z.shape[2] - max(-py1, 0), max(-px0, 0): z.shape[3] - max(-px1, 0)]
-    k = f2d.to(x.dtype) * gain
-    k = k if flip_filter else k.flip([0, 1])  # F.conv2d correlates; a true convolution needs the flipped taps
-    z = F.conv2d(z, k[None, None].repeat(c, 1, 1, 1), groups=c)
-    return z[:, :, ::down, ::down]
-
-
 def naive_filtered_lrelu(x, fu, fd, b, up, down, pad, gain, slope, clamp, flip_filter):
     """Oracle: bias, upsample, leaky ReLU * gain, clamp, downsample, written out step by step."""
     if b is not None:
         x = x + b[None, :, None, None]
-    x = naive_resample(x, fu, up=up, pad=pad, gain=up ** 2, flip_filter=flip_filter)
+    x = naive_upfirdn2d(x, fu, up=up, pad=pad, gain=up ** 2, flip_filter=flip_filter)
     x = torch.where(x >= 0, x, x * slope) * gain
     if clamp is not None:
         x = torch.minimum(torch.maximum(x, torch.full_like(x, -clamp)), torch.full_like(x, clamp))
-    return naive_resample(x, fd, down=down, flip_filter=flip_filter)
+    return naive_upfirdn2d(x, fd, down=down, flip_filter=flip_filter)
 
 
 FU_SEP = torch.tensor([1., 3., 4., 1.]) / 9

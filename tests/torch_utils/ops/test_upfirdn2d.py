@@ -5,33 +5,12 @@ import itertools
 import pytest
 import torch
 
+from naive_ops import naive_upfirdn2d
 from torch_utils.ops import upfirdn2d as u
 
 
 def _randn(*shape, seed=0, dtype=torch.float64):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
-
-def naive_upfirdn2d(x, f2d, up=(1, 1), down=(1, 1), pad=(0, 0, 0, 0), gain=1.0, flip_filter=False):
-    """Oracle: zero insertion by index assignment, placement on a zero canvas, a loop over the 2-D taps, slicing."""
-    (upx, upy), (downx, downy), (px0, px1, py0, py1) = up, down, pad
-    n, c, h, w = x.shape
-    z = x.new_zeros(n, c, h * upy, w * upx)
-    z[:, :, ::upy, ::upx] = x
-    canvas = x.new_zeros(n, c, h * upy + py0 + py1, w * upx + px0 + px1)
-    ys = range(max(0, -py0), min(z.shape[2], canvas.shape[2] - py0))
-    xs = range(max(0, -px0), min(z.shape[3], canvas.shape[3] - px0))
-    canvas[:, :, ys.start + py0: ys.stop + py0, xs.start + px0: xs.stop + px0] = \
-        z[:, :, ys.start: ys.stop, xs.start: xs.stop]
-    # True convolution == correlation with the filter rotated by 180 degrees.
-    k = f2d.to(x.dtype) if flip_filter else f2d.to(x.dtype).flip([0, 1])
-    fh, fw = k.shape
-    out_h, out_w = canvas.shape[2] - fh + 1, canvas.shape[3] - fw + 1
-    out = x.new_zeros(n, c, out_h, out_w)
-    for a in range(fh):
-        for b in range(fw):
-            out = out + k[a, b] * canvas[:, :, a: a + out_h, b: b + out_w]
-    return (out * gain)[:, :, ::downy, ::downx]
 
 
 # --- setup_filter and the private helpers -------------------------------------------------------------------------
