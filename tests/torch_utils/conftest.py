@@ -7,18 +7,15 @@ test can tell whether a loader ran it.
 """
 
 import copy
-import importlib
 import io
 import pickle
 import pickletools
-import sys
 import types
-import uuid
 
 import pytest
-import torch
 
 import dnnlib
+from temp_modules import import_source
 from torch_utils import persistence
 
 MARKER_ENV = 'PERSISTENCE_TEST_MARKER'
@@ -104,17 +101,6 @@ class NvidiaStylePickler(pickle.Pickler):
         return NotImplemented
 
 
-def import_source_file(directory, source, prefix):
-    """Write `source` to a fresh module file in `directory`, import it and take the directory off sys.path again."""
-    name = f'{prefix}_{uuid.uuid4().hex}'
-    (directory / f'{name}.py').write_text(source)
-    sys.path.insert(0, str(directory))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(directory))
-
-
 @pytest.fixture(scope='session')
 def nvidia_nets(tmp_path_factory):
     """The fixture module (imported from a temp file), G / D / G_ema built from it and a snapshot pickle writer.
@@ -122,7 +108,7 @@ def nvidia_nets(tmp_path_factory):
     `write(module_src, protocol)` returns the bytes of {G, D, G_ema, training_set_kwargs, augment_pipe=None}
     pickled NVIDIA-style with `module_src` as the stored source.
     """
-    module = import_source_file(tmp_path_factory.mktemp('nvidia_nets'), NETS_SOURCE, 'nvfixture_nets')
+    module = import_source(tmp_path_factory.mktemp('nvidia_nets'), NETS_SOURCE, 'nvfixture_nets')
     G = module.ToyNet(img_channels=3, hidden=4, conv_kwargs=dnnlib.EasyDict(up=2, activation='lrelu'), seed=0)
     D = module.ToyNet(3, 2, conv_kwargs=dnnlib.EasyDict(up=2, activation='relu'), seed=10)
     G_ema = copy.deepcopy(G)
@@ -185,7 +171,7 @@ def nvidia_dumps(tmp_path):
     source text plus a trailing comment, so loading it execs a fresh module instead of reusing the imported one.
     """
     def dump(source, build, protocol=4):
-        module = import_source_file(tmp_path, source, 'nvfixture_src')
+        module = import_source(tmp_path, source, 'nvfixture_src')
         objects = build(module)
         buffer = io.BytesIO()
         NvidiaStylePickler(buffer, module.__name__, source + '\n# reloaded copy\n', protocol).dump(objects)

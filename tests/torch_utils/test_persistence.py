@@ -1,7 +1,6 @@
 """Tests for torch_utils.persistence: the NVIDIA persistence format (version 6) and our persistent classes."""
 
 import copy
-import importlib
 import os
 import pickle
 import re
@@ -16,6 +15,7 @@ import pytest
 import torch
 
 import dnnlib
+from temp_modules import import_source
 from torch_utils import persistence
 
 # A small persistent class written to a temp module file (so inspect can find its source).
@@ -66,21 +66,11 @@ class WithSetstate:
 SOURCE_B = AFFINE_SOURCE.replace('SCALE = 1.0', 'SCALE = 2.0')  # Never written to a file: only ever exec'd.
 
 
-def _import(tmp_path, source, prefix):
-    name = f'{prefix}_{uuid.uuid4().hex}'
-    (tmp_path / f'{name}.py').write_text(source)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(tmp_path))
-
-
 @pytest.fixture(scope='module')
 def affine(tmp_path_factory):
     # Imported once: a second import of the same text would be a different module, while loading a pickle of
     # that text reuses the first module that registered it.
-    return _import(tmp_path_factory.mktemp('affine'), AFFINE_SOURCE, 'persist_affine')
+    return import_source(tmp_path_factory.mktemp('affine'), AFFINE_SOURCE, 'persist_affine')
 
 
 def _meta(source, class_name, state, version=6):

@@ -2,7 +2,6 @@
 
 import collections
 import hashlib
-import importlib
 import io
 import pickle
 import re
@@ -14,6 +13,7 @@ import pytest
 import torch
 
 import dnnlib
+from temp_modules import import_source
 from torch_utils import persistence, safe_pickle
 from torch_utils.safe_pickle import PersistentRecord, UnsafePickleError, iter_records, safe_load
 
@@ -56,14 +56,7 @@ class OptOut(torch.nn.Module):
 
 @pytest.fixture(scope='module')
 def nested(tmp_path_factory):
-    directory = tmp_path_factory.mktemp('nested')
-    name = f'safe_nested_{uuid.uuid4().hex}'
-    (directory / f'{name}.py').write_text(NESTED_SOURCE)
-    sys.path.insert(0, str(directory))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(directory))
+    return import_source(tmp_path_factory.mktemp('nested'), NESTED_SOURCE, 'safe_nested')
 
 
 def _load_bytes(data):

@@ -46,7 +46,7 @@ def _check_args(x, w, f, up, down, groups):
     if w.dtype != x.dtype:
         raise ValueError(f"w must have the dtype of x ({x.dtype}), got {w.dtype}")
     if f is not None and (not isinstance(f, torch.Tensor) or f.ndim not in (1, 2) or f.dtype != torch.float32):
-        raise ValueError(f"f must be None or a 1-D/2-D float32 tensor (see upfirdn2d.setup_filter), got "
+        raise ValueError("f must be None or a 1-D/2-D float32 tensor (see upfirdn2d.setup_filter), got "
                          + (f"shape {list(f.shape)}, dtype {f.dtype}" if isinstance(f, torch.Tensor)
                             else type(f).__name__))
     _check_int('up', up, 1)
