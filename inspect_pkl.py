@@ -52,7 +52,7 @@ def _print_table(rows: list) -> None:
 @click.option("--outdir", metavar="DIR", default="out", show_default=True, type=click.Path(file_okay=False),
               help="Where the built-in demo writes its snapshot")
 @click.option("--trusted/--no-trusted", default=None,
-              help="Also load with pickle.load (RUNS code from the pickle) and compare  [default: on for the demo only]")
+              help="Also load with pickle.load (RUNS code from the pickle) and compare  [default: demo only]")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of a table")
 def main(network, outdir, trusted, as_json):
     if network is None:
