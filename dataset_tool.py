@@ -1,0 +1,95 @@
+"""Convert an image collection into a StyleGAN2-ADA dataset: uncompressed PNGs in a .zip (or folder) + dataset.json.
+
+Sources: an image folder (recursive) or .zip, with labels from its dataset.json if present; CIFAR-10
+(cifar-10-python.tar.gz, labels 0-9); MNIST (train-images-idx3-ubyte.gz beside train-labels-idx1-ubyte.gz,
+padded to 32x32); LSUN *_lmdb directories (needs `pip install lmdb`). The destination is written atomically:
+an interrupted run leaves nothing behind.
+
+Examples:
+
+\b
+  # CIFAR-10 and MNIST, with their class labels.
+  python dataset_tool.py --source=~/downloads/cifar-10-python.tar.gz --dest=~/datasets/cifar10-32x32.zip
+  python dataset_tool.py --source=~/downloads/train-images-idx3-ubyte.gz --dest=~/datasets/mnist-32x32.zip
+
+\b
+  # A folder of photos of any size: centre square crops resized to 256x256.
+  python dataset_tool.py --source=~/photos --dest=~/datasets/photos-256x256.zip \\
+      --transform=center-crop --resolution=256x256
+
+\b
+  # LSUN cars at 512x384, letterboxed into 512x512; print the plan first.
+  python dataset_tool.py --source=~/lsun/car_lmdb --dest=~/datasets/car-512x384.zip \\
+      --transform=center-crop-wide --resolution=512x384 --max-images=100000 --dry-run
+"""
+
+import json
+import os
+
+import click
+
+from training import dataset_sources, dataset_writer
+from training.dataset_images import ImageFileError
+
+
+def _fail(flag: str, err: Exception):
+    return click.ClickException(f'{flag}: {err}')
+
+
+@click.command(help=__doc__)
+@click.option('--source', required=True, metavar='PATH', help='Image folder, .zip, CIFAR-10 tarball, MNIST images '
+              'file or LSUN *_lmdb directory')
+@click.option('--dest', required=True, metavar='PATH', help='Output: a .zip path, or a folder')
+@click.option('--max-images', type=click.IntRange(min=1), default=None, metavar='INT',
+              help='Write at most this many images  [default: all]')
+@click.option('--transform', type=click.Choice(dataset_writer.TRANSFORMS), default=None,
+              help='Crop before resizing; needs --resolution  [default: none (resize only)]')
+@click.option('--resolution', metavar='WxH', default=None,
+              help='Output size, e.g. 256x256 (W a power of two)  [default: keep the source size]')
+@click.option('--overwrite', is_flag=True, help='Replace an existing --dest')
+@click.option('-n', '--dry-run', is_flag=True, help='Print what would be done and exit')
+def main(source, dest, max_images, transform, resolution, overwrite, dry_run):
+    source, dest = os.path.expanduser(source), os.path.expanduser(dest)
+    try:
+        size = None if resolution is None else dataset_writer.parse_resolution(resolution)
+        dataset_writer.make_transform(transform, size)  # Validates the transform/resolution pair up front.
+    except ValueError as err:
+        raise _fail('--resolution', err)
+    try:
+        dataset_writer.check_dest(dest, overwrite, source=source)
+    except dataset_writer.DestinationError as err:
+        raise _fail('--dest', err)
+    try:
+        opened = dataset_sources.open_source(source)
+    except (OSError, ImportError) as err:
+        raise _fail('--source', err)
+
+    try:
+        plan = dict(source=source, source_kind=opened.kind, source_images=opened.num_images,
+                    source_labels=opened.num_labels, dest=dest,
+                    dest_format='zip' if dest.lower().endswith('.zip') else 'folder', max_images=max_images,
+                    transform=transform, resolution=resolution, overwrite=overwrite)
+        print(json.dumps(plan, indent=2))
+        if dry_run:
+            num = opened.num_images if max_images is None else min(opened.num_images, max_images)
+            print(f'Dry run: would write {num} images to {dest}; nothing written.')
+            return
+        try:
+            summary = dataset_writer.convert_dataset(opened, dest, max_images=max_images, transform=transform,
+                                                     resolution=size, overwrite=overwrite)
+        except dataset_writer.DestinationError as err:
+            raise _fail('--dest', err)
+        except (ImageFileError, ImportError) as err:
+            raise _fail('--source', err)
+        except OSError as err:  # Source readers wrap their I/O errors, so what is left comes from writing.
+            raise _fail('--dest', err)
+    finally:
+        opened.close()
+    c, h, w = summary.image_shape
+    skipped = f', {summary.num_skipped} skipped by the transform' if summary.num_skipped else ''
+    print(f'Wrote {summary.num_images} images ({w}x{h}, {c} channel(s), labels: '
+          f'{"yes" if summary.has_labels else "no"}{skipped}) to {dest}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,223 @@
+"""Readers for the image collections dataset_tool.py converts into StyleGAN2-ADA datasets (Karras et al. 2020).
+
+Supported sources: an image folder (recursive) or .zip, optionally with a dataset.json of labels; the CIFAR-10
+python tarball; MNIST idx files; LSUN lmdb directories (needs the `lmdb` package). Each opens as an `ImageSource`
+that knows its size up front and yields `SourceImage`s (uint8 [H, W, C], label or None) lazily.
+"""
+
+import dataclasses
+import gzip
+import json
+import os
+import re
+import sys
+import tarfile
+import zipfile
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from torch_utils.safe_pickle import SafeUnpickler
+from training.dataset_images import ImageFileError, decode_image, file_ext, list_folder, select_images
+
+CIFAR10_NAME = 'cifar-10-python.tar.gz'
+MNIST_IMAGES_SUFFIX = 'images-idx3-ubyte.gz'  # train-images-idx3-ubyte.gz; its labels: train-labels-idx1-ubyte.gz.
+MNIST_PAD = 2  # Pixels of zeros added on every side: 28x28 digits become 32x32, a power of two.
+
+
+@dataclasses.dataclass
+class SourceImage:
+    """One image of a source: where it comes from (for messages), pixels, and its label (None = unlabelled)."""
+    name: str                   # E.g. 'photos/cat.png' or 'cifar-10-python.tar.gz[17]'.
+    image: np.ndarray           # uint8 [H, W, C], C in (1, 3).
+    label: Any = None           # int class, list of numbers, or None.
+
+
+@dataclasses.dataclass
+class ImageSource:
+    """A source opened for conversion: its kind, size, and a generator of its images in order."""
+    kind: str                   # 'image folder', 'zip', 'cifar10', 'mnist' or 'lsun lmdb'.
+    path: str
+    num_images: int
+    images: Callable[[], Iterator[SourceImage]]
+    num_labels: int = 0         # How many images carry a label.
+    close: Callable[[], None] = lambda: None  # Releases open files.
+
+
+def open_source(path: str) -> ImageSource:
+    """Open `path` as one of the supported sources, chosen by its type and name; raise naming it if unusable."""
+    path = os.fspath(path)
+    base = os.path.basename(path.rstrip('/' + os.sep))
+    if os.path.isdir(path):
+        return _open_lmdb(path) if base.endswith('_lmdb') else _open_image_folder(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'{path}: no such file or directory; expected an image folder, a .zip, '
+                                f'{CIFAR10_NAME}, train-{MNIST_IMAGES_SUFFIX} or an LSUN *_lmdb directory')
+    if base == CIFAR10_NAME:
+        return _open_cifar10(path)
+    if base.endswith(MNIST_IMAGES_SUFFIX):
+        return _open_mnist(path)
+    if file_ext(path) == '.zip':
+        return _open_image_zip(path)
+    raise ImageFileError(f'{path}: unknown source type; expected an image folder, a .zip, {CIFAR10_NAME}, '
+                         f'train-{MNIST_IMAGES_SUFFIX} or an LSUN *_lmdb directory')
+
+
+def _parse_source_labels(data: bytes, json_name: str) -> dict:
+    """relpath -> label from a source's dataset.json ({"labels": [[relpath, label], ...]} or null)."""
+    try:
+        meta = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ImageFileError(f'{json_name}: malformed JSON ({err})') from err
+    entries = meta.get('labels') if isinstance(meta, dict) else ()
+    if entries is None:
+        return {}
+    if not (isinstance(entries, list) and all(isinstance(e, list) and len(e) == 2 and isinstance(e[0], str)
+                                              for e in entries)):
+        raise ImageFileError(f'{json_name}: expected {{"labels": [[relpath, label], ...]}} or {{"labels": null}}')
+    return dict(entries)
+
+
+def _member_source(kind: str, path: str, names: list, read_file: Callable[[str], bytes],
+                   close: Callable[[], None] = lambda: None) -> ImageSource:
+    """Source over named image files (folder or zip members) with labels from an optional dataset.json."""
+    image_names = select_images(names)
+    if not image_names:
+        raise ImageFileError(f'{path}: no image files found (looked for extensions PIL can open, e.g. .png, .jpg)')
+    labels = {}
+    if 'dataset.json' in names:
+        labels = _parse_source_labels(read_file('dataset.json'), f'{path}/dataset.json')
+    label_of = [labels.get(name.replace('\\', '/')) for name in image_names]
+
+    def images() -> Iterator[SourceImage]:
+        for name, label in zip(image_names, label_of):
+            described = f'{path.rstrip("/" + os.sep)}/{name}'
+            yield SourceImage(described, decode_image(read_file(name), described), label)
+
+    num_labels = sum(label is not None for label in label_of)
+    return ImageSource(kind, path, len(image_names), images, num_labels, close)
+
+
+def _open_image_folder(path: str) -> ImageSource:
+    def read_file(name: str) -> bytes:
+        try:
+            with open(os.path.join(path, name), 'rb') as f:
+                return f.read()
+        except OSError as err:
+            raise ImageFileError(f'{path.rstrip("/" + os.sep)}/{name}: cannot read ({err})') from err
+    return _member_source('image folder', path, list_folder(path), read_file)
+
+
+def _open_image_zip(path: str) -> ImageSource:
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as err:
+        raise ImageFileError(f'{path}: not a valid zip file ({err})') from err
+
+    def read_file(name: str) -> bytes:
+        try:
+            return archive.read(name)
+        except (zipfile.BadZipFile, OSError) as err:  # E.g. a CRC mismatch in a damaged archive.
+            raise ImageFileError(f'{path}/{name}: cannot read from the zip ({err})') from err
+    return _member_source('zip', path, sorted(archive.namelist()), read_file, archive.close)
+
+
+class _CifarUnpickler(SafeUnpickler):
+    """CIFAR-10 batches are Python 2 pickles of dicts with numpy arrays: read them without running code."""
+
+    def __init__(self, f):
+        super().__init__(f, encoding='bytes')  # Python 2 str -> bytes, as the dataset's own instructions say.
+
+
+def _read_cifar_batch(tar: tarfile.TarFile, member: tarfile.TarInfo, where: str) -> tuple:
+    """(uint8 [n, 32, 32, 3] images, int64 [n] labels) from one data_batch_N pickle."""
+    try:
+        batch = _CifarUnpickler(tar.extractfile(member)).load()
+        data = np.asarray(batch[b'data'])
+        labels = np.asarray(batch[b'labels'])
+    except Exception as err:  # Unpickling can fail in many ways on a damaged file; all mean the same here.
+        raise ImageFileError(f'{where}: not a CIFAR-10 python batch ({type(err).__name__}: {err})') from err
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != data.shape[:1]:
+        raise ImageFileError(f'{where}: expected b"data" uint8 [n, 3072] and n b"labels", got data '
+                             f'{data.dtype} {list(data.shape)} and {labels.size} labels')
+    if labels.size and not (np.issubdtype(labels.dtype, np.integer) and labels.min() >= 0 and labels.max() <= 9):
+        raise ImageFileError(f'{where}: labels must be integers 0-9')
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels.astype(np.int64)  # CHW rows -> [n, H, W, C]
+
+
+def _open_cifar10(path: str) -> ImageSource:
+    try:
+        with tarfile.open(path, 'r:gz') as tar:
+            members = {int(m.group(1)): member for member in tar.getmembers()
+                       if (m := re.fullmatch(r'cifar-10-batches-py/data_batch_(\d+)', member.name))}
+            if not members:
+                raise ImageFileError(f'{path}: no cifar-10-batches-py/data_batch_N members; expected the python '
+                                     f'version of CIFAR-10 (https://www.cs.toronto.edu/~kriz/cifar.html)')
+            batches = [_read_cifar_batch(tar, members[i], f'{path}/{members[i].name}') for i in sorted(members)]
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile) as err:
+        raise ImageFileError(f'{path}: not a readable .tar.gz ({err})') from err
+    images = np.concatenate([b[0] for b in batches])  # [N, 32, 32, 3]
+    labels = np.concatenate([b[1] for b in batches])  # [N]
+    return _array_source('cifar10', path, images, labels)
+
+
+def _array_source(kind: str, path: str, images: np.ndarray, labels: np.ndarray) -> ImageSource:
+    """Source over in-memory images [N, H, W, C] with integer class labels [N]."""
+    def iterate() -> Iterator[SourceImage]:
+        for idx in range(len(images)):
+            yield SourceImage(f'{path}[{idx}]', images[idx], int(labels[idx]))
+    return ImageSource(kind, path, len(images), iterate, len(labels))
+
+
+def _read_idx(path: str, ndim: int) -> np.ndarray:
+    """A uint8 array from a gzipped idx file (MNIST format: zero bytes, type 0x08, ndim, big-endian dims, data)."""
+    try:
+        with gzip.open(path, 'rb') as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f'{path}: not found; MNIST needs the images file and its labels file side by side')
+    except (OSError, EOFError) as err:
+        raise ImageFileError(f'{path}: not a readable .gz file ({err})') from err
+    if len(data) < 4 + 4 * ndim or data[:3] != b'\x00\x00\x08' or data[3] != ndim:
+        raise ImageFileError(f'{path}: not an idx file of {ndim}-D uint8 data (magic number {data[:4].hex()}, '
+                             f'expected 000008{ndim:02x})')
+    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], 'big') for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    if len(data) - offset != int(np.prod(shape)):
+        raise ImageFileError(f'{path}: header says shape {shape} but the file holds {len(data) - offset} values')
+    return np.frombuffer(data, np.uint8, offset=offset).reshape(shape)
+
+
+def _open_mnist(path: str) -> ImageSource:
+    labels_path = os.path.join(os.path.dirname(path), os.path.basename(path).replace('images-idx3', 'labels-idx1'))
+    images = _read_idx(path, ndim=3)         # [N, 28, 28]
+    labels = _read_idx(labels_path, ndim=1)  # [N]
+    if len(labels) != len(images):
+        raise ImageFileError(f'{labels_path}: holds {len(labels)} labels but {path} holds {len(images)} images')
+    pad = MNIST_PAD
+    images = np.pad(images, [(0, 0), (pad, pad), (pad, pad)])[:, :, :, np.newaxis]  # [N, 32, 32, 1]
+    return _array_source('mnist', path, images, labels)
+
+
+def _open_lmdb(path: str) -> ImageSource:
+    """LSUN scene/object lmdb: values are encoded images (webp/jpeg); undecodable ones are skipped with a warning."""
+    try:
+        import lmdb
+    except ImportError as err:
+        raise ImportError(f'{path}: reading LSUN lmdb directories needs the Python package "lmdb", which is not '
+                          f'installed; install it with `pip install lmdb`') from err
+    env = lmdb.open(path, readonly=True, lock=False, readahead=False, subdir=True)
+    with env.begin(write=False) as txn:
+        num_images = txn.stat()['entries']
+
+    def iterate() -> Iterator[SourceImage]:
+        with env.begin(write=False) as txn:
+            for key, value in txn.cursor():
+                name = f'{path}[{bytes(key).decode("ascii", "replace")}]'
+                try:
+                    image = decode_image(bytes(value), name)
+                except ImageFileError as err:  # LSUN holds a few broken images; NVIDIA's tool skips them too.
+                    print(f'Skipping {name}: {err}', file=sys.stderr)
+                    continue
+                yield SourceImage(name, image, None)
+    return ImageSource('lsun lmdb', path, num_images, iterate, 0, env.close)
