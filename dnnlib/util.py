@@ -312,6 +312,13 @@ def _download(url: str, num_attempts: int, verbose: bool) -> bytes:
     ) from last_error
 
 
+def get_umask() -> int:
+    """Return the process umask (os.umask can only read it by setting it; it is restored at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path: Union[str, os.PathLike], data: bytes) -> None:
     """Write `data` to the file `path` (creating its directory) so that readers see either nothing or all of it."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -322,6 +329,7 @@ def write_atomically(path: Union[str, os.PathLike], data: bytes) -> None:
     # or runs never read a partially written file.
     fd, tmp_path = tempfile.mkstemp(dir=directory, prefix="tmp_", suffix=".part")
     try:
+        os.chmod(tmp_path, 0o666 & ~get_umask())  # mkstemp makes 0600; give the result normal file permissions.
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp_path, path)

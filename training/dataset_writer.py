@@ -132,12 +132,6 @@ def check_dest(dest: str, overwrite: bool = False, source: Optional[str] = None)
             raise DestinationError(f'{dest} already exists; pass --overwrite to replace it')
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 class DatasetWriter:
     """Writes a dataset to a temporary sibling of `dest` and moves it into place only in commit().
 
@@ -151,7 +145,7 @@ class DatasetWriter:
         self._is_zip = file_ext(dest) == '.zip'
         parent = os.path.dirname(self._dest)
         os.makedirs(parent, exist_ok=True)
-        prefix, mask = f'.{os.path.basename(self._dest)}.', _umask()
+        prefix, mask = f'.{os.path.basename(self._dest)}.', dnnlib.util.get_umask()
         if self._is_zip:
             fd, self._tmp = tempfile.mkstemp(dir=parent, prefix=prefix, suffix='.tmp')
             os.close(fd)

@@ -304,3 +304,13 @@ def test_open_url_unreachable_server(tmp_path, monkeypatch):
     with pytest.raises(OSError, match=rf"^open_url: could not download '{url}' after 1 attempt\(s\): .*"
                                       r"Download the file elsewhere .* and pass its local path instead of the URL\.$"):
         util.open_url(url, cache_dir=str(tmp_path), num_attempts=1, verbose=False)
+
+
+def test_write_atomically_gives_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert util.get_umask() == 0o022
+        util.write_atomically(tmp_path / "f.bin", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
