@@ -1,0 +1,113 @@
+"""Generate images from a network snapshot (ours or an official StyleGAN2-ADA / StyleGAN3 PyTorch pickle).
+
+Examples:
+
+\b
+  # Eight images from seeds 0-7 and a grid of them.
+  python generate.py --network=network-snapshot-000100.pkl --seeds=0-7 --grid --outdir=out
+
+\b
+  # Class-conditional, truncated, from a URL (downloads are cached; offline, pass a local path).
+  python generate.py --network=https://example.org/cifar10.pkl --seeds=0-35 --class=1 --trunc=0.7 --outdir=out
+
+\b
+  # StyleGAN3 pickles hold networks we have no classes for: run the code stored in the pickle (trusted files only).
+  python generate.py --network=stylegan3-t-ffhq-1024x1024.pkl --seeds=0 --trust-pickle --outdir=out
+
+The same seed gives the same image whatever --batch is; z follows StyleGAN2-ADA's recipe, so official pickles
+reproduce their published images seed for seed.
+"""
+
+import math
+import os
+import pickle
+import re
+
+import click
+import numpy as np
+import torch
+
+from training import image_io, sampling, snapshot
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11]."""
+    seeds = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if match is None:
+            raise ValueError(f"{part!r} is not a seed or a range like 0-7")
+        lo = int(match.group(1))
+        hi = int(match.group(2)) if match.group(2) is not None else lo
+        if hi < lo:
+            raise ValueError(f"range {part.strip()!r} is empty (end below start)")
+        seeds.extend(range(lo, hi + 1))
+    return seeds
+
+
+class SeedList(click.ParamType):
+    name = "LIST"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        try:
+            return parse_seeds(value)
+        except ValueError as err:
+            self.fail(f"{err}; expected e.g. 0-7,12", param, ctx)
+
+
+def _grid_size(n: int) -> tuple[int, int]:
+    gw = math.ceil(math.sqrt(n))
+    return gw, math.ceil(n / gw)
+
+
+@click.command(help=__doc__)
+@click.option("--network", "network_pkl", metavar="PATH|URL", required=True, help="Network pickle")
+@click.option("--seeds", type=SeedList(), required=True, help="Seeds, e.g. 0-7,12")
+@click.option("--class", "class_idx", type=click.IntRange(min=0), default=None, help="Class index (conditional G)")
+@click.option("--trunc", "truncation_psi", type=float, default=1, show_default=True, help="Truncation psi")
+@click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True,
+              help="Per-layer noise")
+@click.option("--outdir", type=click.Path(file_okay=False), required=True, help="Where to save the images")
+@click.option("--grid/--no-grid", default=False, show_default=True, help="Also save grid.png of all images")
+@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=8, show_default=True, help="Batch size")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Device (auto = cuda when available)")
+@click.option("--trust-pickle", is_flag=True, help="Unpickle normally, RUNNING the code stored in the pickle")
+def main(network_pkl, seeds, class_idx, truncation_psi, noise_mode, outdir, grid, batch_size, device, trust_pickle):
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.ClickException("--device cuda: no CUDA device is available")
+    device = torch.device(device)
+
+    print(f'Loading networks from "{network_pkl}"' + (" (trusted: running its code)" if trust_pickle else ""))
+    try:
+        G = snapshot.load_network_pkl(network_pkl, trusted=trust_pickle)["G_ema"]
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as err:
+        raise click.ClickException(f"--network {network_pkl}: {err}")
+    if G is None:
+        raise click.ClickException(f"--network {network_pkl}: the snapshot has no G_ema")
+    G = G.to(device)
+    try:
+        sampling.class_to_c(class_idx, G.c_dim)
+    except ValueError as err:
+        raise click.ClickException(f"--class: {err}")
+
+    os.makedirs(outdir, exist_ok=True)
+    images = []
+    for seed, image in sampling.generate_images(G, seeds, class_idx=class_idx, truncation_psi=truncation_psi,
+                                                noise_mode=noise_mode, batch_size=batch_size, device=device):
+        image_io.save_png(image, os.path.join(outdir, f"seed{seed:04d}.png"))
+        images.append(image)
+        print(f"seed {seed:>6d} -> seed{seed:04d}.png")
+    if grid:
+        gw, gh = _grid_size(len(images))
+        tiles = np.stack(images + [np.zeros_like(images[0])] * (gw * gh - len(images)))  # [N, H, W, C]
+        image_io.save_image_grid(tiles.transpose(0, 3, 1, 2), os.path.join(outdir, "grid.png"), (0, 255), (gw, gh))
+        print(f"grid {gw}x{gh} -> grid.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""generate.py through click's CliRunner, and the seed -> image contract of training.sampling."""
+
+import os
+import pickle
+import sys
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from click.testing import CliRunner
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import generate  # noqa: E402  (a top-level script, importable from the repository root)
+from training import networks, sampling, snapshot  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def network_pkl(tmp_path_factory):
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        G = networks.Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=3,
+                               mapping_kwargs=dict(num_layers=2),
+                               synthesis_kwargs=dict(channel_base=64, channel_max=16)).eval()
+    with torch.no_grad():
+        for name, param in G.named_parameters():
+            if name.endswith("noise_strength"):
+                param.fill_(0.5)  # so that the noise mode shows in the pixels
+    path = tmp_path_factory.mktemp("net") / "net.pkl"
+    snapshot.save_network_pkl(path, dict(G_ema=G))
+    return str(path)
+
+
+def _run(*args):
+    return CliRunner().invoke(generate.main, [str(a) for a in args])
+
+
+def _read(path):
+    return np.asarray(PIL.Image.open(path))
+
+
+def test_parse_seeds():
+    assert generate.parse_seeds("0-3,7, 10-11") == [0, 1, 2, 3, 7, 10, 11]
+    with pytest.raises(ValueError, match="range '5-2' is empty"):
+        generate.parse_seeds("5-2")
+    with pytest.raises(ValueError, match="'x' is not a seed or a range like 0-7"):
+        generate.parse_seeds("1,x")
+
+
+def test_help():
+    result = _run("--help")
+    assert result.exit_code == 0 and "--trust-pickle" in result.output and "--seeds" in result.output
+
+
+def test_generates_files_and_grid(tmp_path, network_pkl):
+    result = _run("--network", network_pkl, "--seeds", "0-2,5", "--outdir", tmp_path, "--grid")
+    assert result.exit_code == 0, result.output
+    names = sorted(os.listdir(tmp_path))
+    assert names == ["grid.png", "seed0000.png", "seed0001.png", "seed0002.png", "seed0005.png"]
+    assert _read(tmp_path / "seed0000.png").shape == (8, 8, 3)
+    grid = _read(tmp_path / "grid.png")
+    assert grid.shape == (16, 16, 3)  # 4 images -> 2x2
+    np.testing.assert_array_equal(grid[8:, :8], _read(tmp_path / "seed0002.png"))
+
+
+@pytest.mark.parametrize("noise_mode", ["const", "random"])
+def test_same_seed_same_image_whatever_the_batch(tmp_path, network_pkl, noise_mode):
+    for batch in (1, 3):
+        result = _run("--network", network_pkl, "--seeds", "3-6", "--outdir", tmp_path / f"b{batch}",
+                      "--batch", batch, "--noise-mode", noise_mode)
+        assert result.exit_code == 0, result.output
+    for seed in range(3, 7):
+        np.testing.assert_array_equal(_read(tmp_path / "b1" / f"seed{seed:04d}.png"),
+                                      _read(tmp_path / "b3" / f"seed{seed:04d}.png"))
+
+
+def test_trusted_and_safe_give_the_same_images(tmp_path, network_pkl):
+    for flag, sub in ((), "safe"), (("--trust-pickle",), "trusted"):
+        result = _run("--network", network_pkl, "--seeds", "0-1", "--outdir", tmp_path / sub, *flag)
+        assert result.exit_code == 0, result.output
+    for seed in (0, 1):
+        np.testing.assert_array_equal(_read(tmp_path / "safe" / f"seed{seed:04d}.png"),
+                                      _read(tmp_path / "trusted" / f"seed{seed:04d}.png"))
+
+
+def test_z_recipe_matches_numpy():
+    np.testing.assert_array_equal(sampling.seed_to_z(42, 5), np.random.RandomState(42).randn(1, 5))
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--seeds", "3-1"), "Invalid value for '--seeds': range '3-1' is empty"),
+    (("--seeds", "0", "--class", "2"), "--class: class 2 given, but the generator is unconditional"),
+    (("--seeds", "0", "--network", "missing.pkl"), "--network missing.pkl:"),
+])
+def test_errors_name_the_flag(tmp_path, network_pkl, args, message):
+    base = ["--outdir", tmp_path] + ([] if "--network" in args else ["--network", network_pkl])
+    result = _run(*base, *args)
+    assert result.exit_code != 0 and message in result.output, result.output
+
+
+def test_not_a_snapshot(tmp_path):
+    path = tmp_path / "list.pkl"
+    path.write_bytes(pickle.dumps([1]))
+    result = _run("--network", path, "--seeds", "0", "--outdir", tmp_path)
+    assert result.exit_code != 0 and "without any of the keys" in result.output

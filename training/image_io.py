@@ -1,0 +1,39 @@
+"""Image output: float images in [-1, 1] to uint8, PNG files and image grids, written atomically."""
+
+import io
+import os
+
+import numpy as np
+import PIL.Image
+import torch
+
+import dnnlib
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """[N, C, H, W] float in [-1, 1] -> [N, H, W, C] uint8, rounding as StyleGAN2-ADA does (x * 127.5 + 128)."""
+    return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
+    """Write one [H, W, C] uint8 image (C = 1 or 3) as a PNG, atomically."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
+        raise ValueError(f"image must be a uint8 [H, W, 1 or 3] array, got {image.dtype} {list(image.shape)}")
+    pil = PIL.Image.fromarray(image[:, :, 0], "L") if image.shape[2] == 1 else PIL.Image.fromarray(image, "RGB")
+    buffer = io.BytesIO()
+    pil.save(buffer, format="PNG")
+    dnnlib.util.write_atomically(path, buffer.getvalue())
+
+
+def save_image_grid(img: np.ndarray | torch.Tensor, path: str | os.PathLike, drange: tuple[float, float],
+                    grid_size: tuple[int, int]) -> None:
+    """Tile [N, C, H, W] images (values in `drange`) row-major into a grid_size = (gw, gh) PNG; N must be gw * gh."""
+    img = np.asarray(img.detach().cpu() if isinstance(img, torch.Tensor) else img, dtype=np.float32)
+    gw, gh = grid_size
+    n, c, h, w = img.shape
+    if n != gw * gh:
+        raise ValueError(f"grid_size {gw}x{gh} needs {gw * gh} images, got {n}")
+    lo, hi = drange
+    img = np.rint((img - lo) * (255 / (hi - lo))).clip(0, 255).astype(np.uint8)  # [N, C, H, W]
+    img = img.reshape(gh, gw, c, h, w).transpose(0, 3, 1, 4, 2).reshape(gh * h, gw * w, c)
+    save_png(img, path)
