@@ -15,20 +15,33 @@ Examples:
   python inspect_pkl.py --network snapshot.pkl --trusted
 """
 
+import copy
 import json
 import os
 import pickle
 
 import click
+import torch
 
 from torch_utils import pickle_summary
 
 
+# The built-in demo: StyleGAN2 networks at 32x32 with few channels, randomly initialised.
+DEMO_G_KWARGS = dict(z_dim=64, c_dim=0, w_dim=64, img_resolution=32, img_channels=3,
+                     mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=1024, channel_max=64))
+DEMO_D_KWARGS = dict(c_dim=0, img_resolution=32, img_channels=3, channel_base=1024, channel_max=64)
+
+
 def _write_demo_snapshot(outdir: str) -> str:
-    from training import demo_network  # Imported here: only the demo needs it.
+    from training import networks, snapshot  # Imported here: only the demo needs them.
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        G = networks.Generator(**DEMO_G_KWARGS).eval().requires_grad_(False)
+        D = networks.Discriminator(**DEMO_D_KWARGS).eval().requires_grad_(False)
     path = os.path.join(outdir, "demo-snapshot.pkl")
-    demo_network.write_demo_snapshot(path, seed=0)
-    print(f"Wrote demo snapshot {path}")
+    snapshot.save_network_pkl(path, dict(G=G, D=D, G_ema=copy.deepcopy(G), augment_pipe=None,
+                                         training_set_kwargs=None))
+    print(f"Wrote demo snapshot {path} (random StyleGAN2 G, D and G_ema at 32x32)")
     return path
 
 

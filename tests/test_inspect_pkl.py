@@ -26,16 +26,16 @@ def test_demo_json(tmp_path):
     result = _run("--outdir", str(tmp_path), "--json")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output[result.output.index("["):])
-    assert [row["path"] for row in rows] == ["G", "G_ema"]
-    from training.demo_network import DemoGenerator
-    reference = DemoGenerator()
-    expected_tensors = len(reference.state_dict())
-    expected_elements = sum(t.numel() for t in reference.state_dict().values())
-    for row in rows:
-        assert row["class_name"] == "DemoGenerator"
+    assert [row["path"] for row in rows] == ["G", "D", "G_ema"]
+    from training.networks import Discriminator, Generator
+    for row, net in zip(rows, [Generator(**inspect_pkl.DEMO_G_KWARGS), Discriminator(**inspect_pkl.DEMO_D_KWARGS),
+                               Generator(**inspect_pkl.DEMO_G_KWARGS)]):
+        state = net.state_dict()
+        assert row["class_name"] == type(net).__name__
         assert (row["num_tensors"], row["num_elements"], row["trusted_equal"]) == (
-            expected_tensors, expected_elements, expected_tensors)
+            len(state), sum(t.numel() for t in state.values()), len(state))
         assert len(row["module_src_hash"]) == 64
+        assert row["init_kwargs"]["img_resolution"] == 32
 
 
 def test_safe_by_default_for_user_pickles(tmp_path):

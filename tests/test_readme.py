@@ -36,4 +36,4 @@ def test_main_job_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     assert os.path.isfile(tmp_path / "out" / "demo-snapshot.pkl")
     lines = result.stdout.splitlines()
-    assert any(line.startswith("G_ema ") and "DemoGenerator" in line and "equal" in line for line in lines), lines
+    assert any(line.startswith("G_ema ") and "Generator" in line and "equal" in line for line in lines), lines
