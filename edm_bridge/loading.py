@@ -1,0 +1,203 @@
+"""Load released diffusion models (EDM pickles, guided-diffusion/ADM checkpoints) as one frozen Denoiser for SMaRt.
+
+EDM pickles (Karras et al. 2022; spec/diffusion.md section 2) are dicts whose 'ema' entry is a persistent EDM
+preconditioner. By default they are read with `torch_utils.safe_pickle`, which runs no code from the file: the
+network is rebuilt from OUR classes (edm_bridge.edm_networks) with the recorded constructor kwargs and loaded with
+a strict state dict. `trusted=True` unpickles normally instead, which executes the source stored in the pickle.
+ADM checkpoints (Dhariwal & Nichol 2021) are plain state dicts, read with torch.load(weights_only=True); their
+architecture comes from a preset (edm_bridge.adm). Names from edm_bridge.registry resolve to URLs that go through
+dnnlib.util.open_url (downloads are cached; a cached file is used offline).
+"""
+
+import os
+import pickle
+from typing import Any, BinaryIO
+
+import torch
+
+import dnnlib
+from edm_bridge import adm, edm_networks, registry, schedules
+from edm_bridge.denoiser import FrozenDenoiser
+from torch_utils import safe_pickle
+
+EDM_CLASSES = ('EDMPrecond', 'VPPrecond', 'VEPrecond', 'iDDPMPrecond')  # Preconditioners the safe path rebuilds.
+_TRUST_HINT = ('if the pickle was written by other code, load it with trusted=True, which runs the code stored in '
+               'it (only for files you trust)')
+_ZIP_MAGIC = b'PK\x03\x04'  # torch.save's zip container (every checkpoint written since PyTorch 1.6).
+
+
+def _plain(value: Any) -> Any:
+    """The safe loader's containers -> what constructors expect (EasyDict for dicts, lists and tuples kept)."""
+    if isinstance(value, dict):
+        return dnnlib.EasyDict({k: _plain(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+def _check_tensors(expected: dict[str, torch.Tensor], stored: dict[str, torch.Tensor], what: str, hint: str) -> None:
+    """Raise ValueError naming the missing, unexpected and wrongly shaped tensors (up to 4 each) of a strict load."""
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    wrong_shape = sorted(f'{name} {list(stored[name].shape)} != {list(expected[name].shape)}'
+                         for name in set(expected) & set(stored) if stored[name].shape != expected[name].shape)
+    if missing or unexpected or wrong_shape:
+        raise ValueError(f'the stored tensors do not match {what} (missing {missing[:4]}, unexpected '
+                         f'{unexpected[:4]}, wrong shape {wrong_shape[:4]}); {hint}')
+
+
+def _build_edm(record: safe_pickle.PersistentRecord, load_weights: bool = True) -> torch.nn.Module:
+    """Construct our EDM class for `record` from its recorded kwargs; load its tensors strictly (or leave it on meta).
+
+    The net is built on the meta device first: the stored tensors replace every parameter and buffer anyway, and the
+    random init of a 300M-parameter net would cost seconds.
+    """
+    classes = {name: getattr(edm_networks, name) for name in EDM_CLASSES}
+    if record.class_name not in classes:
+        raise ValueError(f"'ema' holds a {record.class_name!r}; the safe loader rebuilds only {list(classes)}; "
+                         f'{_TRUST_HINT}')
+    cls = classes[record.class_name]
+    try:
+        with torch.device('meta'):
+            net = cls(*_plain(record.init_args), **_plain(record.init_kwargs))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f'the recorded constructor arguments of {record.class_name} do not fit '
+                         f'{cls.__module__}.{cls.__qualname__} ({err}); {_TRUST_HINT}') from err
+    _check_tensors(net.state_dict(), record.state_dict, f'{cls.__module__}.{cls.__qualname__} built from its '
+                   'recorded arguments', _TRUST_HINT)
+    if load_weights:
+        net.load_state_dict(record.state_dict, strict=True, assign=True)
+    return net
+
+
+def _sniff_format(f: BinaryIO, source: str) -> str:
+    """'adm-checkpoint' for a torch.save zip, 'edm-pickle' for a plain pickle; ValueError for anything else."""
+    head = f.read(4)
+    f.seek(0)
+    if head.startswith(_ZIP_MAGIC):
+        return 'adm-checkpoint'
+    if head[:1] == b'\x80':  # Pickle protocol >= 2 opens with the PROTO opcode.
+        return 'edm-pickle'
+    raise ValueError(f'{source} is neither a pickle nor a torch.save checkpoint (starts with {head!r}); expected an '
+                     'EDM network pickle or an ADM (guided-diffusion) checkpoint')
+
+
+def _read_edm(f: BinaryIO, source: str, trusted: bool) -> tuple[Any, dict]:
+    """Unpickle an EDM network pickle; return ('ema' object or record, the whole dict)."""
+    data = pickle.load(f) if trusted else safe_pickle.safe_load(f)
+    if not isinstance(data, dict) or 'ema' not in data:
+        keys = f' with keys {sorted(map(str, data))}' if isinstance(data, dict) else ''
+        raise ValueError(f"{source} holds a {type(data).__name__}{keys} and no 'ema'; expected an EDM network pickle "
+                         '(a dict with ema, loss_fn, augment_pipe, dataset_kwargs)')
+    return data['ema'], data
+
+
+def _read_adm_state(f: BinaryIO, source: str) -> dict[str, torch.Tensor]:
+    state = torch.load(f, map_location='cpu', weights_only=True)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f'{source} holds a {type(state).__name__} that is not a state dict of tensors; expected an '
+                         'ADM (guided-diffusion) checkpoint')
+    return state
+
+
+def _adm_preset_name(entry: registry.ModelEntry | None, adm_preset: str | None, source: str) -> str:
+    preset = adm_preset if adm_preset is not None else (entry.adm_preset if entry is not None else None)
+    if preset is None:
+        raise ValueError(f'{source} is an ADM checkpoint (a plain state dict, which does not record its '
+                         f'architecture): pass adm_preset (CLI: --adm-preset), one of {list(adm.ADM_PRESETS)}')
+    adm.get_adm_preset(preset)  # ValueError listing the presets.
+    return preset
+
+
+def _adm_unet_on_meta(state: dict, preset: str, adm_kwargs: dict, source: str) -> torch.nn.Module:
+    """The preset's ADMUNet on the meta device (no memory), after checking that `state` fits it exactly."""
+    with torch.device('meta'):
+        unet = adm.build_adm(preset, **adm_kwargs)
+    _check_tensors(unet.state_dict(), state, f'ADM preset {preset!r}{f" with {adm_kwargs}" if adm_kwargs else ""}',
+                   f'pass the adm_preset that {os.path.basename(source)} was trained with '
+                   f'(one of {list(adm.ADM_PRESETS)})')
+    return unet
+
+
+def _check_adm_kwargs(adm_kwargs: dict | None) -> dict:
+    allowed = ('channels_scale', 'image_size')
+    if adm_kwargs is not None and (not isinstance(adm_kwargs, dict) or set(adm_kwargs) - set(allowed)):
+        raise ValueError(f'adm_kwargs is {adm_kwargs!r}; expected None or a dict with some of {list(allowed)}')
+    return dict(adm_kwargs or {})
+
+
+def load_denoiser(name_or_path: str | os.PathLike, trusted: bool = False, adm_preset: str | None = None,
+                  device: torch.device | str | None = None, adm_kwargs: dict | None = None) -> FrozenDenoiser:
+    """Load a registry name, path or URL (EDM pickle or ADM checkpoint) as a FrozenDenoiser on `device` (CPU).
+
+    trusted=True runs the code stored in an EDM pickle (pickle.load); the default rebuilds it from our classes.
+    adm_preset overrides the registry's preset of an ADM checkpoint; adm_kwargs (channels_scale, image_size) go to
+    ADMDenoiser.from_preset for shrunken test models. ADM checkpoints never run code (`trusted` does not apply).
+    """
+    if not isinstance(trusted, bool):
+        raise TypeError(f'trusted is {type(trusted).__name__} {trusted!r}; expected True or False')
+    adm_kwargs = _check_adm_kwargs(adm_kwargs)
+    entry, source = registry.resolve(name_or_path)
+    with dnnlib.util.open_url(source) as f:
+        fmt = _sniff_format(f, source)
+        if fmt == 'edm-pickle':
+            ema, _ = _read_edm(f, source, trusted)
+            if isinstance(ema, safe_pickle.PersistentRecord):
+                ema = _build_edm(ema)
+            elif not isinstance(ema, torch.nn.Module):
+                raise ValueError(f"{source}: 'ema' is a {type(ema).__name__}; expected a network (torch.nn.Module)")
+            net = ema
+        else:
+            preset = _adm_preset_name(entry, adm_preset, source)
+            state = _read_adm_state(f, source)
+            _adm_unet_on_meta(state, preset, adm_kwargs, source)  # A clear error before the strict load.
+            net = adm.ADMDenoiser.from_preset(preset, state_dict=state, **adm_kwargs)
+    if device is not None:
+        net = net.to(device)
+    return FrozenDenoiser(net)
+
+
+def _num_params(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def _describe_edm(ema: Any, data: dict) -> dict:
+    net = _build_edm(ema, load_weights=False)  # On the meta device: only shapes and attributes are needed.
+    kwargs = dict(_plain(ema.init_kwargs))
+    interface = ('img_resolution', 'img_channels', 'label_dim', 'model_type')
+    loss = data.get('loss_fn')
+    return dict(format='edm-pickle', preconditioning=ema.class_name, backbone=kwargs.get('model_type',
+                type(net.model).__name__), architecture={k: v for k, v in kwargs.items() if k not in interface},
+                img_resolution=net.img_resolution, img_channels=net.img_channels, label_dim=net.label_dim,
+                num_params=_num_params(net), sigma_min=float(net.sigma_min), sigma_max=float(net.sigma_max),
+                loss=loss.class_name if isinstance(loss, safe_pickle.PersistentRecord) else None)
+
+
+def _describe_adm(state: dict, preset: str, adm_kwargs: dict, source: str) -> dict:
+    spec = adm.get_adm_preset(preset)
+    unet = _adm_unet_on_meta(state, preset, adm_kwargs, source)
+    schedule = schedules.get_schedule(spec.schedule)
+    architecture = {k: v for k, v in spec.unet_kwargs.items() if k not in ('image_size', 'in_channels')}
+    return dict(format='adm-checkpoint', preconditioning=f'ADMDenoiser (eps, {spec.schedule})', backbone='ADMUNet',
+                architecture={**architecture, **adm_kwargs}, img_resolution=unet.image_size,
+                img_channels=unet.in_channels, label_dim=unet.num_classes or 0, num_params=_num_params(unet),
+                sigma_min=schedule.sigma_min, sigma_max=schedule.sigma_max, adm_preset=preset, schedule=spec.schedule)
+
+
+def describe(name_or_path: str | os.PathLike, adm_preset: str | None = None, adm_kwargs: dict | None = None) -> dict:
+    """Summarise a model without running code from it: format, preconditioning, backbone, architecture kwargs,
+    resolution, channels, label_dim, parameter count, sigma range (and registry name, schedule, licence if known)."""
+    adm_kwargs = _check_adm_kwargs(adm_kwargs)
+    entry, source = registry.resolve(name_or_path)
+    with dnnlib.util.open_url(source) as f:
+        if _sniff_format(f, source) == 'edm-pickle':
+            ema, data = _read_edm(f, source, trusted=False)
+            if not isinstance(ema, safe_pickle.PersistentRecord):
+                raise ValueError(f"{source}: 'ema' is a {type(ema).__name__}; expected a persistent EDM network")
+            info = _describe_edm(ema, data)
+        else:
+            preset = _adm_preset_name(entry, adm_preset, source)
+            info = _describe_adm(_read_adm_state(f, source), preset, adm_kwargs, source)
+    info.setdefault('schedule', 'karras')  # SMaRt's t for EDM networks indexes the Karras-1000 grid.
+    info.update(source=source, name=entry.name if entry else None, license=entry.license if entry else None)
+    return info
