@@ -89,7 +89,8 @@ def sigmas(schedule_spec: str, t_range: str) -> None:
     except (ValueError, TypeError) as err:
         raise click.ClickException(f'--t {t_range}: {err}')
     for t, sigma in zip(range(lo, hi + 1), values):
-        print(f'{t} {sigma:.4g}')
+        # "#" keeps trailing zeros, so every line shows exactly 4 significant digits (0.09870, not 0.0987).
+        print(f'{t} {sigma:#.4g}')
 
 
 @cli.command()
