@@ -1,1 +1,9 @@
 """smart_plugin: the SMaRt score-matching regularizer (arXiv 2311.18208) and related loss plugins."""
+
+from smart_plugin.diffgan import DiffusionGAN
+from smart_plugin.gaussian import GaussianDenoiser, fit_gaussian_denoiser
+from smart_plugin.options import DiffGANOptions, OptionError, OptionTypeError, SMaRtOptions
+from smart_plugin.regularizer import SMaRt, resolve_schedule, score_matching_loss
+
+__all__ = ['SMaRt', 'SMaRtOptions', 'DiffusionGAN', 'DiffGANOptions', 'GaussianDenoiser', 'fit_gaussian_denoiser',
+           'OptionError', 'OptionTypeError', 'resolve_schedule', 'score_matching_loss']

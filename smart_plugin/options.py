@@ -1,0 +1,139 @@
+"""Options of the loss plugins: SMaRt (Xia et al., "SMaRt: Improving GANs with Score Matching Regularity", ICML 2024)
+and Diffusion-GAN (Wang et al., "Diffusion-GAN: Training GANs with Diffusion", ICLR 2023).
+
+Frozen dataclasses, validated on construction and saved with `dataclasses.asdict` into training_options.json.
+Every validation error is an `OptionError` (a ValueError; `OptionTypeError` is also a TypeError) whose `field`
+attribute names the offending field, so that train.py can report it under its --smart-* / --diffgan-* flag.
+"""
+
+import dataclasses
+import math
+import numbers
+from typing import Any
+
+from edm_bridge import schedules
+
+
+class OptionError(ValueError):
+    """A plugin option has a bad value; `field` is the dataclass field name, `value` what was given."""
+
+    def __init__(self, field: str, value: Any, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.value = value
+
+
+class OptionTypeError(OptionError, TypeError):
+    """A plugin option has the wrong type (catchable as TypeError and as OptionError)."""
+
+
+def _set(options: Any, field: str, value: Any) -> None:
+    object.__setattr__(options, field, value)  # Frozen dataclass: normalise types (int -> float) in place.
+
+
+def _number(options: Any, field: str) -> float:
+    """The field as a float; OptionTypeError unless it is a real number (bool excluded)."""
+    value = getattr(options, field)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise OptionTypeError(field, value, f'{type(options).__name__}.{field} is {type(value).__name__} {value!r}; '
+                                            'expected a number')
+    _set(options, field, float(value))
+    return float(value)
+
+
+def _integer(options: Any, field: str) -> int:
+    """The field as an int; OptionTypeError unless it is an integer (bool excluded)."""
+    value = getattr(options, field)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise OptionTypeError(field, value, f'{type(options).__name__}.{field} is {type(value).__name__} {value!r}; '
+                                            'expected an integer')
+    _set(options, field, int(value))
+    return int(value)
+
+
+def _require(options: Any, field: str, ok: bool, expected: str) -> None:
+    if not ok:
+        value = getattr(options, field)
+        raise OptionError(field, value, f'{type(options).__name__}.{field} is {value!r}; expected {expected}')
+
+
+def _choice(options: Any, field: str, choices: tuple) -> None:
+    _require(options, field, getattr(options, field) in choices, f'one of {list(choices)}')
+
+
+@dataclasses.dataclass(frozen=True)
+class SMaRtOptions:
+    """SMaRt score-matching regularizer of G (paper Algorithm 1; defaults follow its ImageNet settings, lambda 0)."""
+
+    lam: float = 0.0                # Weight lambda of the score-matching loss; 0 = plugin disabled.
+    freq: int = 8                   # Apply on every freq-th iteration (lazy; not multiplied by freq).
+    t_lo: int = 25                  # Lowest integer timestep t of the band (inclusive).
+    t_hi: int = 35                  # Highest integer timestep t of the band (inclusive).
+    schedule: str | None = None     # t -> sigma map ('karras', 'ddpm-linear', 'karras:1000,0.002,80,7', ...);
+                                    # None = the score source's own (registry / ADM native; karras for EDM, gaussian).
+    param: str = 'eps'              # 'eps': ||eps_pred - eps||^2 (paper); 'x0': ||D - G(z)||^2 (EDM release).
+    batch: int | None = None        # Samples per round that get the loss; None = the whole Gmain round.
+    start_kimg: float = 0           # Off until this many thousand images have been shown.
+    dpm: str = 'gaussian'           # Score source: registry name, path or URL, or 'gaussian' (fit to the dataset).
+
+    def __post_init__(self) -> None:
+        lam = _number(self, 'lam')
+        _require(self, 'lam', math.isfinite(lam) and lam >= 0, 'a finite number >= 0 (0 = disabled)')
+        _require(self, 'freq', _integer(self, 'freq') >= 1, 'an integer >= 1')
+        _require(self, 't_lo', _integer(self, 't_lo') >= 0, 'an integer >= 0')
+        _require(self, 't_hi', _integer(self, 't_hi') >= self.t_lo, f'an integer >= t_lo ({self.t_lo})')
+        if self.schedule is not None:
+            if not isinstance(self.schedule, str):
+                raise OptionTypeError('schedule', self.schedule, f'SMaRtOptions.schedule is '
+                                      f'{type(self.schedule).__name__} {self.schedule!r}; expected None or a string')
+            try:
+                schedules.parse_schedule(self.schedule)
+            except (TypeError, ValueError) as err:
+                raise OptionError('schedule', self.schedule, f'SMaRtOptions.schedule: {err}') from None
+        _choice(self, 'param', ('eps', 'x0'))
+        if self.batch is not None:
+            _require(self, 'batch', _integer(self, 'batch') >= 1, 'None (whole round) or an integer >= 1')
+        start_kimg = _number(self, 'start_kimg')
+        _require(self, 'start_kimg', math.isfinite(start_kimg) and start_kimg >= 0, 'a finite number >= 0')
+        if not isinstance(self.dpm, str):
+            raise OptionTypeError('dpm', self.dpm, f'SMaRtOptions.dpm is {type(self.dpm).__name__} {self.dpm!r}; '
+                                  "expected a string: a registry name, a path or URL, or 'gaussian'")
+        _require(self, 'dpm', self.dpm.strip() != '', "a registry name, a path or URL, or 'gaussian'")
+
+    @property
+    def enabled(self) -> bool:
+        """True when the regularizer does anything (lambda > 0)."""
+        return self.lam > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffGANOptions:
+    """Diffusion-GAN instance noise on D's inputs with an adaptive diffusion length T (paper section 3)."""
+
+    enabled: bool = False           # Off = D sees clean images and no t (bit-identical to the baseline).
+    noise_sd: float = 0.05          # Scale of the diffusion noise (data in [-1, 1]).
+    t_min: int = 10                 # Shortest diffusion length T (at p = 0).
+    t_max: int = 1000               # Longest diffusion length T (at p = 1); D's t input is t / t_max.
+    ts_dist: str = 'priority'       # How the noised half of the t table is drawn: 'priority' (P(t) ~ t), 'uniform'.
+    target: float = 0.6             # Target of E[sign(D(real))]; above it T grows, below it T shrinks.
+    ada_kimg: float = 100           # p moves by at most 1 in this many thousand images.
+    interval: int = 4               # Update p every this many iterations.
+    beta_start: float = 1e-4        # Linear beta schedule, first step.
+    beta_end: float = 0.02          # Linear beta schedule, last step (of the current length T).
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise OptionTypeError('enabled', self.enabled, f'DiffGANOptions.enabled is '
+                                  f'{type(self.enabled).__name__} {self.enabled!r}; expected True or False')
+        noise_sd = _number(self, 'noise_sd')
+        _require(self, 'noise_sd', math.isfinite(noise_sd) and noise_sd > 0, 'a finite number > 0')
+        _require(self, 't_min', _integer(self, 't_min') >= 1, 'an integer >= 1')
+        _require(self, 't_max', _integer(self, 't_max') >= self.t_min, f'an integer >= t_min ({self.t_min})')
+        _choice(self, 'ts_dist', ('priority', 'uniform'))
+        _require(self, 'target', 0 <= _number(self, 'target') <= 1, 'a number in [0, 1]')
+        ada_kimg = _number(self, 'ada_kimg')
+        _require(self, 'ada_kimg', math.isfinite(ada_kimg) and ada_kimg > 0, 'a finite number > 0')
+        _require(self, 'interval', _integer(self, 'interval') >= 1, 'an integer >= 1')
+        _require(self, 'beta_start', 0 < _number(self, 'beta_start') < 1, 'a number in (0, 1)')
+        _require(self, 'beta_end', self.beta_start <= _number(self, 'beta_end') < 1,
+                 f'a number in [beta_start ({self.beta_start:g}), 1)')
