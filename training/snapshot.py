@@ -13,6 +13,7 @@ A snapshot is the dict StyleGAN2-ADA writes: G, D, G_ema, augment_pipe and train
 import io
 import os
 import pickle
+import warnings
 from typing import Any, BinaryIO, Callable
 
 import torch
@@ -26,10 +27,11 @@ NETWORK_KEYS = ("G", "D", "G_ema")
 def _our_classes() -> dict[str, Callable[..., torch.nn.Module]]:
     """Recorded class name -> our class that accepts the same constructor arguments and state dict.
 
-    An augment_pipe whose class is not listed here stays a PersistentRecord (its tensors remain readable).
+    An augment_pipe that cannot be rebuilt stays a PersistentRecord (with a warning; its tensors remain readable).
     """
-    from training import networks  # Deferred: only the safe path needs the network definitions.
-    return {"Generator": networks.Generator, "Discriminator": networks.Discriminator}
+    from training import augment, networks  # Deferred: only the safe path needs the network definitions.
+    return {"Generator": networks.Generator, "Discriminator": networks.Discriminator,
+            "AugmentPipe": augment.AugmentPipe}
 
 
 def _plain(value: Any) -> Any:
@@ -97,9 +99,13 @@ def load_network_pkl(f: str | os.PathLike | BinaryIO, trusted: bool = False) -> 
     for key in NETWORK_KEYS + ("augment_pipe",):
         value = result[key]
         if isinstance(value, safe_pickle.PersistentRecord):
-            if key == "augment_pipe" and value.class_name not in _our_classes():
-                continue
-            result[key] = build_from_record(key, value)
+            try:
+                result[key] = build_from_record(key, value)
+            except ValueError as err:
+                if key != "augment_pipe":
+                    raise
+                # The augment pipe matters only for resuming training; keep its record readable instead of failing.
+                warnings.warn(f"augment_pipe kept as a PersistentRecord: {err}")
         elif value is not None and not isinstance(value, torch.nn.Module):
             raise ValueError(f"{key}: expected a network, got {type(value).__name__}")
     if result["training_set_kwargs"] is not None:

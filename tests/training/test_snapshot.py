@@ -117,3 +117,27 @@ def test_safe_path_runs_nothing(tmp_path):
     with pytest.raises(safe_pickle.UnsafePickleError, match="system"):
         snapshot.load_network_pkl(io.BytesIO(pickle.dumps(dict(G_ema=Evil()))))
     assert not (tmp_path / "hacked").exists()
+
+
+def test_augment_pipe_is_rebuilt(snap_bytes):
+    from training.augment import AugmentPipe, augpipe_specs
+    pipe = AugmentPipe(**augpipe_specs["bgc"])
+    pipe.p.fill_(0.25)
+    data = pickle.dumps(dict(G_ema=snap_bytes[0]["G_ema"], augment_pipe=pipe))
+    loaded = snapshot.load_network_pkl(io.BytesIO(data))
+    assert type(loaded["augment_pipe"]) is AugmentPipe and float(loaded["augment_pipe"].p) == 0.25
+
+
+def test_unbuildable_augment_pipe_stays_a_record(snap_bytes, monkeypatch):
+    record = _record(dict(G_ema=snap_bytes[0]["G_ema"]), class_name="FancyAugment")
+    real_safe_load = safe_pickle.safe_load
+
+    def safe_load_with_foreign_pipe(f):
+        data = real_safe_load(f)
+        data["augment_pipe"] = record
+        return data
+
+    monkeypatch.setattr(safe_pickle, "safe_load", safe_load_with_foreign_pipe)
+    with pytest.warns(UserWarning, match="augment_pipe kept as a PersistentRecord: augment_pipe: the snapshot holds"):
+        loaded = snapshot.load_network_pkl(io.BytesIO(pickle.dumps(dict(G_ema=snap_bytes[0]["G_ema"]))))
+    assert loaded["augment_pipe"] is record and isinstance(loaded["G_ema"], networks.Generator)
