@@ -1,0 +1,398 @@
+"""Train a StyleGAN2-ADA GAN, optionally with the SMaRt score-matching regularizer and Diffusion-GAN noise.
+
+Options follow StyleGAN2-ADA's train.py (spec 3.5-3.6) plus StyleGAN3's --batch-gpu, --cbase, --cmax, --map-depth,
+--mbstd-group, --glr, --dlr, --tick. A run goes to <outdir>/<id>-<desc>: training_options.json, log.txt,
+stats.jsonl, image grids and network snapshots. Examples:
+
+\b
+  # CIFAR-10 with SMaRt at the paper's CIFAR-10 setting and the Gaussian score source.
+  python train.py --outdir=runs --data=datasets/cifar10-32x32.zip --cfg=cifar --cond \\
+      --smart-lambda=0.01 --smart-t=40,60 --smart-freq=8 --smart-dpm=gaussian
+  # Two processes (GPUs, or CPU processes with gloo) started by torchrun; --gpus must match.
+  torchrun --standalone --nproc_per_node=2 train.py --outdir=runs --data=ds.zip --gpus=2 --batch=32
+  # Print the resolved options only; continue a run exactly from one of its snapshots.
+  python train.py --outdir=runs --data=ds.zip --dry-run
+  python train.py --outdir=runs --data=ds.zip --resume=runs/00000-ds-auto1/network-snapshot-000200.pkl
+"""
+
+import dataclasses
+import json
+import os
+import pickle
+import re
+
+import click
+import torch
+
+import dnnlib
+from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRtOptions
+from training import distributed, run_outputs, training_loop
+from training.augment import augpipe_specs
+from training.dataset import ImageFolderDataset
+
+# --cfg presets (spec 3.5); None in 'auto' = derived from the resolution and the number of GPUs (_preset).
+PRESET_FIELDS = ('ref_gpus', 'kimg', 'mb', 'mbstd', 'fmaps', 'lrate', 'gamma', 'ema', 'ramp', 'map')
+CONFIG_SPECS = {name: dict(zip(PRESET_FIELDS, values)) for name, values in {
+    #            ref_gpus  kimg    mb    mbstd fmaps lrate   gamma ema   ramp  map
+    'auto':      (None,    25000,  None, None, None, None,   None, None, 0.05, 2),
+    'stylegan2': (8,       25000,  32,   4,    1,    0.002,  10,   10,   None, 8),
+    'paper256':  (8,       25000,  64,   8,    0.5,  0.0025, 1,    20,   None, 8),
+    'paper512':  (8,       25000,  64,   8,    1,    0.0025, 0.5,  20,   None, 8),
+    'paper1024': (8,       25000,  32,   4,    1,    0.002,  2,    10,   None, 8),
+    'cifar':     (2,       100000, 64,   32,   1,    0.0025, 0.01, 500,  0.05, 2),
+}.items()}
+
+# --resume shortcuts: StyleGAN2-ADA's transfer-learning source networks.
+RESUME_URL = 'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets'
+RESUME_SPECS = {
+    'ffhq256': f'{RESUME_URL}/ffhq-res256-mirror-paper256-noaug.pkl',
+    'ffhq512': f'{RESUME_URL}/ffhq-res512-mirror-stylegan2-noaug.pkl',
+    'ffhq1024': f'{RESUME_URL}/ffhq-res1024-mirror-stylegan2-noaug.pkl',
+    'celebahq256': f'{RESUME_URL}/celebahq-res256-mirror-paper256-kimg100000-ada-target0.5.pkl',
+    'lsundog256': f'{RESUME_URL}/lsundog-res256-paper256-kimg100000-noaug.pkl',
+}
+
+# Plugin option fields (SMaRtOptions, DiffGANOptions) -> the flag that sets them, for error messages.
+PLUGIN_FLAGS = dict(lam='--smart-lambda', freq='--smart-freq', t_lo='--smart-t', t_hi='--smart-t',
+                    schedule='--smart-schedule', param='--smart-param', batch='--smart-batch',
+                    start_kimg='--smart-start-kimg', dpm='--smart-dpm', enabled='--diffgan',
+                    noise_sd='--diffgan-noise-sd', t_min='--diffgan-tmin', t_max='--diffgan-tmax',
+                    ts_dist='--diffgan-ts-dist', target='--diffgan-target')
+
+
+class FlagError(click.ClickException):
+    """A user error, reported as '<flag>: <message>'."""
+
+    def __init__(self, flag: str, message: str):
+        super().__init__(f'{flag}: {message}')
+
+
+class IntPair(click.ParamType):
+    """'LO,HI' -> (LO, HI), two integers >= 0."""
+    name = 'LO,HI'
+
+    def convert(self, value, param, ctx):
+        match = re.fullmatch(r'\s*(\d+)\s*,\s*(\d+)\s*', str(value)) if not isinstance(value, tuple) else None
+        if match is None and not isinstance(value, tuple):
+            self.fail(f'{value!r} is not a range LO,HI of two integers >= 0, e.g. 25,35', param, ctx)
+        return value if isinstance(value, tuple) else (int(match.group(1)), int(match.group(2)))
+
+
+# Config builder: options -> (plain config dict, desc). No click below this line except FlagError.
+
+
+def _load_dataset(opts) -> tuple[dict, ImageFolderDataset]:
+    """training_set_kwargs and the opened dataset; checks --data, --cond, --subset."""
+    try:
+        dataset = ImageFolderDataset(path=opts.data, use_labels=False, xflip=False)
+    except (OSError, ValueError, TypeError) as err:
+        raise FlagError('--data', str(err)) from None
+    if opts.cond and not dataset.has_stored_labels:
+        raise FlagError('--cond', f'{opts.data} has no labels (no dataset.json with "labels"); train unconditionally '
+                                  'or add labels with dataset_tool.py')
+    kwargs = dict(class_name='training.dataset.ImageFolderDataset', path=opts.data, use_labels=bool(opts.cond),
+                  max_size=len(dataset), xflip=bool(opts.mirror), resolution=dataset.resolution)
+    if opts.subset is not None:
+        if opts.subset > len(dataset):
+            raise FlagError('--subset', f'{opts.subset} exceeds the {len(dataset)} images of {opts.data}')
+        kwargs.update(max_size=opts.subset, random_seed=opts.seed)
+    return kwargs, dataset
+
+
+def _preset(opts, resolution: int, num_gpus: int) -> dnnlib.EasyDict:
+    """The --cfg preset with 'auto' resolved for this resolution and GPU count (spec 3.5)."""
+    spec = dnnlib.EasyDict(CONFIG_SPECS[opts.cfg])
+    if opts.cfg == 'auto':
+        spec.ref_gpus = num_gpus
+        spec.mb = max(min(num_gpus * min(4096 // resolution, 32), 64), num_gpus)
+        spec.mbstd = min(spec.mb // num_gpus, 4)
+        spec.fmaps = 1 if resolution >= 512 else 0.5
+        spec.lrate = 0.002 if resolution >= 1024 else 0.0025
+        spec.gamma = 0.0002 * (resolution ** 2) / spec.mb
+        spec.ema = spec.mb * 10 / 32
+    return spec
+
+
+def _batch(opts, spec, num_gpus: int) -> tuple[int, int]:
+    """(batch_size, batch_gpu) from the preset, --batch and --batch-gpu; checks divisibility."""
+    batch_size, batch_gpu = spec.mb, spec.mb // spec.ref_gpus
+    if opts.batch is not None:
+        batch_size, batch_gpu = opts.batch, opts.batch // num_gpus
+    if opts.batch_gpu is not None:
+        batch_gpu = opts.batch_gpu
+    flag = '--batch-gpu' if opts.batch_gpu is not None else '--batch'
+    if batch_size % num_gpus != 0:
+        raise FlagError('--batch', f'{batch_size} is not divisible by the {num_gpus} processes (--gpus)')
+    if batch_gpu < 1 or (batch_size // num_gpus) % batch_gpu != 0:
+        raise FlagError(flag, f'the per-process batch {batch_size // num_gpus} is not a multiple of the per-round '
+                              f'batch {batch_gpu}; choose --batch / --batch-gpu so that it divides')
+    return batch_size, batch_gpu
+
+
+def _network_config(opts, spec, batch_gpu: int) -> dict:
+    """G_kwargs, D_kwargs, optimizer and loss kwargs."""
+    mbstd = spec.mbstd if opts.mbstd_group is None else opts.mbstd_group
+    if batch_gpu > mbstd and batch_gpu % mbstd != 0:
+        raise FlagError('--mbstd-group', f'{mbstd} does not divide the per-round batch {batch_gpu} (--batch-gpu)')
+    channel_base = int(spec.fmaps * 32768) if opts.cbase is None else opts.cbase
+    fp16_res, conv_clamp = (0, None) if opts.fp32 else (4, 256)
+    synthesis = dict(channel_base=channel_base, channel_max=opts.cmax, num_fp16_res=fp16_res, conv_clamp=conv_clamp)
+    block = dict(freeze_layers=opts.freezed)
+    if opts.nhwc:
+        synthesis['fp16_channels_last'] = block['fp16_channels_last'] = True
+    G_kwargs = dict(z_dim=512, w_dim=512, synthesis_kwargs=synthesis,
+                    mapping_kwargs=dict(num_layers=spec.map if opts.map_depth is None else opts.map_depth))
+    D_kwargs = dict(architecture='orig' if opts.cfg == 'cifar' else 'resnet', channel_base=channel_base,
+                    channel_max=opts.cmax, num_fp16_res=fp16_res, conv_clamp=conv_clamp, block_kwargs=block,
+                    mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=mbstd))
+    loss_kwargs = dict(r1_gamma=spec.gamma if opts.gamma is None else opts.gamma)
+    if opts.cfg == 'cifar':
+        loss_kwargs.update(pl_weight=0, style_mixing_prob=0)
+    return dict(G_kwargs=G_kwargs, D_kwargs=D_kwargs, loss_kwargs=loss_kwargs,
+                G_opt_kwargs=dict(lr=spec.lrate if opts.glr is None else opts.glr, betas=[0, 0.99], eps=1e-8),
+                D_opt_kwargs=dict(lr=spec.lrate if opts.dlr is None else opts.dlr, betas=[0, 0.99], eps=1e-8))
+
+
+def _augment_config(opts) -> dict:
+    """augment_kwargs, augment_p and ada_target from --aug, --p, --target, --augpipe."""
+    aug = opts.aug or 'ada'
+    if opts.p is not None and aug != 'fixed':
+        raise FlagError('--p', f'only applies with --aug=fixed (got --aug={aug})')
+    if aug == 'fixed' and opts.p is None:
+        raise FlagError('--aug', '--aug=fixed needs --p (the fixed augmentation probability)')
+    if opts.target is not None and aug != 'ada':
+        raise FlagError('--target', f'only applies with --aug=ada (got --aug={aug})')
+    if opts.augpipe is not None and aug == 'noaug':
+        raise FlagError('--augpipe', 'cannot be used with --aug=noaug')
+    if aug == 'noaug':
+        return dict(augment_kwargs=None, augment_p=0, ada_target=None)
+    return dict(augment_kwargs=dict(augpipe_specs[opts.augpipe or 'bgc']), augment_p=opts.p if aug == 'fixed' else 0,
+                ada_target=(0.6 if opts.target is None else opts.target) if aug == 'ada' else None)
+
+
+def _resume_config(opts) -> dict:
+    """resume_pkl; a weights-only resume (official pickles) also sets ada_kimg 100 and no EMA ramp-up, as
+    officially, while our snapshots with a training state continue exactly with the configured values."""
+    if opts.resume in (None, 'noresume'):
+        return dict(resume_pkl=None)
+    pkl = RESUME_SPECS.get(opts.resume, opts.resume)
+    if not dnnlib.util.is_url(pkl, allow_file_urls=True) and not os.path.isfile(pkl):
+        raise FlagError('--resume', f'{pkl!r} is neither an existing file, a URL nor one of {list(RESUME_SPECS)}')
+    try:
+        exact = run_outputs.has_training_state(pkl)
+    except (OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        raise FlagError('--resume', f'cannot read {pkl}: {err}') from None
+    return dict(resume_pkl=pkl) if exact else dict(resume_pkl=pkl, ada_kimg=100, ema_rampup=None)
+
+
+def _plugin_options(opts) -> tuple[SMaRtOptions, DiffGANOptions]:
+    """SMaRtOptions and DiffGANOptions from the --smart-* / --diffgan-* flags (errors name the flag)."""
+    try:
+        smart = SMaRtOptions(lam=opts.smart_lambda, freq=opts.smart_freq, t_lo=opts.smart_t[0], t_hi=opts.smart_t[1],
+                             schedule=opts.smart_schedule, param=opts.smart_param, batch=opts.smart_batch,
+                             start_kimg=opts.smart_start_kimg, dpm=opts.smart_dpm)
+        diffgan = DiffGANOptions(enabled=opts.diffgan, noise_sd=opts.diffgan_noise_sd, t_min=opts.diffgan_tmin,
+                                 t_max=opts.diffgan_tmax, ts_dist=opts.diffgan_ts_dist, target=opts.diffgan_target)
+    except OptionError as err:
+        raise FlagError(PLUGIN_FLAGS.get(err.field, '--smart-*/--diffgan-*'), str(err)) from None
+    if smart.enabled and smart.dpm != 'gaussian':
+        from edm_bridge import registry  # Deferred: only a named score source needs the registry.
+        try:
+            registry.resolve(smart.dpm)
+        except (OSError, ValueError, TypeError) as err:
+            raise FlagError('--smart-dpm', f'{err}; or use --smart-dpm=gaussian') from None
+    return smart, diffgan
+
+
+def _describe(opts, dataset_name: str, num_gpus: int, smart: SMaRtOptions, diffgan: DiffGANOptions) -> str:
+    """Run name after the id: dataset plus a suffix per option given (spec 3.6), then -smart / -diffgan."""
+    desc = dataset_name + ('-cond' if opts.cond else '') + (f'-subset{opts.subset}' if opts.subset else '')
+    desc += ('-mirror' if opts.mirror else '') + f'-{opts.cfg}' + (str(num_gpus) if opts.cfg == 'auto' else '')
+    for flag, fmt in (('gamma', '-gamma{:g}'), ('kimg', '-kimg{:g}'), ('batch', '-batch{}'), ('aug', '-{}'),
+                      ('p', '-p{:g}'), ('target', '-target{:g}'), ('augpipe', '-{}')):
+        if opts[flag] is not None:
+            desc += fmt.format(opts[flag])
+    if opts.resume is not None:
+        desc += ('-noresume' if opts.resume == 'noresume' else
+                 f'-resume{opts.resume}' if opts.resume in RESUME_SPECS else '-resumecustom')
+    desc += f'-freezed{opts.freezed}' if opts.freezed else ''
+    desc += f'-smart{smart.lam:g}' if smart.enabled else ''
+    return desc + ('-diffgan' if diffgan.enabled else '')
+
+
+def build_config(opts, num_gpus: int) -> tuple[dict, str, dict]:
+    """(training_loop kwargs, run description, {plugin name: options dataclass}) from the parsed options."""
+    if [m.strip().lower() for m in opts.metrics.split(',')] != ['none']:
+        raise FlagError('--metrics', f'{opts.metrics!r}: metrics are not implemented yet (a later issue); use '
+                                     '--metrics=none')
+    training_set_kwargs, dataset = _load_dataset(opts)
+    spec = _preset(opts, dataset.resolution, num_gpus)
+    batch_size, batch_gpu = _batch(opts, spec, num_gpus)
+    smart, diffgan = _plugin_options(opts)
+    config = dict(training_set_kwargs=training_set_kwargs,
+                  data_loader_kwargs=dict(pin_memory=True, num_workers=opts.workers,
+                                          prefetch_factor=2 if opts.workers > 0 else None),
+                  **_network_config(opts, spec, batch_gpu), **_augment_config(opts),
+                  total_kimg=spec.kimg if opts.kimg is None else opts.kimg, batch_size=batch_size,
+                  batch_gpu=batch_gpu, ema_kimg=spec.ema, ema_rampup=spec.ramp, ada_kimg=500,
+                  random_seed=opts.seed, num_gpus=num_gpus, kimg_per_tick=opts.tick,
+                  image_snapshot_ticks=opts.snap, network_snapshot_ticks=opts.snap,
+                  cudnn_benchmark=not opts.nobench, allow_tf32=opts.allow_tf32)
+    config.update(_resume_config(opts))
+    plugin_options = {}
+    if smart.enabled:
+        plugin_options[SMaRt.name] = smart
+    if diffgan.enabled:
+        plugin_options[DiffusionGAN.name] = diffgan
+    return config, _describe(opts, dataset.name, num_gpus, smart, diffgan), plugin_options
+
+
+def build_plugins(plugin_options: dict) -> list:
+    """The enabled loss plugins (disabled ones are left out: the run is then the plain baseline)."""
+    classes = {SMaRt.name: SMaRt, DiffusionGAN.name: DiffusionGAN}
+    return [classes[name](options) for name, options in plugin_options.items()]
+
+
+def next_run_dir(outdir: str, desc: str) -> str:
+    """<outdir>/<next 5-digit id>-<desc>; ids continue after the largest existing numbered entry."""
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise FlagError('--outdir', f'{outdir!r} exists and is not a directory')
+    names = os.listdir(outdir) if os.path.isdir(outdir) else []
+    ids = [int(match.group()) for match in (re.match(r'^\d+', name) for name in names) if match is not None]
+    return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
+
+
+def _num_gpus(opts, world_size: int) -> int:
+    if opts.gpus is not None and opts.gpus != world_size:
+        raise FlagError('--gpus', f'{opts.gpus}, but {world_size} process(es) were started; launch with torchrun '
+                                  f'--nproc_per_node={opts.gpus} train.py ...')
+    if world_size & (world_size - 1):
+        raise FlagError('--gpus', f'{world_size} processes; expected a power of two')
+    return world_size
+
+
+def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ranks: tuple) -> None:
+    """Join the process group, create the run dir (rank 0), train, leave the group."""
+    rank, local_rank, world_size = ranks
+    distributed.init_process_group(rank, world_size, local_rank=local_rank)
+    try:
+        if rank == 0:
+            os.makedirs(run_dir)
+            dnnlib.util.write_atomically(os.path.join(run_dir, 'training_options.json'),
+                                         (json.dumps(options, indent=2) + '\n').encode())
+        run_dir = distributed.broadcast_object(run_dir)
+        device = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
+        result = training_loop.training_loop(**config, run_dir=run_dir, rank=rank, device=device,
+                                             plugins=build_plugins(plugin_options))
+    except OptionError as err:  # Plugin options that only fail against the data or model (e.g. --smart-t).
+        raise FlagError(PLUGIN_FLAGS.get(err.field, '--smart-*/--diffgan-*'), str(err)) from None
+    finally:
+        distributed.destroy_process_group()
+    if result.interrupted:
+        raise SystemExit(130)
+
+
+@click.command(help=__doc__)
+# General.
+@click.option('--outdir', required=True, metavar='DIR', help='Where to make the run directory')
+@click.option('--gpus', type=click.IntRange(min=1), default=None, show_default='torchrun WORLD_SIZE, else 1',
+              help='Number of processes (must match torchrun; a power of two)')
+@click.option('--snap', type=click.IntRange(min=1), default=50, show_default=True,
+              help='Snapshot interval in ticks (images and networks)')
+@click.option('--metrics', default='none', show_default=True, help="Metrics to compute; only 'none' for now")
+@click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Random seed')
+@click.option('-n', '--dry-run', is_flag=True, help='Print the training options and exit')
+# Dataset.
+@click.option('--data', required=True, metavar='PATH', help='Training data (directory or zip)')
+@click.option('--cond', is_flag=True, help='Train a class-conditional model (needs dataset.json labels)')
+@click.option('--subset', type=click.IntRange(min=1), default=None, show_default='all', help='Train on a subset')
+@click.option('--mirror', is_flag=True, help='Add x-flipped copies of the images')
+# Base config.
+@click.option('--cfg', type=click.Choice(list(CONFIG_SPECS)), default='auto', show_default=True, help='Preset')
+@click.option('--gamma', type=click.FloatRange(min=0), default=None, show_default='preset', help='R1 gamma')
+@click.option('--kimg', type=click.FloatRange(min=0, min_open=True), default=None, show_default='preset',
+              help='Training length in thousands of images')
+@click.option('--batch', type=click.IntRange(min=1), default=None, show_default='preset', help='Total batch size')
+@click.option('--batch-gpu', type=click.IntRange(min=1), default=None, show_default='batch / gpus',
+              help='Samples per process and accumulation round')
+@click.option('--cbase', type=click.IntRange(min=1), default=None, show_default='preset',
+              help='Channel base (channels at res r = min(cbase / r, cmax))')
+@click.option('--cmax', type=click.IntRange(min=1), default=512, show_default=True, help='Max channels per layer')
+@click.option('--map-depth', type=click.IntRange(min=1), default=None, show_default='preset',
+              help='Mapping network depth')
+@click.option('--mbstd-group', type=click.IntRange(min=1), default=None, show_default='preset',
+              help='Minibatch std group size')
+@click.option('--glr', type=click.FloatRange(min=0, min_open=True), default=None, show_default='preset',
+              help='G learning rate')
+@click.option('--dlr', type=click.FloatRange(min=0, min_open=True), default=None, show_default='preset',
+              help='D learning rate')
+@click.option('--tick', type=click.FloatRange(min=0, min_open=True), default=4, show_default=True,
+              help='Progress interval in kimg')
+# Augmentation.
+@click.option('--aug', type=click.Choice(['ada', 'noaug', 'fixed']), default=None, show_default='ada',
+              help='Augmentation mode')
+@click.option('--p', type=click.FloatRange(min=0, max=1), default=None, help='Augment probability for --aug=fixed')
+@click.option('--target', type=click.FloatRange(min=0, max=1), default=None, show_default='0.6', help='ADA target')
+@click.option('--augpipe', type=click.Choice(list(augpipe_specs)), default=None, show_default='bgc',
+              help='Augmentation pipeline')
+# Transfer learning and resume.
+@click.option('--resume', default=None, metavar='PKL', show_default='noresume',
+              help=f'Resume from a snapshot: path, URL or one of {", ".join(RESUME_SPECS)}')
+@click.option('--freezed', type=click.IntRange(min=0), default=0, show_default=True, help='Freeze-D: frozen layers')
+# Performance.
+@click.option('--fp32', is_flag=True, help='Disable mixed precision (fp16 runs on CUDA only anyway)')
+@click.option('--nhwc', is_flag=True, help='channels_last memory format with fp16')
+@click.option('--nobench', is_flag=True, help='Disable cuDNN benchmarking')
+@click.option('--allow-tf32', is_flag=True, help='Allow TF32 on Ampere+ GPUs')
+@click.option('--workers', type=click.IntRange(min=0), default=3, show_default=True, help='DataLoader workers')
+# SMaRt.
+@click.option('--smart-lambda', type=float, default=SMaRtOptions.lam, show_default=True,
+              help='SMaRt weight lambda (0 = off)')
+@click.option('--smart-freq', type=int, default=SMaRtOptions.freq, show_default=True,
+              help='Apply SMaRt every N iterations')
+@click.option('--smart-t', type=IntPair(), show_default=True,
+              default=f'{SMaRtOptions.t_lo},{SMaRtOptions.t_hi}',
+              help='Integer timestep band LO,HI')
+@click.option('--smart-dpm', default=SMaRtOptions.dpm, show_default=True, metavar='PATH|NAME|gaussian',
+              help='Score source: diffusion model file, registry name (python -m edm_bridge models) or gaussian')
+@click.option('--smart-schedule', default=None, show_default="the model's own", help='t -> sigma map, e.g. karras')
+@click.option('--smart-param', type=click.Choice(['eps', 'x0']), default=SMaRtOptions.param,
+              show_default=True, help='Loss form (lambda means something only with it)')
+@click.option('--smart-batch', type=int, default=None, show_default='whole round', help='SMaRt samples per round')
+@click.option('--smart-start-kimg', type=float, default=SMaRtOptions.start_kimg, show_default=True,
+              help='Start SMaRt after this many kimg')
+# Diffusion-GAN.
+@click.option('--diffgan/--no-diffgan', default=False, show_default=True, help='Diffusion-GAN noise on D inputs')
+@click.option('--diffgan-noise-sd', type=float, default=DiffGANOptions.noise_sd, show_default=True,
+              help='Diffusion noise scale')
+@click.option('--diffgan-tmin', type=int, default=DiffGANOptions.t_min, show_default=True,
+              help='Shortest diffusion length T')
+@click.option('--diffgan-tmax', type=int, default=DiffGANOptions.t_max, show_default=True,
+              help='Longest diffusion length T')
+@click.option('--diffgan-ts-dist', type=click.Choice(['priority', 'uniform']),
+              default=DiffGANOptions.ts_dist, show_default=True, help='How t is drawn')
+@click.option('--diffgan-target', type=float, default=DiffGANOptions.target, show_default=True,
+              help='Target of E[sign D(real)] for the adaptive T')
+def main(**kwargs):
+    opts = dnnlib.EasyDict(kwargs)
+    try:
+        ranks = distributed.env_ranks()
+    except ValueError as err:
+        raise FlagError('--gpus', str(err)) from None
+    config, desc, plugin_options = build_config(opts, _num_gpus(opts, ranks[2]))
+    run_dir = next_run_dir(opts.outdir, desc) if ranks[0] == 0 else None
+    options = dict(config, run_dir=run_dir, metrics=[],
+                   plugins={name: dataclasses.asdict(value) for name, value in plugin_options.items()})
+    if ranks[0] == 0:
+        print('Training options:')
+        print(json.dumps(options, indent=2))
+        print(f'Output directory: {run_dir}')
+    if opts.dry_run:
+        if ranks[0] == 0:
+            print('Dry run; exiting.')
+        return
+    _launch(config, options, plugin_options, run_dir, ranks)
+
+
+if __name__ == '__main__':
+    main()

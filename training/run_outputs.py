@@ -1,0 +1,120 @@
+"""What a StyleGAN2-ADA training run writes besides stats: image grids and network snapshots (spec section 5).
+
+Grids: reals.png (dataset images, [0, 255]) and fakes_init.png / fakes{kimg:06d}.png (G_ema with noise_mode
+'const' on fixed z and c, [-1, 1]); conditional datasets show one class per row. Snapshots:
+network-snapshot-{kimg:06d}.pkl with G, D, G_ema (deep copies, eval, no grads, CPU), augment_pipe and
+training_set_kwargs like the official format, plus our 'plugins' (each plugin's state by name) and
+'training_state' (train_state.capture_training_state) for an exact resume. All files are written atomically, so
+an interrupted run never leaves a truncated image or pickle behind.
+"""
+
+import copy
+import math
+import os
+
+import numpy as np
+import torch
+
+import dnnlib
+from torch_utils import misc, safe_pickle
+from training import image_io, snapshot, train_state
+
+DDP_IGNORE_REGEX = r'.*\.[^.]+_(avg|ema)'  # Running averages (w_avg) legitimately differ between ranks.
+
+
+def grid_shape(resolution: int, num_images: int) -> tuple[int, int]:
+    """(gw, gh): clip(7680 // res, 7, 32) x clip(4320 // res, 4, 32) as officially; smaller for tiny datasets."""
+    gw = int(np.clip(7680 // resolution, 7, 32))
+    gh = int(np.clip(4320 // resolution, 4, 32))
+    if num_images < gw * gh:  # A handful of images repeated a thousand times tells nothing: shrink toward square.
+        gw = max(1, min(gw, math.ceil(math.sqrt(num_images))))
+        gh = max(1, min(gh, math.ceil(num_images / gw)))
+    return gw, gh
+
+
+def grid_indices(training_set, gw: int, gh: int, random_seed: int = 0) -> list[int]:
+    """Dataset indices for a gw x gh grid, row-major: a random order, or one class (label value) per row."""
+    rnd = np.random.RandomState(random_seed)
+    num = len(training_set)
+    if not training_set.has_labels:
+        order = rnd.permutation(num)
+        return [int(order[i % num]) for i in range(gw * gh)]
+    groups: dict[tuple, list[int]] = {}
+    for idx in range(num):
+        groups.setdefault(tuple(training_set.get_label(idx).tolist()), []).append(idx)
+    keys = list(groups)  # Classes in order of first appearance (class 0 first for one-hot labels in index order).
+    for key in keys:
+        rnd.shuffle(groups[key])
+    indices = []
+    for row in range(gh):
+        group = groups[keys[row % len(keys)]]
+        indices += [group[i % len(group)] for i in range(gw)]
+    return indices
+
+
+def prepare_grid(state: dnnlib.EasyDict, run_dir: str, log=print) -> dnnlib.EasyDict:
+    """Pick the grid, write reals.png and fakes_init.png, and return the fixed grid (size, z, c) for later fakes."""
+    training_set = state.training_set
+    gw, gh = grid_shape(training_set.resolution, len(training_set))
+    indices = grid_indices(training_set, gw, gh, state.random_seed)
+    images = np.stack([training_set[idx][0] for idx in indices])  # [N, C, H, W] uint8
+    labels = np.stack([training_set.get_label(idx) for idx in indices]).astype(np.float32)  # [N, c_dim]
+    image_io.save_image_grid(images, os.path.join(run_dir, 'reals.png'), drange=(0, 255), grid_size=(gw, gh))
+    # Own generator: drawing the grid must not move the training RNG streams (exact resume).
+    z = torch.randn([gw * gh, state.G.z_dim], generator=torch.Generator().manual_seed(state.random_seed))
+    grid = dnnlib.EasyDict(size=(gw, gh), z=z, c=torch.from_numpy(labels))
+    save_fakes(state, grid, os.path.join(run_dir, 'fakes_init.png'))
+    log(f'Image grid {gw}x{gh}: reals.png, fakes_init.png')
+    return grid
+
+
+@torch.no_grad()
+def save_fakes(state: dnnlib.EasyDict, grid: dnnlib.EasyDict, path: str) -> None:
+    """Render the grid with G_ema (noise_mode 'const') in chunks of batch_gpu and save it."""
+    chunks = zip(grid.z.split(state.batch_gpu), grid.c.split(state.batch_gpu))
+    images = [state.G_ema(z.to(state.device), c.to(state.device), noise_mode='const').cpu() for z, c in chunks]
+    image_io.save_image_grid(torch.cat(images), path, drange=(-1, 1), grid_size=grid.size)
+
+
+def snapshot_data(state: dnnlib.EasyDict, next_tick: int) -> dict:
+    """The snapshot dict (see the module docstring). Collective with several ranks: all ranks call it.
+
+    With several ranks the networks are first checked to be identical everywhere (misc.check_ddp_consistency),
+    so that a diverged replica fails loudly at the snapshot rather than silently later.
+    """
+    data = dict(training_set_kwargs=dict(state.training_set_kwargs))
+    for name in ('G', 'D', 'G_ema', 'augment_pipe'):
+        module = state[name]
+        if module is not None:
+            if state.num_gpus > 1:
+                misc.check_ddp_consistency(module, ignore_regex=DDP_IGNORE_REGEX)
+            module = copy.deepcopy(module).eval().requires_grad_(False).cpu()
+        data[name] = module
+    data['plugins'] = {plugin.name: train_state.to_cpu(plugin.state_dict()) for plugin in state.plugins}
+    data['training_state'] = train_state.capture_training_state(state, next_tick)
+    return data
+
+
+def snapshot_path(run_dir: str, cur_nimg: int) -> str:
+    """network-snapshot-{kimg:06d}.pkl in run_dir (kimg rounded down, as officially)."""
+    return os.path.join(run_dir, f'network-snapshot-{cur_nimg // 1000:06d}.pkl')
+
+
+def save_snapshot(state: dnnlib.EasyDict, run_dir: str | None, next_tick: int) -> str | None:
+    """Build the snapshot on every rank and write it on rank 0 (atomically); return its path there, else None."""
+    data = snapshot_data(state, next_tick)
+    if state.rank != 0 or run_dir is None:
+        return None
+    path = snapshot_path(run_dir, state.cur_nimg)
+    snapshot.save_network_pkl(path, data)
+    return path
+
+
+def has_training_state(pkl: str) -> bool:
+    """Whether a snapshot (path or URL) is one of ours with a training_state entry, i.e. can resume exactly.
+
+    Reads the file with the safe loader (nothing in it runs).
+    """
+    with dnnlib.util.open_url(pkl) as f:
+        data = safe_pickle.safe_load(f)
+    return isinstance(data, dict) and data.get('training_state') is not None

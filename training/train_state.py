@@ -1,0 +1,349 @@
+"""Set-up and exact resume of a StyleGAN2-ADA training run (Karras et al., NeurIPS 2020), with loss plugins.
+
+`setup_training` builds everything the loop needs (dataset and loader, G, D, G_ema, augmentation, optimizers and
+phases, loss, plugins) into one `dnnlib.EasyDict`, the *state*, that `training_loop.training_step` advances.
+Resume (spec/stylegan2-ada.md section 5): from any StyleGAN2-ADA-format pickle the weights of G, D and G_ema are
+copied by name, like the official code. Our snapshots also carry a 'training_state' entry (optimizers, counters,
+pl_mean, augment p, ADA statistics, RNG states, sampler position), so that a resumed run continues exactly: on CPU,
+2 steps + snapshot + resume + 2 steps equal 4 steps bit for bit.
+"""
+
+import copy
+import pickle
+
+import numpy as np
+import torch
+
+import dnnlib
+from torch_utils import misc, training_stats
+from training import distributed, networks, snapshot
+from training.loss import StyleGAN2Loss
+
+TRAINING_STATE_VERSION = 1
+
+
+def resolve_device(device: str | torch.device | None, rank: int) -> torch.device:
+    """None -> cuda:<rank> when CUDA is available, else cpu; otherwise the given device."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device('cuda', rank % torch.cuda.device_count()) if torch.cuda.is_available() else torch.device('cpu')
+
+
+def check_batch(batch_size: int, batch_gpu: int, num_gpus: int) -> int:
+    """Validate the batch split; return the rounds of gradient accumulation per phase and rank."""
+    for name, value in (('batch_size', batch_size), ('batch_gpu', batch_gpu), ('num_gpus', num_gpus)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f'{name} must be an int >= 1, got {value!r}')
+    if batch_size % num_gpus != 0 or (batch_size // num_gpus) % batch_gpu != 0:
+        raise ValueError(f'batch_size={batch_size} must be a multiple of num_gpus * batch_gpu = {num_gpus} * '
+                         f'{batch_gpu}: each rank runs batch_size / num_gpus samples in chunks of batch_gpu')
+    return batch_size // num_gpus // batch_gpu
+
+
+class AdaTuner:
+    """ADA's feedback loop: every `interval` steps p += sign(E[sign D(real)] - target) * batch * interval / (kimg 1e3).
+
+    p is clamped at 0 from below only, as in the official code. The signs reported since the last adjustment are
+    kept as an exact integer count and sum (they are -1, 0 or 1), which a snapshot saves, so that a resume in the
+    middle of an interval adjusts p exactly as an uninterrupted run would.
+    """
+
+    STAT = 'Loss/signs/real'
+
+    def __init__(self, augment_pipe: torch.nn.Module, target: float, interval: int, kimg: float, batch_size: int):
+        self.augment_pipe = augment_pipe
+        self.target = float(target)
+        self.interval = int(interval)
+        self.kimg = float(kimg)
+        self.batch_size = int(batch_size)
+        self.collector = training_stats.Collector(regex=self.STAT)
+        self.num = 0    # Signs reported since the last adjustment (all ranks).
+        self.total = 0  # Their sum, an integer.
+
+    def _drain(self) -> None:
+        self.collector.update()  # Collective with several ranks: every rank calls it at the same steps.
+        num = self.collector.num(self.STAT)
+        if num > 0:
+            self.num += num
+            self.total += round(self.collector.mean(self.STAT) * num)  # Sum of signs: an integer, recovered exactly.
+
+    def after_step(self, batch_idx: int) -> None:
+        """Adjust p when `batch_idx` (steps done) is a multiple of the interval."""
+        if batch_idx % self.interval != 0:
+            return
+        self._drain()
+        if self.num == 0:
+            return
+        from training.augment import adjust_ada_p  # Deferred like AugmentPipe: only ADA runs need it.
+        p = adjust_ada_p(float(self.augment_pipe.p), self.total / self.num, self.target, self.batch_size,
+                         self.interval, self.kimg)
+        self.augment_pipe.p.copy_(torch.as_tensor(p))
+        self.num, self.total = 0, 0
+
+    def state_dict(self) -> dict:
+        """The signs gathered since the last adjustment (collective with several ranks: it drains the Collector)."""
+        self._drain()
+        return dict(num=self.num, total=self.total)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what state_dict returned."""
+        self.num, self.total = int(state['num']), int(state['total'])
+
+
+def build_networks(training_set, G_kwargs: dict, D_kwargs: dict, extra_c_dim: int, device: torch.device):
+    """G, D (with extra_c_dim more label entries for plugins) and G_ema = a copy of G, on `device`, without grads."""
+    common = dict(img_resolution=training_set.resolution, img_channels=training_set.num_channels)
+    G = networks.Generator(c_dim=training_set.label_dim, **G_kwargs, **common)
+    D = networks.Discriminator(c_dim=training_set.label_dim + extra_c_dim, **D_kwargs, **common)
+    G = G.train().requires_grad_(False).to(device)
+    D = D.train().requires_grad_(False).to(device)
+    G_ema = copy.deepcopy(G).eval()
+    return G, D, G_ema
+
+
+def build_phases(G, D, G_opt_kwargs: dict, D_opt_kwargs: dict, G_reg_interval, D_reg_interval):
+    """Optimizers {'G', 'D'} and the phases [Gmain, Greg, Dmain, Dreg] (or Gboth / Dboth when an interval is None).
+
+    Lazy regularization (StyleGAN2 appendix B): with a regularizer every k steps, Adam's lr and betas are scaled by
+    mb_ratio = k / (k + 1) so that main + reg steps together move the weights as one step per minibatch would.
+    """
+    opts, phases = {}, []
+    for name, module, opt_kwargs, reg_interval in [('G', G, G_opt_kwargs, G_reg_interval),
+                                                   ('D', D, D_opt_kwargs, D_reg_interval)]:
+        kwargs = dict(opt_kwargs, betas=[float(beta) for beta in opt_kwargs['betas']])  # Adam wants floats.
+        if reg_interval is not None:
+            if isinstance(reg_interval, bool) or not isinstance(reg_interval, int) or reg_interval < 1:
+                raise ValueError(f'{name}_reg_interval must be an int >= 1 or None, got {reg_interval!r}')
+            mb_ratio = reg_interval / (reg_interval + 1)
+            kwargs['lr'] = kwargs['lr'] * mb_ratio
+            kwargs['betas'] = [beta ** mb_ratio for beta in kwargs['betas']]
+        kwargs.setdefault('eps', 1e-8)
+        opts[name] = torch.optim.Adam(module.parameters(), **kwargs)
+        if reg_interval is None:
+            phases.append(dnnlib.EasyDict(name=name + 'both', module=module, opt=opts[name], interval=1))
+        else:
+            phases.append(dnnlib.EasyDict(name=name + 'main', module=module, opt=opts[name], interval=1))
+            phases.append(dnnlib.EasyDict(name=name + 'reg', module=module, opt=opts[name], interval=reg_interval))
+    return opts, phases
+
+
+def build_augment_pipe(augment_kwargs: dict | None, augment_p: float, device: torch.device):
+    """The ADA AugmentPipe with p = augment_p, or None without augmentation (augment_kwargs None)."""
+    if augment_kwargs is None:
+        return None
+    from training.augment import AugmentPipe  # Deferred: runs without augmentation never import it.
+    augment_pipe = AugmentPipe(**augment_kwargs).train().requires_grad_(False).to(device)
+    augment_pipe.p.copy_(torch.as_tensor(augment_p))
+    return augment_pipe
+
+
+def make_data_iterator(training_set, rank: int, num_gpus: int, random_seed: int, batch_per_rank: int,
+                       skip_batches: int, data_loader_kwargs: dict, device: torch.device):
+    """Endless iterator of (uint8 images [B, C, H, W], labels [B, c_dim]) batches for this rank.
+
+    The first `skip_batches` batches are skipped by advancing the sampler only (no image is decoded), which puts a
+    resumed run at the exact sampler position. The loader has its own torch.Generator so that creating it does
+    not consume the global RNG.
+    """
+    sampler = misc.InfiniteSampler(dataset=training_set, rank=rank, num_replicas=num_gpus, seed=random_seed)
+    if skip_batches > 0:
+        sampler = _SkippingSampler(sampler, skip_batches * batch_per_rank)
+    kwargs = dict(data_loader_kwargs)
+    if device.type != 'cuda':
+        kwargs['pin_memory'] = False  # Pinned host memory only helps (and only works) with a GPU.
+    loader = torch.utils.data.DataLoader(dataset=training_set, sampler=sampler, batch_size=batch_per_rank,
+                                         generator=torch.Generator().manual_seed(random_seed), **kwargs)
+    return iter(loader)
+
+
+class _SkippingSampler(torch.utils.data.Sampler):
+    """Yields the indices of `sampler` after the first `skip` ones."""
+
+    def __init__(self, sampler, skip: int):
+        super().__init__()
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self):
+        it = iter(self.sampler)
+        for _ in range(self.skip):
+            next(it)
+        return it
+
+
+def load_resume(resume_pkl: str, G, D, G_ema) -> dict:
+    """Load a snapshot (safely) and copy the weights of G, D and G_ema by name; return the loaded dict."""
+    try:
+        data = snapshot.load_network_pkl(resume_pkl)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f'resume_pkl {resume_pkl!r}: {err}') from err
+    except (OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        raise ValueError(f'resume_pkl {resume_pkl!r}: cannot load it as a network snapshot ({err})') from err
+    for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
+        if data.get(name) is None:
+            continue
+        try:
+            misc.copy_params_and_buffers(data[name], module, require_all=False)
+        except ValueError as err:
+            raise ValueError(f'resume_pkl {resume_pkl!r}: {name} does not fit the configured network ({err}); '
+                             'resume needs the same architecture, resolution and label dimension') from err
+    return data
+
+
+def to_cpu(obj):
+    """Deep copy of nested dicts/lists/tuples with every tensor cloned to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {key: to_cpu(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(value) for value in obj)
+    return obj
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), cuda=None)
+    if device.type == 'cuda':
+        state['cuda'] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def capture_training_state(state: dnnlib.EasyDict, next_tick: int) -> dict:
+    """Everything beyond the weights that an exact resume needs, as plain values and CPU tensors.
+
+    Collective with several ranks (ADA statistics, RNG states of every rank): all ranks must call it together.
+    `next_tick` is the tick number the resumed run continues with.
+    """
+    return dict(
+        version=TRAINING_STATE_VERSION,
+        cur_nimg=state.cur_nimg, batch_idx=state.batch_idx, cur_tick=next_tick, tick_start_nimg=state.cur_nimg,
+        elapsed_sec=state.reporter.elapsed_sec() if state.get('reporter') is not None else 0.0,
+        num_gpus=state.num_gpus, batch_size=state.batch_size,
+        optimizers={name: to_cpu(opt.state_dict()) for name, opt in state.opts.items()},
+        loss=to_cpu(state.loss.state_dict()),
+        augment_p=None if state.augment_pipe is None else float(state.augment_pipe.p),
+        ada=None if state.ada is None else state.ada.state_dict(),
+        rng=distributed.gather_objects(to_cpu(_rng_state(state.device))),
+    )
+
+
+def restore_training_state(state: dnnlib.EasyDict, saved: dict, log=print) -> None:
+    """Restore what capture_training_state saved (counters, optimizers, pl_mean, p, ADA statistics, RNG states)."""
+    if not isinstance(saved, dict) or saved.get('version') != TRAINING_STATE_VERSION:
+        got = saved.get('version') if isinstance(saved, dict) else type(saved).__name__
+        raise ValueError(f"resume_pkl: training_state version {got!r}; expected {TRAINING_STATE_VERSION}")
+    for key in ('cur_nimg', 'batch_idx', 'cur_tick', 'tick_start_nimg', 'elapsed_sec'):
+        state[key] = saved[key]
+    for name, opt in state.opts.items():
+        opt.load_state_dict(saved['optimizers'][name])
+    state.loss.load_state_dict(saved['loss'])
+    if state.augment_pipe is not None and saved['augment_p'] is not None:
+        state.augment_pipe.p.copy_(torch.as_tensor(saved['augment_p']))
+    if state.ada is not None and saved['ada'] is not None:
+        state.ada.load_state_dict(saved['ada'])
+    if saved['batch_size'] != state.batch_size:
+        log(f'Note: resuming with batch {state.batch_size}, the snapshot was trained with {saved["batch_size"]}')
+    if len(saved['rng']) != state.num_gpus:
+        log(f'Note: the snapshot ran on {len(saved["rng"])} processes, this run on {state.num_gpus}: RNG streams are '
+            'seeded afresh (the resume is not bit-exact)')
+        return
+    rng = saved['rng'][state.rank]
+    torch.set_rng_state(rng['torch'])
+    np.random.set_state(tuple(rng['numpy']))
+    if state.device.type == 'cuda' and rng['cuda'] is not None:
+        torch.cuda.set_rng_state(rng['cuda'], state.device)
+
+
+def _restore_plugins(plugins: list, saved: dict | None, log) -> None:
+    """Load each plugin's saved state by name; plugins the snapshot does not know start fresh."""
+    saved = saved or {}
+    for plugin in plugins:
+        if plugin.name in saved:
+            plugin.load_state_dict(saved[plugin.name])
+        else:
+            log(f'Note: the snapshot has no state for plugin {plugin.name!r}; it starts fresh')
+    ignored = sorted(set(saved) - {plugin.name for plugin in plugins})
+    if ignored:
+        log(f'Note: the snapshot holds states of plugins not in this run, ignored: {ignored}')
+
+
+def setup_training(*, training_set_kwargs: dict, G_kwargs: dict, D_kwargs: dict, G_opt_kwargs: dict,
+                   D_opt_kwargs: dict, data_loader_kwargs: dict | None = None, augment_kwargs: dict | None = None,
+                   loss_kwargs: dict | None = None, plugins=(), random_seed: int = 0, num_gpus: int = 1,
+                   rank: int = 0, device=None, batch_size: int = 4, batch_gpu: int = 4, ema_kimg: float = 10,
+                   ema_rampup: float | None = 0.05, G_reg_interval: int | None = 4, D_reg_interval: int | None = 16,
+                   augment_p: float = 0, ada_target: float | None = None, ada_interval: int = 4,
+                   ada_kimg: float = 500, resume_pkl: str | None = None, log=print) -> dnnlib.EasyDict:
+    """Build the training state (see the module docstring); `log` prints one line per set-up phase (rank 0).
+
+    Arguments as in StyleGAN2-ADA's training_loop; G_kwargs / D_kwargs are the Generator / Discriminator kwargs
+    without the dataset-given c_dim, img_resolution and img_channels; augment_kwargs None = no augmentation.
+    """
+    rounds = check_batch(batch_size, batch_gpu, num_gpus)
+    device = resolve_device(device, rank)
+    np.random.seed(random_seed * num_gpus + rank)
+    torch.manual_seed(random_seed * num_gpus + rank)
+    state = dnnlib.EasyDict(device=device, rank=rank, num_gpus=num_gpus, random_seed=random_seed,
+                            batch_size=batch_size, batch_gpu=batch_gpu, rounds=rounds, ema_kimg=ema_kimg,
+                            ema_rampup=ema_rampup, plugins=list(plugins), cur_nimg=0, batch_idx=0, cur_tick=0,
+                            tick_start_nimg=0, elapsed_sec=0.0, reporter=None)
+    state.training_set_kwargs = dict(training_set_kwargs)
+    state.training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
+    log(f'Training set: {len(state.training_set)} images of shape {state.training_set.image_shape}, '
+        f'label dim {state.training_set.label_dim} ({training_set_kwargs.get("path")})')
+    resume_data = _setup_networks(state, G_kwargs, D_kwargs, resume_pkl, log)
+    _setup_augment(state, augment_kwargs, augment_p, ada_target, ada_interval, ada_kimg, log)
+    _setup_optimization(state, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, loss_kwargs or {}, log)
+    if resume_data is not None and resume_data.get('training_state') is not None:
+        _restore_plugins(state.plugins, resume_data.get('plugins'), log)
+        restore_training_state(state, resume_data['training_state'], log)
+    for module in (state.G, state.D, state.G_ema, state.augment_pipe):
+        if module is not None:
+            distributed.broadcast_module(module)  # Ranks were seeded differently; rank 0's weights win.
+    state.data_iter = make_data_iterator(state.training_set, rank, num_gpus, random_seed, batch_size // num_gpus,
+                                         state.batch_idx, data_loader_kwargs or {}, device)
+    return state
+
+
+def _setup_networks(state: dnnlib.EasyDict, G_kwargs: dict, D_kwargs: dict, resume_pkl: str | None, log):
+    """Build G, D, G_ema into `state` and copy resumed weights; return the loaded resume snapshot (or None)."""
+    extra_c_dim = sum(plugin.extra_c_dim for plugin in state.plugins)
+    state.G, state.D, state.G_ema = build_networks(state.training_set, G_kwargs, D_kwargs, extra_c_dim, state.device)
+    log(f'Networks: G {_num_params(state.G):,} parameters, D {_num_params(state.D):,} (label dim '
+        f'{state.D.c_dim}), on {state.device}')
+    if resume_pkl is None:
+        return None
+    resume_data = load_resume(resume_pkl, state.G, state.D, state.G_ema)
+    exact = resume_data.get('training_state') is not None
+    log(f'Resuming from "{resume_pkl}": ' + ('weights and training state (exact)' if exact else
+                                             'weights only (counters, optimizers and augment p start afresh)'))
+    return resume_data
+
+
+def _setup_augment(state: dnnlib.EasyDict, augment_kwargs, augment_p, ada_target, ada_interval, ada_kimg, log):
+    """The augment pipe and, when ada_target is set, the ADA tuner."""
+    state.augment_pipe = build_augment_pipe(augment_kwargs, augment_p, state.device)
+    state.ada = None
+    if ada_target is not None:
+        if state.augment_pipe is None:
+            raise ValueError(f'ada_target={ada_target!r} needs an augment pipe; pass augment_kwargs or ada_target=None')
+        state.ada = AdaTuner(state.augment_pipe, ada_target, ada_interval, ada_kimg, state.batch_size)
+    log('Augmentation: ' + ('none' if state.augment_pipe is None else
+                            f'p = {float(state.augment_pipe.p):.3f}' + (', adaptive' if state.ada else ', fixed')))
+
+
+def _setup_optimization(state: dnnlib.EasyDict, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval,
+                        loss_kwargs: dict, log) -> None:
+    """Bind the plugins to the run, then build the optimizers, phases and loss."""
+    for plugin in state.plugins:
+        plugin.setup(G=state.G, D=state.D, training_set=state.training_set, device=state.device, rank=state.rank,
+                     num_gpus=state.num_gpus)
+    state.opts, state.phases = build_phases(state.G, state.D, G_opt_kwargs, D_opt_kwargs, G_reg_interval,
+                                            D_reg_interval)
+    state.loss = StyleGAN2Loss(device=state.device, G=state.G, D=state.D, augment_pipe=state.augment_pipe,
+                               plugins=state.plugins, **loss_kwargs)
+    log(f'Phases: {", ".join(f"{p.name}/{p.interval}" for p in state.phases)}; plugins: '
+        f'{", ".join(p.name for p in state.plugins) or "none"}')
+
+
+def _num_params(module: torch.nn.Module) -> int:
+    return sum(param.numel() for param in module.parameters())

@@ -1,0 +1,206 @@
+"""The StyleGAN2-ADA training loop (Karras et al., "Training Generative Adversarial Networks with Limited Data",
+NeurIPS 2020) with loss plugins such as SMaRt (Xia et al., ICML 2024), on CUDA or the CPU, single- or multi-process.
+
+`training_loop` = set-up (train_state.setup_training) + repeated `training_step` + per-tick maintenance (status
+line, image grid, snapshot, stats.jsonl). One step: fetch reals, draw z and c for every phase, run each phase
+that is due (lazy regularization), average gradients over ranks, step the optimizer, update G_ema, count images,
+let ADA and the plugins adapt. The loop never names a plugin: it builds D with their extra label entries, passes
+them to the loss, calls `end_of_step` and saves their state in snapshots. Behaviour follows
+spec/stylegan2-ada.md sections 4.5 and 5.
+"""
+
+import contextlib
+import os
+
+import numpy as np
+import torch
+
+import dnnlib
+from torch_utils import training_stats
+from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
+from training import distributed, run_outputs
+from training.tick_report import PhaseTimer, TickReporter
+from training.train_state import setup_training
+
+_record = torch.autograd.profiler.record_function
+
+
+def _fetch_batch(state: dnnlib.EasyDict):
+    """Reals of this rank and z / c for every phase, each split into batch_gpu chunks."""
+    device, batch_gpu = state.device, state.batch_gpu
+    batch = state.batch_size // state.num_gpus
+    real_img, real_c = next(state.data_iter)  # uint8 [batch, C, H, W], float32 [batch, c_dim]
+    real_img = (real_img.to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)  # [-1, 1]
+    real_c = real_c.to(device).split(batch_gpu)
+    # Each phase gets its own z and c; c comes from random dataset labels, so G sees the label distribution.
+    num = len(state.phases) * batch
+    gen_z = torch.randn([num, state.G.z_dim], device=device)  # [phases * batch, z_dim]
+    gen_c = np.stack([state.training_set.get_label(np.random.randint(len(state.training_set))) for _ in range(num)])
+    gen_c = torch.from_numpy(gen_c.astype(np.float32)).to(device)  # [phases * batch, c_dim]
+    gen_z = [z.split(batch_gpu) for z in gen_z.split(batch)]
+    gen_c = [c.split(batch_gpu) for c in gen_c.split(batch)]
+    return real_img, real_c, gen_z, gen_c
+
+
+def _run_phase(state: dnnlib.EasyDict, phase: dnnlib.EasyDict, real_img, real_c, gen_z, gen_c) -> None:
+    """Accumulate one phase's gradients over the batch_gpu rounds, average them over ranks and step."""
+    state.timer.start(phase.name)
+    phase.opt.zero_grad(set_to_none=True)
+    phase.module.requires_grad_(True)
+    for round_img, round_c, round_z, round_gen_c in zip(real_img, real_c, gen_z, gen_c):
+        state.loss.accumulate_gradients(phase=phase.name, real_img=round_img, real_c=round_c, gen_z=round_z,
+                                        gen_c=round_gen_c, gain=phase.interval, cur_nimg=state.cur_nimg)
+    phase.module.requires_grad_(False)
+    with _record(phase.name + '_opt'):
+        distributed.reduce_gradients(phase.module.parameters())
+        phase.opt.step()
+    state.timer.stop(phase.name)
+
+
+@torch.no_grad()
+def update_ema(state: dnnlib.EasyDict) -> None:
+    """G_ema <- lerp(G, G_ema, beta), beta = 0.5 ** (batch / ema_nimg): a half-life of ema_nimg images.
+
+    During the ramp-up the half-life is capped at cur_nimg * ema_rampup. Buffers (w_avg, noise) are copied.
+    """
+    ema_nimg = state.ema_kimg * 1000
+    if state.ema_rampup is not None:
+        ema_nimg = min(ema_nimg, state.cur_nimg * state.ema_rampup)
+    ema_beta = 0.5 ** (state.batch_size / max(ema_nimg, 1e-8))
+    for p_ema, p in zip(state.G_ema.parameters(), state.G.parameters()):
+        p_ema.copy_(p.lerp(p_ema, ema_beta))
+    for b_ema, b in zip(state.G_ema.buffers(), state.G.buffers()):
+        b_ema.copy_(b)
+
+
+def training_step(state: dnnlib.EasyDict) -> None:
+    """Advance `state` (from train_state.setup_training) by one iteration of batch_size images over all ranks."""
+    if state.get('timer') is None:
+        state.timer = PhaseTimer(state.device)
+    with _record('data_fetch'):
+        real_img, real_c, gen_z, gen_c = _fetch_batch(state)
+    for phase, phase_gen_z, phase_gen_c in zip(state.phases, gen_z, gen_c):
+        if state.batch_idx % phase.interval == 0:
+            _run_phase(state, phase, real_img, real_c, phase_gen_z, phase_gen_c)
+    with _record('Gema'):
+        update_ema(state)
+    state.cur_nimg += state.batch_size
+    state.batch_idx += 1
+    if state.ada is not None:
+        state.ada.after_step(state.batch_idx)
+    for plugin in state.plugins:
+        plugin.end_of_step(state.cur_nimg, state.batch_size)
+
+
+def _end_tick(state: dnnlib.EasyDict, run: dnnlib.EasyDict, done: bool) -> bool:
+    """Status line, abort check, image grid, snapshot and stats.jsonl of the tick that just ended; returns done."""
+    augment_p = None if state.augment_pipe is None else float(state.augment_pipe.p)
+    run.log(state.reporter.status_line(state.cur_tick, state.cur_nimg, state.tick_start_nimg, augment_p))
+    if not done and run.abort_fn is not None and run.abort_fn():
+        done = True
+        run.log('Aborting: abort_fn asked to stop; writing the final snapshot...')
+
+    def due(interval):
+        return interval is not None and (done or state.cur_tick % interval == 0)
+
+    if run.grid is not None and due(run.image_snapshot_ticks):
+        run_outputs.save_fakes(state, run.grid, os.path.join(run.run_dir, f'fakes{state.cur_nimg // 1000:06d}.png'))
+    if run.run_dir is not None and due(run.network_snapshot_ticks):
+        path = run_outputs.save_snapshot(state, run.run_dir, next_tick=state.cur_tick + 1)
+        run.result.snapshot_pkl = path or run.result.snapshot_pkl
+    state.timer.report_events()
+    state.reporter.write_stats()
+    if run.progress_fn is not None:
+        run.progress_fn(state.cur_nimg // 1000, run.total_kimg)
+    state.cur_tick += 1
+    state.tick_start_nimg = state.cur_nimg
+    state.reporter.start_next_tick()
+    return done
+
+
+def _train(state: dnnlib.EasyDict, run: dnnlib.EasyDict) -> dnnlib.EasyDict:
+    """Steps and ticks until total_kimg (or abort_fn); a KeyboardInterrupt ends it cleanly between writes."""
+    # Rounded to whole images: 0.07 kimg * 1000 is 70.00000000000001 in floating point.
+    total_nimg, tick_nimg = round(run.total_kimg * 1000), round(run.kimg_per_tick * 1000)
+    done = state.cur_nimg >= total_nimg
+    try:
+        while not done:
+            training_step(state)
+            done = state.cur_nimg >= total_nimg
+            if not done and state.cur_tick != 0 and state.cur_nimg < state.tick_start_nimg + tick_nimg:
+                continue
+            done = _end_tick(state, run, done)
+    except KeyboardInterrupt:
+        run.result.interrupted = True
+        last = run.result.snapshot_pkl or 'none written by this run'
+        run.log(f'\nInterrupted at kimg {state.cur_nimg / 1e3:.3f}; the last snapshot is {last}')
+    run.result.cur_nimg = state.cur_nimg
+    return run.result
+
+
+@contextlib.contextmanager
+def _speed_flags(cudnn_benchmark: bool, allow_tf32: bool):
+    """Set the global speed switches of the official loop for the duration of training, then restore them."""
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             conv2d_gradfix.enabled, grid_sample_gradfix.enabled)
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    conv2d_gradfix.enabled = True  # Lets R1 and path length skip conv weight gradients (no_weight_gradients).
+    grid_sample_gradfix.enabled = True
+    try:
+        yield
+    finally:
+        (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         conv2d_gradfix.enabled, grid_sample_gradfix.enabled) = saved
+
+
+def _silent(*_args, **_kwargs) -> None:
+    pass
+
+
+def training_loop(
+    run_dir: str | None = '.',                  # Output directory, written by rank 0; None = write nothing.
+    total_kimg: float = 25000,                  # Train until this many thousand images have been shown.
+    kimg_per_tick: float = 4,                   # Status line, stats and snapshots are per tick of this many kimg.
+    image_snapshot_ticks: int | None = 50,      # Save a fakes grid every this many ticks; None = no image grids.
+    network_snapshot_ticks: int | None = 50,    # Save a network snapshot every this many ticks; None = never.
+    cudnn_benchmark: bool = True,               # torch.backends.cudnn.benchmark during training.
+    allow_tf32: bool = False,                   # TF32 matmuls / convolutions on Ampere+ GPUs.
+    abort_fn=None,                              # Callable () -> bool checked every tick; True = finish now.
+    progress_fn=None,                           # Callable (cur_kimg, total_kimg) called after every tick.
+    **setup_kwargs,                             # Data, networks, optimizers, loss, plugins, resume, rank, ...:
+                                                # see training.train_state.setup_training.
+) -> dnnlib.EasyDict:
+    """Train; return EasyDict(cur_nimg, snapshot_pkl (last one written, rank 0), interrupted)."""
+    rank = setup_kwargs.get('rank', 0)
+    log = print if rank == 0 else _silent
+    writes = run_dir is not None and rank == 0
+    if writes:
+        os.makedirs(run_dir, exist_ok=True)
+    logger = dnnlib.util.Logger(os.path.join(run_dir, 'log.txt'), file_mode='a') if writes else None
+    try:
+        with _speed_flags(cudnn_benchmark, allow_tf32):
+            # NCCL reduces statistics on the GPU; gloo (CPU) and single-process runs on the CPU.
+            use_nccl = distributed.is_initialized() and torch.cuda.is_available()
+            training_stats.init_multiprocessing(rank, torch.device('cuda', torch.cuda.current_device()) if use_nccl
+                                                else None)
+            state = setup_training(**setup_kwargs, log=log)
+            grid = None
+            if writes and image_snapshot_ticks is not None:
+                grid = run_outputs.prepare_grid(state, run_dir, log)
+            state.reporter = TickReporter(run_dir, rank, state.device, elapsed_sec=state.elapsed_sec)
+            state.timer = PhaseTimer(state.device)
+            run = dnnlib.EasyDict(run_dir=run_dir, total_kimg=total_kimg, kimg_per_tick=kimg_per_tick,
+                                  image_snapshot_ticks=image_snapshot_ticks, grid=grid, abort_fn=abort_fn,
+                                  network_snapshot_ticks=network_snapshot_ticks, progress_fn=progress_fn, log=log,
+                                  result=dnnlib.EasyDict(cur_nimg=state.cur_nimg, snapshot_pkl=None,
+                                                         interrupted=False))
+            log(f'Training for {total_kimg} kimg from kimg {state.cur_nimg / 1e3:.3f} '
+                f'(batch {state.batch_size}, {state.rounds} round(s) of {state.batch_gpu} per rank)...')
+            result = _train(state, run)
+            log('Exiting...' if not result.interrupted else 'Stopped.')
+            return result
+    finally:
+        if logger is not None:
+            logger.close()
