@@ -145,7 +145,8 @@ def _network_config(opts, spec, batch_gpu: int) -> dict:
     D_kwargs = dict(architecture='orig' if opts.cfg == 'cifar' else 'resnet', channel_base=channel_base,
                     channel_max=opts.cmax, num_fp16_res=fp16_res, conv_clamp=conv_clamp, block_kwargs=block,
                     mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=mbstd))
-    loss_kwargs = dict(r1_gamma=spec.gamma if opts.gamma is None else opts.gamma)
+    # pl_no_weight_grad: StyleGAN2-ADA always takes the path-length gradient without conv weight gradients.
+    loss_kwargs = dict(r1_gamma=spec.gamma if opts.gamma is None else opts.gamma, pl_no_weight_grad=True)
     if opts.cfg == 'cifar':
         loss_kwargs.update(pl_weight=0, style_mixing_prob=0)
     return dict(G_kwargs=G_kwargs, D_kwargs=D_kwargs, loss_kwargs=loss_kwargs,

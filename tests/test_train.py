@@ -66,7 +66,7 @@ def test_dry_run_cifar_preset_and_run_name(data, tmp_path):
     assert os.path.basename(options['run_dir']) == '00000-ds-cifar-kimg1-batch8'  # the official name (spec 3.6)
     assert not os.listdir(tmp_path)  # A dry run creates nothing.
     assert (options['batch_size'], options['batch_gpu'], options['total_kimg']) == (8, 8, 1)
-    assert options['loss_kwargs'] == dict(r1_gamma=0.01, pl_weight=0, style_mixing_prob=0)
+    assert options['loss_kwargs'] == dict(r1_gamma=0.01, pl_no_weight_grad=True, pl_weight=0, style_mixing_prob=0)
     assert options['D_kwargs']['architecture'] == 'orig' and options['D_kwargs']['epilogue_kwargs'] == dict(
         mbstd_group_size=32)
     assert (options['ema_kimg'], options['ema_rampup'], options['G_opt_kwargs']['lr']) == (500, 0.05, 0.0025)
