@@ -10,34 +10,18 @@ plus the parameter count.
     python benchmarks/denoiser.py [--device cpu|cuda] [--batch 8] [--reps 5] [--warmup 1] [--threads N]
 """
 
-import statistics
-import time
 
 import click
 import torch
 
 from edm_bridge.denoiser import FrozenDenoiser
 from edm_bridge.edm_networks import EDMPrecond
+from torch_utils import timing
 
 CIFAR_DDPMPP = dict(img_resolution=32, img_channels=3, label_dim=10, model_type='SongUNet',
                     embedding_type='positional', encoder_type='standard', decoder_type='standard',
                     channel_mult_noise=1, resample_filter=[1, 1], model_channels=128, channel_mult=[2, 2, 2],
                     augment_dim=9)
-
-
-def _median_ms(fn, reps: int, warmup: int, device: torch.device) -> float:
-    """Median wall time of fn() in milliseconds over `reps` runs, after `warmup` untimed runs."""
-    times = []
-    for i in range(warmup + reps):
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        if i >= warmup:
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def run_benchmark(device: torch.device, batch: int, reps: int, warmup: int, seed: int = 0) -> tuple[dict, int]:
@@ -58,8 +42,8 @@ def run_benchmark(device: torch.device, batch: int, reps: int, warmup: int, seed
         D(x_in, sigma, labels).sum().backward()
         assert x_in.grad is not None
 
-    times = {'forward (no_grad)': _median_ms(forward, reps, warmup, device),
-             'forward + input gradient': _median_ms(input_gradient, reps, warmup, device)}
+    times = {'forward (no_grad)': timing.median_ms(forward, reps, warmup, device),
+             'forward + input gradient': timing.median_ms(input_gradient, reps, warmup, device)}
     return times, sum(p.numel() for p in D.parameters())
 
 

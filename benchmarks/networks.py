@@ -12,12 +12,11 @@ G fwd 660 ms, G fwd+bwd 2518 ms, D fwd+bwd 853 ms.
     python benchmarks/networks.py [--device cpu|cuda] [--batch 8] [--reps 7] [--warmup 2] [--threads N]
 """
 
-import statistics
-import time
 
 import click
 import torch
 
+from torch_utils import timing
 from training.networks import Discriminator, Generator
 
 CIFAR = dict(
@@ -26,21 +25,6 @@ CIFAR = dict(
     D=dict(c_dim=0, img_resolution=32, img_channels=3, architecture='orig', channel_base=32768, channel_max=512,
            num_fp16_res=0, conv_clamp=None, epilogue_kwargs=dict(mbstd_group_size=32)),
 )
-
-
-def _median_ms(fn, reps, warmup, device):
-    """Median wall time of fn() in milliseconds over `reps` runs, after `warmup` untimed runs."""
-    times = []
-    for i in range(warmup + reps):
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        if i >= warmup:
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def _num_params(module):
@@ -66,9 +50,9 @@ def run_benchmark(device, batch, reps, warmup, seed=0):
         D(img, c).sum().backward()
 
     return {
-        'G forward (train mode)': _median_ms(lambda: G(z, c), reps, warmup, device),
-        'G forward+backward': _median_ms(g_backward, reps, warmup, device),
-        'D forward+backward': _median_ms(d_backward, reps, warmup, device),
+        'G forward (train mode)': timing.median_ms(lambda: G(z, c), reps, warmup, device),
+        'G forward+backward': timing.median_ms(g_backward, reps, warmup, device),
+        'D forward+backward': timing.median_ms(d_backward, reps, warmup, device),
     }, _num_params(G), _num_params(D)
 
 

@@ -9,33 +9,21 @@ Prints median milliseconds per forward+backward and the ratio, measured side by 
     python benchmarks/ops_speed.py [--batch 8] [--channels 64] [--res 32] [--device cpu|cuda] [--reps 20]
 """
 
-import statistics
-import time
-
 import click
 import torch
 import torch.nn.functional as F
 
+from torch_utils import timing
 from torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
 
 
 def _time_ms(fn, inputs, reps, device):
-    """Median wall time in ms of fn(*inputs).sum().backward() over `reps` runs after 3 warm-up runs."""
+    """Median wall time in ms of fn(*inputs).square().sum().backward() over `reps` runs after 3 warm-up runs."""
     def once():
         for t in inputs:
             t.grad = None
         fn(*inputs).square().sum().backward()
-    times = []
-    for i in range(reps + 3):
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        once()
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        if i >= 3:
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return timing.median_ms(once, reps, 3, device)
 
 
 def _cases(batch, channels, res, device):
