@@ -349,7 +349,8 @@ def test_presets_expand_to_multipliers_of_one():
     color = dict(brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1)
     expected = dict(blit=blit, geom=geom, color=color, filter=dict(imgfilter=1), noise=dict(noise=1),
                     cutout=dict(cutout=1), bg=blit | geom, bgc=blit | geom | color,
-                    bgcf=blit | geom | color | dict(imgfilter=1), bgcfn=blit | geom | color | dict(imgfilter=1, noise=1),
+                    bgcf=blit | geom | color | dict(imgfilter=1),
+                    bgcfn=blit | geom | color | dict(imgfilter=1, noise=1),
                     bgcfnc=blit | geom | color | dict(imgfilter=1, noise=1, cutout=1))
     assert augpipe_specs == expected
     pipe = AugmentPipe(**augpipe_specs['bgc'])
