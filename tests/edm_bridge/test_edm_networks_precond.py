@@ -5,11 +5,6 @@ and loaded with only torch_utils and dnnlib importable."""
 
 import io
 import pickle
-import shutil
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +13,9 @@ import torch.nn.functional as F
 
 from edm_bridge import edm_networks as nets
 from edm_tiny_nets import DHARIWAL, SONG, inputs, tiny
+from isolated_load import run_without_repo
 from torch_utils import safe_pickle
 
-REPO = Path(__file__).resolve().parents[2]
 PRECONDS = [nets.EDMPrecond, nets.VPPrecond, nets.VEPrecond, nets.iDDPMPrecond]
 
 
@@ -216,24 +211,6 @@ def test_safe_loader_records_rebuild_our_classes_strictly():
             assert torch.equal(rebuilt(x, sigma, c), net(x, sigma, c)), key
 
 
-_ISOLATED_LOADER = textwrap.dedent('''
-    import importlib.util, pickle, sys
-    sys.path[:0] = [sys.argv[1], sys.argv[2]]  # the copied torch_utils / dnnlib, then site-packages (torch, numpy)
-    assert importlib.util.find_spec('edm_bridge') is None, 'edm_bridge/ must not be importable here'
-    import torch
-    torch.set_num_threads(1)
-    with open(sys.argv[3], 'rb') as f:
-        data = pickle.load(f)
-    out = {}
-    for key in ('ema', 'vp', 'iddpm'):
-        net = data[key]
-        assert type(net).__module__.startswith('_imported_module_'), type(net).__module__
-        with torch.no_grad():
-            out[key] = net(data['x'], data['sigma'], data['labels'])
-    torch.save(out, sys.argv[4])
-''')
-
-
 def test_pickles_load_with_only_torch_utils_and_dnnlib(tmp_path):
     ema = tiny(nets.EDMPrecond, label_dim=3, embedding_type='fourier', encoder_type='residual', decoder_type='skip',
                 resample_filter=[1, 3, 3, 1])
@@ -241,16 +218,12 @@ def test_pickles_load_with_only_torch_utils_and_dnnlib(tmp_path):
     x, sigma, labels = inputs(label_dim=3)
     with torch.no_grad():
         expected = {key: net(x, sigma, labels) for key, net in (('ema', ema), ('vp', vp), ('iddpm', iddpm))}
-    lib = tmp_path / 'lib'
-    for package in ('torch_utils', 'dnnlib'):
-        shutil.copytree(REPO / package, lib / package, ignore=shutil.ignore_patterns('__pycache__'))
-    (tmp_path / 'net.pkl').write_bytes(pickle.dumps(dict(ema=ema, vp=vp, iddpm=iddpm, x=x, sigma=sigma, labels=labels)))
-    site_packages = str(Path(torch.__file__).parents[1])
-    # -I -S: no environment, no user site and no .pth files, so the editable install of this repo is invisible.
-    result = subprocess.run([sys.executable, '-I', '-S', '-c', _ISOLATED_LOADER, str(lib), site_packages,
-                             str(tmp_path / 'net.pkl'), str(tmp_path / 'out.pt')],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    out = torch.load(tmp_path / 'out.pt')
+    out = run_without_repo(tmp_path, dict(ema=ema, vp=vp, iddpm=iddpm, x=x, sigma=sigma, labels=labels), """
+        for key in ('ema', 'vp', 'iddpm'):
+            net = data[key]
+            assert type(net).__module__.startswith('_imported_module_'), type(net).__module__
+            with torch.no_grad():
+                out[key] = net(data['x'], data['sigma'], data['labels'])
+    """)
     for key, D in expected.items():
         assert torch.equal(out[key], D), key

@@ -6,21 +6,16 @@ load with only torch_utils and dnnlib importable."""
 import math
 import pickle
 import re
-import shutil
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from scipy.special import ndtri
 
+from isolated_load import run_without_repo
 from training import augment
 from training.augment import AugmentPipe, adjust_ada_p, augpipe_specs
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _images(shape=(2, 3, 16, 16), seed=0, dtype=torch.float32):
@@ -414,35 +409,15 @@ def test_pickle_round_trip_keeps_options_p_and_outputs():
     assert torch.equal(loaded(images), expected)
 
 
-_ISOLATED_LOADER = textwrap.dedent('''
-    import importlib.util, pickle, sys
-    sys.path[:0] = [sys.argv[1], sys.argv[2]]  # the copied torch_utils / dnnlib, then site-packages (torch, numpy)
-    assert importlib.util.find_spec('training') is None, 'training/ must not be importable here'
-    import torch
-    torch.set_num_threads(1)
-    with open(sys.argv[3], 'rb') as f:
-        data = pickle.load(f)
-    pipe = data['augment_pipe']
-    assert type(pipe).__module__.startswith('_imported_module_') and type(pipe).__name__ == 'AugmentPipe'
-    torch.manual_seed(5)
-    torch.save(dict(random=pipe(data['images']), debug=pipe(data['images'], debug_percentile=0.7)), sys.argv[4])
-''')
-
-
 def test_pickle_loads_with_only_torch_utils_and_dnnlib(tmp_path):
     pipe = _pipe(0.6, **augpipe_specs['bgcfnc'])
     images = _images((2, 3, 8, 8))
     torch.manual_seed(5)
     expected = dict(random=pipe(images), debug=pipe(images, debug_percentile=0.7))
-    lib = tmp_path / 'lib'
-    for package in ('torch_utils', 'dnnlib'):
-        shutil.copytree(REPO / package, lib / package, ignore=shutil.ignore_patterns('__pycache__'))
-    (tmp_path / 'pipe.pkl').write_bytes(pickle.dumps(dict(augment_pipe=pipe, images=images)))
-    site_packages = str(Path(torch.__file__).parents[1])
-    # -I -S: no environment, no user site and no .pth files, so the editable install of this repo is invisible.
-    result = subprocess.run([sys.executable, '-I', '-S', '-c', _ISOLATED_LOADER, str(lib), site_packages,
-                             str(tmp_path / 'pipe.pkl'), str(tmp_path / 'out.pt')],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    out = torch.load(tmp_path / 'out.pt')
+    out = run_without_repo(tmp_path, dict(augment_pipe=pipe, images=images), """
+        pipe = data['augment_pipe']
+        assert type(pipe).__module__.startswith('_imported_module_') and type(pipe).__name__ == 'AugmentPipe'
+        torch.manual_seed(5)
+        out.update(random=pipe(data['images']), debug=pipe(data['images'], debug_percentile=0.7))
+    """)
     assert torch.equal(out['random'], expected['random']) and torch.equal(out['debug'], expected['debug'])

@@ -4,21 +4,16 @@ with only torch_utils and dnnlib importable."""
 
 import copy
 import pickle
-import shutil
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import training.networks as networks
+from isolated_load import run_without_repo
 from torch_utils import misc
 from training.networks import Discriminator, Generator, SynthesisNetwork
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _num_params(module):
@@ -235,22 +230,6 @@ def test_pickle_round_trip_in_process():
     assert torch.equal(copy.deepcopy(G)(z, c, noise_mode='const'), G(z, c, noise_mode='const'))
 
 
-_ISOLATED_LOADER = textwrap.dedent('''
-    import importlib.util, pickle, sys
-    sys.path[:0] = [sys.argv[1], sys.argv[2]]  # the copied torch_utils / dnnlib, then site-packages (torch, numpy)
-    assert importlib.util.find_spec('training') is None, 'training/ must not be importable here'
-    import torch
-    torch.set_num_threads(1)
-    with open(sys.argv[3], 'rb') as f:
-        data = pickle.load(f)
-    G, D = data['G'], data['D']
-    assert type(G).__module__.startswith('_imported_module_') and type(G).__name__ == 'Generator'
-    assert sys.modules['torch_utils'].__file__.startswith(sys.argv[1])
-    img = G(data['z'], data['c'], noise_mode='const')
-    torch.save(dict(img=img, logits=D(img, data['c'])), sys.argv[4])
-''')
-
-
 def test_pickles_load_with_only_torch_utils_and_dnnlib(tmp_path):
     G = _tiny_G(architecture='resnet').eval()
     _set_noise_strength(G, 0.2)
@@ -259,15 +238,10 @@ def test_pickles_load_with_only_torch_utils_and_dnnlib(tmp_path):
     z, c = _inputs(G)
     img = G(z, c, noise_mode='const')
     logits = D(img, c)
-    lib = tmp_path / 'lib'
-    for package in ('torch_utils', 'dnnlib'):
-        shutil.copytree(REPO / package, lib / package, ignore=shutil.ignore_patterns('__pycache__'))
-    (tmp_path / 'nets.pkl').write_bytes(pickle.dumps(dict(G=G, D=D, z=z, c=c)))
-    site_packages = str(Path(torch.__file__).parents[1])
-    # -I -S: no environment, no user site and no .pth files, so the editable install of this repo is invisible.
-    result = subprocess.run([sys.executable, '-I', '-S', '-c', _ISOLATED_LOADER, str(lib), site_packages,
-                             str(tmp_path / 'nets.pkl'), str(tmp_path / 'out.pt')],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    out = torch.load(tmp_path / 'out.pt')
+    out = run_without_repo(tmp_path, dict(G=G, D=D, z=z, c=c), """
+        G, D = data['G'], data['D']
+        assert type(G).__module__.startswith('_imported_module_') and type(G).__name__ == 'Generator'
+        img = G(data['z'], data['c'], noise_mode='const')
+        out.update(img=img, logits=D(img, data['c']))
+    """)
     assert torch.equal(out['img'], img) and torch.equal(out['logits'], logits)
