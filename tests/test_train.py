@@ -1,14 +1,11 @@
 """train.py through click's CliRunner: --help, --dry-run presets and run names, every user error naming its flag,
 and a tiny end-to-end run with SMaRt (Gaussian score source) whose snapshot generate.py renders and train.py resumes."""
 
-import io
 import json
 import os
 import sys
 import types
-import zipfile
 
-import numpy as np
 import PIL.Image
 import pytest
 from click.testing import CliRunner
@@ -17,20 +14,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import generate  # noqa: E402  (top-level scripts, importable from the repository root)
 import train  # noqa: E402
+from tiny_datasets import make_zip  # noqa: E402
 from training import snapshot  # noqa: E402
 
 
 def _make_zip(path, num=16, res=8, num_classes=None):
-    rnd = np.random.RandomState(7)
-    with zipfile.ZipFile(path, 'w') as zf:
-        for i in range(num):
-            buffer = io.BytesIO()
-            PIL.Image.fromarray(rnd.randint(0, 256, size=(res, res, 3), dtype=np.uint8)).save(buffer, format='PNG')
-            zf.writestr(f'img{i:04d}.png', buffer.getvalue())
-        if num_classes is not None:
-            zf.writestr('dataset.json', json.dumps({'labels': [[f'img{i:04d}.png', i % num_classes]
-                                                              for i in range(num)]}))
-    return str(path)
+    return make_zip(path, num=num, res=res, num_classes=num_classes, seed=7)
 
 
 @pytest.fixture(scope='module')

@@ -1,15 +1,12 @@
 """The training loop: phases and lazy regularization, one step, EMA, ADA, ticks and outputs, exact resume
 (2 + 2 steps == 4 steps bit for bit), crash / interrupt and resume, and two-process gloo consistency."""
 
-import io
 import json
 import os
 import pickle
 import re
 import socket
-import zipfile
 
-import numpy as np
 import PIL.Image
 import pytest
 import torch
@@ -19,6 +16,7 @@ from smart_plugin import SMaRt, SMaRtOptions
 from torch_utils import training_stats
 from training import distributed, run_outputs, snapshot, train_state, training_loop
 from training.augment import augpipe_specs
+from tiny_datasets import make_zip
 from training.loss_plugin import LossPlugin
 from training.tick_report import TickReporter
 
@@ -26,16 +24,7 @@ BATCH = 4
 
 
 def _make_zip(path, num=16, res=8, num_classes=None):
-    rnd = np.random.RandomState(123)
-    with zipfile.ZipFile(path, 'w') as zf:
-        for i in range(num):
-            buffer = io.BytesIO()
-            PIL.Image.fromarray(rnd.randint(0, 256, size=(res, res, 3), dtype=np.uint8)).save(buffer, format='PNG')
-            zf.writestr(f'img{i:04d}.png', buffer.getvalue())
-        if num_classes is not None:
-            labels = [[f'img{i:04d}.png', i % num_classes] for i in range(num)]
-            zf.writestr('dataset.json', json.dumps({'labels': labels}))
-    return str(path)
+    return make_zip(path, num=num, res=res, num_classes=num_classes, seed=123)
 
 
 @pytest.fixture(scope='module')
