@@ -16,6 +16,7 @@ pick one explicitly and print `describe()` at start-up.
 For DDPM schedules sigma_hat_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) and alpha_t = 1 / sqrt(1 + sigma_hat_t^2).
 """
 
+import abc
 import dataclasses
 import math
 from typing import Callable, Sequence
@@ -28,7 +29,7 @@ Sigmas = float | np.ndarray | torch.Tensor         # Noise level(s).
 
 
 @dataclasses.dataclass(frozen=True)
-class NoiseSchedule:
+class NoiseSchedule(abc.ABC):
     """Base class: a strictly ascending grid of sigma_hat over the integer steps t = 0..num_steps-1."""
 
     num_steps: int = 1000                   # Number of integer timesteps.
@@ -45,8 +46,9 @@ class NoiseSchedule:
     def _validate(self) -> None:
         """Check the subclass parameters; raise ValueError naming the bad one."""
 
+    @abc.abstractmethod
     def _compute_grid(self) -> np.ndarray:
-        raise NotImplementedError
+        """The subclass's noise levels sigma_hat_t, t = 0..num_steps-1 (float64, strictly ascending)."""
 
     @property
     def sigma_grid(self) -> np.ndarray:
@@ -54,9 +56,9 @@ class NoiseSchedule:
         return self._grid.copy()
 
     @property
+    @abc.abstractmethod
     def name(self) -> str:
         """Registry name of this schedule."""
-        raise NotImplementedError
 
     @property
     def sigma_min(self) -> float:

@@ -10,6 +10,7 @@ at once with the offending file named. Measured on one CPU core: about 2 s per 1
 JPEGs. Pixels are decoded only when an item is loaded, and the decoded shape is checked again there.
 """
 
+import abc
 import json
 import numbers
 import os
@@ -31,7 +32,7 @@ def _check_optional_int(arg_name: str, value, minimum: int) -> None:
         raise ValueError(f'{arg_name} must be >= {minimum} (or None), got {value}')
 
 
-class Dataset(torch.utils.data.Dataset):
+class Dataset(torch.utils.data.Dataset, abc.ABC):
     """Base dataset: a random subset (`max_size`), x-flip doubling, and labels as one-hot or float vectors."""
 
     def __init__(self,
@@ -75,11 +76,13 @@ class Dataset(torch.utils.data.Dataset):
     def close(self) -> None:
         """Release open files; the dataset reopens them on the next access."""
 
-    def _load_raw_image(self, raw_idx: int) -> np.ndarray:  # To be overridden: uint8 [C, H, W].
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _load_raw_image(self, raw_idx: int) -> np.ndarray:
+        """Image `raw_idx` of the underlying collection as uint8 [C, H, W]."""
 
-    def _load_raw_labels(self):  # To be overridden: int64 [N], float32 [N, D] or None.
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _load_raw_labels(self):
+        """All labels: int64 [N], float32 [N, D], or None when the collection has none."""
 
     def __getstate__(self):
         # Labels are reloaded on demand: DataLoader workers then do not receive a copy of the whole label array.
