@@ -174,6 +174,7 @@ class ImageFolderDataset(Dataset):
         _check_optional_int('max_size', super_kwargs.get('max_size'), minimum=1)  # Fail before scanning the files.
         self._path = os.fspath(path)
         self._zipfile = None
+        self._zipfile_pid = None    # Process that opened _zipfile: a forked DataLoader worker must open its own.
         if not os.path.exists(self._path):
             raise FileNotFoundError(f'dataset path {self._path!r} does not exist; expected a directory or a .zip '
                                     f'of images')
@@ -204,11 +205,14 @@ class ImageFolderDataset(Dataset):
 
     def _get_zipfile(self) -> zipfile.ZipFile:
         assert self._type == 'zip'
-        if self._zipfile is None:
+        # A handle inherited through fork shares its file offset with the parent and the other workers: concurrent
+        # reads then interleave and fail ('File name in directory ... and header ... differ'). Reopen per process.
+        if self._zipfile is None or self._zipfile_pid != os.getpid():
             try:
                 self._zipfile = zipfile.ZipFile(self._path)
             except zipfile.BadZipFile as err:
                 raise ImageFileError(f'{self._path}: not a valid zip file ({err})') from err
+            self._zipfile_pid = os.getpid()
         return self._zipfile
 
     def _open_file(self, fname: str):
@@ -236,12 +240,12 @@ class ImageFolderDataset(Dataset):
 
     def close(self) -> None:
         """Close the zip handle (reopened lazily on the next access)."""
-        if getattr(self, '_zipfile', None) is not None:
+        if getattr(self, '_zipfile', None) is not None and self._zipfile_pid == os.getpid():
             self._zipfile.close()
         self._zipfile = None
 
     def __getstate__(self):
-        return dict(super().__getstate__(), _zipfile=None)  # An open zip handle cannot cross process boundaries.
+        return dict(super().__getstate__(), _zipfile=None, _zipfile_pid=None)  # A zip handle stays in its process.
 
     def _load_raw_image(self, raw_idx: int) -> np.ndarray:
         fname = self._image_fnames[raw_idx]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import dnnlib
-from training import dataset_images
+from training import dataset as dataset_module, dataset_images
 from training.dataset import Dataset, ImageFolderDataset
 from training.dataset_images import ImageFileError, decode_image
 
@@ -183,6 +183,27 @@ def test_dataloader_workers_read_zip(tmp_path):
     loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)
     images = torch.cat([batch[0] for batch in loader])  # [4, 3, 8, 8]
     np.testing.assert_array_equal(images.numpy(), np.stack([arrays[f'{i}.png'] for i in range(4)]))
+
+
+def test_forked_process_reopens_zip(tmp_path, monkeypatch):
+    # A handle inherited through fork shares its file offset with the parent: a new process id must get its own
+    # handle, and closing in the child must not close the parent's.
+    root = tmp_path / 'f'
+    arrays = _make_folder(root, names=[f'{i}.png' for i in range(3)], size=8)
+    ds = ImageFolderDataset(str(_zip_folder(root, tmp_path / 'f.zip')))
+    ds[0]
+    parent_handle = ds._zipfile
+    real_pid = os.getpid()
+    monkeypatch.setattr(dataset_module.os, 'getpid', lambda: real_pid + 1)
+    np.testing.assert_array_equal(ds[2][0], arrays['2.png'])
+    assert ds._zipfile is not parent_handle and ds._zipfile_pid == real_pid + 1
+    child_handle = ds._zipfile
+    ds._zipfile, ds._zipfile_pid = parent_handle, real_pid   # As the child sees the inherited handle.
+    ds.close()
+    assert parent_handle.fp is not None                      # Not closed by the other process.
+    child_handle.close()
+    monkeypatch.undo()
+    parent_handle.close()
 
 
 def test_construct_from_official_training_set_kwargs(folder):
