@@ -10,6 +10,8 @@ stats.jsonl, image grids and network snapshots. Examples:
       --smart-lambda=0.01 --smart-t=40,60 --smart-freq=8 --smart-dpm=gaussian
   # Two processes (GPUs, or CPU processes with gloo) started by torchrun; --gpus must match.
   torchrun --standalone --nproc_per_node=2 train.py --outdir=runs --data=ds.zip --gpus=2 --batch=32
+  # FID at every snapshot, the Inception detector from a local file (see calc_metrics.py for the detectors).
+  python train.py --outdir=runs --data=ds.zip --metrics=fid50k_full --detector=inception-2015-12-05.pt
   # Print the resolved options only; continue a run exactly from one of its snapshots.
   python train.py --outdir=runs --data=ds.zip --dry-run
   python train.py --outdir=runs --data=ds.zip --resume=runs/00000-ds-auto1/network-snapshot-000200.pkl
@@ -25,6 +27,8 @@ import click
 import torch
 
 import dnnlib
+from metrics import metric_main
+from metrics.detectors import DetectorUnavailableError
 from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRtOptions
 from training import distributed, run_outputs, training_loop
 from training.augment import augpipe_specs
@@ -186,6 +190,19 @@ def _resume_config(opts) -> dict:
     return dict(resume_pkl=pkl) if exact else dict(resume_pkl=pkl, ada_kimg=100, ema_rampup=None)
 
 
+def _metric_config(opts) -> dict:
+    """metrics (validated names) and metric_kwargs (detector sources, DataLoader workers) for the snapshots."""
+    try:
+        metrics = metric_main.parse_metric_list(opts.metrics)
+    except ValueError as err:
+        raise FlagError('--metrics', str(err)) from None
+    for flag, source in (('--detector', opts.detector), ('--detector-vgg16', opts.detector_vgg16)):
+        if source is not None and not dnnlib.util.is_url(source, allow_file_urls=True) and not os.path.isfile(source):
+            raise FlagError(flag, f'{source!r} is neither an existing file nor a URL')
+    return dict(metrics=metrics, metric_kwargs=dict(detector=opts.detector, detector_vgg16=opts.detector_vgg16,
+                                                    num_workers=opts.workers))
+
+
 def _plugin_options(opts) -> tuple[SMaRtOptions, DiffGANOptions]:
     """SMaRtOptions and DiffGANOptions from the --smart-* / --diffgan-* flags (errors name the flag)."""
     try:
@@ -223,9 +240,6 @@ def _describe(opts, dataset_name: str, num_gpus: int, smart: SMaRtOptions, diffg
 
 def build_config(opts, num_gpus: int) -> tuple[dict, str, dict]:
     """(training_loop kwargs, run description, {plugin name: options dataclass}) from the parsed options."""
-    if [m.strip().lower() for m in opts.metrics.split(',')] != ['none']:
-        raise FlagError('--metrics', f'{opts.metrics!r}: metrics are not implemented yet (a later issue); use '
-                                     '--metrics=none')
     training_set_kwargs, dataset = _load_dataset(opts)
     spec = _preset(opts, dataset.resolution, num_gpus)
     batch_size, batch_gpu = _batch(opts, spec, num_gpus)
@@ -238,7 +252,7 @@ def build_config(opts, num_gpus: int) -> tuple[dict, str, dict]:
                   batch_gpu=batch_gpu, ema_kimg=spec.ema, ema_rampup=spec.ramp, ada_kimg=500,
                   random_seed=opts.seed, num_gpus=num_gpus, kimg_per_tick=opts.tick,
                   image_snapshot_ticks=opts.snap, network_snapshot_ticks=opts.snap,
-                  cudnn_benchmark=not opts.nobench, allow_tf32=opts.allow_tf32)
+                  cudnn_benchmark=not opts.nobench, allow_tf32=opts.allow_tf32, **_metric_config(opts))
     config.update(_resume_config(opts))
     plugin_options = {}
     if smart.enabled:
@@ -287,6 +301,8 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
                                              plugins=build_plugins(plugin_options))
     except OptionError as err:  # Plugin options that only fail against the data or model (e.g. --smart-t).
         raise FlagError(PLUGIN_FLAGS.get(err.field, '--smart-*/--diffgan-*'), str(err)) from None
+    except DetectorUnavailableError as err:  # Found at the first metric evaluation (tick 0).
+        raise FlagError(err.flag, str(err)) from None
     finally:
         distributed.destroy_process_group()
     if result.interrupted:
@@ -300,7 +316,12 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
               help='Number of processes (must match torchrun; a power of two)')
 @click.option('--snap', type=click.IntRange(min=1), default=50, show_default=True,
               help='Snapshot interval in ticks (images and networks)')
-@click.option('--metrics', default='none', show_default=True, help="Metrics to compute; only 'none' for now")
+@click.option('--metrics', default='none', show_default=True,
+              help='Metrics at each snapshot, e.g. fid50k_full,kid50k_full (needs the detectors; see calc_metrics.py)')
+@click.option('--detector', metavar='PATH|URL', default=None, show_default='official Inception-v3',
+              help='Inception detector for FID/KID/IS (.pt TorchScript or trusted .pkl)')
+@click.option('--detector-vgg16', metavar='PATH|URL', default=None, show_default='official VGG16',
+              help='VGG16 detector for precision/recall')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Random seed')
 @click.option('-n', '--dry-run', is_flag=True, help='Print the training options and exit')
 # Dataset.
@@ -382,7 +403,7 @@ def main(**kwargs):
         raise FlagError('--gpus', str(err)) from None
     config, desc, plugin_options = build_config(opts, _num_gpus(opts, ranks[2]))
     run_dir = next_run_dir(opts.outdir, desc) if ranks[0] == 0 else None
-    options = dict(config, run_dir=run_dir, metrics=[],
+    options = dict(config, run_dir=run_dir,
                    plugins={name: dataclasses.asdict(value) for name, value in plugin_options.items()})
     if ranks[0] == 0:
         print('Training options:')

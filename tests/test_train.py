@@ -1,5 +1,6 @@
 """train.py through click's CliRunner: --help, --dry-run presets and run names, every user error naming its flag,
-and a tiny end-to-end run with SMaRt (Gaussian score source) whose snapshot generate.py renders and train.py resumes."""
+a tiny end-to-end run with SMaRt (Gaussian score source) whose snapshot generate.py renders and train.py resumes,
+and --metrics with tiny detectors writing metric-<name>.jsonl at the snapshot."""
 
 import json
 import os
@@ -8,11 +9,13 @@ import types
 
 import PIL.Image
 import pytest
+import requests
 from click.testing import CliRunner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import generate  # noqa: E402  (top-level scripts, importable from the repository root)
+import tiny_metrics  # noqa: E402
 import train  # noqa: E402
 from tiny_datasets import make_zip  # noqa: E402
 from training import snapshot  # noqa: E402
@@ -113,7 +116,10 @@ ERRORS = [
     (['--data', '{ds}', '--batch', '6', '--batch-gpu', '4'], '--batch-gpu', 'not a multiple of the per-round'),
     (['--data', '{ds}', '--batch', '8', '--batch-gpu', '4', '--mbstd-group', '3'], '--mbstd-group', 'does not divide'),
     (['--data', '{ds}', '--gpus', '2'], '--gpus', 'but 1 process(es) were started'),
-    (['--data', '{ds}', '--metrics', 'fid50k_full'], '--metrics', 'metrics are not implemented yet'),
+    (['--data', '{ds}', '--metrics', 'fid50k_full,fid1k'], '--metrics', "unknown metric 'fid1k'; valid metrics: "
+                                                                       'fid50k_full, kid50k_full, pr50k3_full, is50k'),
+    (['--data', '{ds}', '--detector', '{missing}.pt'], '--detector', 'is neither an existing file nor a URL'),
+    (['--data', '{ds}', '--detector-vgg16', '{missing}'], '--detector-vgg16', 'is neither an existing file nor a URL'),
     (['--data', '{ds}', '--resume', '{missing}'], '--resume', 'is neither an existing file, a URL nor one of'),
     (['--data', '{ds}', '--resume', '{ds}'], '--resume', 'cannot read'),
     (['--data', '{ds}', '--subset', '17'], '--subset', '17 exceeds the 16 images'),
@@ -219,3 +225,39 @@ def test_plugin_option_error_found_at_setup_names_the_flag(data, tmp_path):
                      '--smart-t', '10,1000', *TINY)
     assert result.exit_code != 0
     assert '--smart-t: SMaRtOptions.t_hi is 1000; expected an integer < 1000' in result.output, result.output
+
+
+def test_metrics_at_each_snapshot_with_tiny_detectors(data, tmp_path, monkeypatch):
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
+    inception = tiny_metrics.save_torchscript(tmp_path / 'inception.pt')
+    vgg16 = tiny_metrics.save_torchscript(tmp_path / 'vgg16.pt', num_features=6, seed=1)
+    options = _dry_run(tmp_path / 'dry', '--data', data.ds, '--metrics', 'fid2k_full,pr2k3_full', '--detector',
+                       inception, *TINY)
+    assert options['metrics'] == ['fid2k_full', 'pr2k3_full']
+    assert options['metric_kwargs'] == dict(detector=inception, detector_vgg16=None, num_workers=0)
+    result = _invoke('--outdir', tmp_path, '--data', data.ds, '--kimg', '0.004', '--metrics', 'fid2k_full,pr2k3_full',
+                     '--detector', inception, '--detector-vgg16', vgg16, *TINY)
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / '00000-ds-stylegan2-kimg0.004-batch4'
+    fid_lines = [json.loads(line) for line in (run_dir / 'metric-fid2k_full.jsonl').read_text().splitlines()]
+    pr_lines = [json.loads(line) for line in (run_dir / 'metric-pr2k3_full.jsonl').read_text().splitlines()]
+    assert len(fid_lines) == len(pr_lines) == 1  # tick 0, which is also the last one, writes the snapshot
+    assert all(line['snapshot_pkl'] == 'network-snapshot-000000.pkl' for line in fid_lines + pr_lines)
+    assert sorted(pr_lines[0]['results']) == ['pr2k3_full_precision', 'pr2k3_full_recall']
+    stats = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
+    assert [s['Metrics/fid2k_full']['mean'] for s in stats] == [line['results']['fid2k_full'] for line in fid_lines]
+    assert '"metric": "fid2k_full"' in (run_dir / 'log.txt').read_text()
+
+
+def test_missing_detector_offline_names_the_flag(data, tmp_path, monkeypatch):
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
+    monkeypatch.delenv('SMART_DETECTOR_DIR', raising=False)
+
+    def refuse(self, url, **kwargs):
+        raise requests.ConnectionError('offline')
+
+    monkeypatch.setattr(requests.Session, 'get', refuse)
+    result = _invoke('--outdir', tmp_path, '--data', data.ds, '--kimg', '0.004', '--metrics', 'is2k', *TINY)
+    assert result.exit_code != 0
+    assert ('--detector: the inception detector file inception-2015-12-05.pt is not available offline'
+            in result.output), result.output

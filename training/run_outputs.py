@@ -1,11 +1,12 @@
-"""What a StyleGAN2-ADA training run writes besides stats: image grids and network snapshots (spec section 5).
+"""What a StyleGAN2-ADA training run writes besides stats: image grids, network snapshots and metrics (spec section 5).
 
 Grids: reals.png (dataset images, [0, 255]) and fakes_init.png / fakes{kimg:06d}.png (G_ema with noise_mode
 'const' on fixed z and c, [-1, 1]); conditional datasets show one class per row. Snapshots:
 network-snapshot-{kimg:06d}.pkl with G, D, G_ema (deep copies, eval, no grads, CPU), augment_pipe and
 training_set_kwargs like the official format, plus our 'plugins' (each plugin's state by name) and
 'training_state' (train_state.capture_training_state) for an exact resume. All files are written atomically, so
-an interrupted run never leaves a truncated image or pickle behind.
+an interrupted run never leaves a truncated image or pickle behind. Metrics evaluated at snapshots are appended to
+metric-<name>.jsonl (StyleGAN2-ADA's format, metrics.metric_main.report_metric).
 """
 
 import copy
@@ -16,7 +17,8 @@ import numpy as np
 import torch
 
 import dnnlib
-from torch_utils import misc, safe_pickle
+from metrics import metric_main
+from torch_utils import misc, safe_pickle, training_stats
 from training import image_io, snapshot, train_state
 
 DDP_IGNORE_REGEX = r'.*\.[^.]+_(avg|ema)'  # Running averages (w_avg) legitimately differ between ranks.
@@ -108,6 +110,26 @@ def save_snapshot(state: dnnlib.EasyDict, run_dir: str | None, next_tick: int) -
     path = snapshot_path(run_dir, state.cur_nimg)
     snapshot.save_network_pkl(path, data)
     return path
+
+
+def evaluate_metrics(state: dnnlib.EasyDict, metrics: list[str], metric_kwargs: dict, run_dir: str | None,
+                     snapshot_pkl: str | None, log=print) -> dict:
+    """Evaluate `metrics` on G_ema against the full training set (a collective call: all ranks), append each result
+    to <run_dir>/metric-<name>.jsonl on rank 0 and report it as `Metrics/<result key>` for stats.jsonl.
+
+    Returns {result key: value}. Metrics run under a forked RNG, so they leave the training RNG streams untouched.
+    """
+    values = {}
+    for metric in metrics:
+        result = metric_main.calc_metric(metric=metric, G=state.G_ema, dataset_kwargs=state.training_set_kwargs,
+                                         num_gpus=state.num_gpus, rank=state.rank, device=state.device,
+                                         **metric_kwargs)
+        if state.rank == 0:
+            metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=snapshot_pkl, print_fn=log)
+        for name, value in result.results.items():
+            training_stats.report0(f'Metrics/{name}', value)
+            values[name] = value
+    return values
 
 
 def has_training_state(pkl: str) -> bool:

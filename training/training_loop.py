@@ -2,9 +2,9 @@
 NeurIPS 2020) with loss plugins such as SMaRt (Xia et al., ICML 2024), on CUDA or the CPU, single- or multi-process.
 
 `training_loop` = set-up (train_state.setup_training) + repeated `training_step` + per-tick maintenance (status
-line, image grid, snapshot, stats.jsonl). One step: fetch reals, draw z and c for every phase, run each phase
-that is due (lazy regularization), average gradients over ranks, step the optimizer, update G_ema, count images,
-let ADA and the plugins adapt. The loop never names a plugin: it builds D with their extra label entries, passes
+line, image grid, snapshot and metrics, stats.jsonl). One step: fetch reals, draw z and c for every phase, run each
+phase that is due (lazy regularization), average gradients over ranks, step the optimizer, update G_ema, count
+images, let ADA and the plugins adapt. The loop never names a plugin: it builds D with their extra label entries, passes
 them to the loss, calls `end_of_step` and saves their state in snapshots. Behaviour follows
 spec/stylegan2-ada.md sections 4.5 and 5.
 """
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 import dnnlib
+from metrics import metric_main
 from torch_utils import training_stats
 from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
 from training import distributed, run_outputs
@@ -105,9 +106,12 @@ def _end_tick(state: dnnlib.EasyDict, run: dnnlib.EasyDict, done: bool) -> bool:
 
     if run.grid is not None and due(run.image_snapshot_ticks):
         run_outputs.save_fakes(state, run.grid, os.path.join(run.run_dir, f'fakes{state.cur_nimg // 1000:06d}.png'))
-    if run.run_dir is not None and due(run.network_snapshot_ticks):
-        path = run_outputs.save_snapshot(state, run.run_dir, next_tick=state.cur_tick + 1)
-        run.result.snapshot_pkl = path or run.result.snapshot_pkl
+    if due(run.network_snapshot_ticks) and (run.run_dir is not None or run.metrics):
+        path = None
+        if run.run_dir is not None:
+            path = run_outputs.save_snapshot(state, run.run_dir, next_tick=state.cur_tick + 1)
+            run.result.snapshot_pkl = path or run.result.snapshot_pkl
+        run_outputs.evaluate_metrics(state, run.metrics, run.metric_kwargs, run.run_dir, path, run.log)
     state.timer.report_events()
     state.reporter.write_stats()
     if run.progress_fn is not None:
@@ -169,11 +173,16 @@ def training_loop(
     allow_tf32: bool = False,                   # TF32 matmuls / convolutions on Ampere+ GPUs.
     abort_fn=None,                              # Callable () -> bool checked every tick; True = finish now.
     progress_fn=None,                           # Callable (cur_kimg, total_kimg) called after every tick.
+    metrics=(),                                 # Metric names (metrics.metric_main) evaluated at each snapshot.
+    metric_kwargs: dict | None = None,          # Extra MetricOptions, e.g. detector, detector_vgg16, num_workers.
     **setup_kwargs,                             # Data, networks, optimizers, loss, plugins, resume, rank, ...:
                                                 # see training.train_state.setup_training.
 ) -> dnnlib.EasyDict:
     """Train; return EasyDict(cur_nimg, snapshot_pkl (last one written, rank 0), interrupted)."""
     rank = setup_kwargs.get('rank', 0)
+    metrics = list(metrics)
+    for metric in metrics:
+        metric_main.check_metric(metric)  # Fail before training, not at the first snapshot.
     log = print if rank == 0 else _silent
     writes = run_dir is not None and rank == 0
     if writes:
@@ -194,6 +203,7 @@ def training_loop(
             run = dnnlib.EasyDict(run_dir=run_dir, total_kimg=total_kimg, kimg_per_tick=kimg_per_tick,
                                   image_snapshot_ticks=image_snapshot_ticks, grid=grid, abort_fn=abort_fn,
                                   network_snapshot_ticks=network_snapshot_ticks, progress_fn=progress_fn, log=log,
+                                  metrics=metrics, metric_kwargs=dict(metric_kwargs or {}),
                                   result=dnnlib.EasyDict(cur_nimg=state.cur_nimg, snapshot_pkl=None,
                                                          interrupted=False))
             log(f'Training for {total_kimg} kimg from kimg {state.cur_nimg / 1e3:.3f} '

@@ -1,5 +1,6 @@
 """The training loop: phases and lazy regularization, one step, EMA, ADA, ticks and outputs, exact resume
-(2 + 2 steps == 4 steps bit for bit), crash / interrupt and resume, and two-process gloo consistency."""
+(2 + 2 steps == 4 steps bit for bit), crash / interrupt and resume, two-process gloo consistency, and metrics at
+snapshots (which leave training bit for bit unchanged)."""
 
 import json
 import os
@@ -16,6 +17,7 @@ from smart_plugin import SMaRt, SMaRtOptions
 from torch_utils import training_stats
 from training import distributed, run_outputs, snapshot, train_state, training_loop
 from training.augment import augpipe_specs
+import tiny_metrics
 from tiny_datasets import make_zip
 from training.loss_plugin import LossPlugin
 from training.tick_report import TickReporter
@@ -387,3 +389,38 @@ def test_two_process_gloo_keeps_replicas_identical(data_zip, tmp_path):
     assert r0['reals'] != r1['reals']  # Each rank trained on its own slice of the data...
     for name in ('G', 'D'):
         assert torch.equal(r0['flat'][name], r1['flat'][name]), name  # ...yet the replicas stayed identical.
+
+
+# Metrics at snapshots.
+
+
+def test_metrics_at_snapshots_leave_training_unchanged(data_zip, tmp_path, monkeypatch):
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
+    detector = tiny_metrics.save_torchscript(tmp_path / 'inception.pt')
+    metric_kwargs = dict(detector=detector, num_workers=0)
+    fast = dict(total_kimg=0.012, augment_kwargs=None, ada_target=None, image_snapshot_ticks=None)
+    plain = _run(data_zip, tmp_path / 'plain', **fast)
+    measured = _run(data_zip, tmp_path / 'measured', **fast, metrics=['fid2k_full', 'is2k'],
+                    metric_kwargs=metric_kwargs)
+    lines = (tmp_path / 'measured' / 'metric-is2k.jsonl').read_text().splitlines()
+    assert len(lines) == 2 and not os.path.exists(tmp_path / 'plain' / 'metric-is2k.jsonl')  # ticks 0 and 1
+    stats = _stats(tmp_path / 'measured')
+    assert [s['Metrics/is2k_mean']['mean'] for s in stats] == [json.loads(line)['results']['is2k_mean']
+                                                              for line in lines]
+    assert stats[1]['Metrics/fid2k_full']['num'] == 1 and 'Metrics/fid2k_full' not in _stats(tmp_path / 'plain')[0]
+    # Metrics run under a forked RNG: the trained networks are bit for bit those of the run without metrics.
+    final_plain, final_measured = (snapshot.load_network_pkl(r.snapshot_pkl) for r in (plain, measured))
+    for name in ('G', 'D', 'G_ema'):
+        _assert_same_tensors(_tensors(final_plain[name]), _tensors(final_measured[name]))
+
+
+def test_metrics_without_run_dir_and_unknown_names(data_zip, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
+    detector = tiny_metrics.save_torchscript(tmp_path / 'inception.pt')
+    config = _config(data_zip, total_kimg=0.004, network_snapshot_ticks=1, image_snapshot_ticks=None)
+    result = training_loop.training_loop(run_dir=None, metrics=['is2k'], metric_kwargs=dict(detector=detector,
+                                                                                            num_workers=0), **config)
+    assert result.snapshot_pkl is None and '"metric": "is2k"' in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown metric 'fid'; valid metrics: fid50k_full"):
+        training_loop.training_loop(run_dir=str(tmp_path / 'never'), metrics=['fid'], **config)
+    assert not os.path.exists(tmp_path / 'never')

@@ -1,0 +1,58 @@
+"""fid.py (EDM-style reference statistics) through click's CliRunner with a tiny TorchScript detector."""
+
+import os
+import re
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import fid  # noqa: E402  (a top-level script, importable from the repository root)
+import tiny_metrics  # noqa: E402
+from metrics import frechet_inception_distance  # noqa: E402
+from tiny_datasets import make_zip  # noqa: E402
+
+
+def _invoke(*args):
+    return CliRunner().invoke(fid.main, [str(arg) for arg in args])
+
+
+def _fid(output):
+    return float(re.search(r'FID of \d+ images: (\S+)', output).group(1))
+
+
+def test_ref_then_calc(tmp_path, monkeypatch):
+    monkeypatch.delenv('SMART_DETECTOR_DIR', raising=False)
+    detector = tiny_metrics.save_torchscript(tmp_path / 'inception.pt')
+    data, other = make_zip(tmp_path / 'a.zip', num=10, seed=1), make_zip(tmp_path / 'b.zip', num=10, seed=2)
+    result = _invoke('ref', '--data', data, '--dest', tmp_path / 'refs' / 'a.npz', '--detector', detector,
+                     '--workers', 0)
+    assert result.exit_code == 0, result.output
+    assert f'Saved reference statistics of 10 images to {tmp_path / "refs" / "a.npz"}' in result.output
+    with np.load(tmp_path / 'refs' / 'a.npz') as refs:
+        assert sorted(refs.keys()) == ['mu', 'sigma'] and refs['mu'].shape == (8,) and refs['sigma'].dtype == np.float64
+    same = _invoke('calc', '--images', data, '--ref', tmp_path / 'refs' / 'a.npz', '--detector', detector,
+                   '--workers', 0)
+    assert same.exit_code == 0 and abs(_fid(same.output)) < 1e-6, same.output
+    different = _invoke('calc', '--images', other, '--ref', tmp_path / 'refs' / 'a.npz', '--detector', detector,
+                        '--workers', 0, '--num', 6)
+    assert 'FID of 6 images' in different.output
+    mu_a, sigma_a = frechet_inception_distance.load_ref_stats(str(tmp_path / 'refs' / 'a.npz'))
+    mu_b, sigma_b, _ = frechet_inception_distance.dataset_moments(other, detector=detector, max_items=6,
+                                                                  num_workers=0)
+    expected = frechet_inception_distance.fid_from_stats(mu_a, sigma_a, mu_b, sigma_b)
+    assert _fid(different.output) == pytest.approx(expected, rel=1e-5) and expected > 0.01
+
+
+@pytest.mark.parametrize('args, message', [
+    (['ref', '--data', '{missing}', '--dest', '{tmp}/r.npz'], "--data: '{missing}' does not exist"),
+    (['ref', '--data', '{missing}', '--dest', '{tmp}/r.npz', '--detector', '{missing}'], '--detector: '),
+    (['calc', '--images', '{missing}', '--ref', '{missing}'], '--ref: '),
+])
+def test_errors_name_the_flag(tmp_path, args, message):
+    paths = dict(missing=str(tmp_path / 'missing'), tmp=str(tmp_path))
+    result = _invoke(*[arg.format(**paths) for arg in args])
+    assert result.exit_code != 0 and f'Error: {message.format(**paths)}' in result.output, result.output
