@@ -20,7 +20,8 @@ from edm_bridge import adm, edm_networks, registry, schedules
 from edm_bridge.denoiser import FrozenDenoiser
 from torch_utils import safe_pickle
 
-EDM_CLASSES = ('EDMPrecond', 'VPPrecond', 'VEPrecond', 'iDDPMPrecond')  # Preconditioners the safe path rebuilds.
+# Preconditioners the safe path rebuilds: EDM's (edm_networks) and NCSNv2's (ncsnv2, written by train_dpm.py).
+EDM_CLASSES = ('EDMPrecond', 'VPPrecond', 'VEPrecond', 'iDDPMPrecond', 'NCSNv2Precond')
 _TRUST_HINT = ('if the pickle was written by other code, load it with trusted=True, which runs the code stored in '
                'it (only for files you trust)')
 _ZIP_MAGIC = b'PK\x03\x04'  # torch.save's zip container (every checkpoint written since PyTorch 1.6).
@@ -46,13 +47,19 @@ def _check_tensors(expected: dict[str, torch.Tensor], stored: dict[str, torch.Te
                          f'{unexpected[:4]}, wrong shape {wrong_shape[:4]}); {hint}')
 
 
+def _safe_classes() -> dict[str, type]:
+    """EDM_CLASSES name -> our class (ncsnv2 imported only here: most loads never need it)."""
+    from edm_bridge import ncsnv2
+    return {name: getattr(ncsnv2 if name == 'NCSNv2Precond' else edm_networks, name) for name in EDM_CLASSES}
+
+
 def _build_edm(record: safe_pickle.PersistentRecord, load_weights: bool = True) -> torch.nn.Module:
     """Construct our EDM class for `record` from its recorded kwargs; load its tensors strictly (or leave it on meta).
 
     The net is built on the meta device first: the stored tensors replace every parameter and buffer anyway, and the
     random init of a 300M-parameter net would cost seconds.
     """
-    classes = {name: getattr(edm_networks, name) for name in EDM_CLASSES}
+    classes = _safe_classes()
     if record.class_name not in classes:
         raise ValueError(f"'ema' holds a {record.class_name!r}; the safe loader rebuilds only {list(classes)}; "
                          f'{_TRUST_HINT}')
@@ -166,11 +173,16 @@ def _describe_edm(ema: Any, data: dict) -> dict:
     kwargs = dict(_plain(ema.init_kwargs))
     interface = ('img_resolution', 'img_channels', 'label_dim', 'model_type')
     loss = data.get('loss_fn')
-    return dict(format='edm-pickle', preconditioning=ema.class_name, backbone=kwargs.get('model_type',
+    loss_name = (loss.class_name if isinstance(loss, safe_pickle.PersistentRecord) else
+                 loss.get('class_name') if isinstance(loss, dict) else None)  # train_dpm.py stores plain data.
+    info = dict(format='edm-pickle', preconditioning=ema.class_name, backbone=kwargs.get('model_type',
                 type(net.model).__name__), architecture={k: v for k, v in kwargs.items() if k not in interface},
                 img_resolution=net.img_resolution, img_channels=net.img_channels, label_dim=net.label_dim,
                 num_params=_num_params(net), sigma_min=float(net.sigma_min), sigma_max=float(net.sigma_max),
-                loss=loss.class_name if isinstance(loss, safe_pickle.PersistentRecord) else None)
+                loss=loss_name)
+    if isinstance(data.get('training_sigma'), dict):  # train_dpm.py snapshots record their p(sigma).
+        info['training_sigma'] = dict(data['training_sigma'])
+    return info
 
 
 def _describe_adm(state: dict, preset: str, adm_kwargs: dict, source: str) -> dict:

@@ -1,0 +1,118 @@
+"""Outputs of a diffusion-model training run: EDM-format network snapshots and exact-resume training states.
+
+network-snapshot-<kimg:06d>.pkl is EDM's format (spec/diffusion.md section 2), a plain pickle of a dict:
+
+  ema             the EMA network: a persistent preconditioner (EDMPrecond / VPPrecond / VEPrecond /
+                  NCSNv2Precond) in eval mode without gradients, on the CPU
+  loss_fn         the loss as plain data (dpm_losses.*.describe(): class name, sigma distribution, sigma_data,
+                  STF) -- EDM stores the loss object, but a plain description keeps the file readable by the safe
+                  loader (torch_utils.safe_pickle) and by code that does not have our loss classes
+  augment_pipe    the persistent edm_bridge.dpm_augment.AugmentPipe, or None
+  dataset_kwargs  the ImageFolderDataset arguments
+  training_sigma  the training p(sigma) (SigmaDistribution.describe()), e.g. a SMaRt-band mixture
+  precond         the preconditioning's class name and constants (sigma_data, sigma_min/max, beta_d, ...)
+
+edm_bridge.loading.load_denoiser reads it without running code from it. training-state-<kimg:06d>.pt is a
+torch.save of tensors and plain values only (net, ema, optimizer, counters, RNG states), loaded with
+torch.load(weights_only=True), so resuming executes nothing from the file either. Both are written atomically.
+"""
+
+import copy
+import io
+import os
+import pickle
+
+import numpy as np
+import torch
+
+import dnnlib
+
+TRAINING_STATE_VERSION = 1
+_PRECOND_CONSTANTS = ('sigma_data', 'sigma_min', 'sigma_max', 'sigma01_min', 'sigma01_max', 'beta_d', 'beta_min', 'M',
+                      'epsilon_t', 'C_1', 'C_2', 'num_scales')
+
+
+def precond_constants(net: torch.nn.Module) -> dict:
+    """{'class_name': ..., constant: float} for the preconditioning constants that `net` has."""
+    out = dict(class_name=type(net).__name__)
+    for name in _PRECOND_CONSTANTS:
+        value = getattr(net, name, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def _frozen_cpu_copy(module: torch.nn.Module | None) -> torch.nn.Module | None:
+    if module is None:
+        return None
+    return copy.deepcopy(module).eval().requires_grad_(False).cpu()
+
+
+def describe_loss(loss_fn) -> dict:
+    """The loss as plain data: its describe() (dpm_losses), else class name and p(sigma) (e.g. NCSNv2Loss)."""
+    if callable(getattr(loss_fn, 'describe', None)):
+        return loss_fn.describe()
+    dist = getattr(loss_fn, 'sigma_dist', None)
+    return dict(class_name=type(loss_fn).__name__, sigma_dist=None if dist is None else dist.describe())
+
+
+def snapshot_data(ema: torch.nn.Module, loss_fn, augment_pipe: torch.nn.Module | None, dataset_kwargs: dict) -> dict:
+    """The network-snapshot dict (see the module docstring)."""
+    loss = describe_loss(loss_fn)
+    return dict(ema=_frozen_cpu_copy(ema), loss_fn=loss, augment_pipe=_frozen_cpu_copy(augment_pipe),
+                dataset_kwargs=dict(dataset_kwargs), training_sigma=loss['sigma_dist'], precond=precond_constants(ema))
+
+
+def network_snapshot_path(run_dir: str, cur_nimg: int) -> str:
+    """<run_dir>/network-snapshot-<kimg:06d>.pkl (kimg rounded down, as EDM)."""
+    return os.path.join(run_dir, f'network-snapshot-{cur_nimg // 1000:06d}.pkl')
+
+
+def training_state_path(run_dir: str, cur_nimg: int) -> str:
+    """<run_dir>/training-state-<kimg:06d>.pt."""
+    return os.path.join(run_dir, f'training-state-{cur_nimg // 1000:06d}.pt')
+
+
+def save_network_snapshot(path: str, data: dict) -> None:
+    """Pickle the snapshot dict atomically."""
+    dnnlib.util.write_atomically(path, pickle.dumps(data))
+
+
+def rng_state(device: torch.device) -> dict:
+    """The global torch, CUDA and numpy RNG states as tensors and plain values (weights_only-loadable)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state(device) if device.type == 'cuda' else None,
+                numpy=dict(kind=kind, keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos),
+                           has_gauss=int(has_gauss), cached=float(cached)))
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    """Restore what rng_state() returned."""
+    torch.set_rng_state(state['torch'])
+    if device.type == 'cuda' and state['cuda'] is not None:
+        torch.cuda.set_rng_state(state['cuda'], device)
+    n = state['numpy']
+    np.random.set_state((n['kind'], n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['cached']))
+
+
+def save_training_state(path: str, state: dict) -> None:
+    """torch.save `state` (tensors and plain values only) atomically."""
+    buffer = io.BytesIO()
+    torch.save(dict(state, version=TRAINING_STATE_VERSION), buffer)
+    dnnlib.util.write_atomically(path, buffer.getvalue())
+
+
+def load_training_state(path: str) -> dict:
+    """Load a training-state-*.pt with torch.load(weights_only=True); ValueError naming `path` if it is not one."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'resume state {path!r} does not exist; expected a training-state-*.pt of a run')
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        raise ValueError(f'resume state {path!r} is not a training-state-*.pt written by train_dpm.py '
+                         f'(torch.load(weights_only=True) failed: {str(err).strip().splitlines()[0]})') from None
+    if not isinstance(state, dict) or state.get('version') != TRAINING_STATE_VERSION:
+        got = state.get('version') if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f'resume state {path!r} has version {got!r}; expected a training-state-*.pt of version '
+                         f'{TRAINING_STATE_VERSION} written by train_dpm.py')
+    return state

@@ -1,0 +1,279 @@
+"""Training loop of the diffusion-model trainer (train_dpm.py): EDM's recipe (Karras et al. 2022, section 5 and
+Appendix F) with Stable Target Field references (Xu et al. 2023), SMaRt-band sigma sampling and NCSNv2.
+
+`training_loop` = `setup` + repeated `training_step` + per-tick `_end_tick` (status line, stats.jsonl, snapshots).
+One step: fetch this rank's minibatch (and the STF reference extras), run the loss over the gradient-accumulation
+rounds, average gradients over ranks and scrub NaN/Inf (training.distributed.reduce_gradients), Adam with the
+learning-rate ramp lr * min(nimg / rampup_nimg, 1), then the EMA with a half-life in images:
+
+    beta = 0.5 ** (batch / max(halflife_nimg, 1e-8)),  halflife_nimg = min(halflife_kimg * 1000, nimg * rampup_ratio)
+
+(EDM's training_loop.py). Multi-process runs follow train.py: torchrun ranks, gloo on the CPU, NCCL on GPUs,
+identical replicas without a DDP wrapper. Exact resume: training-state-*.pt (edm_bridge.dpm_snapshot).
+"""
+
+import copy
+import os
+import time
+
+import torch
+
+import dnnlib
+from edm_bridge import dpm_losses, dpm_snapshot, edm_networks
+from edm_bridge.sigma_dist import sigma_dist_from_dict
+from torch_utils import training_stats
+from training import distributed
+from training.tick_report import TickReporter
+from training.train_state import check_batch, make_data_iterator, resolve_device
+
+PRECONDS = ('edm', 'vp', 've', 'ncsnv2')  # Preconditioning (and loss) names.
+
+
+def _precond_class(precond: str):
+    if precond == 'ncsnv2':
+        from edm_bridge import ncsnv2  # Deferred: only NCSNv2 runs need it.
+        return ncsnv2.NCSNv2Precond
+    classes = dict(edm=edm_networks.EDMPrecond, vp=edm_networks.VPPrecond, ve=edm_networks.VEPrecond)
+    if precond not in classes:
+        raise ValueError(f'precond={precond!r}: expected one of {list(PRECONDS)}')
+    return classes[precond]
+
+
+def build_network(precond: str, network_kwargs: dict, training_set) -> torch.nn.Module:
+    """The preconditioned denoiser for the dataset's resolution, channels and labels (train mode, on the CPU)."""
+    cls = _precond_class(precond)
+    return cls(img_resolution=training_set.resolution, img_channels=training_set.num_channels,
+               label_dim=training_set.label_dim, **network_kwargs).train()
+
+
+def build_loss(precond: str, sigma_dist: dict | None, loss_kwargs: dict):
+    """The loss of `precond` with p(sigma) from its description (None = the loss's default)."""
+    dist = None if sigma_dist is None else sigma_dist_from_dict(sigma_dist)
+    if precond == 'ncsnv2':
+        from edm_bridge import ncsnv2
+        return ncsnv2.NCSNv2Loss(sigma_dist=dist, **loss_kwargs)
+    if precond not in dpm_losses.LOSSES:
+        raise ValueError(f'precond={precond!r}: expected one of {list(PRECONDS)}')
+    return dpm_losses.LOSSES[precond](sigma_dist=dist, **loss_kwargs)
+
+
+def _build_augment_pipe(augment_kwargs: dict | None):
+    if augment_kwargs is None:
+        return None
+    from edm_bridge.dpm_augment import AugmentPipe  # Deferred: runs without augmentation never import it.
+    return AugmentPipe(**augment_kwargs)
+
+
+def setup(*, dataset_kwargs: dict, precond: str = 'edm', network_kwargs: dict | None = None,
+          sigma_dist: dict | None = None, loss_kwargs: dict | None = None, augment_kwargs: dict | None = None,
+          optimizer_kwargs: dict | None = None, data_loader_kwargs: dict | None = None, batch_size: int = 16,
+          batch_gpu: int | None = None, rbatch: int | None = None, lr_rampup_kimg: float = 0,
+          ema_halflife_kimg: float = 0.5, ema_rampup_ratio: float | None = 0.05, seed: int = 0, num_gpus: int = 1,
+          rank: int = 0, device=None, resume_state: str | None = None, log=print) -> dnnlib.EasyDict:
+    """Build the training state (dataset, net, ema, loss, augment pipe, optimizer, data iterators, counters).
+
+    rbatch: STF reference batch per accumulation round and rank (None = no STF); its first batch_gpu images are
+    the round's own minibatch, the rest are drawn from the dataset by an independent sampler on this rank.
+    """
+    batch_gpu = batch_size // num_gpus if batch_gpu is None else batch_gpu
+    rounds = check_batch(batch_size, batch_gpu, num_gpus)
+    if rbatch is not None and (isinstance(rbatch, bool) or not isinstance(rbatch, int) or rbatch < batch_gpu):
+        raise ValueError(f'rbatch={rbatch!r}: expected an integer >= batch_gpu ({batch_gpu}), or None without STF')
+    device = resolve_device(device, rank)
+    torch.manual_seed(seed * num_gpus + rank)
+    s = dnnlib.EasyDict(device=device, rank=rank, num_gpus=num_gpus, seed=seed, batch_size=batch_size,
+                        batch_gpu=batch_gpu, rounds=rounds, rbatch=rbatch, lr_rampup_kimg=lr_rampup_kimg,
+                        ema_halflife_kimg=ema_halflife_kimg, ema_rampup_ratio=ema_rampup_ratio, cur_nimg=0,
+                        batch_idx=0, cur_tick=0, tick_start_nimg=0, elapsed_sec=0.0, dataset_kwargs=dataset_kwargs)
+    s.training_set = dnnlib.util.construct_class_by_name(**dataset_kwargs)
+    log(f'Dataset: {len(s.training_set)} images of shape {s.training_set.image_shape}, label dim '
+        f'{s.training_set.label_dim} ({dataset_kwargs.get("path")})')
+    s.net = build_network(precond, dict(network_kwargs or {}), s.training_set).requires_grad_(True).to(device)
+    s.ema = copy.deepcopy(s.net).eval().requires_grad_(False)
+    s.loss_fn = build_loss(precond, sigma_dist, dict(loss_kwargs or {}))
+    if bool(getattr(s.loss_fn, 'stf', False)) != (rbatch is not None):
+        raise ValueError(f'rbatch={rbatch!r} with a loss that has stf={getattr(s.loss_fn, "stf", False)}: pass an '
+                         'rbatch exactly when the loss uses STF')
+    s.augment_pipe = _build_augment_pipe(augment_kwargs)
+    s.optimizer = torch.optim.Adam(s.net.parameters(), **{'betas': (0.9, 0.999), 'eps': 1e-8, 'lr': 1e-3,
+                                                           **(optimizer_kwargs or {})})
+    s.base_lr = s.optimizer.param_groups[0]['lr']
+    log(f'Network: {type(s.net).__name__} ({sum(p.numel() for p in s.net.parameters()):,} parameters) on {device}; '
+        f'loss {dpm_snapshot.describe_loss(s.loss_fn)}; augmentation {augment_kwargs}')
+    if resume_state is not None:
+        _restore(s, dpm_snapshot.load_training_state(resume_state), resume_state, log)
+    for module in (s.net, s.ema):
+        distributed.broadcast_module(module)  # Ranks were seeded differently; rank 0's weights win.
+    loader_kwargs = dict(data_loader_kwargs or {})
+    s.data_iter = make_data_iterator(s.training_set, rank, num_gpus, seed, batch_size // num_gpus, s.batch_idx,
+                                     loader_kwargs, device)
+    s.ref_iter = None
+    if rbatch is not None and rbatch > batch_gpu:
+        s.ref_iter = make_data_iterator(s.training_set, rank, num_gpus, seed + 1, rounds * (rbatch - batch_gpu),
+                                        s.batch_idx, loader_kwargs, device)
+    return s
+
+
+def capture_state(s: dnnlib.EasyDict, next_tick: int, elapsed_sec: float) -> dict:
+    """Everything an exact resume needs (collective with several ranks: the RNG states of every rank)."""
+    return dict(net=s.net.state_dict(), ema=s.ema.state_dict(), optimizer=s.optimizer.state_dict(),
+                cur_nimg=s.cur_nimg, batch_idx=s.batch_idx, cur_tick=next_tick, elapsed_sec=elapsed_sec,
+                batch_size=s.batch_size, rng=distributed.gather_objects(dpm_snapshot.rng_state(s.device)))
+
+
+def _restore(s: dnnlib.EasyDict, saved: dict, path: str, log) -> None:
+    try:
+        s.net.load_state_dict(saved['net'])
+        s.ema.load_state_dict(saved['ema'])
+        s.optimizer.load_state_dict(saved['optimizer'])
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise ValueError(f'resume state {path!r} does not fit the configured network (same --arch, --precond, '
+                         f'preset, --cond and --augment needed): {str(err)[:300]}') from None
+    for key in ('cur_nimg', 'batch_idx', 'cur_tick', 'elapsed_sec'):
+        s[key] = saved[key]
+    s.tick_start_nimg = s.cur_nimg
+    if saved['batch_size'] != s.batch_size or len(saved['rng']) != s.num_gpus:
+        log(f'Note: the state was saved with batch {saved["batch_size"]} on {len(saved["rng"])} process(es); '
+            'the resume is not bit-exact')
+    if len(saved['rng']) == s.num_gpus:
+        dpm_snapshot.set_rng_state(saved['rng'][s.rank], s.device)
+    log(f'Resumed from {path} at kimg {s.cur_nimg / 1e3:.3f}')
+
+
+def _fetch(s: dnnlib.EasyDict):
+    """This rank's minibatch in [-1, 1] [batch / num_gpus, C, H, W], labels or None, STF extras or None."""
+    images, labels = next(s.data_iter)
+    images = images.to(s.device).to(torch.float32) / 127.5 - 1
+    labels = labels.to(s.device).to(torch.float32) if s.training_set.label_dim > 0 else None
+    extras = None
+    if s.ref_iter is not None:
+        ref_images, ref_labels = next(s.ref_iter)
+        extras = (ref_images.to(s.device).to(torch.float32) / 127.5 - 1,
+                  ref_labels.to(s.device).to(torch.float32) if labels is not None else None)
+    return images, labels, extras
+
+
+def _round_inputs(s, images, labels, extras, r: int) -> dict:
+    """Loss arguments of accumulation round r (with its STF reference: own images first, then extras)."""
+    sl = slice(r * s.batch_gpu, (r + 1) * s.batch_gpu)
+    kwargs = dict(images=images[sl], labels=None if labels is None else labels[sl])
+    if s.rbatch is not None:
+        n_extra = s.rbatch - s.batch_gpu
+        ref, ref_labels = [images[sl]], [labels[sl]] if labels is not None else None
+        if extras is not None:
+            ref.append(extras[0][r * n_extra:(r + 1) * n_extra])
+            if labels is not None:
+                ref_labels.append(extras[1][r * n_extra:(r + 1) * n_extra])
+        kwargs['reference'] = torch.cat(ref)
+        if labels is not None:
+            kwargs['reference_labels'] = torch.cat(ref_labels)
+    return kwargs
+
+
+@torch.no_grad()
+def update_ema(s: dnnlib.EasyDict) -> None:
+    """ema <- lerp(net, ema, beta) with EDM's half-life and ramp (module docstring); buffers are copied."""
+    halflife_nimg = s.ema_halflife_kimg * 1000
+    if s.ema_rampup_ratio is not None:
+        halflife_nimg = min(halflife_nimg, s.cur_nimg * s.ema_rampup_ratio)
+    beta = 0.5 ** (s.batch_size / max(halflife_nimg, 1e-8))
+    for p_ema, p_net in zip(s.ema.parameters(), s.net.parameters()):
+        p_ema.copy_(p_net.detach().lerp(p_ema, beta))
+    for b_ema, b_net in zip(s.ema.buffers(), s.net.buffers()):
+        b_ema.copy_(b_net)
+
+
+def training_step(s: dnnlib.EasyDict) -> None:
+    """Advance the state by one optimizer step over batch_size images (all ranks together)."""
+    for group in s.optimizer.param_groups:  # EDM's ramp: lr 0 at the very first step.
+        group['lr'] = s.base_lr * min(s.cur_nimg / max(s.lr_rampup_kimg * 1000, 1e-8), 1)
+    s.optimizer.zero_grad(set_to_none=True)
+    images, labels, extras = _fetch(s)
+    batch_per_rank = s.batch_size // s.num_gpus
+    for r in range(s.rounds):
+        loss = s.loss_fn(s.net, augment_pipe=s.augment_pipe, **_round_inputs(s, images, labels, extras, r))
+        training_stats.report('Loss/loss', loss)
+        loss.sum().mul(1 / batch_per_rank).backward()
+    distributed.reduce_gradients(s.net.parameters())  # Mean over ranks; NaN -> 0, +-Inf -> +-1e5.
+    s.optimizer.step()
+    update_ema(s)
+    s.cur_nimg += s.batch_size
+    s.batch_idx += 1
+
+
+def _save(s: dnnlib.EasyDict, run: dnnlib.EasyDict) -> None:
+    """Network snapshot and training state (rank 0 writes; the state capture is collective)."""
+    state = capture_state(s, s.cur_tick + 1, s.reporter.elapsed_sec())
+    if s.rank != 0 or run.run_dir is None:
+        return
+    data = dpm_snapshot.snapshot_data(s.ema, s.loss_fn, s.augment_pipe, s.dataset_kwargs)
+    dpm_snapshot.save_network_snapshot(dpm_snapshot.network_snapshot_path(run.run_dir, s.cur_nimg), data)
+    dpm_snapshot.save_training_state(dpm_snapshot.training_state_path(run.run_dir, s.cur_nimg), state)
+    run.result.snapshot_pkl = dpm_snapshot.network_snapshot_path(run.run_dir, s.cur_nimg)
+
+
+def _end_tick(s: dnnlib.EasyDict, run: dnnlib.EasyDict, done: bool, steps: int) -> None:
+    """Status line, snapshot, stats.jsonl of the tick that just ended."""
+    augment_p = None if s.augment_pipe is None else float(s.augment_pipe.p)
+    line = s.reporter.status_line(s.cur_tick, s.cur_nimg, s.tick_start_nimg, augment_p)
+    sec_per_step = (s.reporter.tick_end_time - s.reporter.tick_start_time) / max(steps, 1)
+    line += f' sec/step {training_stats.report0("Timing/sec_per_step", sec_per_step):<7.3f}'
+    run.log(line)
+    if run.snapshot_ticks is not None and (done or s.cur_tick % run.snapshot_ticks == 0):
+        _save(s, run)
+    s.reporter.write_stats()
+    s.cur_tick += 1
+    s.tick_start_nimg = s.cur_nimg
+    s.reporter.start_next_tick()
+
+
+def _train(s: dnnlib.EasyDict, run: dnnlib.EasyDict) -> None:
+    total_nimg, tick_nimg = round(run.total_kimg * 1000), round(run.kimg_per_tick * 1000)
+    done, steps = s.cur_nimg >= total_nimg, 0
+    while not done:
+        training_step(s)
+        steps += 1
+        done = s.cur_nimg >= total_nimg
+        if not done and s.cur_tick != 0 and s.cur_nimg < s.tick_start_nimg + tick_nimg:
+            continue
+        _end_tick(s, run, done, steps)
+        steps = 0
+
+
+def _silent(*_args, **_kwargs) -> None:
+    pass
+
+
+def training_loop(
+    run_dir: str | None = '.',              # Output directory (rank 0 writes); None = write nothing.
+    total_kimg: float = 200000,             # Train until this many thousand images have been shown.
+    kimg_per_tick: float = 50,              # Status line, stats.jsonl and snapshot checks every this many kimg.
+    snapshot_ticks: int | None = 50,        # Network snapshot + training state every this many ticks; None = never.
+    **setup_kwargs,                         # See `setup`.
+) -> dnnlib.EasyDict:
+    """Train; return EasyDict(state, snapshot_pkl (the last one written on rank 0, else None))."""
+    rank = setup_kwargs.get('rank', 0)
+    log = setup_kwargs.pop('log', None) or (print if rank == 0 else _silent)
+    writes = run_dir is not None and rank == 0
+    logger = None
+    if writes:
+        os.makedirs(run_dir, exist_ok=True)
+        logger = dnnlib.util.Logger(os.path.join(run_dir, 'log.txt'), file_mode='a')
+    try:
+        use_nccl = distributed.is_initialized() and torch.cuda.is_available()
+        training_stats.init_multiprocessing(rank, torch.device('cuda', torch.cuda.current_device()) if use_nccl
+                                            else None)
+        s = setup(**setup_kwargs, log=log)
+        s.reporter = TickReporter(run_dir, rank, s.device, elapsed_sec=s.elapsed_sec)
+        run = dnnlib.EasyDict(run_dir=run_dir, total_kimg=total_kimg, kimg_per_tick=kimg_per_tick,
+                              snapshot_ticks=snapshot_ticks, log=log, result=dnnlib.EasyDict(snapshot_pkl=None))
+        log(f'Training for {total_kimg} kimg from kimg {s.cur_nimg / 1e3:.3f} (batch {s.batch_size}, {s.rounds} '
+            f'round(s) of {s.batch_gpu} per rank{f", STF reference {s.rbatch} per round" if s.rbatch else ""})...')
+        start = time.time()
+        _train(s, run)
+        log(f'Exiting after {time.time() - start:.1f} s.')
+        run.result.state = s
+        return run.result
+    finally:
+        if logger is not None:
+            logger.close()
