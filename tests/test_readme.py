@@ -1,5 +1,6 @@
 """The README's Quickstart is true: two commands, CI runs the test command verbatim, the main job runs."""
 
+import json
 import os
 import re
 import subprocess
@@ -27,13 +28,31 @@ def test_ci_runs_the_readme_test_command():
     assert _quickstart_commands()[1] in ci
 
 
-def test_main_job_runs(tmp_path):
-    # The install half of command 1 is what CI itself does; run the job half from a fresh working directory.
+def _main_job():
+    # The install half of command 1 is what CI itself does; the job half runs from a fresh working directory.
     job = _quickstart_commands()[0].split(" && ", 1)[1].split()
-    assert job[:2] == ["python", "inspect_pkl.py"]
-    result = subprocess.run([sys.executable, os.path.join(ROOT, job[1]), *job[2:]], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    assert job[:3] == ["python", "-m", "smart_plugin.toy"]
+    return [sys.executable, *job[1:]]
+
+
+def test_main_job_default_config(tmp_path):
+    # The exact command, resolved only: the built-in default is 3 seeds of the 4 methods, written to runs/toy.
+    result = subprocess.run([*_main_job(), "--dry-run"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
     assert result.returncode == 0, result.stderr
-    assert os.path.isfile(tmp_path / "out" / "demo-snapshot.pkl")
-    lines = result.stdout.splitlines()
-    assert any(line.startswith("G_ema ") and "Generator" in line and "equal" in line for line in lines), lines
+    config = json.loads(result.stdout)
+    assert config["seeds"] == [0, 1, 2] and config["methods"] == ["vanilla", "diffgan", "smart", "smart_diffgan"]
+    assert config["steps"] == 6000
+    assert not os.path.exists(tmp_path / "runs")
+
+
+def test_main_job_runs(tmp_path):
+    # The same command with a shortened budget writes every output into runs/toy.
+    result = subprocess.run([*_main_job(), "--quick", "--steps", "60"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "runs" / "toy"
+    names = {"results.json", "figure.png", "curves.png"} | {f"samples-{m}-seed0.npz" for m in
+                                                            ("vanilla", "diffgan", "smart", "smart_diffgan")}
+    assert names <= set(os.listdir(out)), sorted(os.listdir(out))
+    assert set(json.load(open(out / "results.json"))["summary"]) == {"vanilla", "diffgan", "smart", "smart_diffgan"}

@@ -28,7 +28,8 @@ def build_config(quick: bool, overrides: dict) -> ToyConfig:
 
 
 @click.command()
-@click.option('--outdir', required=True, metavar='DIR', help='Where results.json, the .npz samples and PNGs go')
+@click.option('--outdir', default='runs/toy', show_default=True, metavar='DIR',
+              help='Where results.json, the .npz samples and PNGs go')
 @click.option('--quick', is_flag=True, help='Short budget (1 seed, 1500 steps): under a minute on 2 CPU cores')
 @click.option('--seeds', metavar='LIST', default=None,
               help='Comma-separated seeds  [default: 0 with --quick, else 0,1,2]')

@@ -48,3 +48,14 @@ def test_build_plugins_rejects_unknown_method():
     with pytest.raises(ValueError, match=r"^method is 'wgan'; expected one of \['vanilla', 'diffgan', 'smart', "
                                          r"'smart_diffgan'\]$"):
         build_plugins('wgan', ToyConfig(), GridMixture())
+
+
+def test_pull_only_reports_both_phases_and_moves_G():
+    from smart_plugin.toy.pull_only import pull_only
+    cfg = ToyConfig(smart_lam=1.0)
+    history = pull_only(cfg, seed=0, gan_steps=5, pull_steps=40, num_evals=2, num_samples=500)
+    assert [(h['phase'], h['step']) for h in history] == [('gan', 5), ('pull', 20), ('pull', 40)]
+    assert history[0]['w1'] != history[-1]['w1']
+    assert set(history[0]) == {'phase', 'step', 'hq_share', 'modes', 'kl', 'w1'}
+    with pytest.raises(ValueError, match=r"pull_steps is 0; expected an integer >= 1"):
+        pull_only(cfg, seed=0, gan_steps=5, pull_steps=0)
