@@ -28,7 +28,7 @@ import click
 import torch
 
 import dnnlib
-from metrics import detectors, metric_main
+from metrics import detectors, frechet_inception_distance, metric_main
 from training import distributed, snapshot
 
 
@@ -53,9 +53,14 @@ def resolve_dataset_kwargs(data: str | None, mirror: bool | None, pkl_data: dict
     if mirror is not None:
         kwargs['xflip'] = mirror
     try:
-        dnnlib.util.construct_class_by_name(**kwargs).close()
+        dataset = dnnlib.util.construct_class_by_name(**kwargs)
+        label_dim = dataset.label_dim
+        dataset.close()
     except (OSError, ValueError, TypeError) as err:
         raise _flag_error('--data', f'{kwargs.get("path")}: {err}') from None
+    if G.c_dim != 0 and label_dim != G.c_dim:
+        raise _flag_error('--data', f'{kwargs.get("path")} has labels of dim {label_dim}, but the network is '
+                                    f'conditional with c_dim={G.c_dim}; pass a dataset with matching labels')
     return kwargs
 
 
@@ -86,6 +91,8 @@ def evaluate(network: str, metrics: list[str], metric_kwargs: dict, data: str | 
                                              **metric_kwargs)
         except detectors.DetectorUnavailableError as err:
             raise _flag_error(err.flag, str(err)) from None
+        except frechet_inception_distance.RefStatsError as err:
+            raise _flag_error('--ref', str(err)) from None
         if rank == 0:
             metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=network)
         results.append(result)
@@ -133,6 +140,14 @@ def main(network_pkl, metrics, data, mirror, gpus, detector, detector_vgg16, ref
     _check_source('--detector', detector)
     _check_source('--detector-vgg16', detector_vgg16)
     _check_source('--ref', ref)
+    if ref is not None:
+        if not any(name.startswith('fid') for name in metric_names):
+            raise _flag_error('--ref', f'only FID metrics use reference statistics, but --metrics={metrics}; add an '
+                                       'FID metric (e.g. fid50k_full) or drop --ref')
+        try:
+            frechet_inception_distance.load_ref_stats(ref)  # Fail now, not after generating the images.
+        except frechet_inception_distance.RefStatsError as err:
+            raise _flag_error('--ref', str(err)) from None
     _check_source('--network', network_pkl)
     rank, local_rank, world_size = _ranks(gpus)
     device = torch.device('cuda', local_rank) if torch.cuda.is_available() else torch.device('cpu')

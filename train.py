@@ -199,6 +199,12 @@ def _metric_config(opts) -> dict:
     for flag, source in (('--detector', opts.detector), ('--detector-vgg16', opts.detector_vgg16)):
         if source is not None and not dnnlib.util.is_url(source, allow_file_urls=True) and not os.path.isfile(source):
             raise FlagError(flag, f'{source!r} is neither an existing file nor a URL')
+    uses = {'--detector': any(not name.startswith('pr') for name in metrics),  # FID, KID, IS: Inception.
+            '--detector-vgg16': any(name.startswith('pr') for name in metrics)}  # Precision/recall: VGG16.
+    for flag, source in (('--detector', opts.detector), ('--detector-vgg16', opts.detector_vgg16)):
+        if source is not None and not uses[flag]:
+            raise FlagError(flag, f'no metric in --metrics={opts.metrics} uses this detector, so it would be ignored; '
+                                  'add the metrics, e.g. --metrics=fid50k_full,pr50k3_full')
     return dict(metrics=metrics, metric_kwargs=dict(detector=opts.detector, detector_vgg16=opts.detector_vgg16,
                                                     num_workers=opts.workers))
 

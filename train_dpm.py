@@ -47,6 +47,10 @@ PRESETS = {
                                        num_scales=50))),
 }
 
+# STF and SMaRt-band defaults (the flags default to None so that using them without --stf / --band-share is an error).
+DEFAULT_RBATCH, DEFAULT_STF_CHUNK = 1024, 256
+DEFAULT_BAND_SCHEDULE, DEFAULT_BAND_T = 'ddpm-linear', (40, 60)
+
 # --arch: backbone kwargs (EDM's train.py) and the preset family that sizes it.
 ARCHS = {
     'ddpmpp': ('song', dict(model_type='SongUNet', embedding_type='positional', encoder_type='standard',
@@ -119,6 +123,8 @@ def _network(opts, spec: dict, augment: bool) -> tuple[str, dict]:
     else:
         precond = opts.precond or 'edm'
     kwargs = dict(base, **spec['net'][family])
+    if precond == 'ncsnv2' and opts.dropout is not None:
+        raise FlagError('--dropout', f'{opts.dropout}: the NCSNv2 network has no dropout; drop --dropout')
     if precond != 'ncsnv2':
         kwargs['dropout'] = _value(opts, spec, 'dropout')
     if augment:
@@ -141,16 +147,21 @@ def _sigma_dist(opts, precond: str, network_kwargs: dict) -> tuple[dict | None, 
                                       network_kwargs['num_scales'])
         base = sigma_dist.LadderSigma((2 * ladder).tolist())  # [-1, 1]-data units.
     if opts.band_share == 0:
+        for flag, name in (('--band-schedule', 'band_schedule'), ('--band-t', 'band_t')):
+            if opts[name] is not None:
+                raise FlagError(flag, 'has no effect without --band-share > 0; add --band-share or drop it')
         return (None if base is None else base.describe()), None
+    schedule = DEFAULT_BAND_SCHEDULE if opts.band_schedule is None else opts.band_schedule
+    band_t = DEFAULT_BAND_T if opts.band_t is None else opts.band_t
     try:
-        lo, hi = sigma_dist.smart_band(opts.band_schedule, *opts.band_t)
+        lo, hi = sigma_dist.smart_band(schedule, *band_t)
     except ValueError as err:
         flag = '--band-t' if str(err).startswith('t_') else '--band-schedule'
         raise FlagError(flag, str(err)) from None
     if base is None:
         base = dict(edm=sigma_dist.LogNormalSigma, vp=sigma_dist.VPSigma, ve=sigma_dist.LogUniformSigma)[precond]()
     mixture = sigma_dist.BandMixture(base, lo, hi, opts.band_share)
-    band = dict(schedule=opts.band_schedule, t=list(opts.band_t), sigma_lo=lo, sigma_hi=hi, share=opts.band_share,
+    band = dict(schedule=schedule, t=list(band_t), sigma_lo=lo, sigma_hi=hi, share=opts.band_share,
                 base_mass=base.mass(lo, hi), band_mass=mixture.band_mass())
     return mixture.describe(), band
 
@@ -158,13 +169,17 @@ def _sigma_dist(opts, precond: str, network_kwargs: dict) -> tuple[dict | None, 
 def _stf(opts, precond: str, batch_gpu: int) -> tuple[dict, int | None]:
     """(loss_kwargs, rbatch) from --stf, --rbatch, --stf-chunk."""
     if not opts.stf:
+        for flag, name in (('--rbatch', 'rbatch'), ('--stf-chunk', 'stf_chunk')):
+            if opts[name] is not None:
+                raise FlagError(flag, 'has no effect without --stf; add --stf or drop it')
         return {}, None
     if precond == 'ncsnv2':
         raise FlagError('--stf', 'NCSNv2 trains on its own DSM target; use --arch ddpmpp/ncsnpp/adm for STF')
-    if opts.rbatch < batch_gpu:
-        raise FlagError('--rbatch', f'{opts.rbatch} is smaller than the per-round batch {batch_gpu} (--batch-gpu); the '
+    rbatch = DEFAULT_RBATCH if opts.rbatch is None else opts.rbatch
+    if rbatch < batch_gpu:
+        raise FlagError('--rbatch', f'{rbatch} is smaller than the per-round batch {batch_gpu} (--batch-gpu); the '
                                     'reference batch contains the round\'s own images')
-    return dict(stf=True, stf_chunk=opts.stf_chunk), opts.rbatch
+    return dict(stf=True, stf_chunk=DEFAULT_STF_CHUNK if opts.stf_chunk is None else opts.stf_chunk), rbatch
 
 
 def _resume(opts) -> str | None:
@@ -271,17 +286,18 @@ def _launch(config: dict, options: dict, run_dir: str, ranks: tuple) -> None:
               help='EDM log-normal p(sigma) std')
 # STF.
 @click.option('--stf/--no-stf', default=False, show_default=True, help='Stable Target Field targets')
-@click.option('--rbatch', type=click.IntRange(min=1), default=1024, show_default=True,
+@click.option('--rbatch', type=click.IntRange(min=1), default=None, show_default=str(DEFAULT_RBATCH),
               help='STF reference batch per process and accumulation round (its first images are the round\'s '
                    'own minibatch, the rest drawn from the dataset on that process; not pooled across processes)')
-@click.option('--stf-chunk', type=click.IntRange(min=1), default=256, show_default=True,
+@click.option('--stf-chunk', type=click.IntRange(min=1), default=None, show_default=str(DEFAULT_STF_CHUNK),
               help='References per chunk of the STF posterior mean (memory O(batch-gpu x chunk))')
 # SMaRt band.
 @click.option('--band-share', type=click.FloatRange(min=0, max=1), default=0, show_default=True,
               help='Extra share of sigma draws in the SMaRt band (in-band mass = share + (1-share) * base mass)')
-@click.option('--band-schedule', default='ddpm-linear', show_default=True,
+@click.option('--band-schedule', default=None, show_default=DEFAULT_BAND_SCHEDULE,
               help='t -> sigma schedule of the band (edm_bridge.schedules spec; linear / cosine = DDPM)')
-@click.option('--band-t', type=IntPair(), default='40,60', show_default=True, help='Band as integer t range LO,HI')
+@click.option('--band-t', type=IntPair(), default=None, show_default='{},{}'.format(*DEFAULT_BAND_T),
+              help='Band as integer t range LO,HI')
 # Progress and performance.
 @click.option('--tick', type=click.FloatRange(min=0, min_open=True), default=None, show_default='preset',
               help='Progress interval in kimg')

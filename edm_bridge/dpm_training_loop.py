@@ -67,8 +67,8 @@ def _build_augment_pipe(augment_kwargs: dict | None):
 def setup(*, dataset_kwargs: dict, precond: str = 'edm', network_kwargs: dict | None = None,
           sigma_dist: dict | None = None, loss_kwargs: dict | None = None, augment_kwargs: dict | None = None,
           optimizer_kwargs: dict | None = None, data_loader_kwargs: dict | None = None, batch_size: int = 16,
-          batch_gpu: int | None = None, rbatch: int | None = None, lr_rampup_kimg: float = 0,
-          ema_halflife_kimg: float = 0.5, ema_rampup_ratio: float | None = 0.05, seed: int = 0, num_gpus: int = 1,
+          batch_gpu: int | None = None, rbatch: int | None = None, lr_rampup_kimg: float = 10000,
+          ema_halflife_kimg: float = 500, ema_rampup_ratio: float | None = 0.05, seed: int = 0, num_gpus: int = 1,
           rank: int = 0, device=None, resume_state: str | None = None, log=print) -> dnnlib.EasyDict:
     """Build the training state (dataset, net, ema, loss, augment pipe, optimizer, data iterators, counters).
 
@@ -118,7 +118,8 @@ def capture_state(s: dnnlib.EasyDict, next_tick: int, elapsed_sec: float) -> dic
     """Everything an exact resume needs (collective with several ranks: the RNG states of every rank)."""
     return dict(net=s.net.state_dict(), ema=s.ema.state_dict(), optimizer=s.optimizer.state_dict(),
                 cur_nimg=s.cur_nimg, batch_idx=s.batch_idx, cur_tick=next_tick, elapsed_sec=elapsed_sec,
-                batch_size=s.batch_size, rng=distributed.gather_objects(dpm_snapshot.rng_state(s.device)))
+                batch_size=s.batch_size, rng=distributed.gather_objects(dpm_snapshot.rng_state(s.device)),
+                loss=dpm_snapshot.describe_loss(s.loss_fn), rbatch=s.rbatch)
 
 
 def _restore(s: dnnlib.EasyDict, saved: dict, path: str, log) -> None:
@@ -135,6 +136,10 @@ def _restore(s: dnnlib.EasyDict, saved: dict, path: str, log) -> None:
     if saved['batch_size'] != s.batch_size or len(saved['rng']) != s.num_gpus:
         log(f'Note: the state was saved with batch {saved["batch_size"]} on {len(saved["rng"])} process(es); '
             'the resume is not bit-exact')
+    saved_setup, setup_now = (saved.get('loss'), saved.get('rbatch')), (dpm_snapshot.describe_loss(s.loss_fn), s.rbatch)
+    if 'loss' in saved and saved_setup != setup_now:  # E.g. --stf / --band-* not repeated: the weights still fit.
+        log(f'Note: the state was trained with loss {saved_setup[0]} and STF reference batch {saved_setup[1]}, this '
+            f'run uses {setup_now[0]} and {setup_now[1]}; repeat the original options for an exact resume')
     if len(saved['rng']) == s.num_gpus:
         dpm_snapshot.set_rng_state(saved['rng'][s.rank], s.device)
     log(f'Resumed from {path} at kimg {s.cur_nimg / 1e3:.3f}')

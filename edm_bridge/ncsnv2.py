@@ -223,7 +223,7 @@ class NCSNv2Loss:
     ):
         if stf:
             raise ValueError('NCSNv2Loss: stf=True is not supported; NCSNv2 trains on its own DSM target '
-                             '(use --loss edm, vp or ve for STF)')
+                             '(use an EDM, VP or VE loss for STF: train_dpm.py --arch ddpmpp, ncsnpp or adm)')
         if sigma_dist is not None and not callable(getattr(sigma_dist, 'sample', None)):
             raise TypeError(f'sigma_dist is a {type(sigma_dist).__name__}; expected None or an object with '
                             'sample(n, device) (edm_bridge.sigma_dist)')

@@ -59,7 +59,7 @@ def _round_sigma(net: torch.nn.Module, sigma: torch.Tensor) -> torch.Tensor:
 
 def _denoise(net: Callable, x: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
     """D(x; sigma) in float64 for x [N, C, H, W] (float64) at one noise level sigma (0-d); the net runs in float32."""
-    sigma_n = sigma.to(torch.float32).reshape(1).expand(x.shape[0])  # [N]
+    sigma_n = sigma.to(device=x.device, dtype=torch.float32).reshape(1).expand(x.shape[0])  # [N], on x's device
     return net(x.to(torch.float32), sigma_n, class_labels).to(torch.float64)
 
 
@@ -200,7 +200,10 @@ def class_labels_for(net: torch.nn.Module, class_idx: int | None, rnd: StackedRa
     if class_idx is not None and not 0 <= class_idx < label_dim:
         raise ValueError(f'class_idx={class_idx} is out of range; expected 0..{label_dim - 1}')
     n = len(rnd.generators)
-    index = torch.full([n], class_idx) if class_idx is not None else rnd.randint(label_dim, [n, 1]).reshape(n)
+    if class_idx is not None:
+        index = torch.full([n], class_idx)
+    else:  # Drawn on the generators' device: a CUDA generator cannot draw a CPU tensor.
+        index = rnd.randint(label_dim, [n, 1], device=device).reshape(n)
     return torch.eye(label_dim, device=device)[index.to(device)]
 
 
@@ -214,14 +217,15 @@ def generate_images(net: torch.nn.Module, seeds: Sequence[int], config: SamplerC
     for start in range(0, len(seeds), batch_size):
         batch = list(seeds[start:start + batch_size])
         rnd = StackedRandomGenerator(device, batch)
-        labels = class_labels_for(net, class_idx, rnd, device)
         if config.sampler == 'heun':
             latents = rnd.randn([len(batch)] + shape, device=device)
+            labels = class_labels_for(net, class_idx, rnd, device)  # After the latents, as EDM's generate.py.
             images = edm_sampler(net, latents, labels, num_steps=config.num_steps, sigma_min=config.sigma_min,
                                  sigma_max=config.sigma_max, rho=config.rho, S_churn=config.S_churn,
                                  randn_like=rnd.randn_like)
         else:
             x_init = rnd.rand([len(batch)] + shape, device=device) * 2 - 1
+            labels = class_labels_for(net, class_idx, rnd, device)
             images = annealed_langevin(net, x_init, config.sigmas(), n_steps_each=config.n_steps_each,
                                        step_lr=config.step_lr, generator=rnd, class_labels=labels)
         yield from zip(batch, images.clamp(-1, 1).cpu())

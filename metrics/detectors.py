@@ -157,7 +157,11 @@ def get_detector(kind: str, source: str | None, device: torch.device) -> tuple[t
     identity = file_identity(path)
     key = (os.path.abspath(path), identity, str(device))  # A replaced file at the same path is loaded anew.
     if key not in _loaded:
-        _loaded[key] = load_detector_file(path, device)
+        try:
+            _loaded[key] = load_detector_file(path, device)
+        except (ValueError, TypeError) as err:  # A file that is there but unusable: the CLIs name the flag.
+            raise DetectorUnavailableError(f'{err}; pass {FLAGS[kind]} PATH with a working {kind} detector',
+                                           FLAGS[kind]) from None
     stem = re.sub(r'^[0-9a-f]{32}_', '', os.path.splitext(os.path.basename(path))[0])  # Drop a cache md5 prefix.
     return _loaded[key], f'{stem}-{identity}'
 

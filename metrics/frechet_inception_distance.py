@@ -19,6 +19,10 @@ from metrics import metric_utils
 _SCIPY_VERSION = tuple(int(part) for part in scipy.__version__.split('.')[:2])
 
 
+class RefStatsError(ValueError):
+    """Reference statistics (fid_ref, CLI --ref) that cannot be read or do not fit the detector's features."""
+
+
 def sqrtm_real(matrix: np.ndarray) -> np.ndarray:
     """Real part of the principal square root of `matrix`, like scipy.linalg.sqrtm(..., disp=False) officially.
 
@@ -59,7 +63,7 @@ def load_ref_stats(path: str) -> tuple[np.ndarray, np.ndarray]:
                     raise ValueError(f'reference statistics {path!r} hold {sorted(data.keys())}; expected mu and sigma')
                 return data['mu'].astype(np.float64), data['sigma'].astype(np.float64)
         except (OSError, ValueError) as err:
-            raise ValueError(f'reference statistics {path!r}: {err}') from None
+            raise RefStatsError(f'reference statistics {path!r}: {err}') from None
 
 
 def compute_fid(opts: metric_utils.MetricOptions, max_real: int | None, num_gen: int) -> float:
@@ -74,7 +78,12 @@ def compute_fid(opts: metric_utils.MetricOptions, max_real: int | None, num_gen:
         opts, 'inception', detector_kwargs, capture_mean_cov=True, max_items=num_gen).get_mean_cov()
     if opts.rank != 0:
         return float('nan')
-    return fid_from_stats(mu_real, sigma_real, mu_gen, sigma_gen)
+    try:
+        return fid_from_stats(mu_real, sigma_real, mu_gen, sigma_gen)
+    except ValueError as err:
+        if opts.fid_ref is None:
+            raise
+        raise RefStatsError(f'reference statistics {opts.fid_ref!r}: {err}') from None
 
 
 def dataset_moments(path: str, detector: str | None = None, max_items: int | None = None, device=None,

@@ -133,3 +133,28 @@ def test_user_errors_name_the_flag(files, tmp_path, args, message):
     paths = dict(files, missing=str(tmp_path / 'missing.pkl'))
     result = _invoke(*[arg.format(**paths) for arg in args], '--workers', '0', '--quiet')
     assert result.exit_code != 0 and f'Error: {message}' in result.output, result.output
+
+
+
+LATE_ERRORS = [  # (extra arguments, expected message); found only after loading the detector, --ref or the labels.
+    (['--metrics', 'is2k', '--detector', '{junk_pt}'], '--detector: detector '),
+    (['--metrics', 'fid2k_full', '--detector', '{inception}', '--ref', '{ref5}'], '--ref: reference statistics'),
+    (['--metrics', 'fid2k_full', '--ref', '{junk_npz}'], '--ref: reference statistics'),
+    (['--metrics', 'kid2k_full', '--ref', '{ref5}'], '--ref: only FID metrics use'),
+    (['--network', '{cond_pkl}', '--data', '{cond_data}', '--metrics', 'is2k'],
+     '--data: {cond_data} has labels of dim 2, but the network is conditional with c_dim=3'),
+]
+
+
+@pytest.mark.parametrize('args, message', LATE_ERRORS, ids=[str(i) for i in range(len(LATE_ERRORS))])
+def test_unusable_detector_reference_and_labels_name_the_flag(files, tmp_path, args, message):
+    (tmp_path / 'junk.pt').write_bytes(b'not a detector')
+    np.savez(tmp_path / 'ref5.npz', mu=np.zeros(5), sigma=np.eye(5))  # 5 features; the tiny detector gives 8
+    (tmp_path / 'junk.npz').write_bytes(b'junk')
+    snapshot.save_network_pkl(tmp_path / 'cond.pkl', dict(G_ema=tiny_metrics.make_generator(c_dim=3)))
+    paths = dict(files, junk_pt=tmp_path / 'junk.pt', ref5=tmp_path / 'ref5.npz', junk_npz=tmp_path / 'junk.npz',
+                 cond_pkl=tmp_path / 'cond.pkl',
+                 cond_data=make_zip(tmp_path / 'cond.zip', num=4, res=8, num_classes=2, seed=1))
+    args = ['--network', files['bare'], '--data', files['data']] + args  # Later --network / --data win.
+    result = _invoke(*[str(arg).format(**paths) for arg in args], '--workers', '0', '--quiet')
+    assert result.exit_code != 0 and f'Error: {message.format(**paths)}' in result.output, result.output

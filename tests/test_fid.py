@@ -51,8 +51,12 @@ def test_ref_then_calc(tmp_path, monkeypatch):
     (['ref', '--data', '{missing}', '--dest', '{tmp}/r.npz'], "--data: '{missing}' does not exist"),
     (['ref', '--data', '{missing}', '--dest', '{tmp}/r.npz', '--detector', '{missing}'], '--detector: '),
     (['calc', '--images', '{missing}', '--ref', '{missing}'], '--ref: '),
+    (['ref', '--data', '{data}', '--dest', '{tmp}/r.npz', '--detector', '{junk}', '--workers', '0'],
+     "--detector: detector '{junk}' is neither a TorchScript archive"),
 ])
 def test_errors_name_the_flag(tmp_path, args, message):
-    paths = dict(missing=str(tmp_path / 'missing'), tmp=str(tmp_path))
+    (tmp_path / 'junk.pt').write_bytes(b'not a detector')
+    paths = dict(missing=str(tmp_path / 'missing'), tmp=str(tmp_path), junk=str(tmp_path / 'junk.pt'),
+                 data=make_zip(tmp_path / 'a.zip', num=4, seed=1))
     result = _invoke(*[arg.format(**paths) for arg in args])
     assert result.exit_code != 0 and f'Error: {message.format(**paths)}' in result.output, result.output

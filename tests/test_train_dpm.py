@@ -114,6 +114,12 @@ def test_dry_run_tiny_ncsnv2_and_vp(data, tmp_path):
     (['--data', '{ds}', '--precond', 'vp', '--p-mean', '-1'], '--p-mean', 'applies to --precond=edm only'),
     (['--data', '{ds}', '--resume', '{missing}'], '--resume', 'is not an existing training-state-*.pt'),
     (['--data', '{ds}', '--band-share', '1.5'], '--band-share', 'not in the range'),
+    # Flags that would silently do nothing.
+    (['--data', '{ds}', '--arch', 'ncsnv2', '--dropout', '0.1'], '--dropout', 'the NCSNv2 network has no dropout'),
+    (['--data', '{ds}', '--rbatch', '64'], '--rbatch', 'has no effect without --stf'),
+    (['--data', '{ds}', '--stf-chunk', '64'], '--stf-chunk', 'has no effect without --stf'),
+    (['--data', '{ds}', '--band-t', '25,35'], '--band-t', 'has no effect without --band-share > 0'),
+    (['--data', '{ds}', '--band-schedule', 'karras'], '--band-schedule', 'has no effect without --band-share > 0'),
 ])
 def test_user_errors_name_the_flag(data, tmp_path, args, flag, message):
     args = [a.format(ds=data['ds'], missing=tmp_path / 'missing.pt') for a in args]

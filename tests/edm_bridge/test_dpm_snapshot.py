@@ -91,8 +91,8 @@ def test_training_state_loads_with_weights_only(tmp_path, dataset):
     path = str(tmp_path / 'training-state-000000.pt')
     state = torch.load(path, weights_only=True)
     assert (state['version'], state['cur_nimg'], state['batch_idx'], state['cur_tick']) == (1, 16, 2, 2)
-    assert sorted(state) == ['batch_idx', 'batch_size', 'cur_nimg', 'cur_tick', 'elapsed_sec', 'ema', 'net',
-                             'optimizer', 'rng', 'version']
+    assert sorted(state) == ['batch_idx', 'batch_size', 'cur_nimg', 'cur_tick', 'elapsed_sec', 'ema', 'loss', 'net',
+                             'optimizer', 'rbatch', 'rng', 'version']
     (tmp_path / 'bad.pt').write_bytes(pickle.dumps({'x': object()}, protocol=2))
     with pytest.raises(ValueError, match=re.escape(f"resume state '{tmp_path / 'bad.pt'}' is not a training-state")):
         dpm_snapshot.load_training_state(str(tmp_path / 'bad.pt'))
@@ -111,6 +111,17 @@ def test_resume_two_plus_two_equals_four(tmp_path, dataset):
         assert all(torch.equal(a[key], b[key]) for key in a), name
     assert not torch.equal(straight.net.state_dict()['model.map_layer0.weight'],
                            straight.ema.state_dict()['model.map_layer0.weight'])
+
+
+def test_resume_with_other_loss_options_says_it_is_not_exact(tmp_path, dataset):
+    _train(tmp_path, dataset, 0.008)
+    path = str(tmp_path / 'training-state-000000.pt')
+    lines = []
+    _train(tmp_path / 'same', dataset, 0.016, resume_state=path, log=lines.append)
+    assert not any(line.startswith('Note:') for line in lines), lines
+    _train(tmp_path / 'plain', dataset, 0.016, resume_state=path, stf=False, sigma_dist=None, log=lines.append)
+    notes = [line for line in lines if line.startswith('Note:')]  # --stf / --band-share not repeated on resume.
+    assert len(notes) == 1 and "'stf': True" in notes[0] and "'stf': False" in notes[0], lines
 
 
 def test_resume_into_another_architecture_names_the_state(tmp_path, dataset):
@@ -137,6 +148,20 @@ def test_first_step_has_zero_lr_then_ema_follows_edm_formula(dataset):
     s.cur_nimg, s.ema_halflife_kimg, s.ema_rampup_ratio = 1000, 0.5, 0.05
     loop.update_ema(s)  # half-life min(500, 1000 * 0.05) = 50 images: ema = 1 - 0.5 ** (8 / 50).
     assert float(next(s.ema.parameters()).flatten()[0]) == pytest.approx(1 - 0.5 ** (8 / 50), rel=1e-6)
+
+
+def test_library_defaults_are_edms_half_life_and_ramp(dataset):
+    # EDM (spec/diffusion.md section 3): EMA half-life 0.5 Mimg = 500 kimg with a 5% ramp, lr ramp 10 Mimg.
+    config = {k: v for k, v in _config(dataset, stf=False, augment=False).items()
+              if k not in ('lr_rampup_kimg', 'ema_halflife_kimg')}
+    s = loop.setup(**config)
+    assert (s.ema_halflife_kimg, s.ema_rampup_ratio, s.lr_rampup_kimg) == (500, 0.05, 10000)
+    s.cur_nimg = 10 ** 8  # Past the ramps: beta = 0.5 ** (batch / 500k images), lr = base lr.
+    with torch.no_grad():
+        for p_ema, p_net in zip(s.ema.parameters(), s.net.parameters()):
+            p_ema.fill_(0), p_net.fill_(1)
+    loop.update_ema(s)
+    assert float(next(s.ema.parameters()).flatten()[0]) == pytest.approx(1 - 0.5 ** (8 / 500000), rel=1e-3)
 
 
 def test_nan_gradients_are_scrubbed(dataset):

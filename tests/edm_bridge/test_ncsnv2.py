@@ -141,8 +141,9 @@ def test_pickle_round_trip_gives_identical_outputs():
 
 
 def test_loss_rejects_stf():
-    with pytest.raises(ValueError, match='NCSNv2Loss: stf=True is not supported'):
+    with pytest.raises(ValueError, match='NCSNv2Loss: stf=True is not supported') as error:
         NCSNv2Loss(stf=True)
+    assert '--loss' not in str(error.value) and '--arch ddpmpp' in str(error.value)  # train_dpm.py has no --loss.
     with pytest.raises(ValueError, match=r'NCSNv2Loss: reference \(the STF batch\) must be None'):
         NCSNv2Loss()(tiny_net(), batch()[0], reference=batch()[0])
     with pytest.raises(TypeError, match='sigma_dist is a str; expected None or an object with sample'):

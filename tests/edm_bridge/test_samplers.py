@@ -162,3 +162,55 @@ def test_class_labels():
         samplers.class_labels_for(GaussianDenoiser(), 1, rnd, torch.device('cpu'))
     with pytest.raises(ValueError, match=r'class_idx=4 is out of range; expected 0..3'):
         samplers.class_labels_for(GaussianDenoiser(label_dim=4), 4, rnd, torch.device('cpu'))
+
+
+def test_heun_draws_latents_then_labels_per_seed_like_edm(monkeypatch):
+    # EDM's generate.py: latents = rnd.randn(...) first, then class labels from rnd.randint: same seed, same image.
+    seen = {}
+
+    def capture(net, latents, class_labels, **kwargs):
+        seen.update(latents=latents, labels=class_labels)
+        return latents
+    monkeypatch.setattr(samplers, 'edm_sampler', capture)
+    config = samplers.SamplerConfig(sampler='heun', num_steps=2, sigma_min=0.1, sigma_max=1)
+    list(samplers.generate_images(GaussianDenoiser(label_dim=1000), [5, 7], config))
+    for row, seed in enumerate([5, 7]):
+        gen = torch.Generator().manual_seed(seed)
+        assert torch.equal(seen['latents'][row], torch.randn([1, 2, 2], generator=gen))
+        assert int(seen['labels'][row].argmax()) == int(torch.randint(1000, [], generator=gen))
+
+
+class _DeviceCheckingGenerator(samplers.StackedRandomGenerator):
+    """Fails like a CUDA generator asked for a CPU tensor when a draw does not name the generators' device."""
+
+    def _stack(self, draw, size, **kwargs):
+        if torch.device(kwargs.get('device', 'cpu')) != torch.device(self.device):
+            raise RuntimeError(f"Expected a '{kwargs.get('device', 'cpu')}' device type for generator but found "
+                               f"'{self.device}'")
+        return super()._stack(draw, size, **kwargs)
+
+
+def test_random_class_labels_are_drawn_on_the_generators_device():
+    rnd = _DeviceCheckingGenerator('cpu', [0, 1])
+    rnd.device = 'meta'  # Stands for cuda: every draw must pass device=meta.
+    labels = samplers.class_labels_for(GaussianDenoiser(label_dim=4), None, rnd, torch.device('meta'))
+    assert labels.shape == (2, 4) and labels.device.type == 'meta'
+
+
+@pytest.mark.cuda
+def test_generate_conditional_on_cuda():
+    config = samplers.SamplerConfig(sampler='heun', num_steps=2, sigma_min=0.1, sigma_max=1)
+    images = list(samplers.generate_images(GaussianDenoiser(label_dim=3), [0, 1], config, device='cuda'))
+    assert len(images) == 2
+
+
+def test_langevin_passes_sigma_on_the_images_device():
+    # The ladder lives on the CPU; a bare EDM preconditioner on CUDA needs sigma on the images' device ('meta' here).
+    class DeviceCheckingNet(GaussianDenoiser):
+        def forward(self, x, sigma, class_labels=None):
+            assert sigma.device == x.device, (sigma.device, x.device)
+            return x
+
+    x = samplers.annealed_langevin(DeviceCheckingNet(), torch.zeros([2, 1, 2, 2], device='meta'), [1.0, 0.5],
+                                   n_steps_each=1)
+    assert x.device.type == 'meta'
