@@ -21,7 +21,6 @@ import dataclasses
 import json
 import os
 import pickle
-import re
 
 import click
 import torch
@@ -32,6 +31,7 @@ from metrics.detectors import DetectorUnavailableError
 from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRtOptions
 from training import distributed, run_outputs, training_loop
 from training.augment import augpipe_specs
+from training.cli_common import FlagError, IntPair, next_run_dir
 from training.dataset import ImageFolderDataset
 
 # --cfg presets (spec 3.5); None in 'auto' = derived from the resolution and the number of GPUs (_preset).
@@ -62,24 +62,6 @@ PLUGIN_FLAGS = dict(lam='--smart-lambda', freq='--smart-freq', t_lo='--smart-t',
                     start_kimg='--smart-start-kimg', dpm='--smart-dpm', enabled='--diffgan',
                     noise_sd='--diffgan-noise-sd', t_min='--diffgan-tmin', t_max='--diffgan-tmax',
                     ts_dist='--diffgan-ts-dist', target='--diffgan-target')
-
-
-class FlagError(click.ClickException):
-    """A user error, reported as '<flag>: <message>'."""
-
-    def __init__(self, flag: str, message: str):
-        super().__init__(f'{flag}: {message}')
-
-
-class IntPair(click.ParamType):
-    """'LO,HI' -> (LO, HI), two integers >= 0."""
-    name = 'LO,HI'
-
-    def convert(self, value, param, ctx):
-        match = re.fullmatch(r'\s*(\d+)\s*,\s*(\d+)\s*', str(value)) if not isinstance(value, tuple) else None
-        if match is None and not isinstance(value, tuple):
-            self.fail(f'{value!r} is not a range LO,HI of two integers >= 0, e.g. 25,35', param, ctx)
-        return value if isinstance(value, tuple) else (int(match.group(1)), int(match.group(2)))
 
 
 # Config builder: options -> (plain config dict, desc). No click below this line except FlagError.
@@ -272,15 +254,6 @@ def build_plugins(plugin_options: dict) -> list:
     """The enabled loss plugins (disabled ones are left out: the run is then the plain baseline)."""
     classes = {SMaRt.name: SMaRt, DiffusionGAN.name: DiffusionGAN}
     return [classes[name](options) for name, options in plugin_options.items()]
-
-
-def next_run_dir(outdir: str, desc: str) -> str:
-    """<outdir>/<next 5-digit id>-<desc>; ids continue after the largest existing numbered entry."""
-    if os.path.exists(outdir) and not os.path.isdir(outdir):
-        raise FlagError('--outdir', f'{outdir!r} exists and is not a directory')
-    names = os.listdir(outdir) if os.path.isdir(outdir) else []
-    ids = [int(match.group()) for match in (re.match(r'^\d+', name) for name in names) if match is not None]
-    return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
 
 
 def _num_gpus(opts, world_size: int) -> int:

@@ -18,7 +18,6 @@ code) and training-state-<kimg>.pt (--resume). Examples:
 
 import json
 import os
-import re
 
 import click
 import torch
@@ -26,6 +25,7 @@ import torch
 import dnnlib
 from edm_bridge import dpm_training_loop, sigma_dist
 from training import distributed
+from training.cli_common import FlagError, IntPair, next_run_dir
 from training.dataset import ImageFolderDataset
 
 # --preset: EDM-like settings (EDM's CIFAR-10 and 64x64 FFHQ/AFHQ configs) and a tiny CPU preset.
@@ -60,26 +60,6 @@ ARCHS = {
     'adm':    ('adm', dict(model_type='DhariwalUNet', model_channels=192, channel_mult=[1, 2, 3, 4])),
     'ncsnv2': ('ncsnv2', {}),
 }
-
-
-class FlagError(click.ClickException):
-    """A user error, reported as '<flag>: <message>'."""
-
-    def __init__(self, flag: str, message: str):
-        super().__init__(f'{flag}: {message}')
-
-
-class IntPair(click.ParamType):
-    """'LO,HI' -> (LO, HI), two integers >= 0."""
-    name = 'LO,HI'
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        match = re.fullmatch(r'\s*(\d+)\s*,\s*(\d+)\s*', str(value))
-        if match is None:
-            self.fail(f'{value!r} is not a range LO,HI of two integers >= 0, e.g. 40,60', param, ctx)
-        return int(match.group(1)), int(match.group(2))
 
 
 # Config builder: options -> plain config dict. No click below this line except FlagError.
@@ -218,15 +198,6 @@ def build_config(opts, num_gpus: int) -> tuple[dict, str, dict | None]:
     desc = (f'{dataset.name}-{"cond" if opts.cond else "uncond"}-{opts.arch}-{precond}-{opts.preset}-batch{batch}'
             + ('-stf' if rbatch is not None else '') + (f'-band{opts.band_share:g}' if band else ''))
     return config, desc, band
-
-
-def next_run_dir(outdir: str, desc: str) -> str:
-    """<outdir>/<next 5-digit id>-<desc>."""
-    if os.path.exists(outdir) and not os.path.isdir(outdir):
-        raise FlagError('--outdir', f'{outdir!r} exists and is not a directory')
-    names = os.listdir(outdir) if os.path.isdir(outdir) else []
-    ids = [int(match.group()) for match in (re.match(r'^\d+', name) for name in names) if match is not None]
-    return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
 
 
 def _launch(config: dict, options: dict, run_dir: str, ranks: tuple) -> None:

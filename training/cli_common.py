@@ -1,0 +1,36 @@
+"""Pieces the training CLIs share (train.py, train_dpm.py): flag-named user errors, the 'LO,HI' integer-pair type,
+and the numbered run directory of StyleGAN2-ADA / EDM (<outdir>/<5-digit id>-<desc>)."""
+
+import os
+import re
+
+import click
+
+
+class FlagError(click.ClickException):
+    """A user error, reported as '<flag>: <message>'."""
+
+    def __init__(self, flag: str, message: str):
+        super().__init__(f'{flag}: {message}')
+
+
+class IntPair(click.ParamType):
+    """'LO,HI' -> (LO, HI), two integers >= 0."""
+    name = 'LO,HI'
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        match = re.fullmatch(r'\s*(\d+)\s*,\s*(\d+)\s*', str(value))
+        if match is None:
+            self.fail(f'{value!r} is not a range LO,HI of two integers >= 0, e.g. 40,60', param, ctx)
+        return int(match.group(1)), int(match.group(2))
+
+
+def next_run_dir(outdir: str, desc: str) -> str:
+    """<outdir>/<next 5-digit id>-<desc>; ids continue after the largest existing numbered entry."""
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise FlagError('--outdir', f'{outdir!r} exists and is not a directory')
+    names = os.listdir(outdir) if os.path.isdir(outdir) else []
+    ids = [int(match.group()) for match in (re.match(r'^\d+', name) for name in names) if match is not None]
+    return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
