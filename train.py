@@ -31,7 +31,7 @@ from metrics.detectors import DetectorUnavailableError
 from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRtOptions
 from training import distributed, run_outputs, training_loop
 from training.augment import augpipe_specs
-from training.cli_common import FlagError, IntPair, next_run_dir
+from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir
 from training.dataset import ImageFolderDataset
 
 # --cfg presets (spec 3.5); None in 'auto' = derived from the resolution and the number of GPUs (_preset).
@@ -270,11 +270,7 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
     rank, local_rank, world_size = ranks
     distributed.init_process_group(rank, world_size, local_rank=local_rank)
     try:
-        if rank == 0:
-            os.makedirs(run_dir)
-            dnnlib.util.write_atomically(os.path.join(run_dir, 'training_options.json'),
-                                         (json.dumps(options, indent=2) + '\n').encode())
-        run_dir = distributed.broadcast_object(run_dir)
+        run_dir = create_run_dir(run_dir, options, rank)
         device = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
         result = training_loop.training_loop(**config, run_dir=run_dir, rank=rank, device=device,
                                              plugins=build_plugins(plugin_options))

@@ -25,7 +25,7 @@ import torch
 import dnnlib
 from edm_bridge import dpm_training_loop, sigma_dist
 from training import distributed
-from training.cli_common import FlagError, IntPair, next_run_dir
+from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir
 from training.dataset import ImageFolderDataset
 
 # --preset: EDM-like settings (EDM's CIFAR-10 and 64x64 FFHQ/AFHQ configs) and a tiny CPU preset.
@@ -205,11 +205,7 @@ def _launch(config: dict, options: dict, run_dir: str, ranks: tuple) -> None:
     rank, local_rank, world_size = ranks
     distributed.init_process_group(rank, world_size, local_rank=local_rank)
     try:
-        if rank == 0:
-            os.makedirs(run_dir)
-            dnnlib.util.write_atomically(os.path.join(run_dir, 'training_options.json'),
-                                         (json.dumps(options, indent=2) + '\n').encode())
-        run_dir = distributed.broadcast_object(run_dir)
+        run_dir = create_run_dir(run_dir, options, rank)
         device = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
         try:
             dpm_training_loop.training_loop(**config, run_dir=run_dir, rank=rank, device=device)

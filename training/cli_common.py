@@ -1,10 +1,14 @@
 """Pieces the training CLIs share (train.py, train_dpm.py): flag-named user errors, the 'LO,HI' integer-pair type,
 and the numbered run directory of StyleGAN2-ADA / EDM (<outdir>/<5-digit id>-<desc>)."""
 
+import json
 import os
 import re
 
 import click
+
+import dnnlib
+from training import distributed
 
 
 class FlagError(click.ClickException):
@@ -34,3 +38,12 @@ def next_run_dir(outdir: str, desc: str) -> str:
     names = os.listdir(outdir) if os.path.isdir(outdir) else []
     ids = [int(match.group()) for match in (re.match(r'^\d+', name) for name in names) if match is not None]
     return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
+
+
+def create_run_dir(run_dir: str, options: dict, rank: int) -> str:
+    """Rank 0 creates run_dir and writes training_options.json atomically; every rank returns rank 0's run_dir."""
+    if rank == 0:
+        os.makedirs(run_dir)
+        dnnlib.util.write_atomically(os.path.join(run_dir, 'training_options.json'),
+                                     (json.dumps(options, indent=2) + '\n').encode())
+    return distributed.broadcast_object(run_dir)
