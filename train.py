@@ -31,7 +31,7 @@ from metrics.detectors import DetectorUnavailableError
 from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRtOptions
 from training import distributed, run_outputs, training_loop
 from training.augment import augpipe_specs
-from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir
+from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset
 from training.dataset import ImageFolderDataset
 
 # --cfg presets (spec 3.5); None in 'auto' = derived from the resolution and the number of GPUs (_preset).
@@ -69,13 +69,7 @@ PLUGIN_FLAGS = dict(lam='--smart-lambda', freq='--smart-freq', t_lo='--smart-t',
 
 def _load_dataset(opts) -> tuple[dict, ImageFolderDataset]:
     """training_set_kwargs and the opened dataset; checks --data, --cond, --subset."""
-    try:
-        dataset = ImageFolderDataset(path=opts.data, use_labels=False, xflip=False)
-    except (OSError, ValueError, TypeError) as err:
-        raise FlagError('--data', str(err)) from None
-    if opts.cond and not dataset.has_stored_labels:
-        raise FlagError('--cond', f'{opts.data} has no labels (no dataset.json with "labels"); train unconditionally '
-                                  'or add labels with dataset_tool.py')
+    dataset = open_dataset(opts.data, opts.cond)
     kwargs = dict(class_name='training.dataset.ImageFolderDataset', path=opts.data, use_labels=bool(opts.cond),
                   max_size=len(dataset), xflip=bool(opts.mirror), resolution=dataset.resolution)
     if opts.subset is not None:

@@ -25,7 +25,7 @@ import torch
 import dnnlib
 from edm_bridge import dpm_training_loop, sigma_dist
 from training import distributed
-from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir
+from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset
 from training.dataset import ImageFolderDataset
 
 # --preset: EDM-like settings (EDM's CIFAR-10 and 64x64 FFHQ/AFHQ configs) and a tiny CPU preset.
@@ -66,13 +66,7 @@ ARCHS = {
 
 
 def _dataset_kwargs(opts) -> tuple[dict, ImageFolderDataset]:
-    try:
-        dataset = ImageFolderDataset(path=opts.data, use_labels=False, xflip=False)
-    except (OSError, ValueError, TypeError) as err:
-        raise FlagError('--data', str(err)) from None
-    if opts.cond and not dataset.has_stored_labels:
-        raise FlagError('--cond', f'{opts.data} has no labels (no dataset.json with "labels"); train unconditionally '
-                                  'or add labels with dataset_tool.py')
+    dataset = open_dataset(opts.data, opts.cond)
     return dict(class_name='training.dataset.ImageFolderDataset', path=opts.data, use_labels=bool(opts.cond),
                 xflip=False, max_size=len(dataset), resolution=dataset.resolution), dataset
 

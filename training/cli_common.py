@@ -9,6 +9,7 @@ import click
 
 import dnnlib
 from training import distributed
+from training.dataset import ImageFolderDataset
 
 
 class FlagError(click.ClickException):
@@ -47,3 +48,16 @@ def create_run_dir(run_dir: str, options: dict, rank: int) -> str:
         dnnlib.util.write_atomically(os.path.join(run_dir, 'training_options.json'),
                                      (json.dumps(options, indent=2) + '\n').encode())
     return distributed.broadcast_object(run_dir)
+
+
+def open_dataset(data: str, cond: bool) -> ImageFolderDataset:
+    """The dataset at --data (labels not loaded); FlagError naming --data if it cannot be read, --cond if it has no
+    labels but a conditional model was asked for."""
+    try:
+        dataset = ImageFolderDataset(path=data, use_labels=False, xflip=False)
+    except (OSError, ValueError, TypeError) as err:
+        raise FlagError('--data', str(err)) from None
+    if cond and not dataset.has_stored_labels:
+        raise FlagError('--cond', f'{data} has no labels (no dataset.json with "labels"); train unconditionally '
+                                  'or add labels with dataset_tool.py')
+    return dataset
