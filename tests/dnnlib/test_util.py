@@ -4,7 +4,6 @@ import hashlib
 import http.server
 import io
 import os
-import socket
 import sys
 import threading
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from free_port import free_port
 from dnnlib import util
 
 
@@ -297,9 +297,7 @@ def test_open_url_retries_then_fails_naming_url(http_server, tmp_path):
 
 def test_open_url_unreachable_server(tmp_path, monkeypatch):
     monkeypatch.setattr(util, "_DOWNLOAD_TIMEOUT_SEC", 10)
-    with socket.socket() as sock:  # Grab a free port and close it again: nothing listens there.
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # Nothing listens there.
     url = f"http://127.0.0.1:{port}/net.pkl"
     with pytest.raises(OSError, match=rf"^open_url: could not download '{url}' after 1 attempt\(s\): .*"
                                       r"Download the file elsewhere .* and pass its local path instead of the URL\.$"):

@@ -7,11 +7,11 @@ import glob
 import os
 import pickle
 import re
-import socket
 
 import pytest
 import torch
 
+from free_port import free_port
 from edm_bridge import dpm_snapshot, dpm_training_loop as loop, loading, sigma_dist
 from tiny_datasets import make_zip
 from torch_utils import training_stats
@@ -200,12 +200,6 @@ def test_conditional_stf_round_inputs_and_step(tmp_path):
 # Two processes (gloo).
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def _worker(rank, port, dataset, out_dir):
     torch.set_num_threads(1)
     distributed.init_process_group(rank, 2, init_method=f'tcp://127.0.0.1:{port}')
@@ -223,7 +217,7 @@ def _worker(rank, port, dataset, out_dir):
 
 
 def test_two_process_gloo_keeps_replicas_identical(dataset, tmp_path):
-    torch.multiprocessing.spawn(_worker, args=(_free_port(), dataset, str(tmp_path)), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_worker, args=(free_port(), dataset, str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f'rank{rank}.pt') for rank in (0, 1))
     assert r0['first'] != r1['first']  # Each rank trains on its own slice of the data...
     for name in ('net', 'ema'):

@@ -1,12 +1,12 @@
 """FeatureStats (float64 moments, max_items, save/load) and rank interleaving: indices, and a two-process gloo run
 whose gathered dataset features equal the single-process ones item for item."""
 
-import socket
 
 import numpy as np
 import pytest
 import torch
 
+from free_port import free_port
 from metrics import metric_utils
 from metrics.feature_stats import FeatureStats, interleaved_indices
 from training import distributed
@@ -63,12 +63,6 @@ def test_interleaved_indices_gather_back_to_dataset_order(num_items, num_gpus):
     assert gathered[:num_items] == list(range(num_items))
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def _worker(rank, port, dataset_zip, detector, out_dir):
     torch.set_num_threads(1)
     distributed.init_process_group(rank, 2, init_method=f'tcp://127.0.0.1:{port}')
@@ -86,7 +80,7 @@ def _worker(rank, port, dataset_zip, detector, out_dir):
 def test_two_process_gloo_features_equal_single_process(dataset_zip, detector_files, tmp_path):
     # 12 images over 2 ranks in batches of 2: every rank reads every other image, gathered back in order.
     # fork: the workers inherit the imported modules instead of importing torch again (seconds on 2 cores).
-    torch.multiprocessing.start_processes(_worker, args=(_free_port(), dataset_zip, detector_files.inception,
+    torch.multiprocessing.start_processes(_worker, args=(free_port(), dataset_zip, detector_files.inception,
                                                          str(tmp_path)), nprocs=2, join=True, start_method='fork')
     opts = metric_utils.MetricOptions(dataset_kwargs=dict(class_name='training.dataset.ImageFolderDataset',
                                                           path=dataset_zip), device='cpu', cache=False,

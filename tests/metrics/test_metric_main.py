@@ -4,13 +4,13 @@ alone, the dataset statistics cache) and report_metric's jsonl lines."""
 import json
 import math
 import os
-import socket
 
 import numpy as np
 import pytest
 import torch
 
 import tiny_datasets
+from free_port import free_port
 from tiny_metrics import make_generator
 from metrics import metric_main, metric_utils
 from training import distributed
@@ -123,12 +123,6 @@ def test_conditional_generator_with_labels(metric_env, tmp_path):
     assert 1 <= result.results.is2k_mean <= 10
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def _worker(rank, port, kwargs, out_dir):
     torch.set_num_threads(1)
     distributed.init_process_group(rank, 2, init_method=f'tcp://127.0.0.1:{port}')
@@ -142,7 +136,7 @@ def _worker(rank, port, kwargs, out_dir):
 
 def test_two_process_gloo_metric_gives_rank0_result_everywhere(metric_env, dataset_zip, tiny_G, tmp_path):
     # fork: the workers inherit the imported modules instead of importing torch again.
-    torch.multiprocessing.start_processes(_worker, args=(_free_port(), _kwargs(dataset_zip, tiny_G), str(tmp_path)),
+    torch.multiprocessing.start_processes(_worker, args=(free_port(), _kwargs(dataset_zip, tiny_G), str(tmp_path)),
                                           nprocs=2, join=True, start_method='fork')
     results = [json.loads((tmp_path / f'rank{rank}.json').read_text()) for rank in (0, 1)]
     assert results[0]['results'] == results[1]['results'] and results[0]['num_gpus'] == 2

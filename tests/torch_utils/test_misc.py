@@ -1,13 +1,13 @@
 """Tests for torch_utils.misc: constant cache, shape asserts, sampler, parameter copying, DDP helpers, summary."""
 
 import re
-import socket
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
+from free_port import free_port
 from torch_utils import misc
 
 
@@ -206,9 +206,7 @@ def test_copy_params_and_buffers_missing_and_mismatched():
 
 @pytest.fixture
 def gloo_world_of_one():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
     yield
     torch.distributed.destroy_process_group()

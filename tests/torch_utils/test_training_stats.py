@@ -2,7 +2,6 @@
 
 import json
 import math
-import socket
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from free_port import free_port
 from torch_utils import training_stats
 
 
@@ -154,9 +154,7 @@ def test_two_process_gloo_collectors_see_global_statistics(tmp_path, monkeypatch
     root = Path(__file__).resolve().parents[len(module_name.split(".")) - 1]
     monkeypatch.syspath_prepend(str(root))
     assert sys.modules[module_name].__file__ == __file__
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     torch.multiprocessing.spawn(_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
 
     expected = torch.cat([_rank_values(0), _rank_values(1)]).numpy()

@@ -6,13 +6,13 @@ import json
 import os
 import pickle
 import re
-import socket
 
 import PIL.Image
 import pytest
 import torch
 
 import dnnlib
+from free_port import free_port
 from smart_plugin import SMaRt, SMaRtOptions
 from torch_utils import training_stats
 from training import distributed, run_outputs, snapshot, train_state, training_loop
@@ -354,12 +354,6 @@ def test_keyboard_interrupt_ends_cleanly(data_zip, tmp_path, capsys):
 # Two processes (gloo).
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def _worker(rank, port, data_zip, out_dir):
     torch.set_num_threads(1)
     distributed.init_process_group(rank, 2, init_method=f'tcp://127.0.0.1:{port}')
@@ -384,7 +378,7 @@ def _worker(rank, port, data_zip, out_dir):
 
 
 def test_two_process_gloo_keeps_replicas_identical(data_zip, tmp_path):
-    torch.multiprocessing.spawn(_worker, args=(_free_port(), data_zip, str(tmp_path)), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_worker, args=(free_port(), data_zip, str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f'rank{rank}.pt') for rank in (0, 1))
     assert r0['reals'] != r1['reals']  # Each rank trained on its own slice of the data...
     for name in ('G', 'D'):
