@@ -17,13 +17,15 @@ are plain classes: snapshots store `describe()` (plain data) instead of the obje
 read them without running code.
 """
 
+import abc
+
 import torch
 
 from edm_bridge import stf as stf_lib
 from edm_bridge.sigma_dist import LogNormalSigma, LogUniformSigma, SigmaDistribution, VPSigma
 
 
-class _DenoisingLoss:
+class _DenoisingLoss(abc.ABC):
     """Shared body of the three EDM losses; subclasses give the default p(sigma) and lambda(sigma)."""
 
     def __init__(self,
@@ -43,13 +45,13 @@ class _DenoisingLoss:
         self.stf = bool(stf)
         self.stf_chunk = stf_chunk
 
+    @abc.abstractmethod
     def default_sigma_dist(self) -> SigmaDistribution:
         """p(sigma) when none is given."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def weight(self, sigma: torch.Tensor) -> torch.Tensor:
         """lambda(sigma), same shape as sigma."""
-        raise NotImplementedError
 
     def describe(self) -> dict:
         """Plain-data description stored in snapshots as 'loss_fn'."""
