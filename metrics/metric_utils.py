@@ -25,6 +25,7 @@ import tqdm
 import dnnlib
 from metrics import detectors
 from metrics.feature_stats import FeatureStats, broadcast_flag, interleaved_indices
+from training import image_io
 
 _dataset_identities: dict = {}  # (path, size, mtime_ns) -> identity string
 
@@ -158,8 +159,7 @@ def _label_sampler(opts: MetricOptions, c_dim: int):
 
 def generate_uint8(G: torch.nn.Module, z: torch.Tensor, c: torch.Tensor, **G_kwargs) -> torch.Tensor:
     """G(z, c) as uint8 [N, C, H, W] = clamp(x * 127.5 + 128), the metrics' (and official) quantisation."""
-    img = G(z, c, **G_kwargs)  # [N, C, H, W] in [-1, 1]
-    return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return image_io.quantize(G(z, c, **G_kwargs))  # [N, C, H, W] in [-1, 1] -> uint8
 
 
 @torch.no_grad()

@@ -10,9 +10,15 @@ import torch
 import dnnlib
 
 
+def quantize(img: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] float in [-1, 1] -> uint8 tensor of the same shape and device, as StyleGAN2-ADA rounds for images
+    and metrics alike: clamp(x * 127.5 + 128)."""
+    return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
 def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """[N, C, H, W] float in [-1, 1] -> [N, H, W, C] uint8, rounding as StyleGAN2-ADA does (x * 127.5 + 128)."""
-    return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    """[N, C, H, W] float in [-1, 1] -> [N, H, W, C] uint8 numpy (quantize, channels last)."""
+    return quantize(img).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
