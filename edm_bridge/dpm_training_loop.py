@@ -23,6 +23,7 @@ from edm_bridge import dpm_losses, dpm_snapshot, edm_networks
 from edm_bridge.sigma_dist import sigma_dist_from_dict
 from torch_utils import training_stats
 from training import distributed
+from training.ema import ema_update
 from training.tick_report import TickReporter
 from training.train_state import check_batch, make_data_iterator, resolve_device
 
@@ -175,17 +176,9 @@ def _round_inputs(s, images, labels, extras, r: int) -> dict:
     return kwargs
 
 
-@torch.no_grad()
 def update_ema(s: dnnlib.EasyDict) -> None:
-    """ema <- lerp(net, ema, beta) with EDM's half-life and ramp (module docstring); buffers are copied."""
-    halflife_nimg = s.ema_halflife_kimg * 1000
-    if s.ema_rampup_ratio is not None:
-        halflife_nimg = min(halflife_nimg, s.cur_nimg * s.ema_rampup_ratio)
-    beta = 0.5 ** (s.batch_size / max(halflife_nimg, 1e-8))
-    for p_ema, p_net in zip(s.ema.parameters(), s.net.parameters()):
-        p_ema.copy_(p_net.detach().lerp(p_ema, beta))
-    for b_ema, b_net in zip(s.ema.buffers(), s.net.buffers()):
-        b_ema.copy_(b_net)
+    """ema <- lerp(net, ema, beta) with EDM's half-life and ramp (module docstring; training.ema); buffers copied."""
+    ema_update(s.ema, s.net, s.batch_size, s.ema_halflife_kimg, s.ema_rampup_ratio, s.cur_nimg)
 
 
 def training_step(s: dnnlib.EasyDict) -> None:

@@ -20,6 +20,7 @@ from metrics import metric_main
 from torch_utils import training_stats
 from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
 from training import distributed, run_outputs
+from training.ema import ema_update
 from training.tick_report import PhaseTimer, TickReporter
 from training.train_state import setup_training
 
@@ -58,20 +59,10 @@ def _run_phase(state: dnnlib.EasyDict, phase: dnnlib.EasyDict, real_img, real_c,
     state.timer.stop(phase.name)
 
 
-@torch.no_grad()
 def update_ema(state: dnnlib.EasyDict) -> None:
-    """G_ema <- lerp(G, G_ema, beta), beta = 0.5 ** (batch / ema_nimg): a half-life of ema_nimg images.
-
-    During the ramp-up the half-life is capped at cur_nimg * ema_rampup. Buffers (w_avg, noise) are copied.
-    """
-    ema_nimg = state.ema_kimg * 1000
-    if state.ema_rampup is not None:
-        ema_nimg = min(ema_nimg, state.cur_nimg * state.ema_rampup)
-    ema_beta = 0.5 ** (state.batch_size / max(ema_nimg, 1e-8))
-    for p_ema, p in zip(state.G_ema.parameters(), state.G.parameters()):
-        p_ema.copy_(p.lerp(p_ema, ema_beta))
-    for b_ema, b in zip(state.G_ema.buffers(), state.G.buffers()):
-        b_ema.copy_(b)
+    """G_ema <- lerp(G, G_ema, beta) with a half-life of ema_kimg, capped at cur_nimg * ema_rampup during the ramp-up;
+    buffers (w_avg, noise) are copied (training.ema)."""
+    ema_update(state.G_ema, state.G, state.batch_size, state.ema_kimg, state.ema_rampup, state.cur_nimg)
 
 
 def training_step(state: dnnlib.EasyDict) -> None:
