@@ -6,6 +6,7 @@ minimised by *any* distribution supported on the grid points, one mode included;
 parametric MLP generator actually reaches under gradient descent: python -m smart_plugin.toy.pull_only.
 """
 
+import dataclasses
 import json
 
 import click
@@ -27,7 +28,7 @@ def pull_only(cfg: ToyConfig, seed: int, gan_steps: int, pull_steps: int, num_ev
     torch.manual_seed(seed)
     mixture = GridMixture(cfg.grid, cfg.spacing, cfg.std)
     gan = build_gan([], cfg.z_dim, cfg.lr_G, cfg.lr_D, tuple(cfg.betas), None, 1, cfg.net_scale)
-    smart = build_plugins('smart', ToyConfig(**{**cfg.__dict__, 'smart_start': 0.0}), mixture)[0]
+    smart = build_plugins('smart', dataclasses.replace(cfg, smart_start=0.0), mixture)[0]
     smart.setup(G=gan.G, D=gan.D, training_set=None, device=torch.device('cpu'), rank=0, num_gpus=1)
     data_gen = torch.Generator().manual_seed(seed)
     data = mixture.sample(num_samples, torch.Generator().manual_seed(40_000 + seed)).numpy()
