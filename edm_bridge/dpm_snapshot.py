@@ -48,17 +48,9 @@ def _frozen_cpu_copy(module: torch.nn.Module | None) -> torch.nn.Module | None:
     return copy.deepcopy(module).eval().requires_grad_(False).cpu()
 
 
-def describe_loss(loss_fn) -> dict:
-    """The loss as plain data: its describe() (dpm_losses), else class name and p(sigma) (e.g. NCSNv2Loss)."""
-    if callable(getattr(loss_fn, 'describe', None)):
-        return loss_fn.describe()
-    dist = getattr(loss_fn, 'sigma_dist', None)
-    return dict(class_name=type(loss_fn).__name__, sigma_dist=None if dist is None else dist.describe())
-
-
 def snapshot_data(ema: torch.nn.Module, loss_fn, augment_pipe: torch.nn.Module | None, dataset_kwargs: dict) -> dict:
     """The network-snapshot dict (see the module docstring)."""
-    loss = describe_loss(loss_fn)
+    loss = loss_fn.describe()  # Plain data: the safe loader reads it without running code.
     return dict(ema=_frozen_cpu_copy(ema), loss_fn=loss, augment_pipe=_frozen_cpu_copy(augment_pipe),
                 dataset_kwargs=dict(dataset_kwargs), training_sigma=loss['sigma_dist'], precond=precond_constants(ema))
 

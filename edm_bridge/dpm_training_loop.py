@@ -100,7 +100,7 @@ def setup(*, dataset_kwargs: dict, precond: str = 'edm', network_kwargs: dict | 
                                                            **(optimizer_kwargs or {})})
     s.base_lr = s.optimizer.param_groups[0]['lr']
     log(f'Network: {type(s.net).__name__} ({sum(p.numel() for p in s.net.parameters()):,} parameters) on {device}; '
-        f'loss {dpm_snapshot.describe_loss(s.loss_fn)}; augmentation {augment_kwargs}')
+        f'loss {s.loss_fn.describe()}; augmentation {augment_kwargs}')
     if resume_state is not None:
         _restore(s, dpm_snapshot.load_training_state(resume_state), resume_state, log)
     for module in (s.net, s.ema):
@@ -120,7 +120,7 @@ def capture_state(s: dnnlib.EasyDict, next_tick: int, elapsed_sec: float) -> dic
     return dict(net=s.net.state_dict(), ema=s.ema.state_dict(), optimizer=s.optimizer.state_dict(),
                 cur_nimg=s.cur_nimg, batch_idx=s.batch_idx, cur_tick=next_tick, elapsed_sec=elapsed_sec,
                 batch_size=s.batch_size, rng=distributed.gather_objects(dpm_snapshot.rng_state(s.device)),
-                loss=dpm_snapshot.describe_loss(s.loss_fn), rbatch=s.rbatch)
+                loss=s.loss_fn.describe(), rbatch=s.rbatch)
 
 
 def _restore(s: dnnlib.EasyDict, saved: dict, path: str, log) -> None:
@@ -137,7 +137,7 @@ def _restore(s: dnnlib.EasyDict, saved: dict, path: str, log) -> None:
     if saved['batch_size'] != s.batch_size or len(saved['rng']) != s.num_gpus:
         log(f'Note: the state was saved with batch {saved["batch_size"]} on {len(saved["rng"])} process(es); '
             'the resume is not bit-exact')
-    saved_setup, setup_now = (saved.get('loss'), saved.get('rbatch')), (dpm_snapshot.describe_loss(s.loss_fn), s.rbatch)
+    saved_setup, setup_now = (saved.get('loss'), saved.get('rbatch')), (s.loss_fn.describe(), s.rbatch)
     if 'loss' in saved and saved_setup != setup_now:  # E.g. --stf / --band-* not repeated: the weights still fit.
         log(f'Note: the state was trained with loss {saved_setup[0]} and STF reference batch {saved_setup[1]}, this '
             f'run uses {setup_now[0]} and {setup_now[1]}; repeat the original options for an exact resume')

@@ -230,6 +230,11 @@ class NCSNv2Loss:
         self.ladder = 2 * ncsnv2_sigmas(sigma_max, sigma_min, num_scales)  # [L], [-1, 1] units
         self.sigma_dist = sigma_dist
 
+    def describe(self) -> dict:
+        """Plain-data description stored in snapshots as 'loss_fn' (p(sigma) None = the ladder of the net)."""
+        return dict(class_name=type(self).__name__,
+                    sigma_dist=None if self.sigma_dist is None else self.sigma_dist.describe())
+
     def sample_sigma(self, n: int, device: torch.device) -> torch.Tensor:
         """sigma [n] in [-1, 1] units: uniform over the ladder (or from sigma_dist)."""
         if self.sigma_dist is not None:
