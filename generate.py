@@ -18,13 +18,11 @@ The same seed gives the same image whatever --batch is; z follows StyleGAN2-ADA'
 reproduce their published images seed for seed.
 """
 
-import math
 import os
 import pickle
 import re
 
 import click
-import numpy as np
 import torch
 
 from training import image_io, sampling, snapshot
@@ -55,11 +53,6 @@ class SeedList(click.ParamType):
             return parse_seeds(value)
         except ValueError as err:
             self.fail(f"{err}; expected e.g. 0-7,12", param, ctx)
-
-
-def _grid_size(n: int) -> tuple[int, int]:
-    gw = math.ceil(math.sqrt(n))
-    return gw, math.ceil(n / gw)
 
 
 @click.command(help=__doc__)
@@ -103,9 +96,7 @@ def main(network_pkl, seeds, class_idx, truncation_psi, noise_mode, outdir, grid
         images.append(image)
         print(f"seed {seed:>6d} -> seed{seed:04d}.png")
     if grid:
-        gw, gh = _grid_size(len(images))
-        tiles = np.stack(images + [np.zeros_like(images[0])] * (gw * gh - len(images)))  # [N, H, W, C]
-        image_io.save_image_grid(tiles.transpose(0, 3, 1, 2), os.path.join(outdir, "grid.png"), (0, 255), (gw, gh))
+        gw, gh = image_io.save_uint8_grid(images, os.path.join(outdir, "grid.png"))
         print(f"grid {gw}x{gh} -> grid.png")
 
 

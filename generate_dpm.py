@@ -24,11 +24,10 @@ import os
 import pickle
 
 import click
-import numpy as np
 import torch
 
 from edm_bridge import loading, samplers
-from generate import SeedList, _grid_size
+from generate import SeedList
 from training import image_io
 
 
@@ -50,9 +49,7 @@ def _config(net: torch.nn.Module, sampler: str, options: dict) -> samplers.Sampl
 
 
 def _save_grid(images: list, outdir: str) -> None:
-    gw, gh = _grid_size(len(images))
-    tiles = np.stack(images + [np.zeros_like(images[0])] * (gw * gh - len(images)))  # [N, H, W, C]
-    image_io.save_image_grid(tiles.transpose(0, 3, 1, 2), os.path.join(outdir, 'grid.png'), (0, 255), (gw, gh))
+    gw, gh = image_io.save_uint8_grid(images, os.path.join(outdir, 'grid.png'))
     print(f'grid {gw}x{gh} -> grid.png')
 
 

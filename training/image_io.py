@@ -1,6 +1,7 @@
 """Image output: float images in [-1, 1] to uint8, PNG files and image grids, written atomically."""
 
 import io
+import math
 import os
 
 import numpy as np
@@ -43,3 +44,12 @@ def save_image_grid(img: np.ndarray | torch.Tensor, path: str | os.PathLike, dra
     img = np.rint((img - lo) * (255 / (hi - lo))).clip(0, 255).astype(np.uint8)  # [N, C, H, W]
     img = img.reshape(gh, gw, c, h, w).transpose(0, 3, 1, 4, 2).reshape(gh * h, gw * w, c)
     save_png(img, path)
+
+
+def save_uint8_grid(images: list[np.ndarray], path: str | os.PathLike) -> tuple[int, int]:
+    """Tile [H, W, C] uint8 images row-major into a near-square grid PNG (empty cells black); return (gw, gh)."""
+    gw = math.ceil(math.sqrt(len(images)))
+    gh = math.ceil(len(images) / gw)
+    tiles = np.stack(images + [np.zeros_like(images[0])] * (gw * gh - len(images)))  # [gw * gh, H, W, C]
+    save_image_grid(tiles.transpose(0, 3, 1, 2), path, (0, 255), (gw, gh))
+    return gw, gh
