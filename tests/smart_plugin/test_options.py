@@ -13,7 +13,8 @@ def test_smart_defaults_and_asdict_round_trip():
     opts = SMaRtOptions(lam=1, freq=4, start_kimg=2, schedule='karras:1000,0.002,80,7')
     saved = json.loads(json.dumps(dataclasses.asdict(opts)))
     assert saved == dict(lam=1.0, freq=4, t_lo=25, t_hi=35, schedule='karras:1000,0.002,80,7', param='eps',
-                         batch=None, start_kimg=2.0, dpm='gaussian')
+                         batch=None, start_kimg=2.0, dpm='gaussian', draws=1, antithetic=False, grad='full',
+                         diagnostics=False)
     assert isinstance(saved['lam'], float)  # Ints are normalised to the declared float.
     assert SMaRtOptions(**saved) == opts
     assert opts.enabled and not SMaRtOptions().enabled
