@@ -221,7 +221,8 @@ class SMaRt(LossPlugin):
         training_stats.report('SMaRt/loss', loss_k if K == 1 else loss_k.reshape(K, b).mean(dim=0))
         training_stats.report('SMaRt/sigma', sigma)
         if self.options.diagnostics and penalty.requires_grad:
-            (grad,) = torch.autograd.grad(penalty.sum(), x0, retain_graph=True)  # Sample i's penalty depends on x_i only.
+            # Sample i's penalty depends on x_i only, so one pass gives every per-sample gradient.
+            (grad,) = torch.autograd.grad(penalty.sum(), x0, retain_graph=True)               # [b, C, H, W]
             training_stats.report('SMaRt/grad_norm', grad.flatten(1).norm(dim=1))
         return penalty
 
