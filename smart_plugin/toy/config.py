@@ -3,7 +3,6 @@ plugins each method trains with (the image trainer's own SMaRt and Diffusion-GAN
 """
 
 import dataclasses
-import inspect
 
 import numpy as np
 
@@ -14,8 +13,7 @@ METHODS = ('vanilla', 'diffgan', 'smart', 'smart_diffgan')   # name -> plugins: 
 SIGMA_STEPS = 16   # Geometric sigma grid across SMaRt's band; SMaRt draws t uniformly from its indices.
 SHAPE_FIELDS = ('z_dim', 'width', 'depth', 'batch', 'steps', 'eval_every', 'eval_samples', 'num_samples')
 # Runs that differ in SHAPE_FIELDS train in separate batched groups (one after the other).
-# Options of SMaRtOptions that are newer than the toy's plugin of today (issue 15): passed only when they exist.
-SMART_ESTIMATOR = {'smart_draws': 'draws', 'smart_antithetic': 'antithetic', 'smart_grad': 'grad'}
+SMART_ESTIMATOR = {'smart_draws': 'draws', 'smart_antithetic': 'antithetic', 'smart_grad': 'grad'}   # -> SMaRtOptions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,22 +89,12 @@ PRESETS = {
 }
 
 
-def estimator_supported() -> bool:
-    """Whether this SMaRtOptions has the estimator options draws / antithetic / grad (issue 15)."""
-    return set(SMART_ESTIMATOR.values()) <= set(inspect.signature(SMaRtOptions).parameters)
-
-
 def smart_options(cfg: ToyConfig, total_steps: int) -> SMaRtOptions:
     """SMaRt's options for the toy: the sigma band as a geometric list schedule, start after smart_start of the steps."""
     lo, hi = cfg.smart_sigma
     # A list schedule must ascend strictly: a single sigma becomes two that differ in the 7th digit.
     sigmas = np.geomspace(lo, hi, SIGMA_STEPS) if lo < hi else np.array([lo, lo * (1 + 1e-6)])
-    extra = {}
-    if estimator_supported():
-        extra = {option: getattr(cfg, field) for field, option in SMART_ESTIMATOR.items()}
-    elif (cfg.smart_draws, cfg.smart_antithetic, cfg.smart_grad) != (1, False, 'full'):
-        raise ValueError('smart_draws / smart_antithetic / smart_grad need SMaRtOptions.draws / antithetic / grad, '
-                         'which this smart_plugin lacks')
+    extra = {option: getattr(cfg, field) for field, option in SMART_ESTIMATOR.items()}
     return SMaRtOptions(lam=cfg.smart_lam, freq=cfg.smart_freq, t_lo=0, t_hi=len(sigmas) - 1,
                         schedule='list:' + ','.join(f'{s:.9g}' for s in sigmas), param=cfg.smart_param,
                         start_kimg=cfg.smart_start * total_steps * cfg.batch / 1000, **extra)

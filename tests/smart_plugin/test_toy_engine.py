@@ -128,3 +128,14 @@ def test_results_are_written_as_each_run_finishes(tmp_path):
     assert saved['summary']['vanilla']['hq_share']['mean'] == pytest.approx(0.6)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['results.json', 'samples-vanilla-seed0.npz',
                                                           'samples-vanilla-seed1.npz']
+
+
+def test_estimator_options_reach_the_one_smart_plugin():
+    cfg = dataclasses.replace(CFG, smart_draws=4, smart_antithetic=True, smart_grad='sds')
+    toy = BatchedToy([RunSpec('smart', 0, cfg, 'k4'), RunSpec('smart', 0, CFG, 'k1')])
+    opts = [toy.runs[r].plugins[0].options for r in range(2)]
+    assert [(o.draws, o.antithetic, o.grad) for o in opts] == [(4, True, 'sds'), (1, False, 'full')]
+    assert '4 antithetic draws per sample, grad sds' in toy.runs[0].setup_lines
+    for _ in range(3):
+        toy.step()
+    assert not torch.allclose(_params(toy, 0), _params(toy, 1))
