@@ -117,9 +117,11 @@ POS_INT = click.IntRange(min=1)
               help='Diffusion-GAN target of E[sign D(real)]  [default: 0.6]')
 @click.option('--sweep', metavar='NAME=V1,V2', default=None,
               help='Train every point of one option in the same command, e.g. smart-lam=0.1,0.3,1 (sigma: LO/HI)')
+@click.option('--pretrain-dir', metavar='DIR', default=None,
+              help='Where --finetune-from saves and looks up the vanilla starts  [default: --outdir]')
 @click.option('--workers', type=POS_INT, default=min(2, os.cpu_count() or 1), help='Processes (1 thread each)')
 @click.option('--dry-run', is_flag=True, help='Print the resolved config and exit')
-def main(outdir, quick, seeds, methods, sweep, workers, dry_run, smart_sigma, lr, **options):
+def main(outdir, quick, seeds, methods, sweep, pretrain_dir, workers, dry_run, smart_sigma, lr, **options):
     """Train vanilla GAN, Diffusion-GAN, SMaRt and SMaRt + Diffusion-GAN on 49 Gaussians; write metrics and plots."""
     seed_list = _parse_list('--seeds', seeds, int) if seeds is not None else ([0] if quick else [0, 1, 2])
     method_list = _parse_list('--methods', methods, str)
@@ -151,7 +153,8 @@ def main(outdir, quick, seeds, methods, sweep, workers, dry_run, smart_sigma, lr
     where = os.path.abspath(outdir)
     click.echo(f'Writing results.json, samples-*.npz, figure.png and curves.png to {where}')
     try:
-        results = run_toy(cfg, outdir, seed_list, tuple(method_list), sweep=swept, workers=workers)
+        results = run_toy(cfg, outdir, seed_list, tuple(method_list), sweep=swept, workers=workers,
+                          pretrain_dir=pretrain_dir)
     except KeyboardInterrupt:
         raise click.ClickException(f'interrupted; the runs that finished are in {where}/results.json') from None
     for label, summary in results['summary'].items():

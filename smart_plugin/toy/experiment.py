@@ -8,11 +8,13 @@ is each seed's paired control, and `paired` holds each method's difference from 
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
 
 import numpy as np
+import torch
 
 from smart_plugin.toy import metrics, plots, workers as pool
 from smart_plugin.toy.config import METHODS, PRESETS, SHAPE_FIELDS, ToyConfig, build_plugins
@@ -22,6 +24,16 @@ from smart_plugin.toy.mixture import GridMixture
 __all__ = ['METHODS', 'PRESETS', 'ToyConfig', 'build_plugins', 'plan_runs', 'run_toy', 'summarize', 'paired']
 PRETRAIN_FIELDS = ('grid', 'spacing', 'std', 'z_dim', 'width', 'depth', 'batch', 'lr_G', 'lr_D', 'betas',
                    'finetune_from')   # What the shared vanilla start of a fine-tune study depends on.
+UNUSED = {'vanilla': ('smart_', 'diffgan_'), 'diffgan': ('smart_',), 'smart': ('diffgan_',), 'smart_diffgan': ()}
+DEFAULTS = ToyConfig()
+
+
+def effective_key(spec: RunSpec) -> tuple:
+    """(method, seed, config with the options the method does not use at their defaults): runs with equal keys are
+    the same computation (e.g. the vanilla control at every point of a SMaRt sweep) and train once."""
+    unused = {f.name: getattr(DEFAULTS, f.name) for f in dataclasses.fields(ToyConfig)
+              if f.name.startswith(UNUSED[spec.method])}
+    return spec.method, spec.seed, dataclasses.replace(spec.cfg, **unused)
 
 
 def _label(method: str, sweep: tuple[str, list] | None, value) -> str:
@@ -86,11 +98,14 @@ def _atomic_write(path: str, write) -> None:
 class ResultWriter:
     """Keeps results.json and the npz files in outdir up to date as runs finish (an interrupt keeps what is done)."""
 
-    def __init__(self, outdir: str, header: dict) -> None:
-        self.outdir, self.header, self.runs = outdir, header, {}
+    def __init__(self, outdir: str, header: dict, order: list[str] | None = None) -> None:
+        self.outdir, self.header, self.runs, self.order = outdir, header, {}, order or []
 
     def add(self, spec: RunSpec, result: dict) -> None:
         self.runs.setdefault(spec.label, {})[spec.seed] = result
+        rank = {label: i for i, label in enumerate(self.order)}
+        self.runs = {label: dict(sorted(self.runs[label].items()))
+                     for label in sorted(self.runs, key=lambda lb: rank.get(lb, len(rank)))}
         mixture = GridMixture(spec.cfg.grid, spec.cfg.spacing, spec.cfg.std)
         name = os.path.join(self.outdir, f'samples-{spec.label}-seed{spec.seed}.npz')
 
@@ -101,7 +116,7 @@ class ResultWriter:
         self.write()
 
     def results(self) -> dict:
-        results = {**self.header,
+        results = {**self.header, 'finished_runs': sum(len(by_seed) for by_seed in self.runs.values()),
                    'runs': {label: {str(s): {k: v for k, v in r.items() if k != 'samples'} for s, r in by_seed.items()}
                             for label, by_seed in self.runs.items()},
                    'summary': summarize(self.runs)}
@@ -120,7 +135,6 @@ def _figures(outdir: str, specs: list[RunSpec], runs: dict) -> None:
     first = specs[0]
     cfg = first.cfg
     mixture = GridMixture(cfg.grid, cfg.spacing, cfg.std)
-    import torch
     real = mixture.sample(cfg.num_samples, torch.Generator().manual_seed(40_000 + first.seed)).numpy()
     labels = [s.label for s in specs if s.seed == first.seed]
     panel_labels = [lb for lb in labels if lb.split('[', 1)[0] in ('vanilla', 'diffgan', 'smart')][:3]
@@ -135,41 +149,69 @@ def _figures(outdir: str, specs: list[RunSpec], runs: dict) -> None:
 
 
 def run_toy(cfg: ToyConfig, outdir: str, seeds: list[int], methods: tuple = METHODS, progress: bool = True,
-            sweep: tuple[str, list] | None = None, workers: int = 1) -> dict:
+            sweep: tuple[str, list] | None = None, workers: int = 1, pretrain_dir: str | None = None) -> dict:
     """Train every (sweep point, method, seed); write results.json, samples-<label>-seed<k>.npz (as each run
-    finishes), figure.png (real data, vanilla, Diffusion-GAN, SMaRt) and curves.png into outdir; return the results."""
-    specs = plan_runs(cfg, seeds, methods, sweep)
+    finishes), figure.png (real data, vanilla, Diffusion-GAN, SMaRt) and curves.png into outdir; return the results.
+
+    With cfg.finetune_from > 0 the vanilla starts are saved as pretrain-seed<k>-<hash>.pt in pretrain_dir (default
+    outdir) and reused by later commands with the same pretraining config."""
+    all_specs = plan_runs(cfg, seeds, methods, sweep)
+    same = {}
+    for spec in all_specs:
+        same.setdefault(effective_key(spec), []).append(spec)
+    specs = [group[0] for group in same.values()]
     os.makedirs(outdir, exist_ok=True)
     header = {'config': dataclasses.asdict(cfg), 'seeds': list(seeds), 'methods': list(methods),
-              'sweep': None if sweep is None else {'name': sweep[0], 'values': list(sweep[1])}}
-    writer = ResultWriter(outdir, header)
+              'sweep': None if sweep is None else {'name': sweep[0], 'values': list(sweep[1])}, 'train_sec': None}
+    writer = ResultWriter(outdir, header, [spec.label for spec in all_specs])
     start = time.time()
     groups = _groups(specs)
     steps = sum(len(g) * g[0].cfg.steps for g in groups)
     pre = _pretrain_specs(specs) if cfg.finetune_from > 0 else []
+    states = _load_pretrained(pretrain_dir or outdir, pre)
+    pre = [spec for spec in pre if _pretrain_key(spec) not in states]
     steps += sum(len(g) * cfg.finetune_from for g in _groups(pre))
     with pool.Progress(steps, progress) as bar:
-        states = {}
         for group in _groups(pre):
             for spec, result in pool.train(group, cfg.finetune_from, bar, workers, export=True, evaluate=False):
                 states[_pretrain_key(spec)] = result['state']
+                _save_pretrained(pretrain_dir or outdir, spec, result['state'])
         for group in groups:
-            init = [states[_pretrain_key(s)] for s in group] if pre else None
+            init = [states[_pretrain_key(s)] for s in group] if cfg.finetune_from > 0 else None
             for spec, result in pool.train(group, group[0].cfg.steps, bar, workers, init=init):
-                writer.add(spec, result)
+                for twin in same[effective_key(spec)]:
+                    writer.add(twin, result)
                 if progress:
                     bar.write(f'{spec.label:14s} seed {spec.seed}: ' +
                               ', '.join(f'{k} {v:.4g}' for k, v in result['metrics'].items()))
-    results = writer.results()
-    results['train_sec'] = time.time() - start
-    writer.header['train_sec'] = results['train_sec']
+    writer.header['train_sec'] = time.time() - start
     writer.write()
-    _figures(outdir, specs, writer.runs)
-    return results
+    _figures(outdir, all_specs, writer.runs)
+    return writer.results()
 
 
 def _pretrain_key(spec: RunSpec) -> tuple:
     return (spec.seed,) + tuple(getattr(spec.cfg, f) for f in PRETRAIN_FIELDS)
+
+
+def _pretrain_path(folder: str, spec: RunSpec) -> str:
+    digest = hashlib.sha1(repr(_pretrain_key(spec)).encode()).hexdigest()[:12]
+    return os.path.join(folder, f'pretrain-seed{spec.seed}-{digest}.pt')
+
+
+def _load_pretrained(folder: str, specs: list[RunSpec]) -> dict:
+    """The saved vanilla starts of specs found in folder (tensors only: torch.load with weights_only)."""
+    found = {}
+    for spec in specs:
+        path = _pretrain_path(folder, spec)
+        if os.path.exists(path):
+            found[_pretrain_key(spec)] = torch.load(path, weights_only=True)
+    return found
+
+
+def _save_pretrained(folder: str, spec: RunSpec, state: dict) -> None:
+    os.makedirs(folder, exist_ok=True)
+    _atomic_write(_pretrain_path(folder, spec), lambda tmp: torch.save(state, tmp))
 
 
 def _pretrain_specs(specs: list[RunSpec]) -> list[RunSpec]:

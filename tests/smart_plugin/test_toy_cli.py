@@ -102,3 +102,18 @@ def test_finetune_sweep_run_reports_paired_differences(tmp_path):
     assert diff == {'mean': pytest.approx(np.mean(expected)), 'std': pytest.approx(np.std(expected)), 'n': 2}
     # The two points share the vanilla start and the vanilla control (same seed, same config apart from lambda).
     assert runs['vanilla[smart_lam=0.5]']['0']['metrics'] == runs['vanilla[smart_lam=2.0]']['0']['metrics']
+
+
+def test_finetune_reuses_saved_vanilla_starts(tmp_path):
+    args = ['--quick', '--steps', '5', '--finetune-from', '8', '--methods', 'vanilla,smart', '--workers', '1',
+            '--pretrain-dir', str(tmp_path / 'pre')]
+    first = CliRunner().invoke(main, ['--outdir', str(tmp_path / 'a')] + args)
+    assert first.exit_code == 0, first.output
+    saved = sorted(p.name for p in (tmp_path / 'pre').iterdir())
+    assert len(saved) == 1 and saved[0].startswith('pretrain-seed0-') and saved[0].endswith('.pt')
+    second = CliRunner().invoke(main, ['--outdir', str(tmp_path / 'b')] + args)
+    assert second.exit_code == 0, second.output
+    a, b = (json.loads((tmp_path / d / 'results.json').read_text()) for d in 'ab')
+    for label in ('vanilla', 'smart'):
+        assert a['runs'][label]['0']['metrics'] == b['runs'][label]['0']['metrics']
+        assert a['runs'][label]['0']['curves'] == b['runs'][label]['0']['curves']
