@@ -166,7 +166,7 @@ class BatchedToy:
     # --- state for fine-tuning branches ---------------------------------------------------------------------------
     def export_state(self, r: int) -> dict:
         """Run r's weights, Adam moments and step, and random streams (plugins are rebuilt on a branch)."""
-        return {'G': [p[r].clone() for p in self.G], 'D': [p[r].clone() for p in self.D],
+        return {'G': [p[r].detach().clone() for p in self.G], 'D': [p[r].detach().clone() for p in self.D],
                 'mG': [m[r].clone() for m in self.opt_G.m], 'vG': [v[r].clone() for v in self.opt_G.v],
                 'mD': [m[r].clone() for m in self.opt_D.m], 'vD': [v[r].clone() for v in self.opt_D.v],
                 't': self.opt_G.t, 'gen': self.runs[r].gen.get_state(), 'rng': self.runs[r].rng_state.clone()}

@@ -89,11 +89,34 @@ def train_local(specs: list[RunSpec], steps: int, report=None, init: list | None
         yield r, result
 
 
+def _plain(obj):
+    """obj with tensors as numpy arrays: a tensor sent through a multiprocessing queue is shared through its sender,
+    which may have exited by the time the receiver unpickles it."""
+    if isinstance(obj, torch.Tensor):
+        return ('__tensor__', obj.detach().numpy())
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _tensors(obj):
+    """Undo _plain."""
+    if isinstance(obj, tuple) and len(obj) == 2 and obj[0] == '__tensor__':
+        return torch.from_numpy(obj[1])
+    if isinstance(obj, dict):
+        return {k: _tensors(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_tensors(v) for v in obj]
+    return obj
+
+
 def _worker(specs, offset, steps, init, export, evaluate, queue) -> None:
     torch.set_num_threads(1)
     try:
         for r, result in train_local(specs, steps, lambda n: queue.put(('progress', n)), init, export, evaluate):
-            queue.put(('result', offset + r, result))
+            queue.put(('result', offset + r, _plain(result)))
         queue.put(('done',))
     except KeyboardInterrupt:
         pass
@@ -130,7 +153,7 @@ def train(specs: list[RunSpec], steps: int, bar: Progress, workers: int = 1, ini
             if msg[0] == 'progress':
                 bar.update(msg[1])
             elif msg[0] == 'result':
-                yield specs[msg[1]], msg[2]
+                yield specs[msg[1]], _tensors(msg[2])
             elif msg[0] == 'done':
                 pending -= 1
             else:

@@ -139,3 +139,16 @@ def test_estimator_options_reach_the_one_smart_plugin():
     for _ in range(3):
         toy.step()
     assert not torch.allclose(_params(toy, 0), _params(toy, 1))
+
+
+def test_exported_states_cross_worker_processes():
+    specs = plan_runs(dataclasses.replace(CFG, steps=4), [0, 1], ('vanilla',))
+    with workers.Progress(8, enabled=False) as bar:
+        out = {s.seed: r['state'] for s, r in workers.train(specs, 4, bar, workers=2, export=True, evaluate=False)}
+    local = BatchedToy(specs)
+    for _ in range(4):
+        local.step()
+    for r, seed in enumerate((0, 1)):
+        torch.testing.assert_close(torch.cat([p.flatten() for p in out[seed]['G']]),
+                                   torch.cat([p[r].flatten() for p in local.G]), rtol=1e-5, atol=1e-6)
+        assert out[seed]['t'] == 4 and out[seed]['gen'].dtype == torch.uint8
