@@ -90,7 +90,7 @@ PRESETS = {
 
 
 def smart_options(cfg: ToyConfig, total_steps: int) -> SMaRtOptions:
-    """SMaRt's options for the toy: the sigma band as a geometric list schedule, start after smart_start of the steps."""
+    """SMaRt's options for the toy: the sigma band as a geometric list schedule; on after smart_start of the steps."""
     lo, hi = cfg.smart_sigma
     # A list schedule must ascend strictly: a single sigma becomes two that differ in the 7th digit.
     sigmas = np.geomspace(lo, hi, SIGMA_STEPS) if lo < hi else np.array([lo, lo * (1 + 1e-6)])

@@ -198,7 +198,7 @@ class BatchedToy:
         return torch.stack([torch.randn([n, self.z_dim], generator=run.gen) for run in self.runs])
 
     def D_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """D's inputs [R, M, 2 + C_DIM] for points x [R, M, 2]: each run's plugins transform its slice and add labels."""
+        """D's inputs [R, M, 2 + C_DIM] of points x [R, M, 2]: each run's plugins transform its slice, add labels."""
         rows = []
         for r, run in enumerate(self.runs):
             img, c = x[r].reshape(-1, 2, 1, 1), x.new_zeros([x.shape[1], 0])

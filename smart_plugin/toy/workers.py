@@ -143,8 +143,8 @@ def train(specs: list[RunSpec], steps: int, bar: Progress, workers: int = 1, ini
     try:
         for shard in shards:
             sub_init = None if init is None else [init[i] for i in shard]
-            proc = ctx.Process(target=_worker, args=([specs[i] for i in shard], shard.start, steps, sub_init, export, evaluate,
-                                                     queue), daemon=True)
+            args = ([specs[i] for i in shard], shard.start, steps, sub_init, export, evaluate, queue)
+            proc = ctx.Process(target=_worker, args=args, daemon=True)
             proc.start()
             procs.append((proc, shard))
         pending = len(procs)

@@ -46,8 +46,8 @@ def test_dry_run_quick(tmp_path):
     (['--sweep', 'smart-lam'], "Error: --sweep: 'smart-lam' is not NAME=V1,V2,... with NAME one of " + SWEEPABLE),
     (['--sweep', 'colour=1,2'], "Error: --sweep: 'colour=1,2' is not NAME=V1,V2,... with NAME one of " + SWEEPABLE),
     (['--sweep', 'width=8,x'], "Error: --sweep: '8,x' are not values of --width"),
-    (['--sweep', 'smart-draws=2,3', '--smart-draws', '2', '--smart-antithetic'], 'Error: --smart-draws: smart_draws is 3; expected an even '
-                                                           'number with smart_antithetic'),
+    (['--sweep', 'smart-draws=2,3', '--smart-draws', '2', '--smart-antithetic'],
+     'Error: --smart-draws: smart_draws is 3; expected an even number with smart_antithetic'),
 ])
 def test_user_errors_name_the_flag(tmp_path, args, message):
     result = CliRunner().invoke(main, ['--outdir', str(tmp_path), '--dry-run'] + args)
