@@ -7,10 +7,10 @@ entries 0, 32 drawn from {1..T} (uniformly, or with priority weights P(t) ~ t - 
     P(0) = 1/2,   P(t) = w(t) / 2 for t = 1..T,   w uniform 1/T or priority (t - 1) / (T (T - 1) / 2).
 
 This script holds T fixed (t_min = t_max = T), runs the plugin for `--draws` samples of t, `--calls` D evaluations of
-`--batch` samples per iteration (Gmain, Dgen and Dreal in the StyleGAN2 loss), and prints the total variation
+`--batch` samples per iteration (3 for Gmain, Dgen and Dreal of the StyleGAN2 loss), and prints the total variation
 distance between the histogram of t and that mixture, for both distributions and each T.
 
-    python benchmarks/diffgan_t_histogram.py [--draws 100000] [--batch 32] [--calls 3] [--seed 0] [--T 10,1000]
+    python benchmarks/diffgan_t_histogram.py [--draws 100000] [--batch 32] [--calls 1] [--seed 0] [--T 10,1000]
 """
 
 import click
@@ -34,7 +34,8 @@ def drawn_t(T: int, ts_dist: str, draws: int, batch: int, calls: int, seed: int)
     options = DiffGANOptions(enabled=True, t_min=T, t_max=T, ts_dist=ts_dist)
     plugin = DiffusionGAN(options)
     plugin.setup(G=None, D=None, training_set=None, device=torch.device('cpu'), rank=0, num_gpus=1)
-    scale = T if getattr(options, 't_embed', 'scaled') == 'scaled' else 1  # Labels hold t / t_max or raw t.
+    # Labels hold raw t, or t / t_max (t_embed 'scaled', and the plugin before t_embed existed).
+    scale = T if getattr(options, 't_embed', 'scaled') == 'scaled' else 1
     img, c = torch.zeros([batch, 1, 1, 1]), torch.zeros([batch, 0])
     out, total, step = [], 0, 0
     while total < draws:
@@ -57,7 +58,7 @@ def total_variation(t: np.ndarray, expected: np.ndarray) -> float:
 @click.command()
 @click.option('--draws', type=click.IntRange(min=1), default=100_000, show_default=True, help='t values per case')
 @click.option('--batch', type=click.IntRange(min=1), default=32, show_default=True, help='Samples per D call')
-@click.option('--calls', type=click.IntRange(min=1), default=3, show_default=True, help='D calls per iteration')
+@click.option('--calls', type=click.IntRange(min=1), default=1, show_default=True, help='D calls per iteration')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='torch seed')
 @click.option('--T', 'Ts', default='10,1000', show_default=True, help='Comma-separated chain lengths')
 def main(draws: int, batch: int, calls: int, seed: int, Ts: str) -> None:
