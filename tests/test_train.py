@@ -49,8 +49,8 @@ def test_help():
     result = _invoke('--help')
     assert result.exit_code == 0
     for flag in ('--outdir', '--data', '--cfg', '--smart-lambda', '--smart-t', '--smart-dpm', '--diffgan-ts-dist',
-                 '--batch-gpu', '--dry-run', '--resume', '--diffgan-t-embed', '--diffgan-ada-kimg', '--diffgan-ada-maxp',
-                 '--diffgan-beta-schedule', '--diffgan-beta-start', '--diffgan-beta-end'):
+                 '--batch-gpu', '--dry-run', '--resume', '--diffgan-t-embed', '--diffgan-ada-kimg',
+                 '--diffgan-ada-maxp', '--diffgan-beta-schedule', '--diffgan-beta-start', '--diffgan-beta-end'):
         assert flag in result.output
 
 
