@@ -30,8 +30,8 @@ from metrics import metric_main
 from metrics.detectors import DetectorUnavailableError
 from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRtOptions
 from smart_plugin.diffgan_betas import BETA_SCHEDULES
-from torch_utils import safe_pickle
-from training import distributed, run_outputs, training_loop
+from torch_utils import distributed, safe_pickle
+from training import run_outputs, training_loop
 from training.augment import augpipe_specs
 from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset
 from training.dataset import ImageFolderDataset
