@@ -31,7 +31,8 @@ import dnnlib
 from metrics import metric_main
 from metrics.detectors import DetectorUnavailableError
 from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRtOptions
-from torch_utils import distributed
+from smart_plugin.diffgan_betas import BETA_SCHEDULES
+from torch_utils import distributed, safe_pickle
 from training import run_outputs, training_loop
 from training.augment import augpipe_specs
 from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset, threads_option
@@ -64,7 +65,10 @@ PLUGIN_FLAGS = dict(lam='--smart-lambda', freq='--smart-freq', t_lo='--smart-t',
                     schedule='--smart-schedule', param='--smart-param', batch='--smart-batch',
                     start_kimg='--smart-start-kimg', dpm='--smart-dpm', enabled='--diffgan',
                     noise_sd='--diffgan-noise-sd', t_min='--diffgan-tmin', t_max='--diffgan-tmax',
-                    ts_dist='--diffgan-ts-dist', target='--diffgan-target')
+                    ts_dist='--diffgan-ts-dist', target='--diffgan-target', t_embed='--diffgan-t-embed',
+                    ada_kimg='--diffgan-ada-kimg', beta_schedule='--diffgan-beta-schedule',
+                    beta_start='--diffgan-beta-start', beta_end='--diffgan-beta-end', ada_augpipe='--augpipe',
+                    ada_maxp='--diffgan-ada-maxp')
 
 
 # Config builder: options -> (plain config dict, desc). No click below this line except FlagError.
@@ -137,9 +141,23 @@ def _network_config(opts, spec, batch_gpu: int) -> dict:
                 D_opt_kwargs=dict(lr=spec.lrate if opts.dlr is None else opts.dlr, betas=[0, 0.99], eps=1e-8))
 
 
+def _augment_mode(opts) -> str:
+    """--aug as given, else 'ada', or 'noaug' with --diffgan (the released Diffusion-GAN default: no augmentation)."""
+    return opts.aug or ('noaug' if opts.diffgan else 'ada')
+
+
 def _augment_config(opts) -> dict:
-    """augment_kwargs, augment_p and ada_target from --aug, --p, --target, --augpipe."""
-    aug = opts.aug or 'ada'
+    """augment_kwargs, augment_p and ada_target from --aug, --p, --target, --augpipe. With --diffgan, --aug=ada is
+    the released coupling instead: the Diffusion-GAN plugin runs the ADA pipeline at min(p, --diffgan-ada-maxp)."""
+    aug = _augment_mode(opts)
+    coupled = opts.diffgan and aug == 'ada'
+    if opts.diffgan_ada_maxp is not None and not coupled:
+        raise FlagError('--diffgan-ada-maxp', f'only applies with --diffgan --aug=ada (got --aug={aug}'
+                                              f'{"" if opts.diffgan else " without --diffgan"})')
+    if coupled and opts.target is not None:
+        raise FlagError('--target', 'with --diffgan, --aug=ada follows the diffusion p (p_aug = min(p, '
+                                    '--diffgan-ada-maxp)) instead of its own ADA controller; set the target of '
+                                    'E[sign D(real)] with --diffgan-target')
     if opts.p is not None and aug != 'fixed':
         raise FlagError('--p', f'only applies with --aug=fixed (got --aug={aug})')
     if aug == 'fixed' and opts.p is None:
@@ -148,7 +166,7 @@ def _augment_config(opts) -> dict:
         raise FlagError('--target', f'only applies with --aug=ada (got --aug={aug})')
     if opts.augpipe is not None and aug == 'noaug':
         raise FlagError('--augpipe', 'cannot be used with --aug=noaug')
-    if aug == 'noaug':
+    if aug == 'noaug' or coupled:
         return dict(augment_kwargs=None, augment_p=0, ada_target=None)
     return dict(augment_kwargs=dict(augpipe_specs[opts.augpipe or 'bgc']), augment_p=opts.p if aug == 'fixed' else 0,
                 ada_target=(0.6 if opts.target is None else opts.target) if aug == 'ada' else None)
@@ -167,6 +185,22 @@ def _resume_config(opts) -> dict:
     except (OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
         raise FlagError('--resume', f'cannot read {pkl}: {err}') from None
     return dict(resume_pkl=pkl) if exact else dict(resume_pkl=pkl, ada_kimg=100, ema_rampup=None)
+
+
+def _check_diffgan_resume(pkl: str, diffgan: DiffGANOptions) -> None:
+    """Refuse, before the run dir exists, a snapshot whose Diffusion-GAN state does not fit these options (e.g. a D
+    trained on t / t_max resumed with raw t). Reads the file with the safe loader."""
+    with dnnlib.util.open_url(pkl) as f:
+        data = safe_pickle.safe_load(f)
+    state = (data.get('plugins') or {}).get(DiffusionGAN.name) if isinstance(data, dict) else None
+    if state is None:
+        return
+    try:
+        DiffusionGAN(diffgan).load_state_dict(state)
+    except OptionError as err:
+        raise FlagError(PLUGIN_FLAGS.get(err.field, '--diffgan-*'), f'--resume={pkl}: {err}') from None
+    except (TypeError, ValueError) as err:
+        raise FlagError('--resume', f'{pkl}: {err}') from None
 
 
 def _metric_config(opts) -> dict:
@@ -194,8 +228,15 @@ def _plugin_options(opts) -> tuple[SMaRtOptions, DiffGANOptions]:
         smart = SMaRtOptions(lam=opts.smart_lambda, freq=opts.smart_freq, t_lo=opts.smart_t[0], t_hi=opts.smart_t[1],
                              schedule=opts.smart_schedule, param=opts.smart_param, batch=opts.smart_batch,
                              start_kimg=opts.smart_start_kimg, dpm=opts.smart_dpm)
+        coupled = opts.diffgan and _augment_mode(opts) == 'ada'  # Released --aug=ada: ADA inside the plugin.
+        augpipe = (opts.augpipe or 'bgc') if coupled else None
+        maxp = DiffGANOptions.ada_maxp if opts.diffgan_ada_maxp is None else opts.diffgan_ada_maxp
         diffgan = DiffGANOptions(enabled=opts.diffgan, noise_sd=opts.diffgan_noise_sd, t_min=opts.diffgan_tmin,
-                                 t_max=opts.diffgan_tmax, ts_dist=opts.diffgan_ts_dist, target=opts.diffgan_target)
+                                 t_max=opts.diffgan_tmax, ts_dist=opts.diffgan_ts_dist, t_embed=opts.diffgan_t_embed,
+                                 target=opts.diffgan_target, ada_kimg=opts.diffgan_ada_kimg,
+                                 beta_schedule=opts.diffgan_beta_schedule, beta_start=opts.diffgan_beta_start,
+                                 beta_end=opts.diffgan_beta_end, ada_augpipe=augpipe,
+                                 ada_maxp=maxp)
     except OptionError as err:
         raise FlagError(PLUGIN_FLAGS.get(err.field, '--smart-*/--diffgan-*'), str(err)) from None
     if smart.enabled and smart.dpm != 'gaussian':
@@ -238,7 +279,10 @@ def build_config(opts, num_gpus: int) -> tuple[dict, str, dict]:
                   random_seed=opts.seed, num_gpus=num_gpus, kimg_per_tick=opts.tick,
                   image_snapshot_ticks=opts.snap, network_snapshot_ticks=opts.snap,
                   cudnn_benchmark=not opts.nobench, allow_tf32=opts.allow_tf32, **_metric_config(opts))
-    config.update(_resume_config(opts))
+    resume = _resume_config(opts)
+    config.update(resume)
+    if diffgan.enabled and resume['resume_pkl'] is not None and 'ada_kimg' not in resume:  # One of our snapshots.
+        _check_diffgan_resume(resume['resume_pkl'], diffgan)
     plugin_options = {}
     if smart.enabled:
         plugin_options[SMaRt.name] = smart
@@ -323,8 +367,9 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
 @click.option('--tick', type=click.FloatRange(min=0, min_open=True), default=4, show_default=True,
               help='Progress interval in kimg')
 # Augmentation.
-@click.option('--aug', type=click.Choice(['ada', 'noaug', 'fixed']), default=None, show_default='ada',
-              help='Augmentation mode')
+@click.option('--aug', type=click.Choice(['ada', 'noaug', 'fixed']), default=None,
+              show_default='ada; noaug with --diffgan',
+              help='Augmentation mode (with --diffgan, ada follows the diffusion p: see --diffgan-ada-maxp)')
 @click.option('--p', type=click.FloatRange(min=0, max=1), default=None, help='Augment probability for --aug=fixed')
 @click.option('--target', type=click.FloatRange(min=0, max=1), default=None, show_default='0.6', help='ADA target')
 @click.option('--augpipe', type=click.Choice(list(augpipe_specs)), default=None, show_default='bgc',
@@ -368,6 +413,19 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
               default=DiffGANOptions.ts_dist, show_default=True, help='How t is drawn')
 @click.option('--diffgan-target', type=float, default=DiffGANOptions.target, show_default=True,
               help='Target of E[sign D(real)] for the adaptive T')
+@click.option('--diffgan-ada-kimg', type=click.FloatRange(min=0, min_open=True), default=DiffGANOptions.ada_kimg,
+              show_default=True, help='Thousands of images for the diffusion p to go from 0 to 1')
+@click.option('--diffgan-t-embed', type=click.Choice(['raw', 'scaled']), default=DiffGANOptions.t_embed,
+              show_default=True, help="D's t input: raw integer t (as released) or t / t_max")
+@click.option('--diffgan-beta-schedule', type=click.Choice(list(BETA_SCHEDULES)),
+              default=DiffGANOptions.beta_schedule, show_default=True, help='Forward-chain beta schedule')
+@click.option('--diffgan-beta-start', type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+              default=DiffGANOptions.beta_start, show_default=True, help='First beta (linear, quad, sigmoid)')
+@click.option('--diffgan-beta-end', type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+              default=DiffGANOptions.beta_end, show_default=True, help='Last beta (linear, quad, sigmoid; const)')
+@click.option('--diffgan-ada-maxp', type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              show_default=str(DiffGANOptions.ada_maxp),
+              help='With --diffgan --aug=ada: the ADA probability is min(diffusion p, this)')
 def main(**kwargs):
     opts = dnnlib.EasyDict(kwargs)
     try:

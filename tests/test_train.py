@@ -49,7 +49,8 @@ def test_help():
     result = _invoke('--help')
     assert result.exit_code == 0
     for flag in ('--outdir', '--data', '--cfg', '--smart-lambda', '--smart-t', '--smart-dpm', '--diffgan-ts-dist',
-                 '--batch-gpu', '--dry-run', '--resume'):
+                 '--batch-gpu', '--dry-run', '--resume', '--diffgan-t-embed', '--diffgan-ada-kimg',
+                 '--diffgan-ada-maxp', '--diffgan-beta-schedule', '--diffgan-beta-start', '--diffgan-beta-end'):
         assert flag in result.output
 
 
@@ -101,9 +102,48 @@ def test_dry_run_suffixes_overrides_and_plugins(data, tmp_path):
     assert options['G_kwargs']['mapping_kwargs']['num_layers'] == 3 and options['D_opt_kwargs']['lr'] == 0.002
     assert (options['kimg_per_tick'], options['image_snapshot_ticks'], options['random_seed']) == (0.5, 3, 5)
     assert options['plugins']['smart']['t_lo'] == 40 and options['plugins']['smart']['param'] == 'x0'
+    # --aug=fixed stays the loop's own augmentation next to Diffusion-GAN (ours; the release has no fixed p).
     assert options['plugins']['diffgan'] == dict(enabled=True, noise_sd=0.05, t_min=10, t_max=1000,
-                                                 ts_dist='uniform', target=0.6, ada_kimg=100, interval=4,
-                                                 beta_start=0.0001, beta_end=0.02)
+                                                 ts_dist='uniform', t_embed='raw', target=0.6, ada_kimg=100,
+                                                 interval=4, beta_schedule='linear', beta_start=0.0001,
+                                                 beta_end=0.02, ada_augpipe=None, ada_maxp=0.25)
+
+
+def test_dry_run_diffgan_alone_has_no_ada(data, tmp_path):
+    options = _dry_run(tmp_path, '--data', data.ds, '--diffgan')  # The released default: --aug no.
+    assert (options['augment_kwargs'], options['augment_p'], options['ada_target']) == (None, 0, None)
+    assert options['plugins']['diffgan']['ada_augpipe'] is None and options['plugins']['diffgan']['t_embed'] == 'raw'
+    assert os.path.basename(options['run_dir']) == '00000-ds-auto1-diffgan'
+    options = _dry_run(tmp_path, '--data', data.ds)  # Without --diffgan, ADA stays the default.
+    assert options['ada_target'] == 0.6 and options['augment_kwargs'] is not None and options['plugins'] == {}
+
+
+def test_dry_run_diffgan_with_ada_couples_it_and_takes_every_flag(data, tmp_path):
+    options = _dry_run(tmp_path, '--data', data.ds, '--diffgan', '--aug', 'ada')
+    # The released coupling: no separate ADA controller; the plugin runs bgc at min(p, 0.25).
+    assert (options['augment_kwargs'], options['augment_p'], options['ada_target']) == (None, 0, None)
+    assert options['plugins']['diffgan']['ada_augpipe'] == 'bgc' and options['plugins']['diffgan']['ada_maxp'] == 0.25
+    options = _dry_run(tmp_path, '--data', data.ds, '--diffgan', '--aug', 'ada', '--augpipe', 'blit',
+                       '--diffgan-ada-maxp', '0.5', '--diffgan-t-embed', 'scaled', '--diffgan-ada-kimg', '50',
+                       '--diffgan-beta-schedule', 'quad', '--diffgan-beta-start', '2e-4', '--diffgan-beta-end', '0.01')
+    assert options['plugins']['diffgan'] == dict(enabled=True, noise_sd=0.05, t_min=10, t_max=1000,
+                                                 ts_dist='priority', t_embed='scaled', target=0.6, ada_kimg=50,
+                                                 interval=4, beta_schedule='quad', beta_start=0.0002,
+                                                 beta_end=0.01, ada_augpipe='blit', ada_maxp=0.5)
+    assert os.path.basename(options['run_dir']) == '00000-ds-auto1-ada-blit-diffgan'
+
+
+def test_resume_refuses_a_diffgan_state_trained_on_scaled_t(data, tmp_path):
+    old_state = {'p': 0.01, 'T': 20, 'step': 8, 't_table': [0] * 32 + [5] * 32}  # Written before issue 17.
+    pkl = tmp_path / 'old.pkl'
+    snapshot.save_network_pkl(pkl, dict(plugins={'diffgan': old_state}, training_state={'version': 1}))
+    result = _invoke('--outdir', tmp_path / 'out', '--data', data.ds, '--diffgan', '--resume', pkl, '--dry-run')
+    assert result.exit_code != 0 and not os.path.exists(tmp_path / 'out')
+    assert ("--diffgan-t-embed: --resume=" in result.output and "(a snapshot from before raw-t conditioning) was "
+            "trained with D's t input 'scaled', this run has t_embed 'raw'" in result.output), result.output
+    options = _dry_run(tmp_path / 'out', '--data', data.ds, '--diffgan', '--diffgan-t-embed', 'scaled',
+                       '--resume', pkl)
+    assert options['resume_pkl'] == str(pkl) and options['plugins']['diffgan']['t_embed'] == 'scaled'
 
 
 ERRORS = [
@@ -138,6 +178,19 @@ ERRORS = [
     (['--data', '{ds}', '--diffgan-tmax', '5'], '--diffgan-tmax', 'expected an integer >= t_min (10)'),
     (['--data', '{ds}', '--diffgan-target', '2'], '--diffgan-target', 'expected a number in [0, 1]'),
     (['--data', '{ds}', '--cfg', 'bogus'], '--cfg', "'bogus' is not one of"),
+    (['--data', '{ds}', '--diffgan-ada-maxp', '0.5'], '--diffgan-ada-maxp',
+     'only applies with --diffgan --aug=ada (got --aug=ada without --diffgan)'),
+    (['--data', '{ds}', '--diffgan', '--diffgan-ada-maxp', '0.5'], '--diffgan-ada-maxp',
+     'only applies with --diffgan --aug=ada (got --aug=noaug)'),
+    (['--data', '{ds}', '--diffgan', '--aug', 'ada', '--target', '0.5'], '--target',
+     'with --diffgan, --aug=ada follows the diffusion p (p_aug = min(p, --diffgan-ada-maxp)) instead of its own ADA'),
+    (['--data', '{ds}', '--diffgan-ada-maxp', '0'], '--diffgan-ada-maxp', '0<x<=1'),
+    (['--data', '{ds}', '--diffgan-ada-kimg', '0'], '--diffgan-ada-kimg', 'x>0'),
+    (['--data', '{ds}', '--diffgan-beta-start', '1'], '--diffgan-beta-start', '0<x<1'),
+    (['--data', '{ds}', '--diffgan-beta-end', '1e-5'], '--diffgan-beta-end',
+     'DiffGANOptions.beta_end is 1e-05; expected a number in [beta_start (0.0001), 1)'),
+    (['--data', '{ds}', '--diffgan-beta-schedule', 'cos'], '--diffgan-beta-schedule', "'cos' is not one of"),
+    (['--data', '{ds}', '--diffgan-t-embed', 'sin'], '--diffgan-t-embed', "'sin' is not one of 'raw', 'scaled'"),
 ]
 
 
