@@ -121,10 +121,11 @@ def _ncsnv2_local(entry: ModelEntry) -> str:
     """The local copy of an NCSNv2 release; FileNotFoundError saying how to get it (it cannot be downloaded)."""
     path = entry.local_path()
     data = entry.ncsnv2_config['data']
+    what = data.get('category', data['dataset'])
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f'{entry.name}: no local copy at {path}. The NCSNv2 checkpoints are published only as a shared folder '
-            f'({entry.url}), which cannot be downloaded automatically: fetch the {data.get("category", data["dataset"])} '
+            f'({entry.url}), which cannot be downloaded automatically: fetch the {what} '
             'checkpoint (checkpoint.pth and config.yml of its log folder) and save it there, or pass the path of the '
             'checkpoint.pth file')
     return path

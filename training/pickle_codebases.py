@@ -39,7 +39,8 @@ SG3_SYNTHESIS_DEFAULTS = dict(num_fp16_res=4, conv_clamp=256, fused_modconv_defa
 SG3_MAPPING_DEFAULTS = dict(w_avg_beta=0.998)
 SG3_MAPPING_UNSUPPORTED = dict(freeze_layers=0, freeze_embed=False)  # SG3-only options; accepted at these values.
 SG3_DISCRIMINATOR_DEFAULTS = dict(num_fp16_res=4, conv_clamp=256)
-TRUST_HINT = 'load it with --trust-pickle (trusted=True), which runs the code stored in the pickle (only for files you trust)'
+TRUST_HINT = ('load it with --trust-pickle (trusted=True), which runs the code stored in the pickle (only for files '
+              'you trust)')
 
 
 def _named(record: safe_pickle.PersistentRecord, names: tuple) -> dict:
@@ -75,9 +76,9 @@ def _alias_free_error(key: str, record: safe_pickle.PersistentRecord) -> ValueEr
     kwargs = _named(record, GENERATOR_KEYS)
     evidence = [k for k in ALIAS_FREE_KEYS if k in kwargs] or \
         [name for name in record.state_dict if name.startswith('synthesis.input.')][:2]
-    return ValueError(f"{key}: the snapshot's Generator is StyleGAN3's alias-free generator (training.networks_stylegan3, "
-                      f"--cfg=stylegan3-t or stylegan3-r; recorded {evidence}), which the safe loader cannot rebuild: "
-                      f"our classes implement StyleGAN2 only; {TRUST_HINT}")
+    return ValueError(f"{key}: the snapshot's Generator is StyleGAN3's alias-free generator "
+                      f"(training.networks_stylegan3, --cfg=stylegan3-t or stylegan3-r; recorded {evidence}), which "
+                      f"the safe loader cannot rebuild: our classes implement StyleGAN2 only; {TRUST_HINT}")
 
 
 def _sg3_generator_kwargs(record: safe_pickle.PersistentRecord) -> dict:

@@ -98,7 +98,7 @@ def test_sg3_stylegan2_snapshot_loads_safely_and_matches_the_release(fixture):
     data = write_snapshot(record, golden['tensors'])
     snap = snapshot.load_network_pkl(io.BytesIO(data))  # Safe: the stand-in source would raise if it ran.
     G, D, G_ema = snap['G'], snap['D'], snap['G_ema']
-    assert type(G_ema) is networks.Generator and type(D) is discriminator.Discriminator and type(G) is networks.Generator
+    assert type(G) is type(G_ema) is networks.Generator and type(D) is discriminator.Discriminator
     syn = G_ema.synthesis.b32
     assert (syn.conv1.conv_clamp, syn.use_fp16, syn.fused_modconv_default) == (256, True, 'inference_only')
     assert (D.b32.conv0.conv_clamp, D.b32.use_fp16) == (256, True)  # StyleGAN3's defaults, not StyleGAN2-ADA's.
