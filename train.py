@@ -209,7 +209,7 @@ def _check_score_source(smart: SMaRtOptions, dataset: ImageFolderDataset, cond: 
         entry, source = registry.resolve(smart.dpm)
         model = entry
         if os.path.isfile(source):
-            model = dnnlib.EasyDict(loading.describe(source))
+            model = dnnlib.EasyDict(loading.describe(smart.dpm))
         if model is not None:
             checks.check_compatible(model, dataset.resolution, dataset.num_channels,
                                     dataset.label_dim if cond else 0)

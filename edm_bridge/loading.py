@@ -26,6 +26,8 @@ EDM_CLASSES = ('EDMPrecond', 'VPPrecond', 'VEPrecond', 'iDDPMPrecond', 'NCSNv2Pr
 _TRUST_HINT = ('if the pickle was written by other code, load it with trusted=True, which runs the code stored in '
                'it (only for files you trust)')
 _ZIP_MAGIC = b'PK\x03\x04'  # torch.save's zip container (every checkpoint written since PyTorch 1.6).
+# torch.save's legacy format (PyTorch < 1.6, e.g. checkpoints of 2020): a protocol-2 pickle of its magic number.
+_LEGACY_TORCH_MAGIC = b'\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19'
 _ADM_PREFIXES = ('time_embed.', 'input_blocks.', 'middle_block.', 'output_blocks.', 'label_emb.')  # guided-diffusion
 _EXPECTED = ('expected an EDM network pickle, an ADM (guided-diffusion) checkpoint (a state dict with time_embed.*, '
              'input_blocks.*) or an NCSNv2 checkpoint.pth (a list [model state_dict, optimizer, epoch, step, EMA '
@@ -84,13 +86,14 @@ def _build_edm(record: safe_pickle.PersistentRecord, load_weights: bool = True) 
 
 def _sniff_format(f: BinaryIO, source: str) -> str:
     """'torch-checkpoint' for a torch.save zip, 'edm-pickle' for a plain pickle; ValueError for anything else."""
-    head = f.read(4)
+    head = f.read(len(_LEGACY_TORCH_MAGIC))
     f.seek(0)
-    if head.startswith(_ZIP_MAGIC):
+    if head.startswith(_ZIP_MAGIC) or head == _LEGACY_TORCH_MAGIC:
         return 'torch-checkpoint'
     if head[:1] == b'\x80':  # Pickle protocol >= 2 opens with the PROTO opcode.
         return 'edm-pickle'
-    raise ValueError(f'{source} is neither a pickle nor a torch.save checkpoint (starts with {head!r}); {_EXPECTED}')
+    raise ValueError(f'{source} is neither a pickle nor a torch.save checkpoint (starts with {head[:4]!r}); '
+                     f'{_EXPECTED}')
 
 
 def _read_checkpoint(f: BinaryIO, source: str) -> tuple[str, Any]:

@@ -213,3 +213,17 @@ def test_langevin_defaults_come_from_the_config(root):
     ladder = config.sigmas()
     assert torch.allclose(ladder, D.net.sigmas().double(), rtol=1e-6)
     assert samplers.resolve_config(D, n_steps_each=2, step_lr=1e-5).n_steps_each == 2
+
+
+def test_legacy_torch_save_format_is_read_too(root, tmp_path):
+    """Checkpoints written before PyTorch 1.6 (the release dates from 2020) use torch.save's legacy format."""
+    model = os.path.join(root, 'ncsnv2-ffhq-ngf8-32px')
+    ckpt = torch.load(os.path.join(model, 'checkpoint.pth'), weights_only=True)
+    torch.save(ckpt, tmp_path / 'checkpoint.pth', _use_new_zipfile_serialization=False)
+    shutil.copy(os.path.join(model, 'config.yml'), tmp_path / 'config.yml')
+    assert (tmp_path / 'checkpoint.pth').read_bytes()[:2] == b'\x80\x02'  # A pickle, not a zip.
+    golden = _golden(root, 'ncsnv2-ffhq-ngf8-32px')
+    D = loading.load_denoiser(tmp_path / 'checkpoint.pth')
+    with torch.no_grad():
+        score = D.net.net(golden['x_noisy'], golden['labels'])
+    assert _max_errors(score, golden['score_ema'], golden['sigmas'][golden['labels']])[0] <= TOL
