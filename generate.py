@@ -18,6 +18,8 @@ The same seed gives the same image whatever --batch is; z follows StyleGAN2-ADA'
 reproduce their published images seed for seed.
 """
 
+from torch_utils import cpu_threads  # First: OpenMP's wait policy must be set before torch loads (see there).
+
 import os
 import pickle
 import re

@@ -20,6 +20,8 @@ Networks are loaded without running code from the file (rebuilt from our classes
 which runs the code stored in the pickle. Every image depends only on its seed, whatever --batch is.
 """
 
+from torch_utils import cpu_threads  # First: OpenMP's wait policy must be set before torch loads (see there).
+
 import dataclasses
 import json
 import os

@@ -17,6 +17,8 @@ stats.jsonl, image grids and network snapshots. Examples:
   python train.py --outdir=runs --data=ds.zip --resume=runs/00000-ds-auto1/network-snapshot-000200.pkl
 """
 
+from torch_utils import cpu_threads  # First: OpenMP's wait policy must be set before torch loads (see there).
+
 import dataclasses
 import json
 import os
@@ -32,7 +34,7 @@ from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRt
 from torch_utils import distributed
 from training import run_outputs, training_loop
 from training.augment import augpipe_specs
-from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset
+from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset, threads_option
 from training.dataset import ImageFolderDataset
 
 # --cfg presets (spec 3.5); None in 'auto' = derived from the resolution and the number of GPUs (_preset).
@@ -350,6 +352,7 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
 @click.option('--nobench', is_flag=True, help='Disable cuDNN benchmarking')
 @click.option('--allow-tf32', is_flag=True, help='Allow TF32 on Ampere+ GPUs')
 @click.option('--workers', type=click.IntRange(min=0), default=3, show_default=True, help='DataLoader workers')
+@threads_option
 # SMaRt.
 @click.option('--smart-lambda', type=float, default=SMaRtOptions.lam, show_default=True,
               help='SMaRt weight lambda (0 = off)')
@@ -396,6 +399,7 @@ def main(**kwargs):
         if ranks[0] == 0:
             print('Dry run; exiting.')
         return
+    cpu_threads.set_threads(opts.threads)
     _launch(config, options, plugin_options, run_dir, ranks)
 
 

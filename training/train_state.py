@@ -8,7 +8,9 @@ pl_mean, augment p, ADA statistics, RNG states, sampler position), so that a res
 2 steps + snapshot + resume + 2 steps equal 4 steps bit for bit.
 """
 
+import contextlib
 import copy
+import io
 import pickle
 
 import numpy as np
@@ -254,10 +256,30 @@ def setup_training(*, training_set_kwargs: dict, G_kwargs: dict, D_kwargs: dict,
     return state
 
 
+def network_summary(G, D, batch_gpu: int, device: torch.device) -> str:
+    """The per-layer tables of G and D (torch_utils.misc.print_module_summary) for one batch_gpu batch, as the
+    released loop prints at start-up. Zero inputs, eval mode (so G's w_avg does not move) and a forked RNG, so the
+    run continues exactly as without it."""
+    z = torch.zeros([batch_gpu, G.z_dim], device=device)
+    c = torch.zeros([batch_gpu, D.c_dim], device=device)
+    modes = G.training, D.training
+    out = io.StringIO()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []), \
+                contextlib.redirect_stdout(out):
+            img = misc.print_module_summary(G.eval(), [z, c[:, :G.c_dim]])
+            misc.print_module_summary(D.eval(), [img, c])
+    finally:
+        G.train(modes[0])
+        D.train(modes[1])
+    return out.getvalue().rstrip('\n')
+
+
 def _setup_networks(state: dnnlib.EasyDict, G_kwargs: dict, D_kwargs: dict, resume_pkl: str | None, log):
     """Build G, D, G_ema into `state` and copy resumed weights; return the loaded resume snapshot (or None)."""
     extra_c_dim = sum(plugin.extra_c_dim for plugin in state.plugins)
     state.G, state.D, state.G_ema = build_networks(state.training_set, G_kwargs, D_kwargs, extra_c_dim, state.device)
+    log(network_summary(state.G, state.D, state.batch_gpu, state.device))
     log(f'Networks: G {_num_params(state.G):,} parameters, D {_num_params(state.D):,} (label dim '
         f'{state.D.c_dim}), on {state.device}')
     if resume_pkl is None:
