@@ -317,3 +317,26 @@ def test_missing_detector_offline_names_the_flag(data, tmp_path, monkeypatch):
     assert result.exit_code != 0
     assert ('--detector: the inception detector file inception-2015-12-05.pt is not available offline'
             in result.output), result.output
+
+
+def test_official_ncsnv2_checkpoint_as_score_source(data, tmp_path):
+    from shared_fixtures import fixture_dir
+    root = fixture_dir('ncsnv2')
+    ckpt = os.path.join(root, 'ncsnv2-cifar10-ngf16-32px', 'checkpoint.pth')  # 32x32, config.yml beside it
+    result = _invoke('--outdir', tmp_path / 'small', '--data', data.ds, '--smart-lambda', '0.1', '--smart-dpm', ckpt)
+    assert result.exit_code != 0 and not os.path.exists(tmp_path / 'small')  # Checked before the run dir exists.
+    assert '--smart-dpm: denoiser is 32x32 but the generator outputs 8x8' in result.output, result.output
+    import torch
+    torch.save({'begin.weight': torch.zeros(1)}, tmp_path / 'other.pt')  # A state dict that is no known format.
+    result = _invoke('--outdir', tmp_path / 'other', '--data', data.ds32, '--smart-lambda', '0.1', '--smart-dpm',
+                     tmp_path / 'other.pt')
+    assert result.exit_code != 0 and not os.path.exists(tmp_path / 'other')
+    assert "that is neither ADM's nor NCSNv2's" in result.output and 'ADM checkpoint (a plain' not in result.output
+    result = _invoke('--outdir', tmp_path / 'run', '--data', data.ds32, '--kimg', '0.004', '--smart-lambda', '0.1',
+                     '--smart-dpm', ckpt, '--smart-freq', '1', '--smart-t', '900,950', *TINY)
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / 'run' / os.listdir(tmp_path / 'run')[0]
+    log = (run_dir / 'log.txt').read_text()
+    assert f'score source {ckpt}' in log
+    stats = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
+    assert stats[0]['SMaRt/loss']['num'] == 4 and stats[0]['SMaRt/loss']['mean'] > 0

@@ -89,8 +89,9 @@ def test_unknown_class_points_to_trust_pickle(snap_bytes):
 
 def test_foreign_kwargs_point_to_trust_pickle(snap_bytes):
     record = _record(dict(G_ema=snap_bytes[0]["G_ema"]))
-    record.init_kwargs = dict(record.init_kwargs, magnitude_ema_beta=0.999)
-    with pytest.raises(ValueError, match=r"G_ema: the recorded constructor arguments of Generator do not fit "
+    record.init_kwargs = dict(record.init_kwargs, bogus_option=0.999)
+    with pytest.raises(ValueError, match=r"G_ema: the recorded constructor arguments of Generator \(stylegan2-ada\) do "
+                                         r"not fit "
                                          r"training\.networks\.Generator .*--trust-pickle"):
         snapshot.build_from_record("G_ema", record)
 
