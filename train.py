@@ -182,7 +182,7 @@ def _metric_config(opts) -> dict:
             raise FlagError(flag, f'no metric in --metrics={opts.metrics} uses this detector, so it would be ignored; '
                                   'add the metrics, e.g. --metrics=fid50k_full,pr50k3_full')
     return dict(metrics=metrics, metric_kwargs=dict(detector=opts.detector, detector_vgg16=opts.detector_vgg16,
-                                                    num_workers=opts.workers))
+                                                    trust_detector=opts.trust_detector, num_workers=opts.workers))
 
 
 def _plugin_options(opts) -> tuple[SMaRtOptions, DiffGANOptions]:
@@ -288,9 +288,11 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
 @click.option('--metrics', default='none', show_default=True,
               help='Metrics at each snapshot, e.g. fid50k_full,kid50k_full (needs the detectors; see calc_metrics.py)')
 @click.option('--detector', metavar='PATH|URL', default=None, show_default='official Inception-v3',
-              help='Inception detector for FID/KID/IS (.pt TorchScript or trusted .pkl)')
+              help='Inception detector for FID/KID/IS (.pt TorchScript, or a .pkl with --trust-detector)')
 @click.option('--detector-vgg16', metavar='PATH|URL', default=None, show_default='official VGG16',
               help='VGG16 detector for precision/recall')
+@click.option('--trust-detector', is_flag=True,
+              help='Load detectors that are not TorchScript by unpickling them, RUNNING code stored in them')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Random seed')
 @click.option('-n', '--dry-run', is_flag=True, help='Print the training options and exit')
 # Dataset.

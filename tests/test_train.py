@@ -237,7 +237,8 @@ def test_metrics_at_each_snapshot_with_tiny_detectors(data, tmp_path, monkeypatc
     options = _dry_run(tmp_path / 'dry', '--data', data.ds, '--metrics', 'fid2k_full,pr2k3_full', '--detector',
                        inception, *TINY)
     assert options['metrics'] == ['fid2k_full', 'pr2k3_full']
-    assert options['metric_kwargs'] == dict(detector=inception, detector_vgg16=None, num_workers=0)
+    assert options['metric_kwargs'] == dict(detector=inception, detector_vgg16=None, trust_detector=False,
+                                            num_workers=0)
     result = _invoke('--outdir', tmp_path, '--data', data.ds, '--kimg', '0.004', '--metrics', 'fid2k_full,pr2k3_full',
                      '--detector', inception, '--detector-vgg16', vgg16, *TINY)
     assert result.exit_code == 0, result.output
@@ -264,3 +265,16 @@ def test_missing_detector_offline_names_the_flag(data, tmp_path, monkeypatch):
     assert result.exit_code != 0
     assert ('--detector: the inception detector file inception-2015-12-05.pt is not available offline'
             in result.output), result.output
+
+
+def test_untrusted_pickle_in_the_download_cache_is_refused_before_it_runs(data, tmp_path, monkeypatch):
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
+    monkeypatch.delenv('SMART_DETECTOR_DIR', raising=False)
+    downloads = tmp_path / 'cache' / 'downloads'
+    downloads.mkdir(parents=True)
+    marker = tmp_path / 'payload-ran'
+    cached = tiny_metrics.save_payload(downloads / 'a866f8d678872dcf6fcf60ddd09807ab_inception-2015-12-05.pt', marker)
+    result = _invoke('--outdir', tmp_path / 'out', '--data', data.ds, '--kimg', '0.004', '--metrics', 'is2k', *TINY)
+    assert result.exit_code == 1 and not marker.exists()
+    assert (f'Error: --detector: {cached} (found in the download cache {downloads}) is not a TorchScript archive'
+            in result.output and 'pass --trust-detector' in result.output), result.output
