@@ -160,11 +160,8 @@ def main(network_pkl, metrics, data, mirror, gpus, detector, detector_vgg16, tru
         print(json.dumps(dict(network=network_pkl, metrics=metric_names, data=data, mirror=mirror,
                               **{k: str(v) if k == 'device' else v for k, v in metric_kwargs.items()}), indent=2))
         return
-    distributed.init_process_group(rank, world_size, local_rank=local_rank)
-    try:
+    with distributed.process_group(rank, world_size, local_rank=local_rank):  # Left synchronised (distributed.py).
         evaluate(network_pkl, metric_names, metric_kwargs, data, mirror, trusted, rank)
-    finally:
-        distributed.destroy_process_group()
 
 
 if __name__ == '__main__':

@@ -262,18 +262,16 @@ def _num_gpus(opts, world_size: int) -> int:
 def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ranks: tuple) -> None:
     """Join the process group, create the run dir (rank 0), train, leave the group."""
     rank, local_rank, world_size = ranks
-    distributed.init_process_group(rank, world_size, local_rank=local_rank)
-    try:
-        run_dir = create_run_dir(run_dir, options, rank)
-        device = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
-        result = training_loop.training_loop(**config, run_dir=run_dir, rank=rank, device=device,
-                                             plugins=build_plugins(plugin_options))
-    except OptionError as err:  # Plugin options that only fail against the data or model (e.g. --smart-t).
-        raise FlagError(PLUGIN_FLAGS.get(err.field, '--smart-*/--diffgan-*'), str(err)) from None
-    except DetectorUnavailableError as err:  # Found at the first metric evaluation (tick 0).
-        raise FlagError(err.flag, str(err)) from None
-    finally:
-        distributed.destroy_process_group()
+    with distributed.process_group(rank, world_size, local_rank=local_rank):  # Left synchronised (distributed.py).
+        try:
+            run_dir = create_run_dir(run_dir, options, rank)
+            device = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
+            result = training_loop.training_loop(**config, run_dir=run_dir, rank=rank, device=device,
+                                                 plugins=build_plugins(plugin_options))
+        except OptionError as err:  # Plugin options that only fail against the data or model (e.g. --smart-t).
+            raise FlagError(PLUGIN_FLAGS.get(err.field, '--smart-*/--diffgan-*'), str(err)) from None
+        except DetectorUnavailableError as err:  # Found at the first metric evaluation (tick 0).
+            raise FlagError(err.flag, str(err)) from None
     if result.interrupted:
         raise SystemExit(130)
 

@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import re
+import time
 
 import PIL.Image
 import pytest
@@ -354,27 +355,30 @@ def test_keyboard_interrupt_ends_cleanly(data_zip, tmp_path, capsys):
 # Two processes (gloo).
 
 
+def _train_three_steps(rank, data_zip, out_dir):
+    """Rank `rank` of two: three steps and a snapshot, parameters saved. Every tensor that went through a collective
+    lives in this frame, so it is gone before the group is left (training.distributed)."""
+    training_stats.init_multiprocessing(rank, None)
+    state = _setup(data_zip, rank=rank, num_gpus=2, batch_gpu=2)
+    first_reals = []
+    original = state.loss.accumulate_gradients
+
+    def record(**kwargs):
+        first_reals.append(kwargs['real_img'].sum().item())
+        return original(**kwargs)
+
+    state.loss.accumulate_gradients = record
+    for _ in range(3):
+        training_loop.training_step(state)
+    run_outputs.snapshot_data(state, next_tick=1)  # Runs check_ddp_consistency on G, D, G_ema.
+    flat = {name: torch.cat([p.detach().flatten() for p in state[name].parameters()]) for name in ('G', 'D')}
+    torch.save(dict(flat=flat, reals=first_reals[0]), os.path.join(out_dir, f'rank{rank}.pt'))
+
+
 def _worker(rank, port, data_zip, out_dir):
     torch.set_num_threads(1)
-    distributed.init_process_group(rank, 2, init_method=f'tcp://127.0.0.1:{port}')
-    try:
-        training_stats.init_multiprocessing(rank, None)
-        state = _setup(data_zip, rank=rank, num_gpus=2, batch_gpu=2)
-        first_reals = []
-        original = state.loss.accumulate_gradients
-
-        def record(**kwargs):
-            first_reals.append(kwargs['real_img'].sum().item())
-            return original(**kwargs)
-
-        state.loss.accumulate_gradients = record
-        for _ in range(3):
-            training_loop.training_step(state)
-        run_outputs.snapshot_data(state, next_tick=1)  # Runs check_ddp_consistency on G, D, G_ema.
-        flat = {name: torch.cat([p.detach().flatten() for p in state[name].parameters()]) for name in ('G', 'D')}
-        torch.save(dict(flat=flat, reals=first_reals[0]), os.path.join(out_dir, f'rank{rank}.pt'))
-    finally:
-        distributed.destroy_process_group()
+    with distributed.process_group(rank, 2, init_method=f'tcp://127.0.0.1:{port}'):
+        _train_three_steps(rank, data_zip, out_dir)
 
 
 def test_two_process_gloo_keeps_replicas_identical(data_zip, tmp_path):
@@ -383,6 +387,24 @@ def test_two_process_gloo_keeps_replicas_identical(data_zip, tmp_path):
     assert r0['reals'] != r1['reals']  # Each rank trained on its own slice of the data...
     for name in ('G', 'D'):
         assert torch.equal(r0['flat'][name], r1['flat'][name]), name  # ...yet the replicas stayed identical.
+
+
+def _leave_worker(rank, port, out_dir):
+    with distributed.process_group(rank, 2, init_method=f'tcp://127.0.0.1:{port}'):
+        flat = torch.full([3], float(rank))
+        torch.distributed.all_reduce(flat)
+        if rank == 1:
+            time.sleep(1)  # Rank 1 is late; rank 0 must still not leave before it.
+            open(os.path.join(out_dir, 'rank1-leaving'), 'w').close()
+    if rank == 0:  # The barrier in leaving the group: rank 1 had arrived when rank 0 got out.
+        assert os.path.exists(os.path.join(out_dir, 'rank1-leaving')) and flat.tolist() == [1, 1, 1]
+
+
+def test_leaving_the_group_waits_for_every_rank(tmp_path):
+    torch.multiprocessing.start_processes(_leave_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True,
+                                          start_method='fork')
+    with distributed.process_group(0, 1):  # One process: no group at all.
+        assert not distributed.is_initialized()
 
 
 # Metrics at snapshots.
