@@ -185,9 +185,12 @@ def test_end_to_end_with_smart_then_generate_and_resume(data, tmp_path):
                      '--smart-dpm', 'gaussian', '--smart-freq', '2', *TINY)
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / '00000-ds-stylegan2-kimg0.024-batch4-smart0.1'
-    assert sorted(os.listdir(run_dir)) == ['fakes000000.png', 'fakes_init.png', 'log.txt',
-                                           'network-snapshot-000000.pkl', 'reals.png', 'stats.jsonl',
-                                           'training_options.json']
+    # Ticks at 4, 12, 20 and 24 images: the released name once, then kimg to the image; nothing overwritten.
+    assert sorted(os.listdir(run_dir)) == ['fakes000000.012.png', 'fakes000000.020.png', 'fakes000000.024.png',
+                                           'fakes000000.png', 'fakes_init.png', 'log.txt',
+                                           'network-snapshot-000000.012.pkl', 'network-snapshot-000000.020.pkl',
+                                           'network-snapshot-000000.024.pkl', 'network-snapshot-000000.pkl',
+                                           'reals.png', 'stats.jsonl', 'training_options.json']
     options = json.loads((run_dir / 'training_options.json').read_text())
     assert options['plugins']['smart']['lam'] == 0.1 and options['run_dir'] == str(run_dir)
     stats = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
@@ -197,7 +200,8 @@ def test_end_to_end_with_smart_then_generate_and_resume(data, tmp_path):
     assert stats[3]['SMaRt/loss'] == stats[2]['SMaRt/loss'] and stats[1]['SMaRt/loss'] != stats[0]['SMaRt/loss']
     log = (run_dir / 'log.txt').read_text()
     assert 'SMaRt: lambda 0.1 (eps form), every 2 steps' in log and 'Exiting...' in log
-    pkl = run_dir / 'network-snapshot-000000.pkl'
+    assert snapshot.load_network_pkl(run_dir / 'network-snapshot-000000.pkl')['plugins']['smart']['cur_nimg'] == 4
+    pkl = run_dir / 'network-snapshot-000000.024.pkl'  # The last one; --resume takes it like any other.
     assert snapshot.load_network_pkl(pkl)['plugins'] == {'smart': {'step': 6, 'cur_nimg': 24}}
 
     rendered = CliRunner().invoke(generate.main, ['--network', str(pkl), '--seeds', '0-1', '--outdir',

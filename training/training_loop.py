@@ -96,7 +96,7 @@ def _end_tick(state: dnnlib.EasyDict, run: dnnlib.EasyDict, done: bool) -> bool:
         return interval is not None and (done or state.cur_tick % interval == 0)
 
     if run.grid is not None and due(run.image_snapshot_ticks):
-        run_outputs.save_fakes(state, run.grid, os.path.join(run.run_dir, f'fakes{state.cur_nimg // 1000:06d}.png'))
+        run_outputs.save_fakes(state, run.grid, run_outputs.fakes_path(run.run_dir, state.cur_nimg))
     if due(run.network_snapshot_ticks) and (run.run_dir is not None or run.metrics):
         path = None
         if run.run_dir is not None:

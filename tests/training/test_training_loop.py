@@ -264,6 +264,12 @@ def test_snapshot_contents(data_zip, tmp_path):
     training_loop.training_step(state)
     path = run_outputs.save_snapshot(state, str(tmp_path), next_tick=1)
     assert os.path.basename(path) == 'network-snapshot-000000.pkl'
+    state.cur_nimg = 1004  # The released name when it is free...
+    assert run_outputs.snapshot_path(str(tmp_path), state.cur_nimg) == str(tmp_path / 'network-snapshot-000001.pkl')
+    state.cur_nimg = 12  # ...and the exact count when the run already wrote it.
+    assert run_outputs.snapshot_path(str(tmp_path), 12) == str(tmp_path / 'network-snapshot-000000.012.pkl')
+    assert run_outputs.fakes_path(str(tmp_path), 12) == str(tmp_path / 'fakes000000.png')
+    state.cur_nimg = 4
     data = snapshot.load_network_pkl(path)  # Safe loader: nothing in the file runs.
     assert set(data) == {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs', 'plugins', 'training_state'}
     assert data['training_set_kwargs']['path'] == data_zip
@@ -315,8 +321,13 @@ def test_loop_writes_outputs_and_crash_resume_matches_uninterrupted(data_zip, tm
     full = _run(data_zip, tmp_path / 'full', plugins=[_Crash()])
     assert full.cur_nimg == 24 and not full.interrupted
     names = sorted(os.listdir(tmp_path / 'full'))
-    assert names == ['fakes000000.png', 'fakes_init.png', 'log.txt', 'network-snapshot-000000.pkl', 'reals.png',
-                     'stats.jsonl']
+    # Four snapshots within kimg 0: the first gets the released name, the others the exact count (nothing replaced).
+    assert names == ['fakes000000.012.png', 'fakes000000.020.png', 'fakes000000.024.png', 'fakes000000.png',
+                     'fakes_init.png', 'log.txt', 'network-snapshot-000000.012.pkl', 'network-snapshot-000000.020.pkl',
+                     'network-snapshot-000000.024.pkl', 'network-snapshot-000000.pkl', 'reals.png', 'stats.jsonl']
+    assert [snapshot.load_network_pkl(tmp_path / 'full' / name)['training_state']['cur_nimg'] for name in names
+            if name.startswith('network-')] == [12, 20, 24, 4]
+    assert full.snapshot_pkl == str(tmp_path / 'full' / 'network-snapshot-000000.024.pkl')
     assert PIL.Image.open(tmp_path / 'full' / 'reals.png').size == (32, 32)  # 4x4 grid of 8x8 images
     stats = _stats(tmp_path / 'full')
     # Ticks end after step 1 (tick 0), at 12 >= 4 + 8, at 20 >= 12 + 8, and when done at 24 images.
@@ -330,7 +341,7 @@ def test_loop_writes_outputs_and_crash_resume_matches_uninterrupted(data_zip, tm
     with pytest.raises(RuntimeError, match='simulated crash'):
         _run(data_zip, tmp_path / 'crashed', plugins=[_Crash(after=5)])
     assert not [name for name in os.listdir(tmp_path / 'crashed') if name.endswith('.part')]
-    crashed_pkl = str(tmp_path / 'crashed' / 'network-snapshot-000000.pkl')
+    crashed_pkl = str(tmp_path / 'crashed' / 'network-snapshot-000000.012.pkl')
     assert snapshot.load_network_pkl(crashed_pkl)['training_state']['cur_nimg'] == 12  # The last tick's snapshot.
 
     resumed = _run(data_zip, tmp_path / 'resumed', plugins=[_Crash()], resume_pkl=crashed_pkl)
@@ -346,7 +357,7 @@ def test_loop_writes_outputs_and_crash_resume_matches_uninterrupted(data_zip, tm
 def test_keyboard_interrupt_ends_cleanly(data_zip, tmp_path, capsys):
     result = _run(data_zip, tmp_path, plugins=[_Crash(after=4, exc=KeyboardInterrupt)])
     assert result.interrupted and result.cur_nimg == 16
-    assert result.snapshot_pkl == str(tmp_path / 'network-snapshot-000000.pkl')
+    assert result.snapshot_pkl == str(tmp_path / 'network-snapshot-000000.012.pkl')
     assert 'Interrupted at kimg 0.016; the last snapshot is' in capsys.readouterr().out
     assert not [name for name in os.listdir(tmp_path) if name.endswith('.part')]
     assert snapshot.load_network_pkl(result.snapshot_pkl)['training_state']['cur_nimg'] == 12
