@@ -6,6 +6,9 @@ import json
 import os
 import pickle
 import re
+import socket
+import subprocess
+import sys
 import time
 
 import PIL.Image
@@ -352,6 +355,24 @@ def test_loop_writes_outputs_and_crash_resume_matches_uninterrupted(data_zip, tm
     for name in ('G', 'D', 'G_ema'):
         _assert_same_tensors(_tensors(final[name]), _tensors(final_resumed[name]))
     assert final['training_state']['augment_p'] == final_resumed['training_state']['augment_p']
+
+
+def test_stale_temp_files_of_the_run_dir_and_the_resumed_run_are_removed(data_zip, tmp_path, capsys):
+    old, new = tmp_path / 'old', tmp_path / 'new'
+    state = _setup(data_zip)
+    resume_pkl = run_outputs.save_snapshot(state, str(old), next_tick=1)
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()  # A writer that was killed: its pid is gone.
+    host = re.sub(r'[^A-Za-z0-9-]', '-', socket.gethostname())
+    new.mkdir()
+    for folder in (old, new):
+        (folder / f'.network-snapshot-000004.pkl.{host}-{dead.pid}.k3j_x9a1.part').write_bytes(b'half a pickle')
+    training_loop.training_loop(run_dir=str(new), **_config(data_zip, total_kimg=0.004, image_snapshot_ticks=None,
+                                                             network_snapshot_ticks=None, resume_pkl=resume_pkl))
+    assert not [name for folder in (old, new) for name in os.listdir(folder) if name.endswith('.part')]
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith('Removed ')]
+    assert lines == [f'Removed 1 stale temp file(s) of interrupted writes in {folder}: .network-snapshot-000004.pkl.'
+                     f'{host}-{dead.pid}.k3j_x9a1.part' for folder in (new, old)]
 
 
 def test_keyboard_interrupt_ends_cleanly(data_zip, tmp_path, capsys):
