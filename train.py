@@ -219,7 +219,7 @@ def _metric_config(opts) -> dict:
             raise FlagError(flag, f'no metric in --metrics={opts.metrics} uses this detector, so it would be ignored; '
                                   'add the metrics, e.g. --metrics=fid50k_full,pr50k3_full')
     return dict(metrics=metrics, metric_kwargs=dict(detector=opts.detector, detector_vgg16=opts.detector_vgg16,
-                                                    num_workers=opts.workers))
+                                                    trust_detector=opts.trust_detector, num_workers=opts.workers))
 
 
 def _plugin_options(opts) -> tuple[SMaRtOptions, DiffGANOptions]:
@@ -322,18 +322,16 @@ def _num_gpus(opts, world_size: int) -> int:
 def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ranks: tuple) -> None:
     """Join the process group, create the run dir (rank 0), train, leave the group."""
     rank, local_rank, world_size = ranks
-    distributed.init_process_group(rank, world_size, local_rank=local_rank)
-    try:
-        run_dir = create_run_dir(run_dir, options, rank)
-        device = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
-        result = training_loop.training_loop(**config, run_dir=run_dir, rank=rank, device=device,
-                                             plugins=build_plugins(plugin_options))
-    except OptionError as err:  # Plugin options that only fail against the data or model (e.g. --smart-t).
-        raise FlagError(PLUGIN_FLAGS.get(err.field, '--smart-*/--diffgan-*'), str(err)) from None
-    except DetectorUnavailableError as err:  # Found at the first metric evaluation (tick 0).
-        raise FlagError(err.flag, str(err)) from None
-    finally:
-        distributed.destroy_process_group()
+    with distributed.process_group(rank, world_size, local_rank=local_rank):  # Left synchronised (distributed.py).
+        try:
+            run_dir = create_run_dir(run_dir, options, rank)
+            device = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
+            result = training_loop.training_loop(**config, run_dir=run_dir, rank=rank, device=device,
+                                                 plugins=build_plugins(plugin_options))
+        except OptionError as err:  # Plugin options that only fail against the data or model (e.g. --smart-t).
+            raise FlagError(PLUGIN_FLAGS.get(err.field, '--smart-*/--diffgan-*'), str(err)) from None
+        except DetectorUnavailableError as err:  # Found at the first metric evaluation (tick 0).
+            raise FlagError(err.flag, str(err)) from None
     if result.interrupted:
         raise SystemExit(130)
 
@@ -348,9 +346,11 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
 @click.option('--metrics', default='none', show_default=True,
               help='Metrics at each snapshot, e.g. fid50k_full,kid50k_full (needs the detectors; see calc_metrics.py)')
 @click.option('--detector', metavar='PATH|URL', default=None, show_default='official Inception-v3',
-              help='Inception detector for FID/KID/IS (.pt TorchScript or trusted .pkl)')
+              help='Inception detector for FID/KID/IS (.pt TorchScript, or a .pkl with --trust-detector)')
 @click.option('--detector-vgg16', metavar='PATH|URL', default=None, show_default='official VGG16',
               help='VGG16 detector for precision/recall')
+@click.option('--trust-detector', is_flag=True,
+              help='Load detectors that are not TorchScript by unpickling them, RUNNING code stored in them')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Random seed')
 @click.option('-n', '--dry-run', is_flag=True, help='Print the training options and exit')
 # Dataset.

@@ -199,8 +199,7 @@ def build_config(opts, num_gpus: int) -> tuple[dict, str, dict | None]:
 def _launch(config: dict, options: dict, run_dir: str, ranks: tuple) -> None:
     """Join the process group, create the run dir (rank 0), train, leave the group."""
     rank, local_rank, world_size = ranks
-    distributed.init_process_group(rank, world_size, local_rank=local_rank)
-    try:
+    with distributed.process_group(rank, world_size, local_rank=local_rank):  # Left synchronised (distributed.py).
         run_dir = create_run_dir(run_dir, options, rank)
         device = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
         try:
@@ -209,8 +208,6 @@ def _launch(config: dict, options: dict, run_dir: str, ranks: tuple) -> None:
             if config['resume_state'] is not None and 'resume state' in str(err):
                 raise FlagError('--resume', str(err)) from None
             raise
-    finally:
-        distributed.destroy_process_group()
 
 
 @click.command(help=__doc__)

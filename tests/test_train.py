@@ -238,9 +238,12 @@ def test_end_to_end_with_smart_then_generate_and_resume(data, tmp_path):
                      '--smart-dpm', 'gaussian', '--smart-freq', '2', *TINY)
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / '00000-ds-stylegan2-kimg0.024-batch4-smart0.1'
-    assert sorted(os.listdir(run_dir)) == ['fakes000000.png', 'fakes_init.png', 'log.txt',
-                                           'network-snapshot-000000.pkl', 'reals.png', 'stats.jsonl',
-                                           'training_options.json']
+    # Ticks at 4, 12, 20 and 24 images: the released name once, then kimg to the image; nothing overwritten.
+    assert sorted(os.listdir(run_dir)) == ['fakes000000.012.png', 'fakes000000.020.png', 'fakes000000.024.png',
+                                           'fakes000000.png', 'fakes_init.png', 'log.txt',
+                                           'network-snapshot-000000.012.pkl', 'network-snapshot-000000.020.pkl',
+                                           'network-snapshot-000000.024.pkl', 'network-snapshot-000000.pkl',
+                                           'reals.png', 'stats.jsonl', 'training_options.json']
     options = json.loads((run_dir / 'training_options.json').read_text())
     assert options['plugins']['smart']['lam'] == 0.1 and options['run_dir'] == str(run_dir)
     stats = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
@@ -250,7 +253,8 @@ def test_end_to_end_with_smart_then_generate_and_resume(data, tmp_path):
     assert stats[3]['SMaRt/loss'] == stats[2]['SMaRt/loss'] and stats[1]['SMaRt/loss'] != stats[0]['SMaRt/loss']
     log = (run_dir / 'log.txt').read_text()
     assert 'SMaRt: lambda 0.1 (eps form), every 2 steps' in log and 'Exiting...' in log
-    pkl = run_dir / 'network-snapshot-000000.pkl'
+    assert snapshot.load_network_pkl(run_dir / 'network-snapshot-000000.pkl')['plugins']['smart']['cur_nimg'] == 4
+    pkl = run_dir / 'network-snapshot-000000.024.pkl'  # The last one; --resume takes it like any other.
     assert snapshot.load_network_pkl(pkl)['plugins'] == {'smart': {'step': 6, 'cur_nimg': 24}}
 
     rendered = CliRunner().invoke(generate.main, ['--network', str(pkl), '--seeds', '0-1', '--outdir',
@@ -290,7 +294,8 @@ def test_metrics_at_each_snapshot_with_tiny_detectors(data, tmp_path, monkeypatc
     options = _dry_run(tmp_path / 'dry', '--data', data.ds, '--metrics', 'fid2k_full,pr2k3_full', '--detector',
                        inception, *TINY)
     assert options['metrics'] == ['fid2k_full', 'pr2k3_full']
-    assert options['metric_kwargs'] == dict(detector=inception, detector_vgg16=None, num_workers=0)
+    assert options['metric_kwargs'] == dict(detector=inception, detector_vgg16=None, trust_detector=False,
+                                            num_workers=0)
     result = _invoke('--outdir', tmp_path, '--data', data.ds, '--kimg', '0.004', '--metrics', 'fid2k_full,pr2k3_full',
                      '--detector', inception, '--detector-vgg16', vgg16, *TINY)
     assert result.exit_code == 0, result.output
@@ -340,3 +345,16 @@ def test_official_ncsnv2_checkpoint_as_score_source(data, tmp_path):
     assert f'score source {ckpt}' in log
     stats = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
     assert stats[0]['SMaRt/loss']['num'] == 4 and stats[0]['SMaRt/loss']['mean'] > 0
+
+
+def test_untrusted_pickle_in_the_download_cache_is_refused_before_it_runs(data, tmp_path, monkeypatch):
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
+    monkeypatch.delenv('SMART_DETECTOR_DIR', raising=False)
+    downloads = tmp_path / 'cache' / 'downloads'
+    downloads.mkdir(parents=True)
+    marker = tmp_path / 'payload-ran'
+    cached = tiny_metrics.save_payload(downloads / 'a866f8d678872dcf6fcf60ddd09807ab_inception-2015-12-05.pt', marker)
+    result = _invoke('--outdir', tmp_path / 'out', '--data', data.ds, '--kimg', '0.004', '--metrics', 'is2k', *TINY)
+    assert result.exit_code == 1 and not marker.exists()
+    assert (f'Error: --detector: {cached} (found in the download cache {downloads}) is not a TorchScript archive'
+            in result.output and 'pass --trust-detector' in result.output), result.output
