@@ -25,7 +25,8 @@ import re
 import click
 import torch
 
-from training import image_io, sampling, snapshot
+from torch_utils import image_io
+from training import sampling, snapshot
 
 
 def parse_seeds(text: str) -> list[int]:
