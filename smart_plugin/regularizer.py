@@ -22,7 +22,9 @@ Estimator options (SMaRtOptions; the defaults are the paper's single-draw, full-
                 as one draw, variance / K. Cost: K denoiser evaluations per scored sample (one batched call of K * b
                 images, b = the --smart-batch cap), forward and backward for grad 'full', forward only for 'sds'.
   antithetic    the K draws come in K / 2 pairs (eps, -eps) sharing t (K even). Still unbiased; the first-order noise
-                term of x0 - D(x0 + sigma eps), -sigma eps (1 - J_D), cancels within a pair.
+                term of D(x0 + sigma eps) - x0, sigma J_D eps, cancels within a pair, and with it most of the
+                gradient's noise at small sigma. The loss value's squared noise term does not cancel, and the part of
+                the variance that comes from t is averaged over K / 2 values only.
   grad 'full'   the exact gradient of lambda * L in x0, through both the target and the denoiser's input: an
                 unbiased estimate of grad_x0 E_{t,eps}[lambda * L], i.e. 2 lambda w(sigma) (J_D - I)^T (D - x0) / CHW.
   grad 'sds'    D's output is a constant (score-distillation sampling, Poole et al. 2022): the gradient is
@@ -176,13 +178,14 @@ class SMaRt(LossPlugin):
         opts = self.options
         return opts.enabled and self.cur_nimg >= opts.start_kimg * 1000 and self.step % opts.freq == 0
 
-    def G_penalty(self, gen_img: torch.Tensor, gen_c: torch.Tensor, lam: torch.Tensor | None = None,
+    def G_penalty(self, gen_img: torch.Tensor, gen_c: torch.Tensor, lam: torch.Tensor | float | None = None,
                   generator: torch.Generator | None = None) -> torch.Tensor | None:
         """lambda * L_score per sample [N] of the generated batch [N, C, H, W], or None when inactive (no RNG used).
 
         With options.batch = b < N only the first b samples are scored; their values are scaled by N / b and the
-        others are 0, so the batch mean still estimates lambda * E[L_score]. `lam` (optional, [N]) replaces
-        options.lam per sample, e.g. one lambda per run in a batch of stacked runs; options.lam > 0 still gates.
+        others are 0, so the batch mean still estimates lambda * E[L_score]. `lam` (optional: a float or [N]) replaces
+        options.lam, per sample for a tensor, e.g. one lambda per run in a batch of stacked runs; options.lam > 0
+        still gates.
         `generator` draws t and eps (default: torch's global RNG on the device).
         """
         if not self.active():
@@ -195,7 +198,9 @@ class SMaRt(LossPlugin):
         t, eps = draw_noise(x0, opts.t_lo, opts.t_hi, opts.draws, opts.antithetic, generator)  # [K b], [K b, C, H, W]
         label_dim = self.denoiser.label_dim
         labels = gen_c[:b, :label_dim] if label_dim > 0 else None
-        penalty = self.penalty(x0, t, eps, labels, None if lam is None else lam[:b])          # [b]
+        if isinstance(lam, torch.Tensor) and lam.ndim > 0:
+            lam = lam[:b]                                                                    # [b]
+        penalty = self.penalty(x0, t, eps, labels, lam)                                      # [b]
         if b < N:
             penalty = torch.cat([penalty * (N / b), penalty.new_zeros([N - b])])              # [N]
         return penalty
