@@ -63,6 +63,8 @@ RESUME_SPECS = {
 # Plugin option fields (SMaRtOptions, DiffGANOptions) -> the flag that sets them, for error messages.
 PLUGIN_FLAGS = dict(lam='--smart-lambda', freq='--smart-freq', t_lo='--smart-t', t_hi='--smart-t',
                     schedule='--smart-schedule', param='--smart-param', batch='--smart-batch',
+                    draws='--smart-draws', antithetic='--smart-antithetic', grad='--smart-grad',
+                    diagnostics='--smart-diagnostics',
                     start_kimg='--smart-start-kimg', dpm='--smart-dpm', enabled='--diffgan',
                     noise_sd='--diffgan-noise-sd', t_min='--diffgan-tmin', t_max='--diffgan-tmax',
                     ts_dist='--diffgan-ts-dist', target='--diffgan-target', t_embed='--diffgan-t-embed',
@@ -227,7 +229,9 @@ def _plugin_options(opts) -> tuple[SMaRtOptions, DiffGANOptions]:
     try:
         smart = SMaRtOptions(lam=opts.smart_lambda, freq=opts.smart_freq, t_lo=opts.smart_t[0], t_hi=opts.smart_t[1],
                              schedule=opts.smart_schedule, param=opts.smart_param, batch=opts.smart_batch,
-                             start_kimg=opts.smart_start_kimg, dpm=opts.smart_dpm)
+                             start_kimg=opts.smart_start_kimg, dpm=opts.smart_dpm, draws=opts.smart_draws,
+                             antithetic=opts.smart_antithetic, grad=opts.smart_grad,
+                             diagnostics=opts.smart_diagnostics)
         coupled = opts.diffgan and _augment_mode(opts) == 'ada'  # Released --aug=ada: ADA inside the plugin.
         augpipe = (opts.augpipe or 'bgc') if coupled else None
         maxp = DiffGANOptions.ada_maxp if opts.diffgan_ada_maxp is None else opts.diffgan_ada_maxp
@@ -414,6 +418,13 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
 @click.option('--smart-batch', type=int, default=None, show_default='whole round', help='SMaRt samples per round')
 @click.option('--smart-start-kimg', type=float, default=SMaRtOptions.start_kimg, show_default=True,
               help='Start SMaRt after this many kimg')
+@click.option('--smart-draws', type=int, default=SMaRtOptions.draws, show_default=True,
+              help='(t, eps) draws per scored sample, averaged (costs this many denoiser evaluations per sample)')
+@click.option('--smart-antithetic', is_flag=True, help='Draws in pairs (eps, -eps) with the same t (even draws)')
+@click.option('--smart-grad', type=click.Choice(['full', 'sds']), default=SMaRtOptions.grad, show_default=True,
+              help='full: through the denoiser (paper); sds: denoiser output held constant (no denoiser backward)')
+@click.option('--smart-diagnostics', is_flag=True,
+              help='Report SMaRt/grad_norm and Loss/G/grad_norm (an extra autograd pass)')
 # Diffusion-GAN.
 @click.option('--diffgan/--no-diffgan', default=False, show_default=True, help='Diffusion-GAN noise on D inputs')
 @click.option('--diffgan-noise-sd', type=float, default=DiffGANOptions.noise_sd, show_default=True,

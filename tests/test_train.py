@@ -89,7 +89,8 @@ def test_dry_run_suffixes_overrides_and_plugins(data, tmp_path):
                        '--aug', 'fixed', '--p', '0.25', '--augpipe', 'blit', '--cbase', '256', '--cmax', '32',
                        '--map-depth', '3', '--mbstd-group', '2', '--glr', '0.001', '--dlr', '0.002', '--tick', '0.5',
                        '--snap', '3', '--seed', '5', '--fp32', '--smart-lambda', '0.01', '--smart-t', '40,60',
-                       '--smart-param', 'x0', '--diffgan', '--diffgan-ts-dist', 'uniform')
+                       '--smart-param', 'x0', '--smart-draws', '4', '--smart-antithetic', '--smart-grad', 'sds',
+                       '--smart-diagnostics', '--diffgan', '--diffgan-ts-dist', 'uniform')
     assert os.path.basename(options['run_dir']) == ('00010-cond-cond-subset12-mirror-auto1-gamma0.5-fixed-p0.25-blit'
                                                     '-smart0.01-diffgan')
     assert options['training_set_kwargs'] == dict(class_name='training.dataset.ImageFolderDataset', path=data.cond,
@@ -102,6 +103,8 @@ def test_dry_run_suffixes_overrides_and_plugins(data, tmp_path):
     assert options['G_kwargs']['mapping_kwargs']['num_layers'] == 3 and options['D_opt_kwargs']['lr'] == 0.002
     assert (options['kimg_per_tick'], options['image_snapshot_ticks'], options['random_seed']) == (0.5, 3, 5)
     assert options['plugins']['smart']['t_lo'] == 40 and options['plugins']['smart']['param'] == 'x0'
+    assert {key: options['plugins']['smart'][key] for key in ('draws', 'antithetic', 'grad', 'diagnostics')} == dict(
+        draws=4, antithetic=True, grad='sds', diagnostics=True)
     # --aug=fixed stays the loop's own augmentation next to Diffusion-GAN (ours; the release has no fixed p).
     assert options['plugins']['diffgan'] == dict(enabled=True, noise_sd=0.05, t_min=10, t_max=1000,
                                                  ts_dist='uniform', t_embed='raw', target=0.6, ada_kimg=100,
@@ -173,6 +176,10 @@ ERRORS = [
     (['--data', '{ds}', '--smart-schedule', 'bogus'], '--smart-schedule', 'SMaRtOptions.schedule'),
     (['--data', '{ds}', '--smart-batch', '0'], '--smart-batch', 'None (whole round) or an integer >= 1'),
     (['--data', '{ds}', '--smart-lambda', '0.1', '--smart-dpm', '{missing}.pkl'], '--smart-dpm', 'does not exist'),
+    (['--data', '{ds}', '--smart-draws', '0'], '--smart-draws', 'SMaRtOptions.draws is 0; expected an integer >= 1'),
+    (['--data', '{ds}', '--smart-draws', '3', '--smart-antithetic'], '--smart-draws',
+     'SMaRtOptions.draws is 3; expected an even number with antithetic=True (pairs eps, -eps)'),
+    (['--data', '{ds}', '--smart-grad', 'exact'], '--smart-grad', "'exact' is not one of 'full', 'sds'"),
     (['--data', '{ds}', '--diffgan-noise-sd', '0'], '--diffgan-noise-sd', 'expected a finite number > 0'),
     (['--data', '{ds}', '--diffgan-tmin', '0'], '--diffgan-tmin', 'expected an integer >= 1'),
     (['--data', '{ds}', '--diffgan-tmax', '5'], '--diffgan-tmax', 'expected an integer >= t_min (10)'),
