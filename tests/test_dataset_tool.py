@@ -310,11 +310,11 @@ def test_empty_existing_folder_is_fine(tmp_path):
 def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch, dest_name, overwrite, interrupt):
     _image_folder(tmp_path / 'src', shapes=[(8, 8, 3)] * 4)
     dest = tmp_path / 'out' / dest_name
-    previous = dest / 'keep.txt' if dest_name == 'out_dir' else dest
+    previous = dest / 'dataset.json' if dest_name == 'out_dir' else dest
     if overwrite:
-        previous.parent.mkdir(parents=True)
-        previous.write_bytes(b'previous dataset')
+        _ok('--source', tmp_path / 'src', '--dest', dest, '--max-images', 1)  # A dataset --overwrite may replace.
     before = sorted(os.listdir(tmp_path / 'out')) if overwrite else None
+    before_bytes = previous.read_bytes() if overwrite else None
     real_encode, calls = dataset_writer.encode_png, []
 
     def failing_encode(image):
@@ -327,7 +327,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch, dest_name
     result = _run('--source', tmp_path / 'src', '--dest', dest, *(['--overwrite'] if overwrite else []))
     assert result.exit_code != 0 and len(calls) == 3
     if overwrite:
-        assert sorted(os.listdir(tmp_path / 'out')) == before and previous.read_bytes() == b'previous dataset'
+        assert sorted(os.listdir(tmp_path / 'out')) == before and previous.read_bytes() == before_bytes
     else:
         assert os.listdir(tmp_path / 'out') == []  # No dest, no temporary file or folder.
 
@@ -392,3 +392,55 @@ def test_dest_errors(tmp_path):
            '--overwrite')
     _fails('--dest', ['inside the source folder'], '--source', tmp_path / 'src', '--dest',
            tmp_path / 'src' / 'o.zip')
+
+
+@pytest.mark.parametrize('dest_rel', ['.', 'src', 'src/sub', 'link', 'link/o.zip', 'src/o.zip'])
+@pytest.mark.parametrize('overwrite', [False, True])
+def test_dest_never_overlaps_the_source(tmp_path, dest_rel, overwrite):
+    """--source=DIR/src --dest=DIR --overwrite used to delete DIR with the source images in it."""
+    _image_folder(tmp_path / 'src')
+    (tmp_path / 'src' / 'sub').mkdir()
+    (tmp_path / 'unrelated.txt').write_text('keep me')
+    os.symlink(tmp_path / 'src', tmp_path / 'link')
+    before = sorted(os.listdir(tmp_path / 'src'))
+    result = _run('--source', tmp_path / 'src', '--dest', tmp_path / dest_rel, *(['--overwrite'] if overwrite else []))
+    assert result.exit_code == 1 and 'Error: --dest: ' in result.output, result.output
+    assert any(part in result.output for part in ('is the source', 'inside the source', 'contains the source'))
+    assert sorted(os.listdir(tmp_path / 'src')) == before and (tmp_path / 'unrelated.txt').read_text() == 'keep me'
+
+
+def test_dest_containing_a_source_file_is_refused(tmp_path):
+    _image_folder(tmp_path / 'src')
+    with zipfile.ZipFile(tmp_path / 'src.zip', 'w') as zf:
+        zf.write(tmp_path / 'src' / 'img0.png', 'img0.png')
+    _fails('--dest', ['contains the source', 'src.zip'], '--source', tmp_path / 'src.zip', '--dest', tmp_path,
+           '--overwrite')
+    _fails('--dest', ['is the source'], '--source', tmp_path / 'src.zip', '--dest', tmp_path / 'src.zip',
+           '--overwrite')
+    assert zipfile.ZipFile(tmp_path / 'src.zip').namelist() == ['img0.png']
+
+
+@pytest.mark.parametrize('dest_name, content, parts', [
+    ('out_dir', {'notes.txt': b'mine'}, ["'notes.txt'", 'not a dataset written by dataset_tool.py']),
+    ('out_dir', {'00000/img00000000.png': b'x'}, ['has no dataset.json']),
+    ('out_dir', {'dataset.json': b'{}', 'photos/a.png': b'x'}, ["'photos/a.png'"]),
+    ('out.zip', b'not a zip', ['is not a dataset zip']),
+    ('out.zip', {'dataset.json': b'{}', 'README': b'x'}, ["'README'"]),
+])
+def test_overwrite_replaces_only_a_written_dataset(tmp_path, dest_name, content, parts):
+    _image_folder(tmp_path / 'src')
+    dest = tmp_path / dest_name
+    if dest_name.endswith('.zip') and isinstance(content, bytes):
+        dest.write_bytes(content)
+    elif dest_name.endswith('.zip'):
+        with zipfile.ZipFile(dest, 'w') as zf:
+            for name, data in content.items():
+                zf.writestr(name, data)
+    else:
+        for name, data in content.items():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            (dest / name).write_bytes(data)
+    before = dest.read_bytes() if dest.is_file() else sorted(dataset_writer._folder_entries(str(dest)))
+    _fails('--dest', [dest_name, *parts], '--source', tmp_path / 'src', '--dest', dest, '--overwrite')
+    after = dest.read_bytes() if dest.is_file() else sorted(dataset_writer._folder_entries(str(dest)))
+    assert after == before
