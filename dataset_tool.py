@@ -46,7 +46,8 @@ def _fail(flag: str, err: Exception):
               help='Crop before resizing; needs --resolution  [default: none (resize only)]')
 @click.option('--resolution', metavar='WxH', default=None,
               help='Output size, e.g. 256x256 (W a power of two)  [default: keep the source size]')
-@click.option('--overwrite', is_flag=True, help='Replace an existing --dest written by dataset_tool.py (nothing else is ever removed)')
+@click.option('--overwrite', is_flag=True,
+              help='Replace an existing --dest written by dataset_tool.py (nothing else is ever removed)')
 @click.option('-n', '--dry-run', is_flag=True, help='Print what would be done and exit')
 def main(source, dest, max_images, transform, resolution, overwrite, dry_run):
     source, dest = os.path.expanduser(source), os.path.expanduser(dest)
