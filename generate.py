@@ -25,6 +25,7 @@ import re
 import click
 import torch
 
+from torch_utils.finite import NonFiniteError, check_finite_modules, check_finite_number
 from training import image_io, sampling, snapshot
 
 
@@ -82,6 +83,11 @@ def main(network_pkl, seeds, class_idx, truncation_psi, noise_mode, outdir, grid
         raise click.ClickException(f"--network {network_pkl}: {err}")
     if G is None:
         raise click.ClickException(f"--network {network_pkl}: the snapshot has no G_ema")
+    try:  # NaN/Inf policy: NaN weights would give all-black images and exit 0.
+        check_finite_number(truncation_psi, "--trunc")
+        check_finite_modules({"G_ema": G}, f"{network_pkl}: refusing to generate from non-finite weights", "--network")
+    except NonFiniteError as err:
+        raise click.ClickException(f"{err.flag}: {err}")
     G = G.to(device)
     try:
         sampling.class_to_c(class_idx, G.c_dim)
@@ -90,11 +96,14 @@ def main(network_pkl, seeds, class_idx, truncation_psi, noise_mode, outdir, grid
 
     os.makedirs(outdir, exist_ok=True)
     images = []
-    for seed, image in sampling.generate_images(G, seeds, class_idx=class_idx, truncation_psi=truncation_psi,
-                                                noise_mode=noise_mode, batch_size=batch_size, device=device):
-        image_io.save_png(image, os.path.join(outdir, f"seed{seed:04d}.png"))
-        images.append(image)
-        print(f"seed {seed:>6d} -> seed{seed:04d}.png")
+    try:
+        for seed, image in sampling.generate_images(G, seeds, class_idx=class_idx, truncation_psi=truncation_psi,
+                                                    noise_mode=noise_mode, batch_size=batch_size, device=device):
+            image_io.save_png(image, os.path.join(outdir, f"seed{seed:04d}.png"))
+            images.append(image)
+            print(f"seed {seed:>6d} -> seed{seed:04d}.png")
+    except NonFiniteError as err:
+        raise click.ClickException(f"--network: {network_pkl}: {err}")
     if grid:
         gw, gh = image_io.save_uint8_grid(images, os.path.join(outdir, "grid.png"))
         print(f"grid {gw}x{gh} -> grid.png")

@@ -32,6 +32,7 @@ from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRt
 from training import distributed, run_outputs, training_loop
 from training.augment import augpipe_specs
 from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset
+from torch_utils.finite import NonFiniteError
 from training.dataset import ImageFolderDataset
 
 # --cfg presets (spec 3.5); None in 'auto' = derived from the resolution and the number of GPUs (_preset).
@@ -272,6 +273,8 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
         raise FlagError(PLUGIN_FLAGS.get(err.field, '--smart-*/--diffgan-*'), str(err)) from None
     except DetectorUnavailableError as err:  # Found at the first metric evaluation (tick 0).
         raise FlagError(err.flag, str(err)) from None
+    except NonFiniteError as err:  # NaN/Inf policy (README): resume weights, snapshots, the SMaRt score source.
+        raise FlagError(err.flag or 'training', str(err)) from None
     finally:
         distributed.destroy_process_group()
     if result.interrupted:

@@ -27,7 +27,12 @@ from edm_bridge.denoiser import FrozenDenoiser
 from smart_plugin.gaussian import fit_gaussian_denoiser
 from smart_plugin.options import OptionError, SMaRtOptions
 from torch_utils import training_stats
+from torch_utils.finite import NonFiniteError
 from training.loss_plugin import LossPlugin
+
+# NaN/Inf policy (README): non-finite samples are dropped from the step; a tick with more than this share of them stops
+# the run, since the term would then regularize a small, biased part of the batch.
+NONFINITE_LIMIT = 0.25
 
 
 def score_matching_loss(denoiser: torch.nn.Module, x0: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor,
@@ -151,12 +156,36 @@ class SMaRt(LossPlugin):
         label_dim = self.denoiser.label_dim
         labels = gen_c[:b, :label_dim] if label_dim > 0 else None
         loss = score_matching_loss(self.denoiser, x0, sigma, eps, labels, self.options.param)  # [b]
-        training_stats.report('SMaRt/loss', loss)
+        loss = self._drop_nonfinite(loss, x0)
         training_stats.report('SMaRt/sigma', sigma)
         penalty = loss * self.options.lam
         if b < N:
             penalty = torch.cat([penalty * (N / b), penalty.new_zeros([N - b])])              # [N]
         return penalty
+
+    @staticmethod
+    def _drop_nonfinite(loss: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """Zero the non-finite entries of the per-sample loss [b] and their gradient into x0 (a NaN sample would
+        otherwise make every G gradient NaN); report 'SMaRt/nonfinite' (1 per dropped sample) and 'SMaRt/loss'."""
+        finite = torch.isfinite(loss)                                                         # [b]
+        if x0.requires_grad:  # torch.where selects, so NaN * 0 never happens; finite samples keep their gradient.
+            x0.register_hook(lambda grad: torch.where(finite.reshape(-1, 1, 1, 1), grad, torch.zeros_like(grad)))
+        training_stats.report('SMaRt/nonfinite', (~finite).to(torch.float32))
+        training_stats.report('SMaRt/loss', loss[finite])
+        return torch.where(finite, loss, torch.zeros_like(loss))
+
+    def end_of_tick(self, stats: dict) -> list[str]:
+        """Warn about the samples dropped this tick; stop the run when they exceed NONFINITE_LIMIT of those scored."""
+        summary = stats.get('SMaRt/nonfinite')
+        if summary is None or not summary.mean > 0:
+            return []
+        dropped = round(summary.mean * summary.num)
+        message = (f'the score source ({self.options.dpm}) gave NaN/Inf for {dropped} of {summary.num} SMaRt samples '
+                   f'this tick')
+        if summary.mean > NONFINITE_LIMIT:
+            raise NonFiniteError(f'{message}, more than the {NONFINITE_LIMIT:.0%} allowed; the score source is broken '
+                                 f'for these images (check it with python -m edm_bridge info)', '--smart-dpm')
+        return [f'Warning: SMaRt: {message}; they were dropped from the SMaRt term (SMaRt/nonfinite)']
 
     def end_of_step(self, cur_nimg: int, batch_size: int) -> None:
         """Advance the iteration counter; cur_nimg (images shown so far, this step included) gates start_kimg."""

@@ -60,3 +60,19 @@ def test_errors_name_the_flag(tmp_path, args, message):
                  data=make_zip(tmp_path / 'a.zip', num=4, seed=1))
     result = _invoke(*[arg.format(**paths) for arg in args])
     assert result.exit_code != 0 and f'Error: {message.format(**paths)}' in result.output, result.output
+
+
+@pytest.mark.parametrize('bad', ['mu', 'sigma'])
+def test_nan_reference_is_refused(tmp_path, bad):
+    """Before: a NaN mu printed 'FID ... nan' with rc 0."""
+    mu, sigma = np.zeros(4), np.eye(4)
+    (mu if bad == 'mu' else sigma)[1] = np.nan
+    frechet_inception_distance.save_ref_stats(tmp_path / 'ref.npz', mu, sigma)
+    data = make_zip(tmp_path / 'a.zip', num=4, seed=1)
+    result = _invoke('calc', '--images', data, '--ref', tmp_path / 'ref.npz')
+    assert result.exit_code == 1, result.output
+    count = 1 if bad == 'mu' else 4
+    assert (f"Error: --ref: reference statistics '{tmp_path / 'ref.npz'}': {bad} holds {count} NaN/Inf value(s)"
+            in result.output), result.output
+    with pytest.raises(ValueError, match='generated mu holds NaN/Inf'):
+        frechet_inception_distance.fid_from_stats(np.zeros(4), np.eye(4), np.full(4, np.nan), np.eye(4))

@@ -104,3 +104,25 @@ def test_not_a_snapshot(tmp_path):
     path.write_bytes(pickle.dumps([1]))
     result = _run("--network", path, "--seeds", "0", "--outdir", tmp_path)
     assert result.exit_code != 0 and "without any of the keys" in result.output
+
+
+def test_nan_weights_and_nan_trunc_are_refused(tmp_path, network_pkl):
+    """Before: NaN weights gave all-black images with rc 0 and --trunc=nan was accepted."""
+    result = _run("--network", network_pkl, "--seeds", "0", "--outdir", tmp_path / "a", "--trunc", "nan")
+    assert result.exit_code == 1 and "Error: --trunc: nan is not a finite number" in result.output, result.output
+    G = snapshot.load_network_pkl(network_pkl)["G_ema"]
+    with torch.no_grad():
+        G.synthesis.b4.conv1.weight[0, 0, 0, 0] = float("nan")
+    bad = tmp_path / "nan.pkl"
+    snapshot.save_network_pkl(bad, dict(G_ema=G))
+    result = _run("--network", bad, "--seeds", "0", "--outdir", tmp_path / "b")
+    assert result.exit_code == 1, result.output
+    assert (f"Error: --network: {bad}: refusing to generate from non-finite weights: G_ema.synthesis.b4.conv1.weight "
+            f"holds 1 NaN/Inf value(s)") in result.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_nan_output_is_refused(tmp_path, network_pkl):
+    G = snapshot.load_network_pkl(network_pkl)["G_ema"]
+    with pytest.raises(ValueError, match=r"the generator output holds NaN/Inf for seed\(s\) \[0\]"):
+        list(sampling.generate_images(G, [0], truncation_psi=float("inf")))

@@ -10,6 +10,7 @@ import types
 import PIL.Image
 import pytest
 import requests
+import torch
 from click.testing import CliRunner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -264,3 +265,62 @@ def test_missing_detector_offline_names_the_flag(data, tmp_path, monkeypatch):
     assert result.exit_code != 0
     assert ('--detector: the inception detector file inception-2015-12-05.pt is not available offline'
             in result.output), result.output
+
+
+def _nan_score_source(monkeypatch):
+    """Make the Gaussian score source answer NaN for every sample."""
+    from smart_plugin import regularizer
+    fit = regularizer.fit_gaussian_denoiser
+
+    def broken_fit(training_set):
+        denoiser = fit(training_set)
+        forward = denoiser.forward
+        denoiser.forward = lambda x, sigma, labels=None: forward(x, sigma, labels) * float('nan')
+        return denoiser
+    monkeypatch.setattr(regularizer, 'fit_gaussian_denoiser', broken_fit)
+
+
+def test_nonfinite_score_source_stops_the_run(data, tmp_path, monkeypatch):
+    """Before: NaN from the score source zeroed every G step silently, rc 0."""
+    _nan_score_source(monkeypatch)
+    result = _invoke('--outdir', tmp_path, '--data', data.ds, '--kimg', '0.024', '--smart-lambda', '0.1',
+                     '--smart-dpm', 'gaussian', '--smart-freq', '1', *TINY)
+    assert result.exit_code == 1, result.output
+    last = tmp_path / '00000-ds-stylegan2-kimg0.024-batch4-smart0.1' / 'network-snapshot-000000.pkl'
+    assert result.output.strip().splitlines()[-1] == (
+        'Error: --smart-dpm: the score source (gaussian) gave NaN/Inf for 4 of 4 SMaRt samples this tick, more than '
+        'the 25% allowed; the score source is broken for these images (check it with python -m edm_bridge info) '
+        f'(at kimg 0.004; the last good snapshot is {last})')
+
+
+def test_nonfinite_weights_refused_at_snapshot_and_resume(data, tmp_path, monkeypatch):
+    """Before: NaN weights went into new snapshots, and a NaN snapshot resumed as 'exact'."""
+    from training import training_loop
+    real_update, calls = training_loop.ema_update, []
+
+    def poisoning_update(G_ema, *args):  # The 3rd EMA update (tick 1) turns one G_ema weight into NaN.
+        real_update(G_ema, *args)
+        calls.append(1)
+        if len(calls) == 3:
+            with torch.no_grad():
+                G_ema.mapping.fc0.weight[0, 0] = float('nan')
+
+    monkeypatch.setattr(training_loop, 'ema_update', poisoning_update)
+    result = _invoke('--outdir', tmp_path, '--data', data.ds, '--kimg', '0.024', *TINY)
+    assert result.exit_code == 1, result.output
+    pkl = tmp_path / '00000-ds-stylegan2-kimg0.024-batch4' / 'network-snapshot-000000.pkl'
+    assert result.output.strip().splitlines()[-1] == (
+        'Error: training: snapshot at kimg 0.012 not written: G_ema.mapping.fc0.weight holds 1 NaN/Inf value(s) '
+        f'(at kimg 0.012; the last good snapshot is {pkl})')
+    good = snapshot.load_network_pkl(pkl)
+    assert good['training_state']['cur_nimg'] == 4 and bool(torch.isfinite(good['G_ema'].mapping.fc0.weight).all())
+
+    with torch.no_grad():
+        good['G'].mapping.fc1.bias[3] = float('inf')
+    snapshot.save_network_pkl(tmp_path / 'nan.pkl', good)
+    result = _invoke('--outdir', tmp_path, '--data', data.ds, '--kimg', '0.024', '--resume', tmp_path / 'nan.pkl',
+                     *TINY)
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f'Error: --resume: {tmp_path / "nan.pkl"}: refusing to resume from non-finite weights: G.mapping.fc1.bias '
+        f'holds 1 NaN/Inf value(s)')

@@ -18,7 +18,7 @@ import torch
 
 import dnnlib
 from metrics import metric_main
-from torch_utils import misc, safe_pickle, training_stats
+from torch_utils import finite, misc, safe_pickle, training_stats
 from training import image_io, snapshot, train_state
 
 DDP_IGNORE_REGEX = r'.*\.[^.]+_(avg|ema)'  # Running averages (w_avg) legitimately differ between ranks.
@@ -92,6 +92,9 @@ def snapshot_data(state: dnnlib.EasyDict, next_tick: int) -> dict:
                 misc.check_ddp_consistency(module, ignore_regex=DDP_IGNORE_REGEX)
             module = copy.deepcopy(module).eval().requires_grad_(False).cpu()
         data[name] = module
+    # NaN/Inf policy: a diverged network is never written, so the last snapshot on disk stays a good one.
+    finite.check_finite_modules({name: data[name] for name in ('G', 'D', 'G_ema')},
+                                f'snapshot at kimg {state.cur_nimg / 1e3:.3f} not written')
     data['plugins'] = {plugin.name: train_state.to_cpu(plugin.state_dict()) for plugin in state.plugins}
     data['training_state'] = train_state.capture_training_state(state, next_tick)
     return data

@@ -5,6 +5,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from torch_utils.finite import NonFiniteError
 from training.image_io import to_uint8
 
 
@@ -47,4 +48,6 @@ def generate_images(G: torch.nn.Module, seeds: Sequence[int], class_idx: int | N
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(batch[0])
             img = G(z, c.repeat(len(batch), 1), truncation_psi=truncation_psi, noise_mode=noise_mode)
+        if not bool(torch.isfinite(img).all()):  # to_uint8 would turn NaN into black pixels without a word.
+            raise NonFiniteError(f"the generator output holds NaN/Inf for seed(s) {batch}")
         yield from zip(batch, to_uint8(img))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import dnnlib
-from torch_utils import misc, training_stats
+from torch_utils import finite, misc, training_stats
 from training import distributed, networks, snapshot
 from training.loss import StyleGAN2Loss
 
@@ -186,6 +186,8 @@ def load_resume(resume_pkl: str, G, D, G_ema) -> dict:
         except ValueError as err:
             raise ValueError(f'resume_pkl {resume_pkl!r}: {name} does not fit the configured network ({err}); '
                              'resume needs the same architecture, resolution and label dimension') from err
+    finite.check_finite_modules({name: data.get(name) for name in ('G', 'D', 'G_ema')},
+                                f'{resume_pkl}: refusing to resume from non-finite weights', flag='--resume')
     return data
 
 

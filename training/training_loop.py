@@ -18,6 +18,7 @@ import torch
 import dnnlib
 from metrics import metric_main
 from torch_utils import training_stats
+from torch_utils.finite import NonFiniteError
 from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
 from training import distributed, run_outputs
 from training.ema import ema_update
@@ -104,7 +105,10 @@ def _end_tick(state: dnnlib.EasyDict, run: dnnlib.EasyDict, done: bool) -> bool:
             run.result.snapshot_pkl = path or run.result.snapshot_pkl
         run_outputs.evaluate_metrics(state, run.metrics, run.metric_kwargs, run.run_dir, path, run.log)
     state.timer.report_events()
-    state.reporter.write_stats()
+    stats = state.reporter.write_stats()
+    for plugin in state.plugins:
+        for line in plugin.end_of_tick(stats):
+            run.log(line)
     if run.progress_fn is not None:
         run.progress_fn(state.cur_nimg // 1000, run.total_kimg)
     state.cur_tick += 1
@@ -129,6 +133,10 @@ def _train(state: dnnlib.EasyDict, run: dnnlib.EasyDict) -> dnnlib.EasyDict:
         run.result.interrupted = True
         last = run.result.snapshot_pkl or 'none written by this run'
         run.log(f'\nInterrupted at kimg {state.cur_nimg / 1e3:.3f}; the last snapshot is {last}')
+    except NonFiniteError as err:  # NaN/Inf policy: stop with the cause and the last good snapshot.
+        last = run.result.snapshot_pkl or 'none written by this run'
+        raise NonFiniteError(f'{err} (at kimg {state.cur_nimg / 1e3:.3f}; the last good snapshot is {last})',
+                             err.flag) from None
     run.result.cur_nimg = state.cur_nimg
     return run.result
 
