@@ -96,15 +96,38 @@ def test_zip_layout_stored_uncompressed_png_and_json_last(tmp_path):
         '00000/img00000000.png', '00123/img00123456.png')
 
 
-def test_zip_source_with_partial_labels_gives_null(tmp_path):
-    arrays = _image_folder(tmp_path / 'src', labels=[['img0.png', 1]])
+def test_zip_source_with_partial_labels_is_refused(tmp_path):
+    """Before: labels covering 1 of 3 images were dropped silently (dataset.json null)."""
+    _image_folder(tmp_path / 'src', labels=[['img0.png', 1]])
     with zipfile.ZipFile(tmp_path / 'src.zip', 'w') as zf:
         for name in ('img0.png', 'img1.png', 'img2.png', 'dataset.json'):
             zf.write(tmp_path / 'src' / name, name)
-    _ok('--source', tmp_path / 'src.zip', '--dest', tmp_path / 'out.zip', '--max-images', 2)
-    items, ds = _items(tmp_path / 'out.zip')
-    assert len(items) == 2 and ds.has_stored_labels is False
-    np.testing.assert_array_equal(items[1][0], arrays[1].transpose(2, 0, 1))
+    _fails('--source', [f'{tmp_path / "src.zip"}/dataset.json', "image 'img1.png' has no label while 1 others have "
+                        "one (2 unlabelled)"], '--source', tmp_path / 'src.zip', '--dest', tmp_path / 'out.zip')
+    assert not (tmp_path / 'out.zip').exists()
+
+
+BAD_LABELS = [
+    [['img0.png', 0], ['img1.png', 1]],                                       # Covers 2 of 3 images.
+    [['img0.png', 0], ['img1.png', 1], ['img2.png', 1], ['gone.png', 0]],     # Labels a missing file.
+    [['img0.png', [0.5, 1]], ['img1.png', [1]], ['img2.png', [0, 0]]],        # Lengths differ.
+    [['img0.png', 0], ['img1.png', 'dog'], ['img2.png', 1]],                  # Wrong type.
+    [['img0.png', [0.5]], ['img1.png', [float('nan')]], ['img2.png', [1]]],  # NaN.
+    [['img0.png', 0], ['img1.png', 10 ** 9], ['img2.png', 1]],                # 1e9 classes.
+]
+
+
+@pytest.mark.parametrize('labels', BAD_LABELS)
+def test_tool_refuses_the_labels_the_reader_refuses(tmp_path, labels):
+    """Before: dataset_tool dropped, copied or wrote these labels; train.py's reader then refused the dataset."""
+    _image_folder(tmp_path / 'src', labels=labels)
+    with pytest.raises(OSError) as info:
+        ImageFolderDataset(str(tmp_path / 'src'), use_labels=True)
+    reader_error = str(info.value)
+    result = _fails('--source', [f'{tmp_path / "src"}/dataset.json'], '--source', tmp_path / 'src', '--dest',
+                    tmp_path / 'out.zip')
+    assert result.output.strip().splitlines()[-1] == f'Error: --source: {reader_error}'
+    assert not (tmp_path / 'out.zip').exists()
 
 
 def _py2_batch_pickle(data, labels):

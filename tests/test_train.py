@@ -324,3 +324,24 @@ def test_nonfinite_weights_refused_at_snapshot_and_resume(data, tmp_path, monkey
     assert result.output.strip().splitlines()[-1] == (
         f'Error: --resume: {tmp_path / "nan.pkl"}: refusing to resume from non-finite weights: G.mapping.fc1.bias '
         f'holds 1 NaN/Inf value(s)')
+
+
+@pytest.mark.parametrize('label, problem', [([float('nan')], 'expected finite numbers (no NaN, Infinity, strings or '
+                                                             'booleans)'),
+                                            (10 ** 9, 'expected a class index in [0, 100000)')])
+def test_cond_refuses_bad_labels_before_training(tmp_path, label, problem):
+    """Before: NaN labels trained with rc 0 (NaN in w_avg and the snapshot); class 1e9 tried to allocate 2 TB."""
+    import zipfile
+    path = tmp_path / 'bad.zip'
+    with zipfile.ZipFile(_make_zip(tmp_path / 'src.zip', num=4)) as src, zipfile.ZipFile(path, 'w') as dst:
+        names = sorted(n for n in src.namelist() if n.endswith('.png'))
+        for name in names:
+            dst.writestr(name, src.read(name))
+        good = [0.5] if isinstance(label, list) else 0
+        dst.writestr('dataset.json', json.dumps({'labels': [[n, label if i == 2 else good]
+                                                            for i, n in enumerate(names)]}))
+    result = _invoke('--outdir', tmp_path / 'out', '--data', path, '--cond', '--dry-run')
+    assert result.exit_code == 1 and not (tmp_path / 'out').exists()
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: --data: {path}/dataset.json: image {names[2]!r} has the label {str(label)}; {problem} (--cond needs "
+        f"valid labels)")

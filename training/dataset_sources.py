@@ -7,7 +7,6 @@ that knows its size up front and yields `SourceImage`s (uint8 [H, W, C], label o
 
 import dataclasses
 import gzip
-import json
 import os
 import re
 import sys
@@ -18,6 +17,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from torch_utils.safe_pickle import SafeUnpickler
+from training import dataset_labels
 from training.dataset_images import ImageFileError, decode_image, file_ext, list_folder, select_images
 
 CIFAR10_NAME = 'cifar-10-python.tar.gz'
@@ -63,19 +63,16 @@ def open_source(path: str) -> ImageSource:
                          f'train-{MNIST_IMAGES_SUFFIX} or an LSUN *_lmdb directory')
 
 
-def _parse_source_labels(data: bytes, json_name: str) -> dict:
-    """relpath -> label from a source's dataset.json ({"labels": [[relpath, label], ...]} or null)."""
-    try:
-        meta = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ImageFileError(f'{json_name}: malformed JSON ({err})') from err
-    entries = meta.get('labels') if isinstance(meta, dict) else ()
+def _source_labels(data: bytes, json_name: str, image_names: list) -> list:
+    """The label of every image (None each without labels) from a source's dataset.json, refused exactly when the
+    dataset reader would refuse it (training.dataset_labels); the JSON values are kept as they are."""
+    entries = dataset_labels.parse_label_file(data, json_name)
     if entries is None:
-        return {}
-    if not (isinstance(entries, list) and all(isinstance(e, list) and len(e) == 2 and isinstance(e[0], str)
-                                              for e in entries)):
-        raise ImageFileError(f'{json_name}: expected {{"labels": [[relpath, label], ...]}} or {{"labels": null}}')
-    return dict(entries)
+        return [None] * len(image_names)
+    names = [name.replace('\\', '/') for name in image_names]
+    dataset_labels.validate_labels(entries, names, json_name)
+    by_name = dict(entries)
+    return [by_name[name] for name in names]
 
 
 def _member_source(kind: str, path: str, names: list, read_file: Callable[[str], bytes],
@@ -84,10 +81,10 @@ def _member_source(kind: str, path: str, names: list, read_file: Callable[[str],
     image_names = select_images(names)
     if not image_names:
         raise ImageFileError(f'{path}: no image files found (looked for extensions PIL can open, e.g. .png, .jpg)')
-    labels = {}
+    label_of = [None] * len(image_names)
     if 'dataset.json' in names:
-        labels = _parse_source_labels(read_file('dataset.json'), f'{path}/dataset.json')
-    label_of = [labels.get(name.replace('\\', '/')) for name in image_names]
+        json_name = f'{path.rstrip("/" + os.sep)}/dataset.json'
+        label_of = _source_labels(read_file('dataset.json'), json_name, image_names)
 
     def images() -> Iterator[SourceImage]:
         for name, label in zip(image_names, label_of):
