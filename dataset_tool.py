@@ -25,9 +25,11 @@ Examples:
 
 import json
 import os
+import sys
 
 import click
 
+from torch_utils import signals
 from training import dataset_sources, dataset_writer
 from training.dataset_images import ImageFileError
 
@@ -75,9 +77,15 @@ def main(source, dest, max_images, transform, resolution, overwrite, dry_run):
             num = opened.num_images if max_images is None else min(opened.num_images, max_images)
             print(f'Dry run: would write {num} images to {dest}; nothing written.')
             return
+        for path in dataset_writer.remove_stale_temp_outputs(dest):
+            print(f'Removed {path}, left by an interrupted dataset_tool run')
         try:
-            summary = dataset_writer.convert_dataset(opened, dest, max_images=max_images, transform=transform,
-                                                     resolution=size, overwrite=overwrite)
+            with signals.sigterm_as_interrupt():  # SIGTERM like Ctrl-C: the writer removes its temporary output.
+                summary = dataset_writer.convert_dataset(opened, dest, max_images=max_images, transform=transform,
+                                                         resolution=size, overwrite=overwrite)
+        except KeyboardInterrupt as err:
+            print(f'Interrupted ({signals.signal_name(err)}); nothing written to {dest}', file=sys.stderr)
+            raise SystemExit(signals.exit_code(err)) from None
         except dataset_writer.DestinationError as err:
             raise _fail('--dest', err)
         except (ImageFileError, ImportError) as err:

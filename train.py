@@ -21,6 +21,7 @@ import dataclasses
 import json
 import os
 import pickle
+import sys
 
 import click
 import torch
@@ -32,6 +33,7 @@ from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRt
 from training import distributed, run_outputs, training_loop
 from training.augment import augpipe_specs
 from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset
+from torch_utils import signals
 from torch_utils.finite import NonFiniteError
 from training.dataset import ImageFolderDataset
 
@@ -278,7 +280,7 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
     finally:
         distributed.destroy_process_group()
     if result.interrupted:
-        raise SystemExit(130)
+        raise SystemExit(result.exit_code)
 
 
 @click.command(help=__doc__)
@@ -385,7 +387,12 @@ def main(**kwargs):
         if ranks[0] == 0:
             print('Dry run; exiting.')
         return
-    _launch(config, options, plugin_options, run_dir, ranks)
+    try:
+        with signals.sigterm_as_interrupt():  # SIGTERM stops the run like Ctrl-C: clean writes, the last snapshot named.
+            _launch(config, options, plugin_options, run_dir, ranks)
+    except KeyboardInterrupt as err:  # Before the training loop took over (set-up).
+        print(f'Interrupted ({signals.signal_name(err)}) during set-up; no snapshot written', file=sys.stderr)
+        raise SystemExit(signals.exit_code(err)) from None
 
 
 if __name__ == '__main__':

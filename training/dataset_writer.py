@@ -190,6 +190,35 @@ def check_dest(dest: str, overwrite: bool = False, source: Optional[str] = None)
         _check_overwritable(dest, is_zip)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Someone else's live process.
+        return True
+    return True
+
+
+def remove_stale_temp_outputs(dest: str) -> list:
+    """Delete what killed runs writing `dest` left beside it: hidden `.<name>.<pid>.<random>.tmp` files or folders
+    (and their `.old` copies) whose process is gone; a live writer's are kept. Returns the removed paths."""
+    parent, base = os.path.split(os.path.abspath(dest))
+    pattern = re.compile(rf'\.{re.escape(base)}\.(\d+)\.[A-Za-z0-9_]+\.tmp(\.old)?')
+    removed = []
+    for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
+        match = pattern.fullmatch(name)
+        if match is None or _pid_alive(int(match.group(1))):
+            continue
+        path = os.path.join(parent, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
+        removed.append(path)
+    return removed
+
+
 class DatasetWriter:
     """Writes a dataset to a temporary sibling of `dest` and moves it into place only in commit().
 
@@ -203,7 +232,8 @@ class DatasetWriter:
         self._is_zip = file_ext(dest) == '.zip'
         parent = os.path.dirname(self._dest)
         os.makedirs(parent, exist_ok=True)
-        prefix, mask = f'.{os.path.basename(self._dest)}.', dnnlib.util.get_umask()
+        # The pid in the name lets a later run tell a killed writer's leftovers from a live one's.
+        prefix, mask = f'.{os.path.basename(self._dest)}.{os.getpid()}.', dnnlib.util.get_umask()
         if self._is_zip:
             fd, self._tmp = tempfile.mkstemp(dir=parent, prefix=prefix, suffix='.tmp')
             os.close(fd)

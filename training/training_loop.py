@@ -17,7 +17,7 @@ import torch
 
 import dnnlib
 from metrics import metric_main
-from torch_utils import training_stats
+from torch_utils import signals, training_stats
 from torch_utils.finite import NonFiniteError
 from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
 from training import distributed, run_outputs
@@ -129,10 +129,12 @@ def _train(state: dnnlib.EasyDict, run: dnnlib.EasyDict) -> dnnlib.EasyDict:
             if not done and state.cur_tick != 0 and state.cur_nimg < state.tick_start_nimg + tick_nimg:
                 continue
             done = _end_tick(state, run, done)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM under torch_utils.signals.sigterm_as_interrupt.
         run.result.interrupted = True
+        run.result.exit_code = signals.exit_code(err)
         last = run.result.snapshot_pkl or 'none written by this run'
-        run.log(f'\nInterrupted at kimg {state.cur_nimg / 1e3:.3f}; the last snapshot is {last}')
+        run.log(f'\nInterrupted ({signals.signal_name(err)}) at kimg {state.cur_nimg / 1e3:.3f}; the last snapshot is '
+                f'{last}')
     except NonFiniteError as err:  # NaN/Inf policy: stop with the cause and the last good snapshot.
         last = run.result.snapshot_pkl or 'none written by this run'
         raise NonFiniteError(f'{err} (at kimg {state.cur_nimg / 1e3:.3f}; the last good snapshot is {last})',
@@ -177,7 +179,8 @@ def training_loop(
     **setup_kwargs,                             # Data, networks, optimizers, loss, plugins, resume, rank, ...:
                                                 # see training.train_state.setup_training.
 ) -> dnnlib.EasyDict:
-    """Train; return EasyDict(cur_nimg, snapshot_pkl (last one written, rank 0), interrupted)."""
+    """Train; return EasyDict(cur_nimg, snapshot_pkl (last one written, rank 0), interrupted, exit_code (130 for
+    SIGINT, 143 for SIGTERM, when interrupted))."""
     rank = setup_kwargs.get('rank', 0)
     metrics = list(metrics)
     for metric in metrics:
@@ -204,7 +207,7 @@ def training_loop(
                                   network_snapshot_ticks=network_snapshot_ticks, progress_fn=progress_fn, log=log,
                                   metrics=metrics, metric_kwargs=dict(metric_kwargs or {}),
                                   result=dnnlib.EasyDict(cur_nimg=state.cur_nimg, snapshot_pkl=None,
-                                                         interrupted=False))
+                                                         interrupted=False, exit_code=0))
             log(f'Training for {total_kimg} kimg from kimg {state.cur_nimg / 1e3:.3f} '
                 f'(batch {state.batch_size}, {state.rounds} round(s) of {state.batch_gpu} per rank)...')
             result = _train(state, run)
