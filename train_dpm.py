@@ -311,7 +311,7 @@ def main(**kwargs):
             print('Dry run; exiting.')
         return
     try:
-        with signals.sigterm_as_interrupt():  # SIGTERM stops the run like Ctrl-C: clean writes, the last snapshot named.
+        with signals.sigterm_as_interrupt():  # SIGTERM stops like Ctrl-C: clean writes, the last snapshot named.
             _launch(config, options, run_dir, ranks)
     except KeyboardInterrupt as err:  # Before the training loop took over (set-up).
         print(f'Interrupted ({signals.signal_name(err)}) during set-up; no snapshot written', file=sys.stderr)

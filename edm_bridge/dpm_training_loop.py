@@ -277,8 +277,8 @@ def training_loop(
         s = setup(**setup_kwargs, log=log)
         s.reporter = TickReporter(run_dir, rank, s.device, elapsed_sec=s.elapsed_sec)
         run = dnnlib.EasyDict(run_dir=run_dir, total_kimg=total_kimg, kimg_per_tick=kimg_per_tick,
-                              snapshot_ticks=snapshot_ticks, log=log, result=dnnlib.EasyDict(snapshot_pkl=None, state_pt=None,
-                                                                             interrupted=False, exit_code=0))
+                              snapshot_ticks=snapshot_ticks, log=log,
+                              result=dnnlib.EasyDict(snapshot_pkl=None, state_pt=None, interrupted=False, exit_code=0))
         log(f'Training for {total_kimg} kimg from kimg {s.cur_nimg / 1e3:.3f} (batch {s.batch_size}, {s.rounds} '
             f'round(s) of {s.batch_gpu} per rank{f", STF reference {s.rbatch} per round" if s.rbatch else ""})...')
         start = time.time()
