@@ -50,8 +50,10 @@ def _fail(flag: str, err: Exception):
               help='Output size, e.g. 256x256 (W a power of two)  [default: keep the source size]')
 @click.option('--overwrite', is_flag=True,
               help='Replace an existing --dest written by dataset_tool.py (nothing else is ever removed)')
+@click.option('--max-pixels', type=click.IntRange(min=1), default=dataset_sources.DEFAULT_MAX_PIXELS,
+              show_default=True, metavar='INT', help='Refuse source images with more pixels (checked before decoding)')
 @click.option('-n', '--dry-run', is_flag=True, help='Print what would be done and exit')
-def main(source, dest, max_images, transform, resolution, overwrite, dry_run):
+def main(source, dest, max_images, transform, resolution, overwrite, max_pixels, dry_run):
     source, dest = os.path.expanduser(source), os.path.expanduser(dest)
     try:
         size = None if resolution is None else dataset_writer.parse_resolution(resolution)
@@ -63,7 +65,7 @@ def main(source, dest, max_images, transform, resolution, overwrite, dry_run):
     except dataset_writer.DestinationError as err:
         raise _fail('--dest', err)
     try:
-        opened = dataset_sources.open_source(source)
+        opened = dataset_sources.open_source(source, max_pixels=max_pixels)
     except (OSError, ImportError) as err:
         raise _fail('--source', err)
 

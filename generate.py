@@ -29,9 +29,9 @@ from torch_utils.finite import NonFiniteError, check_finite_modules, check_finit
 from training import image_io, sampling, snapshot
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11]."""
-    seeds = []
+def parse_seeds(text: str) -> sampling.SeedRanges:
+    """'0-3,7,10-11' -> the seeds 0, 1, 2, 3, 7, 10, 11 as lazy ranges (never expanded into a list)."""
+    ranges = []
     for part in text.split(","):
         match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if match is None:
@@ -40,15 +40,17 @@ def parse_seeds(text: str) -> list[int]:
         hi = int(match.group(2)) if match.group(2) is not None else lo
         if hi < lo:
             raise ValueError(f"range {part.strip()!r} is empty (end below start)")
-        seeds.extend(range(lo, hi + 1))
-    return seeds
+        if hi >= 2 ** 32:
+            raise ValueError(f"seed {hi} is too large; seeds are integers in [0, 2**32)")
+        ranges.append((lo, hi))
+    return sampling.SeedRanges(ranges)
 
 
 class SeedList(click.ParamType):
     name = "LIST"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, list):
+        if isinstance(value, (list, sampling.SeedRanges)):
             return value
         try:
             return parse_seeds(value)
@@ -95,17 +97,19 @@ def main(network_pkl, seeds, class_idx, truncation_psi, noise_mode, outdir, grid
         raise click.ClickException(f"--class: {err}")
 
     os.makedirs(outdir, exist_ok=True)
-    images = []
+    # Bounded memory: each image goes to disk at once and the grid keeps only its uint8 canvas.
+    grid = image_io.UInt8Grid(len(seeds)) if grid else None
     try:
         for seed, image in sampling.generate_images(G, seeds, class_idx=class_idx, truncation_psi=truncation_psi,
                                                     noise_mode=noise_mode, batch_size=batch_size, device=device):
             image_io.save_png(image, os.path.join(outdir, f"seed{seed:04d}.png"))
-            images.append(image)
+            if grid is not None:
+                grid.add(image)
             print(f"seed {seed:>6d} -> seed{seed:04d}.png")
     except NonFiniteError as err:
         raise click.ClickException(f"--network: {network_pkl}: {err}")
-    if grid:
-        gw, gh = image_io.save_uint8_grid(images, os.path.join(outdir, "grid.png"))
+    if grid is not None:
+        gw, gh = grid.save(os.path.join(outdir, "grid.png"))
         print(f"grid {gw}x{gh} -> grid.png")
 
 

@@ -11,13 +11,14 @@ import sys
 import tarfile
 import types
 import zipfile
+import zlib
 
 import numpy as np
 import PIL.Image
 import pytest
 from click.testing import CliRunner
 
-from training import dataset_writer
+from training import dataset_images, dataset_writer
 from training.dataset import ImageFolderDataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -467,3 +468,32 @@ def test_overwrite_replaces_only_a_written_dataset(tmp_path, dest_name, content,
     _fails('--dest', [dest_name, *parts], '--source', tmp_path / 'src', '--dest', dest, '--overwrite')
     after = dest.read_bytes() if dest.is_file() else sorted(dataset_writer._folder_entries(str(dest)))
     assert after == before
+
+
+def _png_header_only(width, height):
+    """A PNG whose IHDR announces width x height RGB, followed by garbage instead of pixel data."""
+    ihdr = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack('>I', len(ihdr)) + b'IHDR' + ihdr + struct.pack('>I', zlib.crc32(b'IHDR' + ihdr))
+    return b'\x89PNG\r\n\x1a\n' + chunk + b'\x00' * 64
+
+
+def test_max_pixels_is_checked_before_decoding(tmp_path, monkeypatch):
+    """Before: a 1.17 MB PNG of 20000x20000 was decoded (1.4 GB) before its size was refused."""
+    (tmp_path / 'src').mkdir()
+    (tmp_path / 'src' / 'huge.png').write_bytes(_png_header_only(20000, 20000))
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError('decoded before the size check')
+    monkeypatch.setattr(PIL.Image, 'open', no_decoding)
+    monkeypatch.setattr(dataset_images, 'pyspng', types.SimpleNamespace(load=no_decoding))
+    _fails('--source', [f'{tmp_path / "src" / "huge.png"}: image is 20000x20000 = 400000000 pixels, more than '
+                        f'max_pixels 134217728', '--max-pixels'], '--source', tmp_path / 'src', '--dest',
+           tmp_path / 'o.zip')
+
+
+def test_max_pixels_flag(tmp_path):
+    _image_folder(tmp_path / 'src', shapes=[(16, 16, 3)] * 2, ext='jpg')
+    _fails('--source', ['img0.jpg: image is 16x16 = 256 pixels, more than max_pixels 255'], '--source',
+           tmp_path / 'src', '--dest', tmp_path / 'o.zip', '--max-pixels', 255)
+    _ok('--source', tmp_path / 'src', '--dest', tmp_path / 'o.zip', '--max-pixels', 256)
+    assert len(ImageFolderDataset(str(tmp_path / 'o.zip'))) == 2

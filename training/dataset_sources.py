@@ -44,12 +44,16 @@ class ImageSource:
     close: Callable[[], None] = lambda: None  # Releases open files.
 
 
-def open_source(path: str) -> ImageSource:
-    """Open `path` as one of the supported sources, chosen by its type and name; raise naming it if unusable."""
+DEFAULT_MAX_PIXELS = 2 ** 27  # 134 M pixels (e.g. 11585 x 11585): 400 MB decoded as RGB.
+
+
+def open_source(path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageSource:
+    """Open `path` as one of the supported sources, chosen by its type and name; raise naming it if unusable.
+    Encoded images announcing more than `max_pixels` pixels are refused before decoding (None = no limit)."""
     path = os.fspath(path)
     base = os.path.basename(path.rstrip('/' + os.sep))
     if os.path.isdir(path):
-        return _open_lmdb(path) if base.endswith('_lmdb') else _open_image_folder(path)
+        return _open_lmdb(path, max_pixels) if base.endswith('_lmdb') else _open_image_folder(path, max_pixels)
     if not os.path.exists(path):
         raise FileNotFoundError(f'{path}: no such file or directory; expected an image folder, a .zip, '
                                 f'{CIFAR10_NAME}, train-{MNIST_IMAGES_SUFFIX} or an LSUN *_lmdb directory')
@@ -58,7 +62,7 @@ def open_source(path: str) -> ImageSource:
     if base.endswith(MNIST_IMAGES_SUFFIX):
         return _open_mnist(path)
     if file_ext(path) == '.zip':
-        return _open_image_zip(path)
+        return _open_image_zip(path, max_pixels)
     raise ImageFileError(f'{path}: unknown source type; expected an image folder, a .zip, {CIFAR10_NAME}, '
                          f'train-{MNIST_IMAGES_SUFFIX} or an LSUN *_lmdb directory')
 
@@ -75,7 +79,7 @@ def _source_labels(data: bytes, json_name: str, image_names: list) -> list:
     return [by_name[name] for name in names]
 
 
-def _member_source(kind: str, path: str, names: list, read_file: Callable[[str], bytes],
+def _member_source(kind: str, path: str, names: list, read_file: Callable[[str], bytes], max_pixels: int | None,
                    close: Callable[[], None] = lambda: None) -> ImageSource:
     """Source over named image files (folder or zip members) with labels from an optional dataset.json."""
     image_names = select_images(names)
@@ -89,23 +93,23 @@ def _member_source(kind: str, path: str, names: list, read_file: Callable[[str],
     def images() -> Iterator[SourceImage]:
         for name, label in zip(image_names, label_of):
             described = f'{path.rstrip("/" + os.sep)}/{name}'
-            yield SourceImage(described, decode_image(read_file(name), described), label)
+            yield SourceImage(described, decode_image(read_file(name), described, max_pixels=max_pixels), label)
 
     num_labels = sum(label is not None for label in label_of)
     return ImageSource(kind, path, len(image_names), images, num_labels, close)
 
 
-def _open_image_folder(path: str) -> ImageSource:
+def _open_image_folder(path: str, max_pixels: int | None) -> ImageSource:
     def read_file(name: str) -> bytes:
         try:
             with open(os.path.join(path, name), 'rb') as f:
                 return f.read()
         except OSError as err:
             raise ImageFileError(f'{path.rstrip("/" + os.sep)}/{name}: cannot read ({err})') from err
-    return _member_source('image folder', path, list_folder(path), read_file)
+    return _member_source('image folder', path, list_folder(path), read_file, max_pixels)
 
 
-def _open_image_zip(path: str) -> ImageSource:
+def _open_image_zip(path: str, max_pixels: int | None) -> ImageSource:
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile as err:
@@ -116,7 +120,7 @@ def _open_image_zip(path: str) -> ImageSource:
             return archive.read(name)
         except (zipfile.BadZipFile, OSError) as err:  # E.g. a CRC mismatch in a damaged archive.
             raise ImageFileError(f'{path}/{name}: cannot read from the zip ({err})') from err
-    return _member_source('zip', path, sorted(archive.namelist()), read_file, archive.close)
+    return _member_source('zip', path, sorted(archive.namelist()), read_file, max_pixels, archive.close)
 
 
 class _CifarUnpickler(SafeUnpickler):
@@ -196,7 +200,7 @@ def _open_mnist(path: str) -> ImageSource:
     return _array_source('mnist', path, images, labels)
 
 
-def _open_lmdb(path: str) -> ImageSource:
+def _open_lmdb(path: str, max_pixels: int | None) -> ImageSource:
     """LSUN scene/object lmdb: values are encoded images (webp/jpeg); undecodable ones are skipped with a warning."""
     try:
         import lmdb
@@ -212,7 +216,7 @@ def _open_lmdb(path: str) -> ImageSource:
             for key, value in txn.cursor():
                 name = f'{path}[{bytes(key).decode("ascii", "replace")}]'
                 try:
-                    image = decode_image(bytes(value), name)
+                    image = decode_image(bytes(value), name, max_pixels=max_pixels)
                 except ImageFileError as err:  # LSUN holds a few broken images; NVIDIA's tool skips them too.
                     print(f'Skipping {name}: {err}', file=sys.stderr)
                     continue
