@@ -30,12 +30,13 @@ import dnnlib
 from metrics import metric_main
 from metrics.detectors import DetectorUnavailableError
 from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRtOptions
-from training import distributed, run_outputs, training_loop
+from training import distributed, run_outputs, train_state, training_loop
 from training.augment import augpipe_specs
 from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset
 from torch_utils import signals
 from torch_utils.finite import NonFiniteError
 from training.dataset import ImageFolderDataset
+from training.dataset_images import ImageFileError
 
 # --cfg presets (spec 3.5); None in 'auto' = derived from the resolution and the number of GPUs (_preset).
 PRESET_FIELDS = ('ref_gpus', 'kimg', 'mb', 'mbstd', 'fmaps', 'lrate', 'gamma', 'ema', 'ramp', 'map')
@@ -154,7 +155,7 @@ def _augment_config(opts) -> dict:
                 ada_target=(0.6 if opts.target is None else opts.target) if aug == 'ada' else None)
 
 
-def _resume_config(opts) -> dict:
+def _resume_config(opts, total_kimg: float) -> dict:
     """resume_pkl; a weights-only resume (official pickles) also sets ada_kimg 100 and no EMA ramp-up, as
     officially, while our snapshots with a training state continue exactly with the configured values."""
     if opts.resume in (None, 'noresume'):
@@ -163,10 +164,16 @@ def _resume_config(opts) -> dict:
     if not dnnlib.util.is_url(pkl, allow_file_urls=True) and not os.path.isfile(pkl):
         raise FlagError('--resume', f'{pkl!r} is neither an existing file, a URL nor one of {list(RESUME_SPECS)}')
     try:
-        exact = run_outputs.has_training_state(pkl)
+        summary = run_outputs.resume_summary(pkl)
     except (OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
         raise FlagError('--resume', f'cannot read {pkl}: {err}') from None
-    return dict(resume_pkl=pkl) if exact else dict(resume_pkl=pkl, ada_kimg=100, ema_rampup=None)
+    if not summary.networks:
+        raise FlagError('--resume', f'{pkl} holds no networks (keys {summary.entries}); expected a network snapshot '
+                                    f'with G, D and G_ema')
+    if summary.cur_nimg is not None and summary.cur_nimg >= round(total_kimg * 1000):
+        raise FlagError('--kimg', f'{total_kimg:g}, but the --resume snapshot {pkl} is already at kimg '
+                                  f'{summary.cur_nimg / 1000:g}: nothing to train; pass a larger --kimg')
+    return dict(resume_pkl=pkl) if summary.exact else dict(resume_pkl=pkl, ada_kimg=100, ema_rampup=None)
 
 
 def _metric_config(opts) -> dict:
@@ -238,7 +245,7 @@ def build_config(opts, num_gpus: int) -> tuple[dict, str, dict]:
                   random_seed=opts.seed, num_gpus=num_gpus, kimg_per_tick=opts.tick,
                   image_snapshot_ticks=opts.snap, network_snapshot_ticks=opts.snap,
                   cudnn_benchmark=not opts.nobench, allow_tf32=opts.allow_tf32, **_metric_config(opts))
-    config.update(_resume_config(opts))
+    config.update(_resume_config(opts, config['total_kimg']))
     plugin_options = {}
     if smart.enabled:
         plugin_options[SMaRt.name] = smart
@@ -277,6 +284,10 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
         raise FlagError(err.flag, str(err)) from None
     except NonFiniteError as err:  # NaN/Inf policy (README): resume weights, snapshots, the SMaRt score source.
         raise FlagError(err.flag or 'training', str(err)) from None
+    except train_state.ResumeError as err:
+        raise FlagError('--resume', str(err)) from None
+    except ImageFileError as err:  # A damaged image found while training; from a DataLoader worker, the last line.
+        raise FlagError('--data', str(err).strip().splitlines()[-1].split('ImageFileError: ')[-1]) from None
     finally:
         distributed.destroy_process_group()
     if result.interrupted:

@@ -275,6 +275,9 @@ def training_loop(
         training_stats.init_multiprocessing(rank, torch.device('cuda', torch.cuda.current_device()) if use_nccl
                                             else None)
         s = setup(**setup_kwargs, log=log)
+        if setup_kwargs.get('resume_state') is not None and s.cur_nimg >= round(total_kimg * 1000):
+            raise ValueError(f'resume state {setup_kwargs["resume_state"]!r} is already at kimg {s.cur_nimg / 1e3:g}, '
+                             f'at or past the training length {total_kimg:g} kimg (--duration): nothing to train')
         s.reporter = TickReporter(run_dir, rank, s.device, elapsed_sec=s.elapsed_sec)
         run = dnnlib.EasyDict(run_dir=run_dir, total_kimg=total_kimg, kimg_per_tick=kimg_per_tick,
                               snapshot_ticks=snapshot_ticks, log=log,

@@ -99,16 +99,28 @@ def _read_edm(f: BinaryIO, source: str, trusted: bool) -> tuple[Any, dict]:
     return data['ema'], data
 
 
+_TRAIN_DPM_STATE_KEYS = {'net', 'ema', 'optimizer', 'cur_nimg', 'version'}  # edm_bridge.dpm_snapshot's state.
+
+
 def _read_adm_state(f: BinaryIO, source: str) -> dict[str, torch.Tensor]:
     state = torch.load(f, map_location='cpu', weights_only=True)
+    if isinstance(state, dict) and _TRAIN_DPM_STATE_KEYS <= set(state):
+        raise ValueError(f'{source} is a train_dpm.py training state (training-state-*.pt: net, ema, optimizer, '
+                         f'counters), not a network file; pass the network-snapshot-*.pkl of the same tick')
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f'{source} holds a {type(state).__name__} that is not a state dict of tensors; expected an '
-                         'ADM (guided-diffusion) checkpoint')
+        keys = f' with keys {sorted(map(str, state))[:6]}' if isinstance(state, dict) else ''
+        raise ValueError(f'{source} is a torch.save file holding a {type(state).__name__}{keys}, not a state dict of '
+                         f'tensors; expected an ADM (guided-diffusion) checkpoint or an EDM network pickle')
     return state
 
 
-def _adm_preset_name(entry: registry.ModelEntry | None, adm_preset: str | None, source: str) -> str:
+def _adm_preset_name(entry: registry.ModelEntry | None, adm_preset: str | None, source: str,
+                     state: dict[str, torch.Tensor]) -> str:
     preset = adm_preset if adm_preset is not None else (entry.adm_preset if entry is not None else None)
+    if not any(key.startswith(('input_blocks.', 'time_embed.')) for key in state):  # ADM's UNet names.
+        raise ValueError(f'{source} is a torch.save state dict of {len(state)} tensors (e.g. '
+                         f'{sorted(state)[:3]}) without the input_blocks.* / time_embed.* tensors of an ADM '
+                         f'(guided-diffusion) checkpoint; expected an ADM checkpoint or an EDM network pickle')
     if preset is None:
         raise ValueError(f'{source} is an ADM checkpoint (a plain state dict, which does not record its '
                          f'architecture): pass adm_preset (CLI: --adm-preset), one of {list(adm.ADM_PRESETS)}')
@@ -155,8 +167,8 @@ def load_denoiser(name_or_path: str | os.PathLike, trusted: bool = False, adm_pr
                 raise ValueError(f"{source}: 'ema' is a {type(ema).__name__}; expected a network (torch.nn.Module)")
             net = ema
         else:
-            preset = _adm_preset_name(entry, adm_preset, source)
-            state = _read_adm_state(f, source)
+            state = _read_adm_state(f, source)  # Read first (weights only): the error then says what the file is.
+            preset = _adm_preset_name(entry, adm_preset, source, state)
             _adm_unet_on_meta(state, preset, adm_kwargs, source)  # A clear error before the strict load.
             net = adm.ADMDenoiser.from_preset(preset, state_dict=state, **adm_kwargs)
     if device is not None:
@@ -208,8 +220,8 @@ def describe(name_or_path: str | os.PathLike, adm_preset: str | None = None, adm
                 raise ValueError(f"{source}: 'ema' is a {type(ema).__name__}; expected a persistent EDM network")
             info = _describe_edm(ema, data)
         else:
-            preset = _adm_preset_name(entry, adm_preset, source)
-            info = _describe_adm(_read_adm_state(f, source), preset, adm_kwargs, source)
+            state = _read_adm_state(f, source)
+            info = _describe_adm(state, _adm_preset_name(entry, adm_preset, source, state), adm_kwargs, source)
     info.setdefault('schedule', 'karras')  # SMaRt's t for EDM networks indexes the Karras-1000 grid.
     info.update(source=source, name=entry.name if entry else None, license=entry.license if entry else None)
     return info

@@ -18,6 +18,7 @@ learning-rate correction (unlike lazy R1 / path length), because the term is fol
 no optimizer step of its own.
 """
 
+import pickle
 from typing import Any
 
 import torch
@@ -87,8 +88,13 @@ class SMaRt(LossPlugin):
             if rank == 0:
                 print('SMaRt: off (lambda 0)')
             return
-        source, entry = self._build_denoiser(G, training_set, device)
-        notes = checks.check_compatible(self.denoiser, G.img_resolution, G.img_channels, G.c_dim)
+        try:
+            source, entry = self._build_denoiser(G, training_set, device)
+            notes = checks.check_compatible(self.denoiser, G.img_resolution, G.img_channels, G.c_dim)
+        except (OSError, EOFError, ValueError, TypeError, RuntimeError, pickle.UnpicklingError) as err:
+            if isinstance(err, OptionError):
+                raise
+            raise OptionError('dpm', opts.dpm, f'score source {opts.dpm!r}: {err}') from err
         self.schedule = resolve_schedule(opts.schedule, self.denoiser, entry)
         if opts.t_hi >= self.schedule.num_steps:
             raise OptionError('t_hi', opts.t_hi, f'SMaRtOptions.t_hi is {opts.t_hi}; expected an integer < '

@@ -345,3 +345,68 @@ def test_cond_refuses_bad_labels_before_training(tmp_path, label, problem):
     assert result.output.strip().splitlines()[-1] == (
         f"Error: --data: {path}/dataset.json: image {names[2]!r} has the label {str(label)}; {problem} (--cond needs "
         f"valid labels)")
+
+
+def _damaged_zip(src, path, kind):
+    """A copy of the zip `src` whose second image has a flipped pixel byte (bad CRC) or is cut after its header."""
+    import zipfile
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED) as zout:
+        names = zin.namelist()
+        images = sorted(n for n in names if n.endswith('.png'))
+        for name in names:
+            data = zin.read(name)
+            if name == images[1]:
+                data = data[:40] if kind == 'truncated' else data
+            zout.writestr(name, data)
+    if kind == 'crc':
+        raw = bytearray(open(path, 'rb').read())
+        with zipfile.ZipFile(path) as z:
+            info = z.getinfo(images[1])
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+        raw[start + 60] ^= 0xFF  # Inside the image data, past the 26 header bytes the reader probes.
+        open(path, 'wb').write(bytes(raw))
+    return path, images[1]
+
+
+@pytest.mark.parametrize('kind, message', [('crc', 'cannot read the file (BadZipFile: Bad CRC-32'),
+                                           ('truncated', 'cannot decode the image')])
+def test_damaged_image_at_train_time_names_the_file(data, tmp_path, kind, message):
+    """Before: a traceback from the data loader."""
+    path, member = _damaged_zip(data.ds, tmp_path / 'damaged.zip', kind)
+    result = _invoke('--outdir', tmp_path / 'out', '--data', path, '--kimg', '0.016', *TINY)
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(f'Error: --data: {path}/{member}: {message}'), last
+
+
+def test_score_source_load_error_names_the_flag(data, tmp_path):
+    """Before: a traceback from inside the training loop."""
+    torch.save({'conv.weight': torch.zeros(2)}, tmp_path / 'other.pt')
+    result = _invoke('--outdir', tmp_path / 'out', '--data', data.ds, '--kimg', '0.004', '--smart-lambda', '0.1',
+                     '--smart-dpm', tmp_path / 'other.pt', *TINY)
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1].startswith(
+        f"Error: --smart-dpm: score source '{tmp_path / 'other.pt'}': {tmp_path / 'other.pt'} is a torch.save state "
+        f"dict of 1 tensors")
+
+
+def test_resume_errors_name_the_flag(data, tmp_path):
+    """Before: a pickle without networks resumed from nothing, a wrong-resolution snapshot failed in the optimizer,
+    and resuming at --kimg exited 0 without a word."""
+    import pickle
+    (tmp_path / 'empty.pkl').write_bytes(pickle.dumps({'foo': 1}))
+    result = _invoke('--outdir', tmp_path / 'a', '--data', data.ds, '--resume', tmp_path / 'empty.pkl', *TINY)
+    assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == (
+        f"Error: --resume: {tmp_path / 'empty.pkl'} holds no networks (keys ['foo']); expected a network snapshot "
+        f"with G, D and G_ema")
+    first = _invoke('--outdir', tmp_path / 'b', '--data', data.ds, '--kimg', '0.004', *TINY)
+    assert first.exit_code == 0, first.output
+    pkl = tmp_path / 'b' / '00000-ds-stylegan2-kimg0.004-batch4' / 'network-snapshot-000000.pkl'
+    result = _invoke('--outdir', tmp_path / 'c', '--data', data.ds, '--kimg', '0.004', '--resume', pkl, *TINY)
+    assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == (
+        f'Error: --kimg: 0.004, but the --resume snapshot {pkl} is already at kimg 0.004: nothing to train; pass a '
+        f'larger --kimg')
+    result = _invoke('--outdir', tmp_path / 'd', '--data', data.ds32, '--kimg', '0.008', '--resume', pkl, *TINY)
+    assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == (
+        f'Error: --resume: {pkl}: G has img_resolution 8 but this run needs 32 (set by --data and --cond); resume '
+        f'with a snapshot trained on data like this')

@@ -14,6 +14,7 @@ import abc
 import numbers
 import os
 import zipfile
+import zlib
 
 import numpy as np
 import torch
@@ -224,8 +225,12 @@ class ImageFolderDataset(Dataset):
         """Read every image header; return the common shape [C, H, W] or raise naming the first misfit."""
         first_fname, first_shape = None, None
         for fname in self._image_fnames:
-            with self._open_file(fname) as f:
-                shape = list(probe_image(f, self._describe(fname)))  # [C, H, W]
+            try:
+                with self._open_file(fname) as f:
+                    shape = list(probe_image(f, self._describe(fname)))  # [C, H, W]
+            except (zipfile.BadZipFile, zlib.error, EOFError) as err:  # A small member is read whole: CRC checked.
+                raise ImageFileError(f'{self._describe(fname)}: cannot read the file ({type(err).__name__}: '
+                                     f'{err})') from err
             if first_shape is None:
                 first_fname, first_shape = fname, shape
                 channels, height, width = shape
@@ -249,8 +254,11 @@ class ImageFolderDataset(Dataset):
 
     def _load_raw_image(self, raw_idx: int) -> np.ndarray:
         fname = self._image_fnames[raw_idx]
-        with self._open_file(fname) as f:
-            data = f.read()
+        try:
+            with self._open_file(fname) as f:
+                data = f.read()
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:  # E.g. a CRC error in a damaged zip.
+            raise ImageFileError(f'{self._describe(fname)}: cannot read the file ({type(err).__name__}: {err})') from err
         image = decode_image(data, self._describe(fname)).transpose(2, 0, 1)  # [H, W, C] -> [C, H, W]
         if list(image.shape) != self.image_shape:  # The header said otherwise, or the file changed since.
             raise ImageFileError(f'{self._describe(fname)}: decoded to shape [C, H, W] = {list(image.shape)}, '

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import pickle
+import re
 import zipfile
 
 import numpy as np
@@ -338,3 +339,25 @@ def test_errors_at_load_time_name_the_file(tmp_path):
     (root / 'a.png').write_bytes(data[:60])  # A valid header but truncated pixel data.
     with pytest.raises(ImageFileError, match=r'late/a\.png: cannot decode the image'):
         ds[0]
+
+
+def test_damaged_zip_member_found_at_load_time_names_the_file(tmp_path):
+    """Before: zipfile's BadZipFile traceback (from a DataLoader worker at train time)."""
+    rng = np.random.RandomState(0)
+    path = tmp_path / 'd.zip'
+    with zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED) as zf:
+        for name in ('a.png', 'b.png'):
+            buffer = io.BytesIO()
+            PIL.Image.fromarray(rng.randint(0, 256, [64, 64, 3], dtype=np.uint8)).save(buffer, 'png',
+                                                                                         compress_level=0)
+            zf.writestr(name, buffer.getvalue())
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo('b.png')
+    raw = bytearray(path.read_bytes())
+    raw[info.header_offset + 30 + len('b.png') + info.file_size - 100] ^= 0xFF  # Past what the header probe reads.
+    path.write_bytes(bytes(raw))
+    ds = ImageFolderDataset(str(path))  # The header probe does not reach the damage.
+    ds[0]
+    with pytest.raises(ImageFileError, match=re.escape(f"{path}/b.png: cannot read the file (BadZipFile: Bad CRC-32 "
+                                                       f"for file 'b.png')")):
+        ds[1]
