@@ -258,7 +258,8 @@ class ImageFolderDataset(Dataset):
             with self._open_file(fname) as f:
                 data = f.read()
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:  # E.g. a CRC error in a damaged zip.
-            raise ImageFileError(f'{self._describe(fname)}: cannot read the file ({type(err).__name__}: {err})') from err
+            raise ImageFileError(f'{self._describe(fname)}: cannot read the file ({type(err).__name__}: '
+                                 f'{err})') from err
         image = decode_image(data, self._describe(fname)).transpose(2, 0, 1)  # [H, W, C] -> [C, H, W]
         if list(image.shape) != self.image_shape:  # The header said otherwise, or the file changed since.
             raise ImageFileError(f'{self._describe(fname)}: decoded to shape [C, H, W] = {list(image.shape)}, '

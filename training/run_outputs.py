@@ -137,7 +137,7 @@ def evaluate_metrics(state: dnnlib.EasyDict, metrics: list[str], metric_kwargs: 
 
 def resume_summary(pkl: str) -> dnnlib.EasyDict:
     """What a resume snapshot (path or URL) holds: exact (ours, with a training_state), cur_nimg (exact only, else
-    None), networks (which of G, D, G_ema) and entries (all keys). Reads the file with the safe loader (nothing in it runs)."""
+    None), networks (which of G, D, G_ema) and entries (all keys). Read with the safe loader (nothing in it runs)."""
     with dnnlib.util.open_url(pkl) as f:
         data = safe_pickle.safe_load(f)
     data = data if isinstance(data, dict) else {}
