@@ -20,6 +20,8 @@ Valid metrics: fid50k_full, kid50k_full, pr50k3_full, is50k, fid50k, kid50k, pr5
 fid2k_full, kid2k_full, pr2k3_full, is2k (2k generated images: smoke checks only, not comparable with papers).
 """
 
+from torch_utils import cpu_threads  # First: OpenMP's wait policy must be set before torch loads (see there).
+
 import json
 import os
 import pickle
@@ -29,7 +31,8 @@ import torch
 
 import dnnlib
 from metrics import detectors, frechet_inception_distance, metric_main
-from training import distributed, snapshot
+from torch_utils import distributed
+from training import snapshot
 
 
 def _flag_error(flag: str, message: str) -> click.ClickException:

@@ -23,6 +23,8 @@ Examples:
       --transform=center-crop-wide --resolution=512x384 --max-images=100000 --dry-run
 """
 
+from torch_utils import cpu_threads  # noqa: F401  First: OpenMP's wait policy must be set before torch loads (see there).
+
 import json
 import os
 import sys

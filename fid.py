@@ -11,6 +11,8 @@ fid-refs (e.g. cifar10-32x32.npz), so published reference files work too. Detect
   python fid.py calc --images=out --ref=fid-refs/cifar10-32x32.npz
 """
 
+from torch_utils import cpu_threads  # noqa: F401  First: OpenMP's wait policy must be set before torch loads (see there).
+
 import os
 
 import click

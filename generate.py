@@ -18,6 +18,8 @@ The same seed gives the same image whatever --batch is; z follows StyleGAN2-ADA'
 reproduce their published images seed for seed.
 """
 
+from torch_utils import cpu_threads  # First: OpenMP's wait policy must be set before torch loads (see there).
+
 import os
 import pickle
 import re
@@ -25,8 +27,9 @@ import re
 import click
 import torch
 
+from torch_utils import image_io
 from torch_utils.finite import NonFiniteError, check_finite_modules, check_finite_number
-from training import image_io, sampling, snapshot
+from training import sampling, snapshot
 
 
 def parse_seeds(text: str) -> sampling.SeedRanges:

@@ -18,6 +18,8 @@ Networks are loaded without running code from the file (rebuilt from our classes
 which runs the code stored in the pickle. Every image depends only on its seed, whatever --batch is.
 """
 
+from torch_utils import cpu_threads  # First: OpenMP's wait policy must be set before torch loads (see there).
+
 import dataclasses
 import json
 import os
@@ -28,7 +30,7 @@ import torch
 
 from edm_bridge import loading, samplers
 from generate import SeedList
-from training import image_io
+from torch_utils import image_io
 
 
 def _load(network: str, trusted: bool, device: torch.device) -> torch.nn.Module:

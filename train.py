@@ -17,6 +17,8 @@ stats.jsonl, image grids and network snapshots. Examples:
   python train.py --outdir=runs --data=ds.zip --resume=runs/00000-ds-auto1/network-snapshot-000200.pkl
 """
 
+from torch_utils import cpu_threads  # First: OpenMP's wait policy must be set before torch loads (see there).
+
 import dataclasses
 import json
 import os
@@ -30,11 +32,11 @@ import dnnlib
 from metrics import metric_main
 from metrics.detectors import DetectorUnavailableError
 from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRtOptions
-from training import distributed, run_outputs, train_state, training_loop
-from training.augment import augpipe_specs
-from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset
-from torch_utils import signals
+from torch_utils import distributed, signals
 from torch_utils.finite import NonFiniteError
+from training import run_outputs, train_state, training_loop
+from training.augment import augpipe_specs
+from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset, threads_option
 from training.dataset import ImageFolderDataset
 from training.dataset_images import ImageFileError
 
@@ -352,6 +354,7 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
 @click.option('--nobench', is_flag=True, help='Disable cuDNN benchmarking')
 @click.option('--allow-tf32', is_flag=True, help='Allow TF32 on Ampere+ GPUs')
 @click.option('--workers', type=click.IntRange(min=0), default=3, show_default=True, help='DataLoader workers')
+@threads_option
 # SMaRt.
 @click.option('--smart-lambda', type=float, default=SMaRtOptions.lam, show_default=True,
               help='SMaRt weight lambda (0 = off)')
@@ -398,6 +401,7 @@ def main(**kwargs):
         if ranks[0] == 0:
             print('Dry run; exiting.')
         return
+    cpu_threads.set_threads(opts.threads)
     try:
         with signals.sigterm_as_interrupt():  # SIGTERM stops like Ctrl-C: clean writes, the last snapshot named.
             _launch(config, options, plugin_options, run_dir, ranks)

@@ -16,6 +16,8 @@ code) and training-state-<kimg>.pt (--resume). Examples:
   python train_dpm.py --outdir=runs --data=ds.zip --preset=tiny --resume=runs/00000-.../training-state-000001.pt
 """
 
+from torch_utils import cpu_threads  # First: OpenMP's wait policy must be set before torch loads (see there).
+
 import json
 import os
 import sys
@@ -24,10 +26,9 @@ import click
 import torch
 
 import dnnlib
-from edm_bridge import dpm_snapshot, dpm_training_loop, sigma_dist
-from torch_utils import signals
-from training import distributed
-from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset
+from dpm import sigma_dist, snapshot as dpm_snapshot, training_loop as dpm_training_loop
+from torch_utils import distributed, signals
+from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset, threads_option
 from training.dataset import ImageFolderDataset
 
 # --preset: EDM-like settings (EDM's CIFAR-10 and 64x64 FFHQ/AFHQ configs) and a tiny CPU preset.
@@ -289,6 +290,7 @@ def _launch(config: dict, options: dict, run_dir: str, ranks: tuple) -> None:
 @click.option('--resume', default=None, metavar='PT|PKL',
               help='Continue from a training-state-*.pt, or the network-snapshot-*.pkl that names one')
 @click.option('--workers', type=click.IntRange(min=0), default=2, show_default=True, help='DataLoader workers')
+@threads_option
 def main(**kwargs):
     opts = dnnlib.EasyDict(kwargs)
     try:
@@ -310,6 +312,7 @@ def main(**kwargs):
         if ranks[0] == 0:
             print('Dry run; exiting.')
         return
+    cpu_threads.set_threads(opts.threads)
     try:
         with signals.sigterm_as_interrupt():  # SIGTERM stops like Ctrl-C: clean writes, the last snapshot named.
             _launch(config, options, run_dir, ranks)

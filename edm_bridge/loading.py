@@ -99,7 +99,7 @@ def _read_edm(f: BinaryIO, source: str, trusted: bool) -> tuple[Any, dict]:
     return data['ema'], data
 
 
-_TRAIN_DPM_STATE_KEYS = {'net', 'ema', 'optimizer', 'cur_nimg', 'version'}  # edm_bridge.dpm_snapshot's state.
+_TRAIN_DPM_STATE_KEYS = {'net', 'ema', 'optimizer', 'cur_nimg', 'version'}  # dpm.snapshot's training state.
 
 
 def _read_adm_state(f: BinaryIO, source: str) -> dict[str, torch.Tensor]:

@@ -70,9 +70,9 @@ def test_train_sigterm_inside_a_snapshot_write_leaves_no_temp_file(tmp_path):
 
 
 @pytest.mark.parametrize('target, at, message', [
-    ('edm_bridge.dpm_training_loop.training_step', 3, 'at kimg 0.016; the last snapshot is {pkl} (resume with '
+    ('dpm.training_loop.training_step', 3, 'at kimg 0.016; the last snapshot is {pkl} (resume with '
                                                       '--resume={pt})'),
-    ('edm_bridge.dpm_snapshot.save_network_snapshot', 2, 'at kimg 0.016; the last snapshot is {pkl} (resume with '
+    ('dpm.snapshot.save_network_snapshot', 2, 'at kimg 0.016; the last snapshot is {pkl} (resume with '
                                                          '--resume={pt1})'),
 ])
 def test_train_dpm_sigterm_exits_143_and_stays_resumable(tmp_path, target, at, message):

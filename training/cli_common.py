@@ -1,5 +1,5 @@
 """Pieces the training CLIs share (train.py, train_dpm.py): flag-named user errors, the 'LO,HI' integer-pair type,
-and the numbered run directory of StyleGAN2-ADA / EDM (<outdir>/<5-digit id>-<desc>)."""
+the numbered run directory of StyleGAN2-ADA / EDM (<outdir>/<5-digit id>-<desc>) and the --threads option."""
 
 import json
 import os
@@ -8,7 +8,7 @@ import re
 import click
 
 import dnnlib
-from training import distributed
+from torch_utils import distributed
 from training.dataset import ImageFolderDataset
 
 
@@ -17,6 +17,11 @@ class FlagError(click.ClickException):
 
     def __init__(self, flag: str, message: str):
         super().__init__(f'{flag}: {message}')
+
+
+threads_option = click.option(
+    '--threads', type=click.IntRange(min=1), default=None, show_default="torch's: cores / processes per machine",
+    help='CPU threads per process (1 is fastest for tiny models on a busy machine; see the README)')
 
 
 class IntPair(click.ParamType):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from torch_utils.finite import NonFiniteError
-from training.image_io import to_uint8
+from torch_utils.image_io import to_uint8
 
 
 class SeedRanges(collections.abc.Sequence):

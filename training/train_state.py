@@ -8,36 +8,21 @@ pl_mean, augment p, ADA statistics, RNG states, sampler position), so that a res
 2 steps + snapshot + resume + 2 steps equal 4 steps bit for bit.
 """
 
+import contextlib
 import copy
+import io
 import pickle
 
 import numpy as np
 import torch
 
 import dnnlib
-from torch_utils import finite, misc, training_stats
-from training import distributed, networks, snapshot
+from torch_utils import distributed, finite, misc, training_stats
+from torch_utils.data_iter import check_batch, make_data_iterator, resolve_device
+from training import networks, snapshot
 from training.loss import StyleGAN2Loss
 
 TRAINING_STATE_VERSION = 1
-
-
-def resolve_device(device: str | torch.device | None, rank: int) -> torch.device:
-    """None -> cuda:<rank> when CUDA is available, else cpu; otherwise the given device."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device('cuda', rank % torch.cuda.device_count()) if torch.cuda.is_available() else torch.device('cpu')
-
-
-def check_batch(batch_size: int, batch_gpu: int, num_gpus: int) -> int:
-    """Validate the batch split; return the rounds of gradient accumulation per phase and rank."""
-    for name, value in (('batch_size', batch_size), ('batch_gpu', batch_gpu), ('num_gpus', num_gpus)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f'{name} must be an int >= 1, got {value!r}')
-    if batch_size % num_gpus != 0 or (batch_size // num_gpus) % batch_gpu != 0:
-        raise ValueError(f'batch_size={batch_size} must be a multiple of num_gpus * batch_gpu = {num_gpus} * '
-                         f'{batch_gpu}: each rank runs batch_size / num_gpus samples in chunks of batch_gpu')
-    return batch_size // num_gpus // batch_gpu
 
 
 class AdaTuner:
@@ -135,39 +120,6 @@ def build_augment_pipe(augment_kwargs: dict | None, augment_p: float, device: to
     augment_pipe = AugmentPipe(**augment_kwargs).train().requires_grad_(False).to(device)
     augment_pipe.p.copy_(torch.as_tensor(augment_p))
     return augment_pipe
-
-
-def make_data_iterator(training_set, rank: int, num_gpus: int, random_seed: int, batch_per_rank: int,
-                       skip_batches: int, data_loader_kwargs: dict, device: torch.device):
-    """Endless iterator of (uint8 images [B, C, H, W], labels [B, c_dim]) batches for this rank.
-
-    The first `skip_batches` batches are skipped by advancing the sampler only (no image is decoded), which puts a
-    resumed run at the exact sampler position. The loader has its own torch.Generator so that creating it does
-    not consume the global RNG.
-    """
-    sampler = misc.InfiniteSampler(dataset=training_set, rank=rank, num_replicas=num_gpus, seed=random_seed)
-    if skip_batches > 0:
-        sampler = _SkippingSampler(sampler, skip_batches * batch_per_rank)
-    kwargs = dict(data_loader_kwargs)
-    if device.type != 'cuda':
-        kwargs['pin_memory'] = False  # Pinned host memory only helps (and only works) with a GPU.
-    loader = torch.utils.data.DataLoader(dataset=training_set, sampler=sampler, batch_size=batch_per_rank,
-                                         generator=torch.Generator().manual_seed(random_seed), **kwargs)
-    return iter(loader)
-
-
-class _SkippingSampler(torch.utils.data.Sampler):
-    """Yields the indices of `sampler` after the first `skip` ones."""
-
-    def __init__(self, sampler, skip: int):
-        super().__init__()
-        self.sampler, self.skip = sampler, skip
-
-    def __iter__(self):
-        it = iter(self.sampler)
-        for _ in range(self.skip):
-            next(it)
-        return it
 
 
 class ResumeError(ValueError):
@@ -321,10 +273,30 @@ def setup_training(*, training_set_kwargs: dict, G_kwargs: dict, D_kwargs: dict,
     return state
 
 
+def network_summary(G, D, batch_gpu: int, device: torch.device) -> str:
+    """The per-layer tables of G and D (torch_utils.misc.print_module_summary) for one batch_gpu batch, as the
+    released loop prints at start-up. Zero inputs, eval mode (so G's w_avg does not move) and a forked RNG, so the
+    run continues exactly as without it."""
+    z = torch.zeros([batch_gpu, G.z_dim], device=device)
+    c = torch.zeros([batch_gpu, D.c_dim], device=device)
+    modes = G.training, D.training
+    out = io.StringIO()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []), \
+                contextlib.redirect_stdout(out):
+            img = misc.print_module_summary(G.eval(), [z, c[:, :G.c_dim]])
+            misc.print_module_summary(D.eval(), [img, c])
+    finally:
+        G.train(modes[0])
+        D.train(modes[1])
+    return out.getvalue().rstrip('\n')
+
+
 def _setup_networks(state: dnnlib.EasyDict, G_kwargs: dict, D_kwargs: dict, resume_pkl: str | None, log):
     """Build G, D, G_ema into `state` and copy resumed weights; return the loaded resume snapshot (or None)."""
     extra_c_dim = sum(plugin.extra_c_dim for plugin in state.plugins)
     state.G, state.D, state.G_ema = build_networks(state.training_set, G_kwargs, D_kwargs, extra_c_dim, state.device)
+    log(network_summary(state.G, state.D, state.batch_gpu, state.device))
     log(f'Networks: G {_num_params(state.G):,} parameters, D {_num_params(state.D):,} (label dim '
         f'{state.D.c_dim}), on {state.device}')
     if resume_pkl is None:
