@@ -215,8 +215,10 @@ def test_setup_errors():
         SMaRt({'lam': 1})
     with pytest.raises(ValueError, match=re.escape('denoiser is 32x32 but the generator outputs 8x8')):
         make(None, G=fake_G(resolution=8, channels=3), dpm='edm-cifar10-32x32-cond-vp')  # Before any download.
-    with pytest.raises(FileNotFoundError, match=re.escape("model file 'missing/model.pkl' does not exist")):
+    with pytest.raises(OptionError, match=re.escape("score source 'missing/model.pkl': model file 'missing/model.pkl' "
+                                                    "does not exist")) as info:
         make(None, dpm='missing/model.pkl')
+    assert info.value.field == 'dpm' and isinstance(info.value.__cause__, FileNotFoundError)  # train.py: --smart-dpm.
 
 
 def test_sigma_band_warning():
