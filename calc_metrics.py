@@ -77,7 +77,7 @@ def evaluate(network: str, metrics: list[str], metric_kwargs: dict, data: str | 
              trusted: bool, rank: int) -> list[dnnlib.EasyDict]:
     """Load the snapshot, compute each metric on all ranks and report it on rank 0; return the results."""
     try:
-        pkl_data = snapshot.load_network_pkl(network, trusted=trusted)
+        pkl_data = snapshot.load_network_pkl(network, trusted=trusted, trust_flag='--trusted')
     except (OSError, EOFError, pickle.UnpicklingError, ValueError) as err:
         raise _flag_error('--network', f'{network}: {err}') from None
     if pkl_data['G_ema'] is None:

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import os
 import pickle
+import sys
 
 import click
 import torch
@@ -32,11 +33,13 @@ from metrics import metric_main
 from metrics.detectors import DetectorUnavailableError
 from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRtOptions
 from smart_plugin.diffgan_betas import BETA_SCHEDULES
-from torch_utils import distributed, safe_pickle
-from training import run_outputs, training_loop
+from torch_utils import distributed, safe_pickle, signals
+from torch_utils.finite import NonFiniteError
+from training import run_outputs, train_state, training_loop
 from training.augment import augpipe_specs
 from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset, threads_option
 from training.dataset import ImageFolderDataset
+from training.dataset_images import ImageFileError
 
 # --cfg presets (spec 3.5); None in 'auto' = derived from the resolution and the number of GPUs (_preset).
 PRESET_FIELDS = ('ref_gpus', 'kimg', 'mb', 'mbstd', 'fmaps', 'lrate', 'gamma', 'ema', 'ramp', 'map')
@@ -174,7 +177,7 @@ def _augment_config(opts) -> dict:
                 ada_target=(0.6 if opts.target is None else opts.target) if aug == 'ada' else None)
 
 
-def _resume_config(opts) -> dict:
+def _resume_config(opts, total_kimg: float) -> dict:
     """resume_pkl; a weights-only resume (official pickles) also sets ada_kimg 100 and no EMA ramp-up, as
     officially, while our snapshots with a training state continue exactly with the configured values."""
     if opts.resume in (None, 'noresume'):
@@ -183,10 +186,16 @@ def _resume_config(opts) -> dict:
     if not dnnlib.util.is_url(pkl, allow_file_urls=True) and not os.path.isfile(pkl):
         raise FlagError('--resume', f'{pkl!r} is neither an existing file, a URL nor one of {list(RESUME_SPECS)}')
     try:
-        exact = run_outputs.has_training_state(pkl)
+        summary = run_outputs.resume_summary(pkl)
     except (OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
         raise FlagError('--resume', f'cannot read {pkl}: {err}') from None
-    return dict(resume_pkl=pkl) if exact else dict(resume_pkl=pkl, ada_kimg=100, ema_rampup=None)
+    if not summary.networks:
+        raise FlagError('--resume', f'{pkl} holds no networks (keys {summary.entries}); expected a network snapshot '
+                                    f'with G, D and G_ema')
+    if summary.cur_nimg is not None and summary.cur_nimg >= round(total_kimg * 1000):
+        raise FlagError('--kimg', f'{total_kimg:g}, but the --resume snapshot {pkl} is already at kimg '
+                                  f'{summary.cur_nimg / 1000:g}: nothing to train; pass a larger --kimg')
+    return dict(resume_pkl=pkl) if summary.exact else dict(resume_pkl=pkl, ada_kimg=100, ema_rampup=None)
 
 
 def _check_diffgan_resume(pkl: str, diffgan: DiffGANOptions) -> None:
@@ -296,7 +305,7 @@ def build_config(opts, num_gpus: int) -> tuple[dict, str, dict]:
                   random_seed=opts.seed, num_gpus=num_gpus, kimg_per_tick=opts.tick,
                   image_snapshot_ticks=opts.snap, network_snapshot_ticks=opts.snap,
                   cudnn_benchmark=not opts.nobench, allow_tf32=opts.allow_tf32, **_metric_config(opts))
-    resume = _resume_config(opts)
+    resume = _resume_config(opts, config['total_kimg'])
     config.update(resume)
     if diffgan.enabled and resume['resume_pkl'] is not None and 'ada_kimg' not in resume:  # One of our snapshots.
         _check_diffgan_resume(resume['resume_pkl'], diffgan)
@@ -336,8 +345,14 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
             raise FlagError(PLUGIN_FLAGS.get(err.field, '--smart-*/--diffgan-*'), str(err)) from None
         except DetectorUnavailableError as err:  # Found at the first metric evaluation (tick 0).
             raise FlagError(err.flag, str(err)) from None
+        except NonFiniteError as err:  # NaN/Inf policy (README): resume weights, snapshots, the SMaRt score source.
+            raise FlagError(err.flag or 'training', str(err)) from None
+        except train_state.ResumeError as err:
+            raise FlagError('--resume', str(err)) from None
+        except ImageFileError as err:  # A damaged image found while training; from a DataLoader worker, the last line.
+            raise FlagError('--data', str(err).strip().splitlines()[-1].split('ImageFileError: ')[-1]) from None
     if result.interrupted:
-        raise SystemExit(130)
+        raise SystemExit(result.exit_code)
 
 
 @click.command(help=__doc__)
@@ -469,7 +484,12 @@ def main(**kwargs):
             print('Dry run; exiting.')
         return
     cpu_threads.set_threads(opts.threads)
-    _launch(config, options, plugin_options, run_dir, ranks)
+    try:
+        with signals.sigterm_as_interrupt():  # SIGTERM stops like Ctrl-C: clean writes, the last snapshot named.
+            _launch(config, options, plugin_options, run_dir, ranks)
+    except KeyboardInterrupt as err:  # Before the training loop took over (set-up).
+        print(f'Interrupted ({signals.signal_name(err)}) during set-up; no snapshot written', file=sys.stderr)
+        raise SystemExit(signals.exit_code(err)) from None
 
 
 if __name__ == '__main__':

@@ -96,10 +96,16 @@ def _sniff_format(f: BinaryIO, source: str) -> str:
                      f'{_EXPECTED}')
 
 
+_TRAIN_DPM_STATE_KEYS = {'net', 'ema', 'optimizer', 'cur_nimg', 'version'}  # dpm.snapshot's training state.
+
+
 def _read_checkpoint(f: BinaryIO, source: str) -> tuple[str, Any]:
     """torch.load(weights_only=True) of a torch.save file -> ('adm-checkpoint', state dict) or
     ('ncsnv2-checkpoint', list); ValueError naming what the file holds otherwise."""
     obj = torch.load(f, map_location='cpu', weights_only=True)
+    if isinstance(obj, dict) and _TRAIN_DPM_STATE_KEYS <= set(obj):
+        raise ValueError(f'{source} is a train_dpm.py training state (training-state-*.pt: net, ema, optimizer, '
+                         f'counters), not a network file; pass the network-snapshot-*.pkl of the same tick')
     if ncsnv2_checkpoint.is_ncsnv2_checkpoint(obj):
         return 'ncsnv2-checkpoint', list(obj)
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -42,6 +42,10 @@ def fid_from_stats(mu_real: np.ndarray, sigma_real: np.ndarray, mu_gen: np.ndarr
     if mu_real.shape != mu_gen.shape or sigma_real.shape != sigma_gen.shape or sigma_real.shape != mu_real.shape * 2:
         raise ValueError(f'FID statistics do not match: mu {mu_real.shape} vs {mu_gen.shape}, sigma {sigma_real.shape} '
                          f'vs {sigma_gen.shape}; were they computed with the same detector?')
+    for name, array in (('reference mu', mu_real), ('reference sigma', sigma_real), ('generated mu', mu_gen),
+                        ('generated sigma', sigma_gen)):
+        if not np.isfinite(array).all():
+            raise ValueError(f'FID statistics: {name} holds NaN/Inf values; the FID would be meaningless')
     m = np.square(mu_gen - mu_real).sum()
     s = sqrtm_real(np.dot(sigma_gen, sigma_real))
     return float(np.real(m + np.trace(sigma_gen + sigma_real - s * 2)))
@@ -61,7 +65,12 @@ def load_ref_stats(path: str) -> tuple[np.ndarray, np.ndarray]:
             with np.load(f, allow_pickle=False) as data:
                 if 'mu' not in data or 'sigma' not in data:
                     raise ValueError(f'reference statistics {path!r} hold {sorted(data.keys())}; expected mu and sigma')
-                return data['mu'].astype(np.float64), data['sigma'].astype(np.float64)
+                mu, sigma = data['mu'].astype(np.float64), data['sigma'].astype(np.float64)
+            for name, array in (('mu', mu), ('sigma', sigma)):
+                if not np.isfinite(array).all():  # NaN/Inf policy: a NaN reference would print FID nan, rc 0.
+                    raise ValueError(f'{name} holds {int((~np.isfinite(array)).sum())} NaN/Inf value(s); recompute '
+                                     f'the reference with python fid.py ref')
+            return mu, sigma
         except (OSError, ValueError) as err:
             raise RefStatsError(f'reference statistics {path!r}: {err}') from None
 

@@ -77,3 +77,19 @@ def test_untrusted_pickle_in_the_detector_folder_is_refused_before_it_runs(tmp_p
     assert result.exit_code == 1 and not marker.exists() and not (tmp_path / 'out.npz').exists()
     assert (f'Error: --detector: {tmp_path}/inception-2015-12-05.pt (found in $SMART_DETECTOR_DIR={tmp_path}) is '
             'not a TorchScript archive' in result.output and '--trust-detector' in result.output), result.output
+
+
+@pytest.mark.parametrize('bad', ['mu', 'sigma'])
+def test_nan_reference_is_refused(tmp_path, bad):
+    """Before: a NaN mu printed 'FID ... nan' with rc 0."""
+    mu, sigma = np.zeros(4), np.eye(4)
+    (mu if bad == 'mu' else sigma)[1] = np.nan
+    frechet_inception_distance.save_ref_stats(tmp_path / 'ref.npz', mu, sigma)
+    data = make_zip(tmp_path / 'a.zip', num=4, seed=1)
+    result = _invoke('calc', '--images', data, '--ref', tmp_path / 'ref.npz')
+    assert result.exit_code == 1, result.output
+    count = 1 if bad == 'mu' else 4
+    assert (f"Error: --ref: reference statistics '{tmp_path / 'ref.npz'}': {bad} holds {count} NaN/Inf value(s)"
+            in result.output), result.output
+    with pytest.raises(ValueError, match='generated mu holds NaN/Inf'):
+        frechet_inception_distance.fid_from_stats(np.zeros(4), np.eye(4), np.full(4, np.nan), np.eye(4))

@@ -65,4 +65,9 @@ def open_dataset(data: str, cond: bool) -> ImageFolderDataset:
     if cond and not dataset.has_stored_labels:
         raise FlagError('--cond', f'{data} has no labels (no dataset.json with "labels"); train unconditionally '
                                   'or add labels with dataset_tool.py')
+    if cond:
+        try:
+            dataset.check_labels()
+        except OSError as err:
+            raise FlagError('--data', f'{err} (--cond needs valid labels)') from None
     return dataset

@@ -21,7 +21,7 @@ import torch
 
 import dnnlib
 from metrics import metric_main
-from torch_utils import image_io, misc, safe_pickle, training_stats
+from torch_utils import finite, image_io, misc, safe_pickle, training_stats
 from training import snapshot, train_state
 
 DDP_IGNORE_REGEX = r'.*\.[^.]+_(avg|ema)'  # Running averages (w_avg) legitimately differ between ranks.
@@ -95,6 +95,9 @@ def snapshot_data(state: dnnlib.EasyDict, next_tick: int) -> dict:
                 misc.check_ddp_consistency(module, ignore_regex=DDP_IGNORE_REGEX)
             module = copy.deepcopy(module).eval().requires_grad_(False).cpu()
         data[name] = module
+    # NaN/Inf policy: a diverged network is never written, so the last snapshot on disk stays a good one.
+    finite.check_finite_modules({name: data[name] for name in ('G', 'D', 'G_ema')},
+                                f'snapshot at kimg {state.cur_nimg / 1e3:.3f} not written')
     data['plugins'] = {plugin.name: train_state.to_cpu(plugin.state_dict()) for plugin in state.plugins}
     data['training_state'] = train_state.capture_training_state(state, next_tick)
     return data
@@ -149,11 +152,19 @@ def evaluate_metrics(state: dnnlib.EasyDict, metrics: list[str], metric_kwargs: 
     return values
 
 
-def has_training_state(pkl: str) -> bool:
-    """Whether a snapshot (path or URL) is one of ours with a training_state entry, i.e. can resume exactly.
-
-    Reads the file with the safe loader (nothing in it runs).
-    """
+def resume_summary(pkl: str) -> dnnlib.EasyDict:
+    """What a resume snapshot (path or URL) holds: exact (ours, with a training_state), cur_nimg (exact only, else
+    None), networks (which of G, D, G_ema) and entries (all keys). Read with the safe loader (nothing in it runs)."""
     with dnnlib.util.open_url(pkl) as f:
         data = safe_pickle.safe_load(f)
-    return isinstance(data, dict) and data.get('training_state') is not None
+    data = data if isinstance(data, dict) else {}
+    state = data.get('training_state')
+    exact = state is not None
+    cur_nimg = state.get('cur_nimg') if exact and isinstance(state, dict) else None
+    return dnnlib.EasyDict(exact=exact, cur_nimg=cur_nimg, entries=sorted(map(str, data)),
+                           networks=[name for name in ('G', 'D', 'G_ema') if data.get(name) is not None])
+
+
+def has_training_state(pkl: str) -> bool:
+    """Whether a snapshot (path or URL) is one of ours with a training_state entry, i.e. can resume exactly."""
+    return resume_summary(pkl).exact

@@ -48,12 +48,15 @@ def _plain(value: Any) -> Any:
 
 
 def build_from_record(key: str, record: safe_pickle.PersistentRecord,
-                      codebase: str = pickle_codebases.SG2ADA) -> torch.nn.Module:
+                      codebase: str = pickle_codebases.SG2ADA, trust_flag: str | None = "--trust-pickle") -> torch.nn.Module:
     """Construct our class for `record` from its recorded init arguments (as written by `codebase`, see
-    training.pickle_codebases) and load its tensors (strict, by name)."""
+    training.pickle_codebases) and load its tensors (strict, by name). `trust_flag` is the caller's flag for the
+    trusted loader, named in the hint (None: the caller has none)."""
     classes = _our_classes()
-    hint = (f"if the pickle comes from a codebase with other {record.class_name} classes (e.g. StyleGAN3's "
-            "alias-free networks), load it with --trust-pickle, which runs the code stored in it")
+    origin = (f"if the pickle comes from a codebase with other {record.class_name} classes (e.g. StyleGAN3's "
+              "alias-free networks)")
+    hint = (f"{origin}, load it with {trust_flag}, which runs the code stored in it" if trust_flag else
+            f"{origin}, it can only be loaded by running its code, which this tool never does")
     if record.class_name not in classes:
         raise ValueError(f"{key}: the snapshot holds a {record.class_name!r}, which the safe loader can rebuild only "
                          f"for {sorted(classes)}; {hint}")
@@ -84,11 +87,13 @@ def _read_bytes(f: str | os.PathLike | BinaryIO) -> bytes:
     return f.read()
 
 
-def load_network_pkl(f: str | os.PathLike | BinaryIO, trusted: bool = False) -> dict[str, Any]:
+def load_network_pkl(f: str | os.PathLike | BinaryIO, trusted: bool = False,
+                     trust_flag: str | None = "--trust-pickle") -> dict[str, Any]:
     """Load a network snapshot from a path, URL or binary file; return a dict with G, D, G_ema, augment_pipe and
     training_set_kwargs (missing keys are None; rebuilt networks are in eval mode without gradients).
 
     With trusted=False (default) nothing from the file runs; with trusted=True it is unpickled normally.
+    `trust_flag` names the caller's flag for trusted=True in errors (None: the caller has none).
     """
     data = _read_bytes(f)
     if trusted:
@@ -106,7 +111,7 @@ def load_network_pkl(f: str | os.PathLike | BinaryIO, trusted: bool = False) -> 
         value = result[key]
         if isinstance(value, safe_pickle.PersistentRecord):
             try:
-                result[key] = build_from_record(key, value, codebase)
+                result[key] = build_from_record(key, value, codebase, trust_flag)
             except ValueError as err:
                 if key != "augment_pipe":
                     raise

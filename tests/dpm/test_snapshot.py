@@ -81,7 +81,10 @@ def test_snapshot_contents(tmp_path, dataset):
     result = _train(tmp_path, dataset, 0.008)
     with open(result.snapshot_pkl, 'rb') as f:
         data = pickle.load(f)  # The trusted path works too: plain data and persistent objects.
-    assert sorted(data) == ['augment_pipe', 'dataset_kwargs', 'ema', 'loss_fn', 'precond', 'training_sigma']
+    assert sorted(data) == ['augment_pipe', 'dataset_kwargs', 'ema', 'loss_fn', 'precond', 'training_sigma',
+                            'training_state']
+    assert data['training_state'] == 'training-state-000000.pt'  # Written before the snapshot, in the same folder.
+    assert dpm_snapshot.state_of_snapshot(result.snapshot_pkl) == str(tmp_path / 'training-state-000000.pt')
     assert data['loss_fn'] == dict(class_name='EDMLoss', sigma_dist=BAND, sigma_data=0.5, stf=True, stf_chunk=256)
     assert data['precond'] == dict(class_name='EDMPrecond', sigma_data=0.5, sigma_min=0.0, sigma_max=float('inf'))
     assert data['training_sigma'] == BAND and data['dataset_kwargs']['path'] == dataset

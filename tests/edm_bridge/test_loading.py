@@ -136,6 +136,22 @@ def test_adm_errors(tmp_path):
         loading.load_denoiser(tmp_path / 'list.pt', adm_preset='adm-imagenet64-cond')
 
 
+def test_torch_save_files_are_named_for_what_they_are(tmp_path):
+    """Before: any torch.save file was called 'an ADM checkpoint' and asked for --adm-preset."""
+    torch.save({'conv.weight': torch.zeros(2), 'conv.bias': torch.zeros(2)}, tmp_path / 'other.pt')
+    with pytest.raises(ValueError, match=re.escape(
+            "other.pt is a torch.save state dict of 2 tensors (e.g. ['conv.bias', 'conv.weight']) without the "
+            "input_blocks.* / time_embed.* tensors of an ADM (guided-diffusion) checkpoint")):
+        loading.load_denoiser(tmp_path / 'other.pt')
+    state = dict(net={}, ema={'w': torch.zeros(1)}, optimizer={}, cur_nimg=16, batch_idx=2, version=1)
+    torch.save(state, tmp_path / 'training-state-000000.pt')
+    for call in (loading.load_denoiser, loading.describe):
+        with pytest.raises(ValueError, match=re.escape(
+                'training-state-000000.pt is a train_dpm.py training state (training-state-*.pt: net, ema, optimizer, '
+                'counters), not a network file; pass the network-snapshot-*.pkl of the same tick')):
+            call(tmp_path / 'training-state-000000.pt')
+
+
 def test_unknown_global_gives_the_safe_loaders_error(tmp_path):
     import datetime
     path = tmp_path / 'evil.pkl'

@@ -142,3 +142,15 @@ def test_unbuildable_augment_pipe_stays_a_record(snap_bytes, monkeypatch):
     with pytest.warns(UserWarning, match="augment_pipe kept as a PersistentRecord: augment_pipe: the snapshot holds"):
         loaded = snapshot.load_network_pkl(io.BytesIO(pickle.dumps(dict(G_ema=snap_bytes[0]["G_ema"]))))
     assert loaded["augment_pipe"] is record and isinstance(loaded["G_ema"], networks.Generator)
+
+
+@pytest.mark.parametrize("trust_flag, hint", [
+    ("--trusted", "load it with --trusted, which runs the code stored in it"),
+    (None, "it can only be loaded by running its code, which this tool never does"),
+])
+def test_hint_names_the_callers_flag(snap_bytes, trust_flag, hint):
+    """Before: the hint named --trust-pickle also in tools whose flag is --trusted or that have none (--resume)."""
+    record = _record(dict(G_ema=snap_bytes[0]["G_ema"]), class_name="SynthesisNetworkSG3")
+    with pytest.raises(ValueError) as info:
+        snapshot.build_from_record("G_ema", record, trust_flag=trust_flag)
+    assert str(info.value).endswith(hint) and "--trust-pickle" not in str(info.value)

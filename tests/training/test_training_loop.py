@@ -377,9 +377,9 @@ def test_stale_temp_files_of_the_run_dir_and_the_resumed_run_are_removed(data_zi
 
 def test_keyboard_interrupt_ends_cleanly(data_zip, tmp_path, capsys):
     result = _run(data_zip, tmp_path, plugins=[_Crash(after=4, exc=KeyboardInterrupt)])
-    assert result.interrupted and result.cur_nimg == 16
+    assert result.interrupted and result.exit_code == 130 and result.cur_nimg == 16
     assert result.snapshot_pkl == str(tmp_path / 'network-snapshot-000000.012.pkl')
-    assert 'Interrupted at kimg 0.016; the last snapshot is' in capsys.readouterr().out
+    assert 'Interrupted (SIGINT) at kimg 0.016; the last snapshot is' in capsys.readouterr().out
     assert not [name for name in os.listdir(tmp_path) if name.endswith('.part')]
     assert snapshot.load_network_pkl(result.snapshot_pkl)['training_state']['cur_nimg'] == 12
 
