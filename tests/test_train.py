@@ -140,7 +140,9 @@ def test_dry_run_diffgan_with_ada_couples_it_and_takes_every_flag(data, tmp_path
 def test_resume_refuses_a_diffgan_state_trained_on_scaled_t(data, tmp_path):
     old_state = {'p': 0.01, 'T': 20, 'step': 8, 't_table': [0] * 32 + [5] * 32}  # Written before issue 17.
     pkl = tmp_path / 'old.pkl'
-    snapshot.save_network_pkl(pkl, dict(plugins={'diffgan': old_state}, training_state={'version': 1}))
+    import torch
+    snapshot.save_network_pkl(pkl, dict(G=torch.nn.Linear(1, 1), plugins={'diffgan': old_state},
+                                        training_state={'version': 1}))
     result = _invoke('--outdir', tmp_path / 'out', '--data', data.ds, '--diffgan', '--resume', pkl, '--dry-run')
     assert result.exit_code != 0 and not os.path.exists(tmp_path / 'out')
     assert ("--diffgan-t-embed: --resume=" in result.output and "(a snapshot from before raw-t conditioning) was "
@@ -487,8 +489,8 @@ def test_score_source_load_error_names_the_flag(data, tmp_path):
                      '--smart-dpm', tmp_path / 'other.pt', *TINY)
     assert result.exit_code == 1, result.output
     assert result.output.strip().splitlines()[-1].startswith(
-        f"Error: --smart-dpm: score source '{tmp_path / 'other.pt'}': {tmp_path / 'other.pt'} is a torch.save state "
-        f"dict of 1 tensors")
+        f"Error: --smart-dpm: {tmp_path / 'other.pt'} holds a state dict of 1 tensors")
+    assert not (tmp_path / 'out').exists()  # Checked before the run dir is made.
 
 
 def test_resume_errors_name_the_flag(data, tmp_path):
