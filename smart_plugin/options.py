@@ -58,6 +58,14 @@ def _require(options: Any, field: str, ok: bool, expected: str) -> None:
         raise OptionError(field, value, f'{type(options).__name__}.{field} is {value!r}; expected {expected}')
 
 
+def _flag(options: Any, field: str) -> None:
+    """OptionTypeError unless the field is a bool."""
+    value = getattr(options, field)
+    if not isinstance(value, bool):
+        raise OptionTypeError(field, value, f'{type(options).__name__}.{field} is {type(value).__name__} {value!r}; '
+                                            'expected True or False')
+
+
 def _choice(options: Any, field: str, choices: tuple) -> None:
     _require(options, field, getattr(options, field) in choices, f'one of {list(choices)}')
 
@@ -76,6 +84,12 @@ class SMaRtOptions:
     batch: int | None = None        # Samples per round that get the loss; None = the whole Gmain round.
     start_kimg: float = 0           # Off until this many thousand images have been shown.
     dpm: str = 'gaussian'           # Score source: registry name, path or URL, or 'gaussian' (fit to the dataset).
+    draws: int = 1                  # Independent (t, eps) draws per scored sample, averaged per sample; 1 = paper.
+                                    # Costs draws x the denoiser evaluations (one batched call of draws * batch).
+    antithetic: bool = False        # Draws in pairs (eps, -eps) sharing t; draws must then be even.
+    grad: str = 'full'              # 'full': gradient through the denoiser (paper); 'sds': denoiser output held
+                                    # constant (score distillation; no denoiser backward).
+    diagnostics: bool = False       # Report SMaRt/grad_norm and Loss/G/grad_norm (costs an extra autograd pass).
 
     def __post_init__(self) -> None:
         lam = _number(self, 'lam')
@@ -100,6 +114,13 @@ class SMaRtOptions:
             raise OptionTypeError('dpm', self.dpm, f'SMaRtOptions.dpm is {type(self.dpm).__name__} {self.dpm!r}; '
                                   "expected a string: a registry name, a path or URL, or 'gaussian'")
         _require(self, 'dpm', self.dpm.strip() != '', "a registry name, a path or URL, or 'gaussian'")
+        _require(self, 'draws', _integer(self, 'draws') >= 1, 'an integer >= 1 (1 = one draw per sample, the paper)')
+        for field in ('antithetic', 'diagnostics'):
+            _flag(self, field)
+        if self.antithetic:
+            _require(self, 'draws', self.draws % 2 == 0, 'an even number with antithetic=True (pairs eps, -eps); '
+                     f'use draws={self.draws + 1} or turn antithetic off')
+        _choice(self, 'grad', ('full', 'sds'))
 
     @property
     def enabled(self) -> bool:

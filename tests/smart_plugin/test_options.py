@@ -13,7 +13,8 @@ def test_smart_defaults_and_asdict_round_trip():
     opts = SMaRtOptions(lam=1, freq=4, start_kimg=2, schedule='karras:1000,0.002,80,7')
     saved = json.loads(json.dumps(dataclasses.asdict(opts)))
     assert saved == dict(lam=1.0, freq=4, t_lo=25, t_hi=35, schedule='karras:1000,0.002,80,7', param='eps',
-                         batch=None, start_kimg=2.0, dpm='gaussian')
+                         batch=None, start_kimg=2.0, dpm='gaussian', draws=1, antithetic=False, grad='full',
+                         diagnostics=False)
     assert isinstance(saved['lam'], float)  # Ints are normalised to the declared float.
     assert SMaRtOptions(**saved) == opts
     assert opts.enabled and not SMaRtOptions().enabled
@@ -44,6 +45,10 @@ def test_diffgan_defaults_and_asdict_round_trip():
     (dict(batch=0), 'batch', 'SMaRtOptions.batch is 0; expected None (whole round) or an integer >= 1'),
     (dict(start_kimg=-1), 'start_kimg', 'SMaRtOptions.start_kimg is -1.0; expected a finite number >= 0'),
     (dict(dpm=' '), 'dpm', "SMaRtOptions.dpm is ' '; expected a registry name, a path or URL, or 'gaussian'"),
+    (dict(draws=0), 'draws', 'SMaRtOptions.draws is 0; expected an integer >= 1 (1 = one draw per sample, the paper)'),
+    (dict(draws=3, antithetic=True), 'draws', 'SMaRtOptions.draws is 3; expected an even number with antithetic=True '
+                                              '(pairs eps, -eps); use draws=4 or turn antithetic off'),
+    (dict(grad='exact'), 'grad', "SMaRtOptions.grad is 'exact'; expected one of ['full', 'sds']"),
     (dict(noise_sd=0), 'noise_sd', 'DiffGANOptions.noise_sd is 0.0; expected a finite number > 0'),
     (dict(t_min=0), 't_min', 'DiffGANOptions.t_min is 0; expected an integer >= 1'),
     (dict(t_min=10, t_max=5), 't_max', 'DiffGANOptions.t_max is 5; expected an integer >= t_min (10)'),
@@ -78,6 +83,10 @@ def test_value_errors_name_the_field(kwargs, field, message):
     (SMaRtOptions, dict(schedule=7), 'schedule', 'SMaRtOptions.schedule is int 7; expected None or a string'),
     (SMaRtOptions, dict(dpm=None), 'dpm', "SMaRtOptions.dpm is NoneType None; expected a string: a registry name, "
                                           "a path or URL, or 'gaussian'"),
+    (SMaRtOptions, dict(draws=2.0), 'draws', 'SMaRtOptions.draws is float 2.0; expected an integer'),
+    (SMaRtOptions, dict(antithetic=1), 'antithetic', 'SMaRtOptions.antithetic is int 1; expected True or False'),
+    (SMaRtOptions, dict(diagnostics='on'), 'diagnostics', "SMaRtOptions.diagnostics is str 'on'; expected True or "
+                                                          'False'),
     (DiffGANOptions, dict(enabled=1), 'enabled', 'DiffGANOptions.enabled is int 1; expected True or False'),
     (DiffGANOptions, dict(interval='4'), 'interval', "DiffGANOptions.interval is str '4'; expected an integer"),
 ])
