@@ -140,9 +140,8 @@ def test_dry_run_diffgan_with_ada_couples_it_and_takes_every_flag(data, tmp_path
 def test_resume_refuses_a_diffgan_state_trained_on_scaled_t(data, tmp_path):
     old_state = {'p': 0.01, 'T': 20, 'step': 8, 't_table': [0] * 32 + [5] * 32}  # Written before issue 17.
     pkl = tmp_path / 'old.pkl'
-    import torch
-    snapshot.save_network_pkl(pkl, dict(G=torch.nn.Linear(1, 1), plugins={'diffgan': old_state},
-                                        training_state={'version': 1}))
+    nets = {name: torch.zeros([1]) for name in ('G', 'D', 'G_ema')}  # Stand-ins: the dry run reads no weights.
+    snapshot.save_network_pkl(pkl, dict(nets, plugins={'diffgan': old_state}, training_state={'version': 1}))
     result = _invoke('--outdir', tmp_path / 'out', '--data', data.ds, '--diffgan', '--resume', pkl, '--dry-run')
     assert result.exit_code != 0 and not os.path.exists(tmp_path / 'out')
     assert ("--diffgan-t-embed: --resume=" in result.output and "(a snapshot from before raw-t conditioning) was "
