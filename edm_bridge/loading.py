@@ -111,8 +111,9 @@ def _read_checkpoint(f: BinaryIO, source: str) -> tuple[str, Any]:
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         if any(str(name).startswith(_ADM_PREFIXES) for name in obj):
             return 'adm-checkpoint', obj
-        raise ValueError(f'{source} holds a state dict of {len(obj)} tensors (first keys {list(obj)[:3]}) that is '
-                         f'neither ADM\'s nor NCSNv2\'s; {_EXPECTED}')
+        raise ValueError(f'{source} is a torch.save state dict of {len(obj)} tensors (e.g. {sorted(obj)[:3]}) '
+                         'without the input_blocks.* / time_embed.* tensors of an ADM (guided-diffusion) checkpoint, '
+                         f'nor an NCSNv2 checkpoint.pth list; {_EXPECTED}')
     raise ValueError(f'{source} holds {ncsnv2_checkpoint.describe_content(obj)}, not a state dict of tensors nor an '
                      f'NCSNv2 checkpoint list; {_EXPECTED}')
 

@@ -345,7 +345,8 @@ def test_official_ncsnv2_checkpoint_as_score_source(data, tmp_path):
     result = _invoke('--outdir', tmp_path / 'other', '--data', data.ds32, '--smart-lambda', '0.1', '--smart-dpm',
                      tmp_path / 'other.pt')
     assert result.exit_code != 0 and not os.path.exists(tmp_path / 'other')
-    assert "that is neither ADM's nor NCSNv2's" in result.output and 'ADM checkpoint (a plain' not in result.output
+    assert 'without the input_blocks.* / time_embed.* tensors of an ADM (guided-diffusion) checkpoint, nor an NCSNv2 ' \
+        'checkpoint.pth list' in result.output and 'ADM checkpoint (a plain' not in result.output
     result = _invoke('--outdir', tmp_path / 'run', '--data', data.ds32, '--kimg', '0.004', '--smart-lambda', '0.1',
                      '--smart-dpm', ckpt, '--smart-freq', '1', '--smart-t', '900,950', *TINY)
     assert result.exit_code == 0, result.output

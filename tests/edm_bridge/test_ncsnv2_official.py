@@ -169,8 +169,9 @@ def test_rescaled_data_use_the_model_units_directly(root, tmp_path):
 def test_sniffing_names_what_it_found(tmp_path):
     torch.save({'begin.weight': torch.zeros(2)}, tmp_path / 'other.pt')
     with pytest.raises(ValueError, match=re.escape(
-            f"{tmp_path / 'other.pt'} holds a state dict of 1 tensors (first keys ['begin.weight']) that is neither "
-            "ADM's nor NCSNv2's; expected an EDM network pickle, an ADM (guided-diffusion) checkpoint (a state dict "
+            f"{tmp_path / 'other.pt'} is a torch.save state dict of 1 tensors (e.g. ['begin.weight']) without the "
+            "input_blocks.* / time_embed.* tensors of an ADM (guided-diffusion) checkpoint, nor an NCSNv2 "
+            "checkpoint.pth list; expected an EDM network pickle, an ADM (guided-diffusion) checkpoint (a state dict "
             "with time_embed.*, input_blocks.*) or an NCSNv2 checkpoint.pth (a list [model state_dict, optimizer, "
             "epoch, step, EMA shadow]) with its config.yml")):
         loading.load_denoiser(tmp_path / 'other.pt')
