@@ -216,8 +216,7 @@ def build_config(opts, num_gpus: int) -> tuple[dict, str, dict | None]:
 def _launch(config: dict, options: dict, run_dir: str, ranks: tuple) -> None:
     """Join the process group, create the run dir (rank 0), train, leave the group."""
     rank, local_rank, world_size = ranks
-    distributed.init_process_group(rank, world_size, local_rank=local_rank)
-    try:
+    with distributed.process_group(rank, world_size, local_rank=local_rank):  # Left synchronised (distributed.py).
         if rank == 0:
             _remove_stale_temp_files(os.path.dirname(run_dir), config['resume_state'])
         run_dir = create_run_dir(run_dir, options, rank)
@@ -228,8 +227,6 @@ def _launch(config: dict, options: dict, run_dir: str, ranks: tuple) -> None:
             if config['resume_state'] is not None and 'resume state' in str(err):
                 raise FlagError('--resume', str(err)) from None
             raise
-    finally:
-        distributed.destroy_process_group()
     if result.interrupted:
         raise SystemExit(result.exit_code)
 

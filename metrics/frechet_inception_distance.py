@@ -96,12 +96,13 @@ def compute_fid(opts: metric_utils.MetricOptions, max_real: int | None, num_gen:
 
 
 def dataset_moments(path: str, detector: str | None = None, max_items: int | None = None, device=None,
-                    progress: bool = False, num_workers: int = 3) -> tuple[np.ndarray, np.ndarray, int]:
+                    progress: bool = False, num_workers: int = 3,
+                    trust_detector: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
     """(mu, Sigma, number of images) of the Inception features of a folder or zip of images (all of them, or the
     first max_items in sorted order), not cached: for reference statistics and folders of generated images."""
     opts = metric_utils.MetricOptions(dataset_kwargs=dict(class_name='training.dataset.ImageFolderDataset', path=path),
                                       device=device, progress=progress, cache=False, detector=detector,
-                                      num_workers=num_workers)
+                                      num_workers=num_workers, trust_detector=trust_detector)
     stats = metric_utils.compute_feature_stats_for_dataset(opts, 'inception', dict(return_features=True),
                                                            capture_mean_cov=True, max_items=max_items)
     mu, sigma = stats.get_mean_cov()

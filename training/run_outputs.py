@@ -4,8 +4,11 @@ Grids: reals.png (dataset images, [0, 255]) and fakes_init.png / fakes{kimg:06d}
 'const' on fixed z and c, [-1, 1]); conditional datasets show one class per row. Snapshots:
 network-snapshot-{kimg:06d}.pkl with G, D, G_ema (deep copies, eval, no grads, CPU), augment_pipe and
 training_set_kwargs like the official format, plus our 'plugins' (each plugin's state by name) and
-'training_state' (train_state.capture_training_state) for an exact resume. All files are written atomically, so
-an interrupted run never leaves a truncated image or pickle behind. Metrics evaluated at snapshots are appended to
+'training_state' (train_state.capture_training_state) for an exact resume. Names carry the kimg rounded down as
+officially; when the run already wrote that name (outputs less than 1 kimg apart: --tick < 1, or a last tick in the
+same kimg as the one before), the exact count follows as three decimals of kimg, network-snapshot-000000.012.pkl /
+fakes000000.012.png for 12 images, so no output of a run ever replaces an earlier one. All files are written
+atomically, so an interrupted run never leaves a truncated image or pickle behind. Metrics evaluated at snapshots are appended to
 metric-<name>.jsonl (StyleGAN2-ADA's format, metrics.metric_main.report_metric).
 """
 
@@ -102,9 +105,23 @@ def snapshot_data(state: dnnlib.EasyDict, next_tick: int) -> dict:
     return data
 
 
+def _output_path(run_dir: str, prefix: str, cur_nimg: int, suffix: str) -> str:
+    """<prefix><kimg:06d><suffix> (released name) unless taken, else <prefix><kimg:06d>.<nimg % 1000:03d><suffix>."""
+    released = os.path.join(run_dir, f'{prefix}{cur_nimg // 1000:06d}{suffix}')
+    if not os.path.exists(released):
+        return released
+    return os.path.join(run_dir, f'{prefix}{cur_nimg // 1000:06d}.{cur_nimg % 1000:03d}{suffix}')
+
+
 def snapshot_path(run_dir: str, cur_nimg: int) -> str:
-    """network-snapshot-{kimg:06d}.pkl in run_dir (kimg rounded down, as officially)."""
-    return os.path.join(run_dir, f'network-snapshot-{cur_nimg // 1000:06d}.pkl')
+    """network-snapshot-{kimg:06d}.pkl in run_dir (kimg rounded down, as officially); if the run already wrote that
+    name (snapshots less than 1 kimg apart), network-snapshot-{kimg:06d}.{rest:03d}.pkl: kimg to the image."""
+    return _output_path(run_dir, 'network-snapshot-', cur_nimg, '.pkl')
+
+
+def fakes_path(run_dir: str, cur_nimg: int) -> str:
+    """fakes{kimg:06d}.png in run_dir, or fakes{kimg:06d}.{rest:03d}.png when taken (see snapshot_path)."""
+    return _output_path(run_dir, 'fakes', cur_nimg, '.png')
 
 
 def save_snapshot(state: dnnlib.EasyDict, run_dir: str | None, next_tick: int) -> str | None:

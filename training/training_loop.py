@@ -97,7 +97,7 @@ def _end_tick(state: dnnlib.EasyDict, run: dnnlib.EasyDict, done: bool) -> bool:
         return interval is not None and (done or state.cur_tick % interval == 0)
 
     if run.grid is not None and due(run.image_snapshot_ticks):
-        run_outputs.save_fakes(state, run.grid, os.path.join(run.run_dir, f'fakes{state.cur_nimg // 1000:06d}.png'))
+        run_outputs.save_fakes(state, run.grid, run_outputs.fakes_path(run.run_dir, state.cur_nimg))
     if due(run.network_snapshot_ticks) and (run.run_dir is not None or run.metrics):
         path = None
         if run.run_dir is not None:
@@ -164,6 +164,18 @@ def _silent(*_args, **_kwargs) -> None:
     pass
 
 
+def _remove_stale_temp_files(run_dir: str, resume_pkl: str | None, log) -> None:
+    """Delete temp files that killed writes left in the run dir and in the folder of the snapshot resumed from
+    (dnnlib.util.remove_stale_temp_files); one line per folder that had any."""
+    folders = [run_dir]
+    if resume_pkl is not None and os.path.isfile(resume_pkl):
+        folders.append(os.path.dirname(os.path.abspath(resume_pkl)))
+    for folder in dict.fromkeys(os.path.abspath(folder) for folder in folders):
+        removed = dnnlib.util.remove_stale_temp_files(folder)
+        if removed:
+            log(f'Removed {len(removed)} stale temp file(s) of interrupted writes in {folder}: {", ".join(removed)}')
+
+
 def training_loop(
     run_dir: str | None = '.',                  # Output directory, written by rank 0; None = write nothing.
     total_kimg: float = 25000,                  # Train until this many thousand images have been shown.
@@ -190,6 +202,8 @@ def training_loop(
     if writes:
         os.makedirs(run_dir, exist_ok=True)
     logger = dnnlib.util.Logger(os.path.join(run_dir, 'log.txt'), file_mode='a') if writes else None
+    if writes:
+        _remove_stale_temp_files(run_dir, setup_kwargs.get('resume_pkl'), log)
     try:
         with _speed_flags(cudnn_benchmark, allow_tf32):
             # NCCL reduces statistics on the GPU; gloo (CPU) and single-process runs on the CPU.

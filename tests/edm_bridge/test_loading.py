@@ -130,8 +130,9 @@ def test_adm_errors(tmp_path):
         loading.load_denoiser(path, adm_preset='adm-lsun-bedroom256', adm_kwargs=dict(channels_scale=0.125))
     assert "pass the adm_preset that tiny_adm.pt was trained with" in str(err.value)
     torch.save([torch.zeros(2)], tmp_path / 'list.pt')
-    with pytest.raises(ValueError, match='list.pt is a torch.save file holding a list, not a state dict of tensors; '
-                                         'expected an ADM'):
+    with pytest.raises(ValueError, match=re.escape("list.pt holds a list of 1 items (['Tensor']), not a state dict of "
+                                                   "tensors nor an NCSNv2 checkpoint list; expected an EDM network "
+                                                   "pickle, an ADM (guided-diffusion) checkpoint")):
         loading.load_denoiser(tmp_path / 'list.pt', adm_preset='adm-imagenet64-cond')
 
 

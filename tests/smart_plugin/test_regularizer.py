@@ -180,14 +180,15 @@ def test_reports_loss_and_sigma():
 def test_startup_line(capsys):
     make(lam=0.01, t_lo=40, t_hi=60)
     assert capsys.readouterr().out == ('SMaRt: lambda 0.01 (eps form), every 8 steps, t 40..60 on karras-1000 -> '
-                                       'sigma 0.005063..0.007721, score source GaussianDenoiser (given)\n')
+                                       'sigma 0.005063..0.007721, score source GaussianDenoiser (given), 1 draw per '
+                                       'sample, grad full\n')
     images = torch.randint(0, 256, [6, 1, 2, 2], generator=torch.Generator().manual_seed(0)).to(torch.uint8).numpy()
     dataset = [(image, None) for image in images]
     plugin = SMaRt(SMaRtOptions(lam=0.1, param='x0', freq=4, schedule='ddpm-linear', batch=8, start_kimg=100))
     plugin.setup(G=fake_G(), D=None, training_set=dataset, device=torch.device('cpu'), rank=0, num_gpus=1)
     assert capsys.readouterr().out == ('SMaRt: lambda 0.1 (x0 form), every 4 steps, t 25..35 on ddpm-linear-1000 -> '
                                        'sigma 0.09548..0.1276, score source gaussian (per-pixel fit to 6 images), '
-                                       'first 8 samples per round, from 100 kimg\n')
+                                       '1 draw per sample, grad full, first 8 samples per round, from 100 kimg\n')
     torch.testing.assert_close(plugin.denoiser.net.mu, torch.from_numpy(images / 127.5 - 1).float().mean(0))
     silent = SMaRt(SMaRtOptions(lam=1.0), GaussianDenoiser(MU, VAR))
     silent.setup(G=fake_G(), D=None, training_set=None, device=torch.device('cpu'), rank=1, num_gpus=2)
@@ -252,7 +253,8 @@ def test_edm_pickle_score_source_is_frozen_and_gets_labels(tmp_path, capsys):
     path.write_bytes(pickle.dumps(dict(ema=net, loss_fn=None, augment_pipe=None, dataset_kwargs={})))
     with pytest.warns(UserWarning, match='rarely sees'):  # Karras t 25..35 lies below sigma 0.01.
         plugin = make(None, G=fake_G(resolution=8, channels=3, c_dim=4), dpm=str(path), lam=0.1)
-    assert capsys.readouterr().out.endswith(f'on karras-1000 -> sigma 0.003625..0.004538, score source {path}\n')
+    assert capsys.readouterr().out.endswith(f'on karras-1000 -> sigma 0.003625..0.004538, score source {path}, '
+                                                 '1 draw per sample, grad full\n')
     g = torch.randn([2, 3, 8, 8], generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     c = torch.eye(4)[[1, 3]]
     torch.manual_seed(0)
