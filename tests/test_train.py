@@ -398,8 +398,8 @@ def test_nonfinite_score_source_stops_the_run(data, tmp_path, monkeypatch):
 
 
 def test_nonfinite_weights_refused_at_snapshot_and_resume(data, tmp_path, monkeypatch):
-    """Before: NaN weights went into new snapshots, and a NaN snapshot resumed as 'exact'."""
-    from training import training_loop
+    """Before: NaN weights went into new snapshots (and black fakes grids), and a NaN snapshot resumed as 'exact'."""
+    from training import run_outputs, training_loop
     real_update, calls = training_loop.ema_update, []
 
     def poisoning_update(G_ema, *args):  # The 3rd EMA update (tick 1) turns one G_ema weight into NaN.
@@ -410,6 +410,13 @@ def test_nonfinite_weights_refused_at_snapshot_and_resume(data, tmp_path, monkey
                 G_ema.mapping.fc0.weight[0, 0] = float('nan')
 
     monkeypatch.setattr(training_loop, 'ema_update', poisoning_update)
+    result = _invoke('--outdir', tmp_path / 'a', '--data', data.ds, '--kimg', '0.024', *TINY)
+    pkl = tmp_path / 'a' / '00000-ds-stylegan2-kimg0.024-batch4' / 'network-snapshot-000000.pkl'
+    assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == (
+        'Error: training: fakes000000.png not written: G_ema.mapping.fc0.weight holds 1 NaN/Inf value(s) '
+        f'(at kimg 0.012; the last good snapshot is {pkl})')
+    monkeypatch.setattr(run_outputs, 'save_fakes', lambda *args: None)  # Now the snapshot's own check.
+    calls.clear()
     result = _invoke('--outdir', tmp_path, '--data', data.ds, '--kimg', '0.024', *TINY)
     assert result.exit_code == 1, result.output
     pkl = tmp_path / '00000-ds-stylegan2-kimg0.024-batch4' / 'network-snapshot-000000.pkl'
