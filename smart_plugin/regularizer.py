@@ -22,7 +22,9 @@ Estimator options (SMaRtOptions; the defaults are the paper's single-draw, full-
                 as one draw, variance / K. Cost: K denoiser evaluations per scored sample (one batched call of K * b
                 images, b = the --smart-batch cap), forward and backward for grad 'full', forward only for 'sds'.
   antithetic    the K draws come in K / 2 pairs (eps, -eps) sharing t (K even). Still unbiased; the first-order noise
-                term of x0 - D(x0 + sigma eps), -sigma eps (1 - J_D), cancels within a pair.
+                term of D(x0 + sigma eps) - x0, sigma J_D eps, cancels within a pair, and with it most of the
+                gradient's noise at small sigma. The loss value's squared noise term does not cancel, and the part of
+                the variance that comes from t is averaged over K / 2 values only.
   grad 'full'   the exact gradient of lambda * L in x0, through both the target and the denoiser's input: an
                 unbiased estimate of grad_x0 E_{t,eps}[lambda * L], i.e. 2 lambda w(sigma) (J_D - I)^T (D - x0) / CHW.
   grad 'sds'    D's output is a constant (score-distillation sampling, Poole et al. 2022): the gradient is
@@ -35,6 +37,7 @@ with diagnostics on SMaRt/grad_norm: per-sample norm of d(lambda * L_i) / d x_i 
 --smart-batch), computed by an extra autograd pass; the loss then reports Loss/G/grad_norm for the adversarial term.
 """
 
+import pickle
 from typing import Any
 
 import torch
@@ -44,7 +47,12 @@ from edm_bridge.denoiser import FrozenDenoiser
 from smart_plugin.gaussian import fit_gaussian_denoiser
 from smart_plugin.options import OptionError, SMaRtOptions
 from torch_utils import training_stats
+from torch_utils.finite import NonFiniteError
 from training.loss_plugin import LossPlugin
+
+# NaN/Inf policy (README): non-finite samples are dropped from the step; a tick with more than this share of them stops
+# the run, since the term would then regularize a small, biased part of the batch.
+NONFINITE_LIMIT = 0.25
 
 
 def score_matching_loss(denoiser: torch.nn.Module, x0: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor,
@@ -121,8 +129,13 @@ class SMaRt(LossPlugin):
             if rank == 0:
                 print('SMaRt: off (lambda 0)')
             return
-        source, entry = self._build_denoiser(G, training_set, device)
-        notes = checks.check_compatible(self.denoiser, G.img_resolution, G.img_channels, G.c_dim)
+        try:
+            source, entry = self._build_denoiser(G, training_set, device)
+            notes = checks.check_compatible(self.denoiser, G.img_resolution, G.img_channels, G.c_dim)
+        except (OSError, EOFError, ValueError, TypeError, RuntimeError, pickle.UnpicklingError) as err:
+            if isinstance(err, OptionError):
+                raise
+            raise OptionError('dpm', opts.dpm, f'score source {opts.dpm!r}: {err}') from err
         self.schedule = resolve_schedule(opts.schedule, self.denoiser, entry)
         if opts.t_hi >= self.schedule.num_steps:
             raise OptionError('t_hi', opts.t_hi, f'SMaRtOptions.t_hi is {opts.t_hi}; expected an integer < '
@@ -176,13 +189,14 @@ class SMaRt(LossPlugin):
         opts = self.options
         return opts.enabled and self.cur_nimg >= opts.start_kimg * 1000 and self.step % opts.freq == 0
 
-    def G_penalty(self, gen_img: torch.Tensor, gen_c: torch.Tensor, lam: torch.Tensor | None = None,
+    def G_penalty(self, gen_img: torch.Tensor, gen_c: torch.Tensor, lam: torch.Tensor | float | None = None,
                   generator: torch.Generator | None = None) -> torch.Tensor | None:
         """lambda * L_score per sample [N] of the generated batch [N, C, H, W], or None when inactive (no RNG used).
 
         With options.batch = b < N only the first b samples are scored; their values are scaled by N / b and the
-        others are 0, so the batch mean still estimates lambda * E[L_score]. `lam` (optional, [N]) replaces
-        options.lam per sample, e.g. one lambda per run in a batch of stacked runs; options.lam > 0 still gates.
+        others are 0, so the batch mean still estimates lambda * E[L_score]. `lam` (optional: a float or [N]) replaces
+        options.lam, per sample for a tensor, e.g. one lambda per run in a batch of stacked runs; options.lam > 0
+        still gates.
         `generator` draws t and eps (default: torch's global RNG on the device).
         """
         if not self.active():
@@ -195,7 +209,9 @@ class SMaRt(LossPlugin):
         t, eps = draw_noise(x0, opts.t_lo, opts.t_hi, opts.draws, opts.antithetic, generator)  # [K b], [K b, C, H, W]
         label_dim = self.denoiser.label_dim
         labels = gen_c[:b, :label_dim] if label_dim > 0 else None
-        penalty = self.penalty(x0, t, eps, labels, None if lam is None else lam[:b])          # [b]
+        if isinstance(lam, torch.Tensor) and lam.ndim > 0:
+            lam = lam[:b]                                                                    # [b]
+        penalty = self.penalty(x0, t, eps, labels, lam)                                      # [b]
         if b < N:
             penalty = torch.cat([penalty * (N / b), penalty.new_zeros([N - b])])              # [N]
         return penalty
@@ -218,7 +234,7 @@ class SMaRt(LossPlugin):
             lam = lam.to(loss_k.dtype).reshape(-1).repeat(K) if lam.ndim > 0 else lam        # [K b]
         # Weight each draw, then average each sample's K values (a toy batch tiled K times gives the same numbers).
         penalty = loss_k * lam if K == 1 else (loss_k * lam).reshape(K, b).mean(dim=0)      # [b]
-        training_stats.report('SMaRt/loss', loss_k if K == 1 else loss_k.reshape(K, b).mean(dim=0))
+        penalty = self._drop_nonfinite(loss_k if K == 1 else loss_k.reshape(K, b).mean(dim=0), penalty, x0)
         training_stats.report('SMaRt/sigma', sigma)
         if self.options.diagnostics and penalty.requires_grad:
             # Sample i's penalty depends on x_i only, so one pass gives every per-sample gradient.
@@ -229,6 +245,31 @@ class SMaRt(LossPlugin):
     def wants_G_grad_norm(self) -> bool:
         """Whether the loss should report Loss/G/grad_norm this round: diagnostics on and the penalty active."""
         return self.options.diagnostics and self.active()
+
+    @staticmethod
+    def _drop_nonfinite(loss: torch.Tensor, penalty: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """Zero the samples whose loss [b] is non-finite in the penalty [b] and in their gradient into x0 (a NaN
+        sample would otherwise make every G gradient NaN); report 'SMaRt/nonfinite' (1 per dropped sample) and
+        'SMaRt/loss' (the finite ones)."""
+        finite = torch.isfinite(loss) & torch.isfinite(penalty)                               # [b]
+        if x0.requires_grad:  # torch.where selects, so NaN * 0 never happens; finite samples keep their gradient.
+            x0.register_hook(lambda grad: torch.where(finite.reshape(-1, 1, 1, 1), grad, torch.zeros_like(grad)))
+        training_stats.report('SMaRt/nonfinite', (~finite).to(torch.float32))
+        training_stats.report('SMaRt/loss', loss[finite])
+        return torch.where(finite, penalty, torch.zeros_like(penalty))
+
+    def end_of_tick(self, stats: dict) -> list[str]:
+        """Warn about the samples dropped this tick; stop the run when they exceed NONFINITE_LIMIT of those scored."""
+        summary = stats.get('SMaRt/nonfinite')
+        if summary is None or not summary.mean > 0:
+            return []
+        dropped = round(summary.mean * summary.num)
+        message = (f'the score source ({self.options.dpm}) gave NaN/Inf for {dropped} of {summary.num} SMaRt samples '
+                   f'this tick')
+        if summary.mean > NONFINITE_LIMIT:
+            raise NonFiniteError(f'{message}, more than the {NONFINITE_LIMIT:.0%} allowed; the score source is broken '
+                                 f'for these images (check it with python -m edm_bridge info)', '--smart-dpm')
+        return [f'Warning: SMaRt: {message}; they were dropped from the SMaRt term (SMaRt/nonfinite)']
 
     def end_of_step(self, cur_nimg: int, batch_size: int) -> None:
         """Advance the iteration counter; cur_nimg (images shown so far, this step included) gates start_kimg."""

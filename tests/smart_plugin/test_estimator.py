@@ -269,14 +269,31 @@ def test_diagnostics_report_the_penalty_gradient_norm_and_change_nothing():
     assert torch.equal(penalty, quiet) and torch.equal(grad, quiet_grad)
 
 
-def test_training_step_with_diagnostics_is_bit_identical_and_reports_both_norms(tmp_path):
+def _tiny_config(tmp_path):
     data = make_zip(tmp_path / 'tiny.zip', num=8, res=8, seed=1)
-    config = dict(training_set_kwargs=dict(class_name='training.dataset.ImageFolderDataset', path=data),
-                  G_kwargs=dict(z_dim=8, w_dim=8, mapping_kwargs=dict(num_layers=2),
-                                synthesis_kwargs=dict(channel_base=64, channel_max=8)),
-                  D_kwargs=dict(channel_base=64, channel_max=8, epilogue_kwargs=dict(mbstd_group_size=2)),
-                  G_opt_kwargs=dict(lr=0.0025, betas=[0, 0.99]), D_opt_kwargs=dict(lr=0.0025, betas=[0, 0.99]),
-                  loss_kwargs=dict(r1_gamma=1.0), batch_size=4, batch_gpu=4, device='cpu', random_seed=3)
+    return dict(training_set_kwargs=dict(class_name='training.dataset.ImageFolderDataset', path=data),
+                G_kwargs=dict(z_dim=8, w_dim=8, mapping_kwargs=dict(num_layers=2),
+                              synthesis_kwargs=dict(channel_base=64, channel_max=8)),
+                D_kwargs=dict(channel_base=64, channel_max=8, epilogue_kwargs=dict(mbstd_group_size=2)),
+                G_opt_kwargs=dict(lr=0.0025, betas=[0, 0.99]), D_opt_kwargs=dict(lr=0.0025, betas=[0, 0.99]),
+                loss_kwargs=dict(r1_gamma=1.0), batch_size=4, batch_gpu=4, device='cpu', random_seed=3)
+
+
+def test_lambda_zero_with_every_estimator_option_is_bit_identical_to_no_plugin(tmp_path):
+    config = _tiny_config(tmp_path)
+    off = SMaRt(SMaRtOptions(lam=0.0, freq=1, draws=4, antithetic=True, grad='sds', diagnostics=True))
+    runs = []
+    for plugins in ([], [off]):
+        state = train_state.setup_training(**config, plugins=plugins, log=lambda *args: None)
+        for _ in range(2):
+            training_loop.training_step(state)
+        runs.append({f'{label}.{name}': t.detach().clone() for label, module in (('G', state.G), ('D', state.D))
+                     for name, t in module.state_dict().items()} | {'rng': torch.get_rng_state()})
+    assert runs[0].keys() == runs[1].keys() and all(torch.equal(runs[0][key], runs[1][key]) for key in runs[0])
+
+
+def test_training_step_with_diagnostics_is_bit_identical_and_reports_both_norms(tmp_path):
+    config = _tiny_config(tmp_path)
     options = SMaRtOptions(lam=0.5, freq=2, draws=2, dpm='gaussian')
     runs = []
     for diagnostics in (False, True):

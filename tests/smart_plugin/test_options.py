@@ -23,9 +23,14 @@ def test_smart_defaults_and_asdict_round_trip():
 def test_diffgan_defaults_and_asdict_round_trip():
     opts = DiffGANOptions(enabled=True)
     saved = json.loads(json.dumps(dataclasses.asdict(opts)))
-    assert saved == dict(enabled=True, noise_sd=0.05, t_min=10, t_max=1000, ts_dist='priority', target=0.6,
-                         ada_kimg=100.0, interval=4, beta_start=1e-4, beta_end=0.02)
+    # The released diffusion-stylegan2 defaults: raw t input, linear betas, no ADA (ada_maxp 0.25 when coupled).
+    assert saved == dict(enabled=True, noise_sd=0.05, t_min=10, t_max=1000, ts_dist='priority', t_embed='raw',
+                         target=0.6, ada_kimg=100.0, interval=4, beta_schedule='linear', beta_start=1e-4,
+                         beta_end=0.02, ada_augpipe=None, ada_maxp=0.25)
     assert DiffGANOptions(**saved) == opts
+    coupled = DiffGANOptions(enabled=True, ada_augpipe='bgc', ada_maxp=1, beta_schedule='cosine')
+    assert DiffGANOptions(**json.loads(json.dumps(dataclasses.asdict(coupled)))) == coupled
+    assert coupled.ada_maxp == 1.0 and isinstance(coupled.ada_maxp, float)
 
 
 @pytest.mark.parametrize('kwargs, field, message', [
@@ -54,6 +59,15 @@ def test_diffgan_defaults_and_asdict_round_trip():
     (dict(beta_start=0), 'beta_start', 'DiffGANOptions.beta_start is 0.0; expected a number in (0, 1)'),
     (dict(beta_end=1e-5), 'beta_end', 'DiffGANOptions.beta_end is 1e-05; expected a number in [beta_start '
                                       '(0.0001), 1)'),
+    (dict(t_embed='sinusoidal'), 't_embed', "DiffGANOptions.t_embed is 'sinusoidal'; expected one of ['raw', "
+                                            "'scaled']"),
+    (dict(beta_schedule='cos'), 'beta_schedule', "DiffGANOptions.beta_schedule is 'cos'; expected one of ['linear', "
+                                                 "'quad', 'const', 'jsd', 'sigmoid', 'cosine', 'continuous_t']"),
+    (dict(ada_augpipe='bgcx'), 'ada_augpipe', "DiffGANOptions.ada_augpipe is 'bgcx'; expected None or one of "
+                                              "['blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', "
+                                              "'bgcf', 'bgcfn', 'bgcfnc']"),
+    (dict(ada_maxp=0), 'ada_maxp', 'DiffGANOptions.ada_maxp is 0.0; expected a number in (0, 1]'),
+    (dict(ada_maxp=1.5), 'ada_maxp', 'DiffGANOptions.ada_maxp is 1.5; expected a number in (0, 1]'),
 ])
 def test_value_errors_name_the_field(kwargs, field, message):
     cls = DiffGANOptions if 'DiffGAN' in message else SMaRtOptions
