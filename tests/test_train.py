@@ -139,16 +139,21 @@ def test_dry_run_diffgan_with_ada_couples_it_and_takes_every_flag(data, tmp_path
 
 
 def test_resume_refuses_a_diffgan_state_trained_on_scaled_t(data, tmp_path):
+    first = _invoke('--outdir', tmp_path / 'first', '--data', data.ds, '--kimg', '0.004', '--diffgan',
+                    '--diffgan-t-embed', 'scaled', *TINY)
+    assert first.exit_code == 0, first.output
+    (run,) = os.listdir(tmp_path / 'first')
+    written = snapshot.load_network_pkl(tmp_path / 'first' / run / 'network-snapshot-000000.pkl')
     old_state = {'p': 0.01, 'T': 20, 'step': 8, 't_table': [0] * 32 + [5] * 32}  # Written before issue 17.
     pkl = tmp_path / 'old.pkl'
-    nets = {name: torch.zeros([1]) for name in ('G', 'D', 'G_ema')}  # Stand-ins: the dry run reads no weights.
-    snapshot.save_network_pkl(pkl, dict(nets, plugins={'diffgan': old_state}, training_state={'version': 1}))
-    result = _invoke('--outdir', tmp_path / 'out', '--data', data.ds, '--diffgan', '--resume', pkl, '--dry-run')
+    snapshot.save_network_pkl(pkl, dict(written, plugins={'diffgan': old_state}))
+    result = _invoke('--outdir', tmp_path / 'out', '--data', data.ds, '--diffgan', '--resume', pkl, '--dry-run',
+                     *TINY)
     assert result.exit_code != 0 and not os.path.exists(tmp_path / 'out')
     assert ("--diffgan-t-embed: --resume=" in result.output and "(a snapshot from before raw-t conditioning) was "
             "trained with D's t input 'scaled', this run has t_embed 'raw'" in result.output), result.output
     options = _dry_run(tmp_path / 'out', '--data', data.ds, '--diffgan', '--diffgan-t-embed', 'scaled',
-                       '--resume', pkl)
+                       '--resume', pkl, *TINY)
     assert options['resume_pkl'] == str(pkl) and options['plugins']['diffgan']['t_embed'] == 'scaled'
 
 
@@ -413,7 +418,7 @@ def test_nonfinite_weights_refused_at_snapshot_and_resume(data, tmp_path, monkey
     result = _invoke('--outdir', tmp_path / 'a', '--data', data.ds, '--kimg', '0.024', *TINY)
     pkl = tmp_path / 'a' / '00000-ds-stylegan2-kimg0.024-batch4' / 'network-snapshot-000000.pkl'
     assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == (
-        'Error: training: fakes000000.png not written: G_ema.mapping.fc0.weight holds 1 NaN/Inf value(s) '
+        'Error: training: fakes000000.012.png not written: G_ema.mapping.fc0.weight holds 1 NaN/Inf value(s) '
         f'(at kimg 0.012; the last good snapshot is {pkl})')
     monkeypatch.setattr(run_outputs, 'save_fakes', lambda *args: None)  # Now the snapshot's own check.
     calls.clear()
@@ -497,7 +502,7 @@ def test_score_source_load_error_names_the_flag(data, tmp_path):
                      '--smart-dpm', tmp_path / 'other.pt', *TINY)
     assert result.exit_code == 1, result.output
     assert result.output.strip().splitlines()[-1].startswith(
-        f"Error: --smart-dpm: {tmp_path / 'other.pt'} holds a state dict of 1 tensors")
+        f"Error: --smart-dpm: {tmp_path / 'other.pt'} is a torch.save state dict of 1 tensors")
     assert not (tmp_path / 'out').exists()  # Checked before the run dir is made.
 
 
@@ -554,7 +559,7 @@ def test_score_source_of_the_wrong_resolution_fails_before_the_run_dir(data, tmp
                          '--smart-dpm', dpm, *TINY, *extra)
         assert result.exit_code == 1 and not (tmp_path / 'out').exists(), result.output
         assert result.output == ('Error: --smart-dpm: denoiser is 16x16 but the generator outputs 8x8; use a 8x8 '
-                                 'model\n'), result.output
+                                 'model; or use --smart-dpm=gaussian\n'), result.output
 
 
 def test_late_failure_is_in_log_txt_and_setup_interrupt_exits_130(data, tmp_path, monkeypatch):

@@ -279,7 +279,7 @@ def test_weights_only_resume_must_cover_the_networks_unless_partial(data_zip, tm
     lines = []
     partial = train_state.setup_training(**_config(data_zip), resume_pkl=str(pkl), resume_partial=True,
                                          log=lines.append)
-    assert lines[2] == (f'Partial resume from "{pkl}" (--resume-partial; weights only):\n  G: 4 tensor(s) of the snapshot not '
+    assert lines[3] == (f'Partial resume from "{pkl}" (--resume-partial; weights only):\n  G: 4 tensor(s) of the snapshot not '
                         f'used: {unused}; 0 of the network not filled: -\n  G_ema: 4 tensor(s) of the snapshot not '
                         f'used: {unused}; 0 of the network not filled: -')
     assert torch.equal(partial.G.mapping.fc1.weight, deep.G.mapping.fc1.weight)  # What matches is resumed.
