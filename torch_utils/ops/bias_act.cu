@@ -98,9 +98,10 @@ __global__ void bias_act_kernel(scalar_t* __restrict__ out, const scalar_t* __re
         const acc_t v = static_cast<acc_t>(x[i]);
         if (ref_is_y) {
             // Mode 1 from the clamped output y (linear, ReLU, leaky ReLU with gain > 0 and alpha >= 0):
-            // sign(y) = sign(s), and |y| < clamp exactly where the clamp let the value through.
+            // sign(y) = sign(s), and |y| < clamp where the clamp let the value through.
+            // A clamped output holds the clamp rounded to scalar_t, so that is what it is compared with.
             acc_t d = (act == kLinear || v > acc_t(0)) ? acc_t(1) : (act == kLrelu ? alpha : acc_t(0));
-            if (clamp >= acc_t(0) && !(fabs(v) < clamp))
+            if (clamp >= acc_t(0) && !(fabs(v) < static_cast<acc_t>(static_cast<scalar_t>(clamp))))
                 d = acc_t(0);
             out[i] = static_cast<scalar_t>(static_cast<acc_t>(g1[i]) * d * gain);
             continue;

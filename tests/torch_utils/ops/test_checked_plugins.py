@@ -60,8 +60,9 @@ class FakeBiasActPlugin:
         if ref_is_y:
             slope = alpha if act == 3 else 0.0
             d = torch.ones_like(v) if act == 1 else torch.where(v > 0, torch.ones_like(v), torch.full_like(v, slope))
-            if clamp >= 0:
-                d = torch.where(v.abs() < clamp, d, 0.0)
+            if clamp >= 0:  # A clamped output holds the clamp rounded to the arithmetic type, then to x's dtype.
+                acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+                d = torch.where(v.abs() < torch.tensor(clamp, dtype=acc).to(x.dtype).double(), d, 0.0)
             out = g1.double() * d * gain
         else:
             s = v + b.double().reshape([-1 if i == dim else 1 for i in range(v.ndim)]) if b.numel() else v
