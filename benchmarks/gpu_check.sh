@@ -7,10 +7,10 @@
 #   4. benchmarks/train_speed.py: kimg/s of the cifar config, batch 64 (ref ops vs plugins, fp32 vs mixed, SMaRt off
 #      vs freq 8 with the 55.7 M DDPM++ score source), printed and written to $OUT_DIR/train_speed.json.
 # Without a GPU it runs the CPU paths instead (tests skip, shapes only, a tiny train_speed run) so the script itself
-# is checked. Usage: bash benchmarks/gpu_check.sh [OUT_DIR]   (default: gpu_check_out). Exit status: failed steps.
+# is checked. Usage: bash benchmarks/gpu_check.sh [OUT_DIR]   (default: out/gpu_check, git-ignored). Exit status: failed steps.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT_DIR=${1:-gpu_check_out}
+OUT_DIR=${1:-out/gpu_check}
 mkdir -p "$OUT_DIR"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$PWD/$OUT_DIR/torch_extensions}
