@@ -270,4 +270,4 @@ def _self_check(plugin, device, comparison):
 
 
 _plugin = checked_plugin.CheckedPlugin('bias_act_plugin', sources=['bias_act.cpp', 'bias_act.cu'],
-                                       headers=['bias_act.h'], self_check=_self_check)
+                                       headers=['bias_act.h', 'bias_act_kernel.h'], self_check=_self_check)

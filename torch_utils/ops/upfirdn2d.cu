@@ -10,56 +10,7 @@
 #include <algorithm>
 
 #include "upfirdn2d.h"
-
-namespace {
-
-struct Geometry {
-    int64_t C, in_h, in_w, out_h, out_w;
-    int64_t sxn, sxc, sxh, sxw;  // Input strides.
-    int64_t syn, syc, syh, syw;  // Output strides.
-    int fh, fw, upx, upy, downx, downy;
-    int64_t px0, py0;
-};
-
-__device__ __forceinline__ int64_t positive_mod(int64_t a, int64_t m) { return ((a % m) + m) % m; }
-
-template <typename scalar_t>
-__global__ void upfirdn2d_kernel(scalar_t* __restrict__ y, const scalar_t* __restrict__ x,
-                                 const at::opmath_type<scalar_t>* __restrict__ g, Geometry p, int64_t total) {
-    using acc_t = at::opmath_type<scalar_t>;
-    const int64_t step = int64_t(blockDim.x) * gridDim.x;
-    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
-        const int64_t ox = i % p.out_w;
-        int64_t rest = i / p.out_w;
-        const int64_t oy = rest % p.out_h;
-        rest /= p.out_h;
-        const int64_t c = rest % p.C;
-        const int64_t n = rest / p.C;
-        // Position of tap 0 in the zero-inserted, padded input; only taps with (j0 + t) % up == 0 hit a sample.
-        const int64_t jx0 = ox * p.downx - p.px0;
-        const int64_t jy0 = oy * p.downy - p.py0;
-        const scalar_t* xp = x + n * p.sxn + c * p.sxc;
-        acc_t sum = acc_t(0);
-        for (int64_t ty = positive_mod(-jy0, p.upy); ty < p.fh; ty += p.upy) {
-            const int64_t iy = (jy0 + ty) / p.upy;  // Exact division: jy0 + ty is a multiple of upy.
-            if (iy < 0)
-                continue;
-            if (iy >= p.in_h)
-                break;
-            for (int64_t tx = positive_mod(-jx0, p.upx); tx < p.fw; tx += p.upx) {
-                const int64_t ix = (jx0 + tx) / p.upx;
-                if (ix < 0)
-                    continue;
-                if (ix >= p.in_w)
-                    break;
-                sum += static_cast<acc_t>(xp[iy * p.sxh + ix * p.sxw]) * g[ty * p.fw + tx];
-            }
-        }
-        y[n * p.syn + c * p.syc + oy * p.syh + ox * p.syw] = static_cast<scalar_t>(sum);
-    }
-}
-
-}  // namespace
+#include "upfirdn2d_kernel.h"
 
 at::Tensor upfirdn2d_cuda(const at::Tensor& x, const at::Tensor& g, int64_t upx, int64_t upy, int64_t downx,
                           int64_t downy, int64_t px0, int64_t py0, int64_t out_h, int64_t out_w) {
@@ -68,7 +19,7 @@ at::Tensor upfirdn2d_cuda(const at::Tensor& x, const at::Tensor& g, int64_t upx,
     const int64_t total = y.numel();
     if (total == 0)
         return y;
-    Geometry p;
+    upfirdn2d_kernel::Geometry p;
     p.C = x.size(1);
     p.in_h = x.size(2);
     p.in_w = x.size(3);
@@ -86,7 +37,7 @@ at::Tensor upfirdn2d_cuda(const at::Tensor& x, const at::Tensor& g, int64_t upx,
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "upfirdn2d_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
-        upfirdn2d_kernel<scalar_t><<<blocks, threads, 0, stream>>>(
+        upfirdn2d_kernel::upfirdn2d_kernel<scalar_t><<<blocks, threads, 0, stream>>>(
             y.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), g.data_ptr<acc_t>(), p, total);
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();

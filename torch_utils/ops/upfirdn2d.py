@@ -266,7 +266,7 @@ def _self_check(plugin, device, comparison):
 
 
 _plugin = checked_plugin.CheckedPlugin('upfirdn2d_plugin', sources=['upfirdn2d.cpp', 'upfirdn2d.cu'],
-                                       headers=['upfirdn2d.h'], self_check=_self_check)
+                                       headers=['upfirdn2d.h', 'upfirdn2d_kernel.h'], self_check=_self_check)
 
 
 def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl='cuda'):
