@@ -20,6 +20,8 @@ Valid metrics: fid50k_full, kid50k_full, pr50k3_full, is50k, fid50k, kid50k, pr5
 fid2k_full, kid2k_full, pr2k3_full, is2k (2k generated images: smoke checks only, not comparable with papers).
 """
 
+from torch_utils import cpu_threads  # First: OpenMP's wait policy must be set before torch loads (see there).
+
 import json
 import os
 import pickle
@@ -29,7 +31,8 @@ import torch
 
 import dnnlib
 from metrics import detectors, frechet_inception_distance, metric_main
-from training import distributed, snapshot
+from torch_utils import distributed
+from training import snapshot
 
 
 def _flag_error(flag: str, message: str) -> click.ClickException:
@@ -74,7 +77,7 @@ def evaluate(network: str, metrics: list[str], metric_kwargs: dict, data: str | 
              trusted: bool, rank: int) -> list[dnnlib.EasyDict]:
     """Load the snapshot, compute each metric on all ranks and report it on rank 0; return the results."""
     try:
-        pkl_data = snapshot.load_network_pkl(network, trusted=trusted)
+        pkl_data = snapshot.load_network_pkl(network, trusted=trusted, trust_flag='--trusted')
     except (OSError, EOFError, pickle.UnpicklingError, ValueError) as err:
         raise _flag_error('--network', f'{network}: {err}') from None
     if pkl_data['G_ema'] is None:
@@ -120,17 +123,19 @@ def _ranks(gpus: int | None) -> tuple[int, int, int]:
 @click.option('--gpus', type=click.IntRange(min=1), default=None, show_default='torchrun WORLD_SIZE, else 1',
               help='Number of processes (must match torchrun)')
 @click.option('--detector', metavar='PATH|URL', default=None, show_default='official Inception-v3',
-              help='Inception detector (.pt TorchScript or trusted .pkl) for FID, KID, IS')
+              help='Inception detector (.pt TorchScript, or a .pkl with --trust-detector) for FID, KID, IS')
 @click.option('--detector-vgg16', metavar='PATH|URL', default=None, show_default='official VGG16',
-              help='VGG16 detector (.pt or trusted .pkl) for precision/recall')
+              help='VGG16 detector (.pt TorchScript, or a .pkl with --trust-detector) for precision/recall')
+@click.option('--trust-detector', is_flag=True,
+              help='Load detectors that are not TorchScript by unpickling them, RUNNING code stored in them')
 @click.option('--ref', metavar='NPZ', default=None, help='FID reference statistics (mu, sigma) instead of --data')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Seed of the generated set')
 @click.option('--workers', type=click.IntRange(min=0), default=3, show_default=True, help='DataLoader workers')
 @click.option('--trusted', is_flag=True, help='Unpickle the snapshot normally, RUNNING code stored in it')
 @click.option('--verbose/--quiet', default=True, show_default=True, help='Progress bars and set-up lines')
 @click.option('-n', '--dry-run', is_flag=True, help='Print the resolved options and exit')
-def main(network_pkl, metrics, data, mirror, gpus, detector, detector_vgg16, ref, seed, workers, trusted, verbose,
-         dry_run):
+def main(network_pkl, metrics, data, mirror, gpus, detector, detector_vgg16, trust_detector, ref, seed, workers,
+         trusted, verbose, dry_run):
     try:
         metric_names = metric_main.parse_metric_list(metrics)
     except ValueError as err:
@@ -152,16 +157,14 @@ def main(network_pkl, metrics, data, mirror, gpus, detector, detector_vgg16, ref
     rank, local_rank, world_size = _ranks(gpus)
     device = torch.device('cuda', local_rank) if torch.cuda.is_available() else torch.device('cpu')
     metric_kwargs = dict(num_gpus=world_size, device=device, progress=verbose, detector=detector,
-                         detector_vgg16=detector_vgg16, fid_ref=ref, random_seed=seed, num_workers=workers)
+                         detector_vgg16=detector_vgg16, trust_detector=trust_detector, fid_ref=ref, random_seed=seed,
+                         num_workers=workers)
     if dry_run:
         print(json.dumps(dict(network=network_pkl, metrics=metric_names, data=data, mirror=mirror,
                               **{k: str(v) if k == 'device' else v for k, v in metric_kwargs.items()}), indent=2))
         return
-    distributed.init_process_group(rank, world_size, local_rank=local_rank)
-    try:
+    with distributed.process_group(rank, world_size, local_rank=local_rank):  # Left synchronised (distributed.py).
         evaluate(network_pkl, metric_names, metric_kwargs, data, mirror, trusted, rank)
-    finally:
-        distributed.destroy_process_group()
 
 
 if __name__ == '__main__':

@@ -11,6 +11,7 @@ import importlib
 import io
 import os
 import re
+import socket
 import sys
 import tempfile
 import time
@@ -281,6 +282,17 @@ def _find_cached(cache_dir: str, prefix: str) -> Optional[str]:
     return os.path.join(cache_dir, names[0]) if names else None
 
 
+def _worth_retrying(err: BaseException) -> bool:
+    """False for failures that another attempt cannot fix: no connection at all (offline, unknown host, refused)
+    and client errors (4xx other than 408 / 429); True for timeouts, dropped connections mid-transfer and 5xx."""
+    import requests
+    if isinstance(err, requests.ConnectionError) and not isinstance(err, requests.ConnectTimeout):
+        return 'Connection aborted' in str(err) or 'Connection broken' in str(err)
+    response = getattr(err, 'response', None)
+    status = getattr(response, 'status_code', None)
+    return not (status is not None and 400 <= status < 500 and status not in (408, 429))
+
+
 def _download(url: str, num_attempts: int, verbose: bool) -> bytes:
     """Fetch `url` with up to `num_attempts` tries; raise OSError with an offline hint if all fail."""
     import requests  # Imported here so that `import dnnlib` stays cheap for code that never downloads.
@@ -303,10 +315,12 @@ def _download(url: str, num_attempts: int, verbose: bool) -> bytes:
                 last_error = err
                 if verbose:
                     print(" failed")
+                if not _worth_retrying(err):
+                    break
                 if attempt + 1 < num_attempts:
                     time.sleep(_RETRY_DELAY_SEC)
     raise OSError(
-        f"open_url: could not download {url!r} after {num_attempts} attempt(s): {last_error}. "
+        f"open_url: could not download {url!r} after {attempt + 1} attempt(s): {last_error}. "
         f"Download the file elsewhere (e.g. with a browser or wget on a machine with internet access) "
         f"and pass its local path instead of the URL."
     ) from last_error
@@ -319,15 +333,29 @@ def get_umask() -> int:
     return mask
 
 
+def _writer_tag() -> str:
+    """'<host>-<pid>' of this process (host without dots), the writer's part of a temp file name."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) + f"-{os.getpid()}"
+
+
+# write_atomically's temp files: .<destination name>.<host>-<pid>.<random>.part
+_TEMP_NAME = re.compile(r"^\.(?P<dest>.+)\.(?P<host>[A-Za-z0-9-]*)-(?P<pid>\d+)\.[A-Za-z0-9_]+\.part$")
+
+
 def write_atomically(path: Union[str, os.PathLike], data: bytes) -> None:
-    """Write `data` to the file `path` (creating its directory) so that readers see either nothing or all of it."""
+    """Write `data` to the file `path` (creating its directory) so that readers see either nothing or all of it.
+
+    The temp file is `.<name>.<host>-<pid>.<random>.part` beside `path`, named after its destination and its
+    writer, so that one left by a killed process can be recognised (remove_stale_temp_files).
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"write_atomically: data must be bytes, got {type(data).__name__}")
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     # Temp file in the same directory, then rename: os.replace is atomic within one file system, so other ranks
     # or runs never read a partially written file.
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix="tmp_", suffix=".part")
+    prefix = f".{os.path.basename(path)}.{_writer_tag()}."
+    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".part")
     try:
         os.chmod(tmp_path, 0o666 & ~get_umask())  # mkstemp makes 0600; give the result normal file permissions.
         with os.fdopen(fd, "wb") as f:
@@ -337,6 +365,36 @@ def write_atomically(path: Union[str, os.PathLike], data: bytes) -> None:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
         raise
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # Signal 0: only checks that the process exists.
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # Exists, owned by another user.
+    return True
+
+
+def remove_stale_temp_files(directory: Union[str, os.PathLike]) -> list:
+    """Delete the temp files of write_atomically in `directory` whose writer no longer runs (killed during a write);
+    return their names, sorted. Files of live processes and of other hosts are kept; other files are never touched.
+    """
+    if not os.path.isdir(directory):
+        return []
+    host = _writer_tag().rsplit("-", 1)[0]
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        match = _TEMP_NAME.match(name)
+        if match is None or match.group("host") != host or _process_alive(int(match.group("pid"))):
+            continue
+        try:
+            os.remove(os.path.join(directory, name))
+            removed.append(name)
+        except FileNotFoundError:  # Removed meanwhile by another cleaner.
+            pass
+    return removed
 
 
 def open_url(

@@ -8,36 +8,21 @@ pl_mean, augment p, ADA statistics, RNG states, sampler position), so that a res
 2 steps + snapshot + resume + 2 steps equal 4 steps bit for bit.
 """
 
+import contextlib
 import copy
+import io
 import pickle
 
 import numpy as np
 import torch
 
 import dnnlib
-from torch_utils import misc, training_stats
-from training import distributed, networks, snapshot
+from torch_utils import distributed, finite, misc, training_stats
+from torch_utils.data_iter import check_batch, make_data_iterator, resolve_device
+from training import networks, snapshot
 from training.loss import StyleGAN2Loss
 
 TRAINING_STATE_VERSION = 1
-
-
-def resolve_device(device: str | torch.device | None, rank: int) -> torch.device:
-    """None -> cuda:<rank> when CUDA is available, else cpu; otherwise the given device."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device('cuda', rank % torch.cuda.device_count()) if torch.cuda.is_available() else torch.device('cpu')
-
-
-def check_batch(batch_size: int, batch_gpu: int, num_gpus: int) -> int:
-    """Validate the batch split; return the rounds of gradient accumulation per phase and rank."""
-    for name, value in (('batch_size', batch_size), ('batch_gpu', batch_gpu), ('num_gpus', num_gpus)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f'{name} must be an int >= 1, got {value!r}')
-    if batch_size % num_gpus != 0 or (batch_size // num_gpus) % batch_gpu != 0:
-        raise ValueError(f'batch_size={batch_size} must be a multiple of num_gpus * batch_gpu = {num_gpus} * '
-                         f'{batch_gpu}: each rank runs batch_size / num_gpus samples in chunks of batch_gpu')
-    return batch_size // num_gpus // batch_gpu
 
 
 class AdaTuner:
@@ -137,55 +122,39 @@ def build_augment_pipe(augment_kwargs: dict | None, augment_p: float, device: to
     return augment_pipe
 
 
-def make_data_iterator(training_set, rank: int, num_gpus: int, random_seed: int, batch_per_rank: int,
-                       skip_batches: int, data_loader_kwargs: dict, device: torch.device):
-    """Endless iterator of (uint8 images [B, C, H, W], labels [B, c_dim]) batches for this rank.
-
-    The first `skip_batches` batches are skipped by advancing the sampler only (no image is decoded), which puts a
-    resumed run at the exact sampler position. The loader has its own torch.Generator so that creating it does
-    not consume the global RNG.
-    """
-    sampler = misc.InfiniteSampler(dataset=training_set, rank=rank, num_replicas=num_gpus, seed=random_seed)
-    if skip_batches > 0:
-        sampler = _SkippingSampler(sampler, skip_batches * batch_per_rank)
-    kwargs = dict(data_loader_kwargs)
-    if device.type != 'cuda':
-        kwargs['pin_memory'] = False  # Pinned host memory only helps (and only works) with a GPU.
-    loader = torch.utils.data.DataLoader(dataset=training_set, sampler=sampler, batch_size=batch_per_rank,
-                                         generator=torch.Generator().manual_seed(random_seed), **kwargs)
-    return iter(loader)
+class ResumeError(ValueError):
+    """The resume snapshot cannot continue this run (unreadable, no networks, another resolution or label set)."""
 
 
-class _SkippingSampler(torch.utils.data.Sampler):
-    """Yields the indices of `sampler` after the first `skip` ones."""
-
-    def __init__(self, sampler, skip: int):
-        super().__init__()
-        self.sampler, self.skip = sampler, skip
-
-    def __iter__(self):
-        it = iter(self.sampler)
-        for _ in range(self.skip):
-            next(it)
-        return it
+_RESUME_ATTRS = ('img_resolution', 'img_channels', 'c_dim')  # Set by the data: a mismatch is no architecture flag.
 
 
 def load_resume(resume_pkl: str, G, D, G_ema) -> dict:
     """Load a snapshot (safely) and copy the weights of G, D and G_ema by name; return the loaded dict."""
     try:
-        data = snapshot.load_network_pkl(resume_pkl)
+        data = snapshot.load_network_pkl(resume_pkl, trust_flag=None)  # --resume never runs code from a file.
     except FileNotFoundError as err:
         raise FileNotFoundError(f'resume_pkl {resume_pkl!r}: {err}') from err
     except (OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
-        raise ValueError(f'resume_pkl {resume_pkl!r}: cannot load it as a network snapshot ({err})') from err
+        raise ResumeError(f'resume_pkl {resume_pkl!r}: cannot load it as a network snapshot ({err})') from err
+    if all(data.get(name) is None for name in ('G', 'D', 'G_ema')):
+        raise ResumeError(f'{resume_pkl} holds no networks (keys {sorted(map(str, data))}); expected a snapshot with '
+                          f'G, D and G_ema')
     for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
         if data.get(name) is None:
             continue
+        for attr in _RESUME_ATTRS:  # Else the names of the layers differ, nothing is copied and the optimizer fails.
+            stored, wanted = getattr(data[name], attr, None), getattr(module, attr)
+            if stored is not None and stored != wanted:
+                raise ResumeError(f'{resume_pkl}: {name} has {attr} {stored} but this run needs {wanted} (set by '
+                                  f'--data and --cond); resume with a snapshot trained on data like this')
         try:
             misc.copy_params_and_buffers(data[name], module, require_all=False)
         except ValueError as err:
-            raise ValueError(f'resume_pkl {resume_pkl!r}: {name} does not fit the configured network ({err}); '
-                             'resume needs the same architecture, resolution and label dimension') from err
+            raise ResumeError(f'resume_pkl {resume_pkl!r}: {name} does not fit the configured network ({err}); '
+                              'resume needs the same architecture, resolution and label dimension') from err
+    finite.check_finite_modules({name: data.get(name) for name in ('G', 'D', 'G_ema')},
+                                f'{resume_pkl}: refusing to resume from non-finite weights', flag='--resume')
     return data
 
 
@@ -304,10 +273,30 @@ def setup_training(*, training_set_kwargs: dict, G_kwargs: dict, D_kwargs: dict,
     return state
 
 
+def network_summary(G, D, batch_gpu: int, device: torch.device) -> str:
+    """The per-layer tables of G and D (torch_utils.misc.print_module_summary) for one batch_gpu batch, as the
+    released loop prints at start-up. Zero inputs, eval mode (so G's w_avg does not move) and a forked RNG, so the
+    run continues exactly as without it."""
+    z = torch.zeros([batch_gpu, G.z_dim], device=device)
+    c = torch.zeros([batch_gpu, D.c_dim], device=device)
+    modes = G.training, D.training
+    out = io.StringIO()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []), \
+                contextlib.redirect_stdout(out):
+            img = misc.print_module_summary(G.eval(), [z, c[:, :G.c_dim]])
+            misc.print_module_summary(D.eval(), [img, c])
+    finally:
+        G.train(modes[0])
+        D.train(modes[1])
+    return out.getvalue().rstrip('\n')
+
+
 def _setup_networks(state: dnnlib.EasyDict, G_kwargs: dict, D_kwargs: dict, resume_pkl: str | None, log):
     """Build G, D, G_ema into `state` and copy resumed weights; return the loaded resume snapshot (or None)."""
     extra_c_dim = sum(plugin.extra_c_dim for plugin in state.plugins)
     state.G, state.D, state.G_ema = build_networks(state.training_set, G_kwargs, D_kwargs, extra_c_dim, state.device)
+    log(network_summary(state.G, state.D, state.batch_gpu, state.device))
     log(f'Networks: G {_num_params(state.G):,} parameters, D {_num_params(state.D):,} (label dim '
         f'{state.D.c_dim}), on {state.device}')
     if resume_pkl is None:

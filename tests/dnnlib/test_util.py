@@ -4,6 +4,9 @@ import hashlib
 import http.server
 import io
 import os
+import re
+import socket
+import subprocess
 import sys
 import threading
 
@@ -169,14 +172,35 @@ def test_write_atomically(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["new", "relative.bin"]
 
     def failing_replace(src, dst):
+        sources.append(os.path.basename(src))
         raise OSError("disk full")
+
+    sources = []
 
     monkeypatch.setattr(util.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         util.write_atomically(tmp_path / "new" / "dir" / "y.bin", b"data")
     assert os.listdir(tmp_path / "new" / "dir") == ["x.bin"]  # Neither the target nor a temp file is left.
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())  # The temp file was named after target and writer:
+    assert re.fullmatch(rf"\.y\.bin\.{re.escape(host)}-{os.getpid()}\.[A-Za-z0-9_]+\.part", sources[0]), sources
     with pytest.raises(TypeError, match="write_atomically: data must be bytes, got str"):
         util.write_atomically(tmp_path / "z.bin", "text")
+
+
+def test_remove_stale_temp_files_only_of_dead_writers_on_this_host(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # Its pid now belongs to no process (reaped).
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+    names = {"stale": f".network-snapshot-000004.pkl.{host}-{dead.pid}.k3j_x9a1.part",
+             "stale2": f".fakes000000.012.png.{host}-{dead.pid}.abc12345.part",
+             "live": f".network-snapshot-000008.pkl.{host}-{os.getpid()}.q1w2e3r4.part",
+             "other_host": f".network-snapshot-000004.pkl.elsewhere-{dead.pid}.k3j_x9a1.part",
+             "unrelated": "notes.part", "hidden": ".network-snapshot-000004.pkl", "legacy": "tmp_abc.part"}
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"x")
+    assert util.remove_stale_temp_files(tmp_path) == sorted([names["stale"], names["stale2"]])
+    assert sorted(os.listdir(tmp_path)) == sorted(name for key, name in names.items() if not key.startswith("stale"))
+    assert util.remove_stale_temp_files(tmp_path / "missing") == []
 
 
 def test_is_url():
@@ -285,23 +309,48 @@ def test_open_url_http_without_cache_and_default_cache_dir(http_server, tmp_path
         assert f.read() == b"abc"
 
 
-def test_open_url_retries_then_fails_naming_url(http_server, tmp_path):
+def test_open_url_fails_at_once_on_a_client_error_naming_url(http_server, tmp_path):
     base_url, _, requested, _ = http_server
     url = base_url + "/missing.pkl"
-    with pytest.raises(OSError, match=rf"could not download '{url}' after 3 attempt\(s\): 404 .*"
+    with pytest.raises(OSError, match=rf"could not download '{url}' after 1 attempt\(s\): 404 .*"
                                       r"pass its local path instead of the URL"):
         util.open_url(url, cache_dir=str(tmp_path), num_attempts=3, verbose=False)
-    assert requested == ["/missing.pkl"] * 3
+    assert requested == ["/missing.pkl"]  # A 404 does not go away on retry.
     assert os.listdir(tmp_path) == []
 
 
-def test_open_url_unreachable_server(tmp_path, monkeypatch):
+def test_open_url_retries_server_errors(http_server, tmp_path, monkeypatch):
+    monkeypatch.setattr(util, "_RETRY_DELAY_SEC", 0)
+    base_url, _, requested, _ = http_server
+    url = base_url + "/missing.pkl"
+    monkeypatch.setattr(util, "_worth_retrying", lambda err: True)  # As for a 503: every attempt is made.
+    with pytest.raises(OSError, match=rf"could not download '{url}' after 3 attempt\(s\)"):
+        util.open_url(url, cache_dir=str(tmp_path), num_attempts=3, verbose=False)
+    assert requested == ["/missing.pkl"] * 3
+
+
+def test_worth_retrying_classifies_errors():
+    import requests
+    response = requests.Response()
+    for status, expected in ((404, False), (403, False), (429, True), (408, True), (500, True), (503, True)):
+        response.status_code = status
+        assert util._worth_retrying(requests.HTTPError(response=response)) is expected, status
+    assert util._worth_retrying(requests.ConnectionError("Failed to resolve 'x.invalid'")) is False
+    assert util._worth_retrying(requests.ConnectTimeout()) is True
+    assert util._worth_retrying(requests.ReadTimeout()) is True
+    assert util._worth_retrying(requests.ConnectionError("('Connection aborted.', RemoteDisconnected())")) is True
+
+
+def test_open_url_unreachable_server_fails_after_one_attempt(tmp_path, monkeypatch):
     monkeypatch.setattr(util, "_DOWNLOAD_TIMEOUT_SEC", 10)
-    port = free_port()  # Nothing listens there.
+    slept = []
+    monkeypatch.setattr(util.time, "sleep", slept.append)
+    port = free_port()  # Nothing listens there: offline, as far as open_url can tell.
     url = f"http://127.0.0.1:{port}/net.pkl"
     with pytest.raises(OSError, match=rf"^open_url: could not download '{url}' after 1 attempt\(s\): .*"
                                       r"Download the file elsewhere .* and pass its local path instead of the URL\.$"):
-        util.open_url(url, cache_dir=str(tmp_path), num_attempts=1, verbose=False)
+        util.open_url(url, cache_dir=str(tmp_path), num_attempts=10, verbose=False)
+    assert slept == []
 
 
 def test_write_atomically_gives_umask_permissions(tmp_path):

@@ -13,7 +13,7 @@ import tiny_datasets
 from free_port import free_port
 from tiny_metrics import make_generator
 from metrics import metric_main, metric_utils
-from training import distributed
+from torch_utils import distributed
 
 VALID = ['fid50k_full', 'kid50k_full', 'pr50k3_full', 'is50k', 'fid50k', 'kid50k', 'pr50k3', 'fid2k_full',
          'kid2k_full', 'pr2k3_full', 'is2k']
@@ -125,13 +125,14 @@ def test_conditional_generator_with_labels(metric_env, tmp_path):
 
 def _worker(rank, port, kwargs, out_dir):
     torch.set_num_threads(1)
-    distributed.init_process_group(rank, 2, init_method=f'tcp://127.0.0.1:{port}')
-    try:
-        result = metric_main.calc_metric('kid2k_full', num_gpus=2, rank=rank, **kwargs)
-        with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
-            json.dump(result, f)
-    finally:
-        distributed.destroy_process_group()
+    with distributed.process_group(rank, 2, init_method=f'tcp://127.0.0.1:{port}'):  # Left synchronised.
+        _save_metric(rank, kwargs, out_dir)
+
+
+def _save_metric(rank, kwargs, out_dir):
+    result = metric_main.calc_metric('kid2k_full', num_gpus=2, rank=rank, **kwargs)
+    with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
+        json.dump(result, f)
 
 
 def test_two_process_gloo_metric_gives_rank0_result_everywhere(metric_env, dataset_zip, tiny_G, tmp_path):
