@@ -29,7 +29,7 @@ import click
 import torch
 
 import dnnlib
-from metrics import metric_main
+from metrics import detectors, metric_main
 from metrics.detectors import DetectorUnavailableError
 from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRtOptions
 from smart_plugin.diffgan_betas import BETA_SCHEDULES
@@ -181,6 +181,8 @@ def _resume_config(opts, total_kimg: float) -> dict:
     """resume_pkl; a weights-only resume (official pickles) also sets ada_kimg 100 and no EMA ramp-up, as
     officially, while our snapshots with a training state continue exactly with the configured values."""
     if opts.resume in (None, 'noresume'):
+        if opts.resume_partial:
+            raise FlagError('--resume-partial', 'only applies with --resume')
         return dict(resume_pkl=None)
     pkl = RESUME_SPECS.get(opts.resume, opts.resume)
     if not dnnlib.util.is_url(pkl, allow_file_urls=True) and not os.path.isfile(pkl):
@@ -195,7 +197,9 @@ def _resume_config(opts, total_kimg: float) -> dict:
     if summary.cur_nimg is not None and summary.cur_nimg >= round(total_kimg * 1000):
         raise FlagError('--kimg', f'{total_kimg:g}, but the --resume snapshot {pkl} is already at kimg '
                                   f'{summary.cur_nimg / 1000:g}: nothing to train; pass a larger --kimg')
-    return dict(resume_pkl=pkl) if summary.exact else dict(resume_pkl=pkl, ada_kimg=100, ema_rampup=None)
+    partial = dict(resume_partial=True) if opts.resume_partial else {}
+    return (dict(resume_pkl=pkl, **partial) if summary.exact else
+            dict(resume_pkl=pkl, ada_kimg=100, ema_rampup=None, **partial))
 
 
 def _check_diffgan_resume(pkl: str, diffgan: DiffGANOptions) -> None:
@@ -255,24 +259,6 @@ def _plugin_options(opts) -> tuple[SMaRtOptions, DiffGANOptions]:
     return smart, diffgan
 
 
-def _check_score_source(smart: SMaRtOptions, dataset: ImageFolderDataset, cond: bool) -> None:
-    """Read a --smart-dpm file's header (no code runs, nothing is downloaded) and check it against the data, so that a
-    wrong score source fails before the run dir exists; registry names are checked by their entry."""
-    if not smart.enabled or smart.dpm == 'gaussian':
-        return
-    from edm_bridge import checks, loading, registry  # Deferred: only a named score source needs them.
-    try:
-        entry, source = registry.resolve(smart.dpm)
-        model = entry
-        if os.path.isfile(source):
-            model = dnnlib.EasyDict(loading.describe(smart.dpm))
-        if model is not None:
-            checks.check_compatible(model, dataset.resolution, dataset.num_channels,
-                                    dataset.label_dim if cond else 0)
-    except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as err:
-        raise FlagError('--smart-dpm', f'{err}; or use --smart-dpm=gaussian') from None
-
-
 def _describe(opts, dataset_name: str, num_gpus: int, smart: SMaRtOptions, diffgan: DiffGANOptions) -> str:
     """Run name after the id: dataset plus a suffix per option given (spec 3.6), then -smart / -diffgan."""
     desc = dataset_name + ('-cond' if opts.cond else '') + (f'-subset{opts.subset}' if opts.subset else '')
@@ -295,7 +281,6 @@ def build_config(opts, num_gpus: int) -> tuple[dict, str, dict]:
     spec = _preset(opts, dataset.resolution, num_gpus)
     batch_size, batch_gpu = _batch(opts, spec, num_gpus)
     smart, diffgan = _plugin_options(opts)
-    _check_score_source(smart, dataset, bool(opts.cond))
     config = dict(training_set_kwargs=training_set_kwargs,
                   data_loader_kwargs=dict(pin_memory=True, num_workers=opts.workers,
                                           prefetch_factor=2 if opts.workers > 0 else None),
@@ -321,6 +306,61 @@ def build_plugins(plugin_options: dict) -> list:
     """The enabled loss plugins (disabled ones are left out: the run is then the plain baseline)."""
     classes = {SMaRt.name: SMaRt, DiffusionGAN.name: DiffusionGAN}
     return [classes[name](options) for name, options in plugin_options.items()]
+
+
+# Validation before anything is written: checks that would otherwise fail only after the run dir exists.
+
+
+def _validate_resume(config: dict, G, D, G_ema) -> None:
+    """The resume file fills the configured networks one to one (or --resume-partial) with matching shapes."""
+    if config.get('resume_pkl') is None:
+        return
+    try:
+        train_state.load_resume(config['resume_pkl'], G, D, G_ema, partial=config.get('resume_partial', False),
+                                log=lambda *args: None)  # With --resume-partial, set-up prints the lists.
+    except (OSError, ValueError) as err:
+        raise FlagError('--resume', str(err)) from None
+
+
+def _validate_score_source(plugin_options: dict, G) -> None:
+    """A named or local score source fits the generator's resolution, channels and labels (URLs: by their entry)."""
+    smart = plugin_options.get(SMaRt.name)
+    if smart is None or smart.dpm == 'gaussian':
+        return
+    from edm_bridge import checks, loading, registry  # Deferred: only a named score source needs them.
+    try:
+        entry, source = registry.resolve(smart.dpm)
+        if entry is None and not dnnlib.util.is_url(source, allow_file_urls=True):
+            entry = loading.load_denoiser(source, device='cpu')  # A local file: its own description counts.
+        checks.check_compatible(entry, G.img_resolution, G.img_channels, G.c_dim)
+    except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as err:  # Unpickling: the safe loader.
+        raise FlagError('--smart-dpm', str(err)) from None
+
+
+def _validate_detectors(config: dict) -> None:
+    """Each detector the metrics need that is given or found locally loads, TorchScript unless --trust-detector
+    (nothing is downloaded here: a detector to download is fetched at the first evaluation)."""
+    kwargs = config['metric_kwargs']
+    kinds = {'inception' if not name.startswith('pr') else 'vgg16' for name in config['metrics']}
+    for kind in sorted(kinds):
+        try:
+            detectors.get_detector(kind, kwargs['detector_vgg16' if kind == 'vgg16' else 'detector'], 'cpu',
+                                   trust=kwargs['trust_detector'], download=False)
+        except DetectorUnavailableError as err:
+            raise FlagError(err.flag, str(err)) from None
+
+
+def validate_setup(config: dict, plugin_options: dict) -> None:
+    """Every check of the data, networks, score source, resume file and detectors that can be made before training,
+    on CPU copies of the networks; called before the run dir is made, and by --dry-run. Errors name the flag."""
+    training_set = dnnlib.util.construct_class_by_name(**config['training_set_kwargs'])
+    extra_c_dim = sum(plugin.extra_c_dim for plugin in build_plugins(plugin_options))
+    with torch.random.fork_rng():  # Building networks draws initial weights; leave the global RNG as it was.
+        G, D, G_ema = train_state.build_networks(training_set, config['G_kwargs'], config['D_kwargs'], extra_c_dim,
+                                                 torch.device('cpu'))
+    _validate_resume(config, G, D, G_ema)
+    _validate_score_source(plugin_options, G)
+    _validate_detectors(config)
 
 
 def _num_gpus(opts, world_size: int) -> int:
@@ -409,6 +449,8 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
 # Transfer learning and resume.
 @click.option('--resume', default=None, metavar='PKL', show_default='noresume',
               help=f'Resume from a snapshot: path, URL or one of {", ".join(RESUME_SPECS)}')
+@click.option('--resume-partial', is_flag=True,
+              help='Resume even if the snapshot does not fill the networks one to one (lists what is left out)')
 @click.option('--freezed', type=click.IntRange(min=0), default=0, show_default=True, help='Freeze-D: frozen layers')
 # Performance.
 @click.option('--fp32', is_flag=True, help='Disable mixed precision (fp16 runs on CUDA only anyway)')
@@ -466,12 +508,20 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
               show_default=str(DiffGANOptions.ada_maxp),
               help='With --diffgan --aug=ada: the ADA probability is min(diffusion p, this)')
 def main(**kwargs):
-    opts = dnnlib.EasyDict(kwargs)
+    try:
+        _main(dnnlib.EasyDict(kwargs))
+    except KeyboardInterrupt:  # During set-up; once training runs, the loop ends cleanly and exits 130 itself.
+        print('Interrupted during set-up; exiting.', file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _main(opts: dnnlib.EasyDict) -> None:
     try:
         ranks = distributed.env_ranks()
     except ValueError as err:
         raise FlagError('--gpus', str(err)) from None
     config, desc, plugin_options = build_config(opts, _num_gpus(opts, ranks[2]))
+    validate_setup(config, plugin_options)
     run_dir = next_run_dir(opts.outdir, desc) if ranks[0] == 0 else None
     options = dict(config, run_dir=run_dir,
                    plugins={name: dataclasses.asdict(value) for name, value in plugin_options.items()})

@@ -95,12 +95,12 @@ def unavailable_message(kind: str, error: BaseException | None = None) -> str:
     return '\n'.join(lines)
 
 
-def locate_detector(kind: str, source: str | None = None) -> tuple[str, str]:
+def locate_detector(kind: str, source: str | None = None, download: bool = True) -> tuple[str | None, str]:
     """(local file of detector `kind`, where it was found: 'given by --detector', 'found in $SMART_DETECTOR_DIR=...',
     'found in the download cache ...' or 'downloaded from URL'); see the module docstring for the order.
 
-    Downloads at most once. Raises FileNotFoundError for a missing explicit path and DetectorUnavailableError when
-    nothing is found offline.
+    Downloads at most once; with download=False returns (None, 'not found locally') instead of trying. Raises
+    FileNotFoundError for a missing explicit path and DetectorUnavailableError when nothing is found offline.
     """
     _check_kind(kind)
     if source is not None:
@@ -120,6 +120,8 @@ def locate_detector(kind: str, source: str | None = None) -> tuple[str, str]:
         cached = _cached_path(url)
         if cached is not None:
             return cached, f'found in the download cache {os.path.dirname(cached)}'
+    if not download:
+        return None, 'not found locally'
     try:
         return dnnlib.util.open_url(urls[0], num_attempts=1, return_filename=True), f'downloaded from {urls[0]}'
     except OSError as err:
@@ -187,13 +189,16 @@ def load_detector_file(path: str, device: torch.device, trust: bool = False,
     return _load_file(path, device, trust, origin, flag)[0]
 
 
-def get_detector(kind: str, source: str | None, device: torch.device,
-                 trust: bool = False) -> tuple[torch.nn.Module, str]:
-    """(detector module on `device`, identity string '<stem>-<md5>') for `kind`, loaded once per process.
+def get_detector(kind: str, source: str | None, device: torch.device, trust: bool = False,
+                 download: bool = True) -> tuple[torch.nn.Module | None, str | None]:
+    """(detector module on `device`, identity string '<stem>-<md5>') for `kind`, loaded once per process; (None,
+    None) when download=False and no local file is found (a URL source is fetched anyway).
 
     Only TorchScript files load without `trust` (UntrustedDetectorError otherwise, see load_detector_file).
     """
-    path, origin = locate_detector(kind, source)
+    path, origin = locate_detector(kind, source, download)
+    if path is None:
+        return None, None
     device = torch.device(device)
     identity = file_identity(path)
     key = (os.path.abspath(path), identity, str(device))  # A replaced file at the same path is loaded anew.

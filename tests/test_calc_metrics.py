@@ -148,7 +148,9 @@ def test_user_errors_name_the_flag(files, tmp_path, args, message):
 
 
 LATE_ERRORS = [  # (extra arguments, expected message); found only after loading the detector, --ref or the labels.
-    (['--metrics', 'is2k', '--detector', '{junk_pt}'], '--detector: detector '),
+    (['--metrics', 'is2k', '--detector', '{junk_pt}', '--trust-detector'], '--detector: detector '),
+    (['--metrics', 'is2k', '--detector', '{junk_pt}'], '--detector: {junk_pt} (given by --detector) is not a '
+                                                       'TorchScript archive'),
     (['--metrics', 'fid2k_full', '--detector', '{inception}', '--ref', '{ref5}'], '--ref: reference statistics'),
     (['--metrics', 'fid2k_full', '--ref', '{junk_npz}'], '--ref: reference statistics'),
     (['--metrics', 'kid2k_full', '--ref', '{ref5}'], '--ref: only FID metrics use'),

@@ -55,7 +55,7 @@ def test_train_sigterm_exits_143_and_names_the_last_snapshot(tmp_path):
                   'training.training_loop.training_step', at=4)
     assert result.returncode == 143, result.stdout + result.stderr
     run_dir = glob.glob(str(tmp_path / 'runs' / '00000-*'))[0]
-    last = os.path.join(run_dir, 'network-snapshot-000000.pkl')
+    last = os.path.join(run_dir, 'network-snapshot-000000.012.pkl')  # Sub-kimg snapshots get the finer name.
     assert f'Interrupted (SIGTERM) at kimg 0.012; the last snapshot is {last}' in result.stdout, result.stdout
     assert _leftovers(str(tmp_path)) == [] and os.path.isfile(last)
 
@@ -131,3 +131,16 @@ def test_dataset_tool_removes_a_killed_runs_temp_output(tmp_path, dest_name):
     assert result.returncode == 0, result.stdout + result.stderr
     assert f'Removed {stale}, left by an interrupted dataset_tool run' in result.stdout
     assert sorted(os.listdir(tmp_path / 'out')) == sorted([dest_name, live.name])
+
+
+def test_train_dpm_ctrl_c_exits_130_and_names_the_last_snapshot(tmp_path):
+    """Before: Ctrl-C ended train_dpm.py with 'Aborted!' and exit status 1, naming no snapshot."""
+    data = make_zip(tmp_path / 'ds.zip', num=16, res=8, seed=1)
+    common = ['--data', data, '--preset', 'tiny', '--workers', '0', '--tick', '0.008', '--batch', '8', '--snap', '1']
+    result = _run('train_dpm', ['--outdir', tmp_path / 'runs', '--duration', '0.04', *common],
+                  'dpm.training_loop.training_step', at=3, sig='SIGINT')
+    assert result.returncode == 130, result.stdout + result.stderr
+    run_dir = glob.glob(str(tmp_path / 'runs' / '00000-*'))[0]
+    assert (f'Interrupted (SIGINT) at kimg 0.016; the last snapshot is {run_dir}/network-snapshot-000000.pkl (resume '
+            f'with --resume={run_dir}/training-state-000000.pt)') in result.stdout, result.stdout
+    assert 'Aborted!' not in result.stdout + result.stderr and _leftovers(str(tmp_path)) == []

@@ -4,6 +4,7 @@ and --metrics with tiny detectors writing metric-<name>.jsonl at the snapshot.""
 
 import json
 import os
+import pickle
 import sys
 import types
 
@@ -140,7 +141,8 @@ def test_dry_run_diffgan_with_ada_couples_it_and_takes_every_flag(data, tmp_path
 def test_resume_refuses_a_diffgan_state_trained_on_scaled_t(data, tmp_path):
     old_state = {'p': 0.01, 'T': 20, 'step': 8, 't_table': [0] * 32 + [5] * 32}  # Written before issue 17.
     pkl = tmp_path / 'old.pkl'
-    snapshot.save_network_pkl(pkl, dict(plugins={'diffgan': old_state}, training_state={'version': 1}))
+    nets = {name: torch.zeros([1]) for name in ('G', 'D', 'G_ema')}  # Stand-ins: the dry run reads no weights.
+    snapshot.save_network_pkl(pkl, dict(nets, plugins={'diffgan': old_state}, training_state={'version': 1}))
     result = _invoke('--outdir', tmp_path / 'out', '--data', data.ds, '--diffgan', '--resume', pkl, '--dry-run')
     assert result.exit_code != 0 and not os.path.exists(tmp_path / 'out')
     assert ("--diffgan-t-embed: --resume=" in result.output and "(a snapshot from before raw-t conditioning) was "
@@ -284,7 +286,7 @@ def test_end_to_end_with_smart_then_generate_and_resume(data, tmp_path):
     data_only = snapshot.load_network_pkl(pkl)
     snapshot.save_network_pkl(tmp_path / 'weights.pkl', dict(G=data_only['G'], D=data_only['D'],
                                                              G_ema=data_only['G_ema']))
-    options = _dry_run(tmp_path, '--data', data.ds, '--cfg', 'paper256', '--resume', tmp_path / 'weights.pkl')
+    options = _dry_run(tmp_path, '--data', data.ds, '--cfg', 'paper256', *TINY[2:], '--resume', tmp_path / 'weights.pkl')
     assert options['ada_kimg'] == 100 and options['ema_rampup'] is None
 
 
@@ -396,8 +398,8 @@ def test_nonfinite_score_source_stops_the_run(data, tmp_path, monkeypatch):
 
 
 def test_nonfinite_weights_refused_at_snapshot_and_resume(data, tmp_path, monkeypatch):
-    """Before: NaN weights went into new snapshots, and a NaN snapshot resumed as 'exact'."""
-    from training import training_loop
+    """Before: NaN weights went into new snapshots (and black fakes grids), and a NaN snapshot resumed as 'exact'."""
+    from training import run_outputs, training_loop
     real_update, calls = training_loop.ema_update, []
 
     def poisoning_update(G_ema, *args):  # The 3rd EMA update (tick 1) turns one G_ema weight into NaN.
@@ -408,6 +410,13 @@ def test_nonfinite_weights_refused_at_snapshot_and_resume(data, tmp_path, monkey
                 G_ema.mapping.fc0.weight[0, 0] = float('nan')
 
     monkeypatch.setattr(training_loop, 'ema_update', poisoning_update)
+    result = _invoke('--outdir', tmp_path / 'a', '--data', data.ds, '--kimg', '0.024', *TINY)
+    pkl = tmp_path / 'a' / '00000-ds-stylegan2-kimg0.024-batch4' / 'network-snapshot-000000.pkl'
+    assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == (
+        'Error: training: fakes000000.png not written: G_ema.mapping.fc0.weight holds 1 NaN/Inf value(s) '
+        f'(at kimg 0.012; the last good snapshot is {pkl})')
+    monkeypatch.setattr(run_outputs, 'save_fakes', lambda *args: None)  # Now the snapshot's own check.
+    calls.clear()
     result = _invoke('--outdir', tmp_path, '--data', data.ds, '--kimg', '0.024', *TINY)
     assert result.exit_code == 1, result.output
     pkl = tmp_path / '00000-ds-stylegan2-kimg0.024-batch4' / 'network-snapshot-000000.pkl'
@@ -512,3 +521,58 @@ def test_resume_errors_name_the_flag(data, tmp_path):
     assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == (
         f'Error: --resume: {pkl}: G has img_resolution 8 but this run needs 32 (set by --data and --cond); resume '
         f'with a snapshot trained on data like this')
+
+
+def test_resume_that_leaves_weights_out_stops_before_training(data, tmp_path):
+    first = _invoke('--outdir', tmp_path, '--data', data.ds, '--kimg', '0.004', *TINY)
+    assert first.exit_code == 0, first.output
+    pkl = tmp_path / '00000-ds-stylegan2-kimg0.004-batch4' / 'network-snapshot-000000.pkl'
+    args = ['--outdir', tmp_path / 'deeper', '--data', data.ds, '--kimg', '0.008', *TINY, '--map-depth', '3',
+            '--resume', pkl]
+    refused = _invoke(*args)
+    assert refused.exit_code == 1 and 'Training for' not in refused.output
+    assert refused.output.startswith(f"Error: --resume: resume_pkl '{pkl}' does not match the configured networks "
+                                     'one to one:\n  G: 0 tensor(s) of the snapshot not used: -; 2 of the network '
+                                     'not filled: mapping.fc2.weight, mapping.fc2.bias'), refused.output
+    assert '--map-depth (mapping layers)' in refused.output and not (tmp_path / 'deeper').exists()
+    partial = _invoke(*args, '--resume-partial')
+    assert partial.exit_code == 0 and 'Partial resume from' in partial.output, partial.output
+    dry = _invoke(*args, '--dry-run')  # --dry-run makes the same check.
+    assert dry.exit_code == 1 and dry.output.startswith('Error: --resume: ') and 'Training options' not in dry.output
+    refused = _invoke('--outdir', tmp_path, '--data', data.ds, '--dry-run', '--resume-partial')
+    assert refused.exit_code == 1 and 'Error: --resume-partial: only applies with --resume' in refused.output
+
+
+def test_score_source_of_the_wrong_resolution_fails_before_the_run_dir(data, tmp_path):
+    import edm_tiny_nets
+    from edm_bridge import edm_networks
+    net = edm_tiny_nets.tiny(edm_networks.EDMPrecond, res=16, attn_resolutions=[])
+    dpm = tmp_path / 'edm16.pkl'
+    dpm.write_bytes(pickle.dumps(dict(ema=net, loss_fn=None, augment_pipe=None, dataset_kwargs={})))
+    for extra in (['--dry-run'], []):
+        result = _invoke('--outdir', tmp_path / 'out', '--data', data.ds, '--kimg', '0.004', '--smart-lambda', '0.1',
+                         '--smart-dpm', dpm, *TINY, *extra)
+        assert result.exit_code == 1 and not (tmp_path / 'out').exists(), result.output
+        assert result.output == ('Error: --smart-dpm: denoiser is 16x16 but the generator outputs 8x8; use a 8x8 '
+                                 'model\n'), result.output
+
+
+def test_late_failure_is_in_log_txt_and_setup_interrupt_exits_130(data, tmp_path, monkeypatch):
+    from training import train_state
+
+    def fail(*args, **kwargs):
+        raise RuntimeError('simulated failure in set-up')
+
+    monkeypatch.setattr(train_state, 'build_phases', fail)  # After the run dir exists: nothing checks it earlier.
+    result = _invoke('--outdir', tmp_path, '--data', data.ds, '--kimg', '0.004', *TINY)
+    assert result.exit_code == 1 and isinstance(result.exception, RuntimeError)
+    log = (tmp_path / '00000-ds-stylegan2-kimg0.004-batch4' / 'log.txt').read_text()
+    assert log.startswith('Training set: 16 images') and log.endswith('RuntimeError: simulated failure in set-up\n')
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_state, 'build_networks', interrupt)  # Ctrl-C while validating, before the run dir.
+    result = _invoke('--outdir', tmp_path / 'int', '--data', data.ds, '--kimg', '0.004', *TINY)
+    assert result.exit_code == 130 and result.output == 'Interrupted during set-up; exiting.\n', result.output
+    assert not (tmp_path / 'int').exists()

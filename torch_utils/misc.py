@@ -180,6 +180,17 @@ def named_params_and_buffers(module: torch.nn.Module) -> list[tuple[str, torch.T
     return list(module.named_parameters()) + list(module.named_buffers())
 
 
+def param_coverage(src_module: torch.nn.Module, dst_module: torch.nn.Module) -> tuple[list[str], list[str]]:
+    """(names of src_module's parameters/buffers that dst_module lacks, names of dst_module's that src_module lacks):
+    what copy_params_and_buffers(src, dst) would leave unused and unfilled."""
+    _check_module("src_module", src_module)
+    _check_module("dst_module", dst_module)
+    src_names = [name for name, _ in named_params_and_buffers(src_module)]
+    dst_names = [name for name, _ in named_params_and_buffers(dst_module)]
+    src_set, dst_set = set(src_names), set(dst_names)
+    return [name for name in src_names if name not in dst_set], [name for name in dst_names if name not in src_set]
+
+
 @torch.no_grad()
 def copy_params_and_buffers(
     src_module: torch.nn.Module, dst_module: torch.nn.Module, require_all: bool = False

@@ -75,7 +75,9 @@ def prepare_grid(state: dnnlib.EasyDict, run_dir: str, log=print) -> dnnlib.Easy
 
 @torch.no_grad()
 def save_fakes(state: dnnlib.EasyDict, grid: dnnlib.EasyDict, path: str) -> None:
-    """Render the grid with G_ema (noise_mode 'const') in chunks of batch_gpu and save it."""
+    """Render the grid with G_ema (noise_mode 'const') in chunks of batch_gpu and save it; a non-finite G_ema
+    raises NonFiniteError instead (NaN would save as black pixels)."""
+    finite.check_finite_modules({'G_ema': state.G_ema}, f'{os.path.basename(path)} not written')
     chunks = zip(grid.z.split(state.batch_gpu), grid.c.split(state.batch_gpu))
     images = [state.G_ema(z.to(state.device), c.to(state.device), noise_mode='const').cpu() for z, c in chunks]
     image_io.save_image_grid(torch.cat(images), path, drange=(-1, 1), grid_size=grid.size)

@@ -12,6 +12,7 @@ import contextlib
 import copy
 import io
 import pickle
+import re
 
 import numpy as np
 import torch
@@ -129,8 +130,45 @@ class ResumeError(ValueError):
 _RESUME_ATTRS = ('img_resolution', 'img_channels', 'c_dim')  # Set by the data: a mismatch is no architecture flag.
 
 
-def load_resume(resume_pkl: str, G, D, G_ema) -> dict:
-    """Load a snapshot (safely) and copy the weights of G, D and G_ema by name; return the loaded dict."""
+class ResumeCoverageError(ResumeError):
+    """The resume snapshot's tensors and the configured networks' tensors do not match one to one."""
+
+
+def _coverage_hint(network: str, tensor_name: str) -> str:
+    """The train.py flag that probably differs when `tensor_name` of `network` is unused or unfilled on resume."""
+    if 'embed.' in tensor_name or (network == 'D' and tensor_name.startswith('mapping.')):
+        return "--cond or --diffgan (the label input; D's mapping exists only with labels)"
+    if re.match(r'mapping\.fc\d+\.', tensor_name):
+        return '--map-depth (mapping layers)'
+    if re.search(r'(^|\.)b\d+\.skip\.', tensor_name):
+        return '--cfg (D architecture: cifar uses orig, the others resnet)'
+    return '--data (resolution) or --cfg / --cbase / --cmax (layers per resolution)'
+
+
+def coverage_report(data: dict, networks: dict) -> tuple[list[str], list[str]]:
+    """(lines describing each network's unused snapshot tensors and unfilled network tensors, flags that probably
+    differ); both empty when the snapshot `data` fills `networks` ({name: module}) exactly. A network missing from
+    the snapshot counts as wholly unfilled."""
+    lines, flags = [], []
+    for name, module in networks.items():
+        if data.get(name) is None:
+            unused, unfilled = [], [tensor_name for tensor_name, _ in misc.named_params_and_buffers(module)]
+        else:
+            unused, unfilled = misc.param_coverage(data[name], module)
+        if unused or unfilled:
+            lines.append(f'  {name}: {len(unused)} tensor(s) of the snapshot not used: {", ".join(unused) or "-"}; '
+                         f'{len(unfilled)} of the network not filled: {", ".join(unfilled) or "-"}')
+            flags += [_coverage_hint(name, tensor_name) for tensor_name in unused + unfilled]
+    return lines, list(dict.fromkeys(flags))
+
+
+def load_resume(resume_pkl: str, G, D, G_ema, partial: bool = False, log=print) -> dict:
+    """Load a snapshot (safely) and copy the weights of G, D and G_ema by name; return the loaded dict.
+
+    Unless `partial`, raises ResumeCoverageError (listing both sides and the flags that probably differ) when any
+    snapshot tensor would be left unused or any network tensor unfilled; with `partial` the lists are logged and
+    the training state is dropped (it belongs to other networks), so the resume is weights-only.
+    """
     try:
         data = snapshot.load_network_pkl(resume_pkl, trust_flag=None)  # --resume never runs code from a file.
     except FileNotFoundError as err:
@@ -141,13 +179,24 @@ def load_resume(resume_pkl: str, G, D, G_ema) -> dict:
         raise ResumeError(f'{resume_pkl} holds no networks (keys {sorted(map(str, data))}); expected a snapshot with '
                           f'G, D and G_ema')
     for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
-        if data.get(name) is None:
-            continue
-        for attr in _RESUME_ATTRS:  # Else the names of the layers differ, nothing is copied and the optimizer fails.
+        for attr in _RESUME_ATTRS if data.get(name) is not None else ():
+            # Set by the data, not by an architecture flag: say so before the coverage lists would.
             stored, wanted = getattr(data[name], attr, None), getattr(module, attr)
             if stored is not None and stored != wanted:
                 raise ResumeError(f'{resume_pkl}: {name} has {attr} {stored} but this run needs {wanted} (set by '
                                   f'--data and --cond); resume with a snapshot trained on data like this')
+    lines, flags = coverage_report(data, dict(G=G, D=D, G_ema=G_ema))
+    if lines and not partial:
+        hint = f'flags that probably differ from the run that wrote it: {", ".join(flags)}; ' if flags else ''
+        raise ResumeCoverageError(f'resume_pkl {resume_pkl!r} does not match the configured networks one to one:\n'
+                                  + '\n'.join(lines) + f'\n{hint}or pass --resume-partial if only part of the '
+                                  'weights is meant to be resumed')
+    if lines:  # Optimizer and plugin states belong to the other networks: weights only.
+        log(f'Partial resume from "{resume_pkl}" (--resume-partial; weights only):\n' + '\n'.join(lines))
+        data = dict(data, training_state=None)
+    for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
+        if data.get(name) is None:
+            continue
         try:
             misc.copy_params_and_buffers(data[name], module, require_all=False)
         except ValueError as err:
@@ -241,7 +290,8 @@ def setup_training(*, training_set_kwargs: dict, G_kwargs: dict, D_kwargs: dict,
                    rank: int = 0, device=None, batch_size: int = 4, batch_gpu: int = 4, ema_kimg: float = 10,
                    ema_rampup: float | None = 0.05, G_reg_interval: int | None = 4, D_reg_interval: int | None = 16,
                    augment_p: float = 0, ada_target: float | None = None, ada_interval: int = 4,
-                   ada_kimg: float = 500, resume_pkl: str | None = None, log=print) -> dnnlib.EasyDict:
+                   ada_kimg: float = 500, resume_pkl: str | None = None, resume_partial: bool = False,
+                   log=print) -> dnnlib.EasyDict:
     """Build the training state (see the module docstring); `log` prints one line per set-up phase (rank 0).
 
     Arguments as in StyleGAN2-ADA's training_loop; G_kwargs / D_kwargs are the Generator / Discriminator kwargs
@@ -259,7 +309,7 @@ def setup_training(*, training_set_kwargs: dict, G_kwargs: dict, D_kwargs: dict,
     state.training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
     log(f'Training set: {len(state.training_set)} images of shape {state.training_set.image_shape}, '
         f'label dim {state.training_set.label_dim} ({training_set_kwargs.get("path")})')
-    resume_data = _setup_networks(state, G_kwargs, D_kwargs, resume_pkl, log)
+    resume_data = _setup_networks(state, G_kwargs, D_kwargs, resume_pkl, resume_partial, log)
     _setup_augment(state, augment_kwargs, augment_p, ada_target, ada_interval, ada_kimg, log)
     _setup_optimization(state, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, loss_kwargs or {}, log)
     if resume_data is not None and resume_data.get('training_state') is not None:
@@ -292,7 +342,8 @@ def network_summary(G, D, batch_gpu: int, device: torch.device) -> str:
     return out.getvalue().rstrip('\n')
 
 
-def _setup_networks(state: dnnlib.EasyDict, G_kwargs: dict, D_kwargs: dict, resume_pkl: str | None, log):
+def _setup_networks(state: dnnlib.EasyDict, G_kwargs: dict, D_kwargs: dict, resume_pkl: str | None,
+                    resume_partial: bool, log):
     """Build G, D, G_ema into `state` and copy resumed weights; return the loaded resume snapshot (or None)."""
     extra_c_dim = sum(plugin.extra_c_dim for plugin in state.plugins)
     state.G, state.D, state.G_ema = build_networks(state.training_set, G_kwargs, D_kwargs, extra_c_dim, state.device)
@@ -301,7 +352,7 @@ def _setup_networks(state: dnnlib.EasyDict, G_kwargs: dict, D_kwargs: dict, resu
         f'{state.D.c_dim}), on {state.device}')
     if resume_pkl is None:
         return None
-    resume_data = load_resume(resume_pkl, state.G, state.D, state.G_ema)
+    resume_data = load_resume(resume_pkl, state.G, state.D, state.G_ema, partial=resume_partial, log=log)
     exact = resume_data.get('training_state') is not None
     log(f'Resuming from "{resume_pkl}": ' + ('weights and training state (exact)' if exact else
                                              'weights only (counters, optimizers and augment p start afresh)'))

@@ -11,6 +11,7 @@ spec/stylegan2-ada.md sections 4.5 and 5.
 
 import contextlib
 import os
+import traceback
 
 import numpy as np
 import torch
@@ -227,6 +228,11 @@ def training_loop(
             result = _train(state, run)
             log('Exiting...' if not result.interrupted else 'Stopped.')
             return result
+    except BaseException as err:
+        if logger is not None and logger.file is not None:  # The caller reports it; log.txt keeps it as well.
+            logger.file.write('Interrupted during set-up.\n' if isinstance(err, KeyboardInterrupt) else
+                              ''.join(traceback.format_exception(err)))
+        raise
     finally:
         if logger is not None:
             logger.close()

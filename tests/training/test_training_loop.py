@@ -262,6 +262,34 @@ def test_two_plus_two_steps_equal_four_steps(data_zip, tmp_path):
     assert not torch.equal(_tensors(weights_only.G)[name], expected['G'][name])
 
 
+def test_weights_only_resume_must_cover_the_networks_unless_partial(data_zip, tmp_path):
+    deep = _setup(data_zip, G_kwargs=dict(z_dim=16, w_dim=16, mapping_kwargs=dict(num_layers=4),
+                                          synthesis_kwargs=dict(channel_base=128, channel_max=16)))
+    pkl = tmp_path / 'deep.pkl'  # Like an official pickle: networks only, 4 mapping layers where the run has 2.
+    snapshot.save_network_pkl(pkl, dict(G=deep.G, D=deep.D, G_ema=deep.G_ema))
+    unused = 'mapping.fc2.weight, mapping.fc2.bias, mapping.fc3.weight, mapping.fc3.bias'
+    with pytest.raises(train_state.ResumeCoverageError) as info:
+        _setup(data_zip, resume_pkl=str(pkl))
+    assert str(info.value) == (f"resume_pkl '{pkl}' does not match the configured networks one to one:\n"
+                               f'  G: 4 tensor(s) of the snapshot not used: {unused}; 0 of the network not filled: -\n'
+                               f'  G_ema: 4 tensor(s) of the snapshot not used: {unused}; 0 of the network not '
+                               'filled: -\nflags that probably differ from the run that wrote it: --map-depth '
+                               '(mapping layers); or pass --resume-partial if only part of the weights is meant to '
+                               'be resumed')
+    lines = []
+    partial = train_state.setup_training(**_config(data_zip), resume_pkl=str(pkl), resume_partial=True,
+                                         log=lines.append)
+    assert lines[2] == (f'Partial resume from "{pkl}" (--resume-partial; weights only):\n  G: 4 tensor(s) of the snapshot not '
+                        f'used: {unused}; 0 of the network not filled: -\n  G_ema: 4 tensor(s) of the snapshot not '
+                        f'used: {unused}; 0 of the network not filled: -')
+    assert torch.equal(partial.G.mapping.fc1.weight, deep.G.mapping.fc1.weight)  # What matches is resumed.
+    snapshot.save_network_pkl(tmp_path / 'no_D.pkl', dict(G=deep.G, G_ema=deep.G_ema))
+    with pytest.raises(train_state.ResumeCoverageError, match=r"(?s)  D: 0 tensor\(s\) of the snapshot not used: -; "
+                                                               r"\d+ of the network not filled: b8.fromrgb.weight, .*"
+                                                               r"--map-depth \(mapping layers\), --data"):
+        _setup(data_zip, resume_pkl=str(tmp_path / 'no_D.pkl'))
+
+
 def test_snapshot_contents(data_zip, tmp_path):
     state = _setup(data_zip, **_resume_config(data_zip))
     training_loop.training_step(state)
