@@ -259,24 +259,6 @@ def _plugin_options(opts) -> tuple[SMaRtOptions, DiffGANOptions]:
     return smart, diffgan
 
 
-def _check_score_source(smart: SMaRtOptions, dataset: ImageFolderDataset, cond: bool) -> None:
-    """Read a --smart-dpm file's header (no code runs, nothing is downloaded) and check it against the data, so that a
-    wrong score source fails before the run dir exists; registry names are checked by their entry."""
-    if not smart.enabled or smart.dpm == 'gaussian':
-        return
-    from edm_bridge import checks, loading, registry  # Deferred: only a named score source needs them.
-    try:
-        entry, source = registry.resolve(smart.dpm)
-        model = entry
-        if os.path.isfile(source):
-            model = dnnlib.EasyDict(loading.describe(smart.dpm))
-        if model is not None:
-            checks.check_compatible(model, dataset.resolution, dataset.num_channels,
-                                    dataset.label_dim if cond else 0)
-    except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as err:
-        raise FlagError('--smart-dpm', f'{err}; or use --smart-dpm=gaussian') from None
-
-
 def _describe(opts, dataset_name: str, num_gpus: int, smart: SMaRtOptions, diffgan: DiffGANOptions) -> str:
     """Run name after the id: dataset plus a suffix per option given (spec 3.6), then -smart / -diffgan."""
     desc = dataset_name + ('-cond' if opts.cond else '') + (f'-subset{opts.subset}' if opts.subset else '')
@@ -299,7 +281,6 @@ def build_config(opts, num_gpus: int) -> tuple[dict, str, dict]:
     spec = _preset(opts, dataset.resolution, num_gpus)
     batch_size, batch_gpu = _batch(opts, spec, num_gpus)
     smart, diffgan = _plugin_options(opts)
-    _check_score_source(smart, dataset, bool(opts.cond))
     config = dict(training_set_kwargs=training_set_kwargs,
                   data_loader_kwargs=dict(pin_memory=True, num_workers=opts.workers,
                                           prefetch_factor=2 if opts.workers > 0 else None),
@@ -352,7 +333,7 @@ def _validate_score_source(plugin_options: dict, G) -> None:
         if entry is None and not dnnlib.util.is_url(source, allow_file_urls=True):
             entry = loading.load_denoiser(source, device='cpu')  # A local file: its own description counts.
         checks.check_compatible(entry, G.img_resolution, G.img_channels, G.c_dim)
-    except (OSError, ValueError, TypeError) as err:
+    except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as err:  # Unpickling: the safe loader.
         raise FlagError('--smart-dpm', str(err)) from None
 
 

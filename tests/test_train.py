@@ -496,7 +496,7 @@ def test_damaged_image_at_train_time_names_the_file(data, tmp_path, kind, messag
 
 
 def test_score_source_load_error_names_the_flag(data, tmp_path):
-    """Before: a traceback from inside the training loop."""
+    """Before: a traceback from inside the training loop. Now the file is read before the run dir is made."""
     torch.save({'conv.weight': torch.zeros(2)}, tmp_path / 'other.pt')
     result = _invoke('--outdir', tmp_path / 'out', '--data', data.ds, '--kimg', '0.004', '--smart-lambda', '0.1',
                      '--smart-dpm', tmp_path / 'other.pt', *TINY)
