@@ -115,8 +115,10 @@ def _ranks(gpus: int | None) -> tuple[int, int, int]:
 @click.option('--metrics', default='fid50k_full', show_default=True, help='Comma-separated list of metrics')
 @click.option('--data', metavar='PATH', default=None, show_default='training_set_kwargs of the snapshot',
               help='Dataset to compare against (directory or zip)')
-@click.option('--mirror/--no-mirror', default=None, show_default='as in the snapshot',
-              help='Include x-flipped reals (legacy metrics only; *_full metrics never do)')
+@click.option('--mirror', type=click.BOOL, is_flag=False, flag_value=True, default=None, metavar='[=BOOL]',
+              show_default='as in the snapshot',
+              help='Include x-flipped reals (legacy metrics only; *_full metrics never do); bare, =1/0 or =true/false')
+@click.option('--no-mirror', is_flag=True, help='Same as --mirror=0')
 @click.option('--gpus', type=click.IntRange(min=1), default=None, show_default='torchrun WORLD_SIZE, else 1',
               help='Number of processes (must match torchrun)')
 @click.option('--detector', metavar='PATH|URL', default=None, show_default='official Inception-v3',
@@ -129,8 +131,12 @@ def _ranks(gpus: int | None) -> tuple[int, int, int]:
 @click.option('--trusted', is_flag=True, help='Unpickle the snapshot normally, RUNNING code stored in it')
 @click.option('--verbose/--quiet', default=True, show_default=True, help='Progress bars and set-up lines')
 @click.option('-n', '--dry-run', is_flag=True, help='Print the resolved options and exit')
-def main(network_pkl, metrics, data, mirror, gpus, detector, detector_vgg16, ref, seed, workers, trusted, verbose,
+def main(network_pkl, metrics, data, mirror, no_mirror, gpus, detector, detector_vgg16, ref, seed, workers, trusted, verbose,
          dry_run):
+    if no_mirror:
+        if mirror:
+            raise _flag_error('--no-mirror', 'conflicts with --mirror; give one of them')
+        mirror = False
     try:
         metric_names = metric_main.parse_metric_list(metrics)
     except ValueError as err:

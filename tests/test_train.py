@@ -115,7 +115,7 @@ ERRORS = [
     (['--data', '{ds}', '--aug', 'noaug', '--augpipe', 'bgc'], '--augpipe', 'cannot be used with --aug=noaug'),
     (['--data', '{ds}', '--batch', '6', '--batch-gpu', '4'], '--batch-gpu', 'not a multiple of the per-round'),
     (['--data', '{ds}', '--batch', '8', '--batch-gpu', '4', '--mbstd-group', '3'], '--mbstd-group', 'does not divide'),
-    (['--data', '{ds}', '--gpus', '2'], '--gpus', 'but 1 process(es) were started'),
+    (['--data', '{ds}', '--gpus', '3'], '--gpus', '3 processes; expected a power of two'),
     (['--data', '{ds}', '--metrics', 'fid50k_full,fid1k'], '--metrics', "unknown metric 'fid1k'; valid metrics: "
                                                                        'fid50k_full, kid50k_full, pr50k3_full, is50k'),
     (['--data', '{ds}', '--detector', '{missing}.pt'], '--detector', 'is neither an existing file nor a URL'),
