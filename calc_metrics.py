@@ -1,4 +1,4 @@
-"""Evaluate metrics (FID, KID, precision/recall, IS) of a network snapshot, in StyleGAN2-ADA's format.
+"""Evaluate metrics (FID, KID, precision/recall, PPL, IS) of a network snapshot, in StyleGAN2-ADA's format.
 
 Each result is printed as one JSON line and, when the snapshot sits in a run directory (next to
 training_options.json), appended to <run_dir>/metric-<name>.jsonl. Detectors: see metrics/detectors.py
@@ -16,8 +16,9 @@ Examples:
   # Two processes (GPUs, or CPU processes with gloo) started by torchrun.
   torchrun --standalone --nproc_per_node=2 calc_metrics.py --network=net.pkl --gpus=2
 
-Valid metrics: fid50k_full, kid50k_full, pr50k3_full, is50k, fid50k, kid50k, pr50k3, and the quick variants
-fid2k_full, kid2k_full, pr2k3_full, is2k (2k generated images: smoke checks only, not comparable with papers).
+Valid metrics: fid50k_full, kid50k_full, pr50k3_full, is50k, ppl2_wend, fid50k, kid50k, pr50k3, the legacy path
+lengths ppl_zfull, ppl_wfull, ppl_zend, ppl_wend (face crop), and the quick variants fid2k_full, kid2k_full,
+pr2k3_full, is2k, ppl2_wend_2k (2k generated images: smoke checks only, not comparable with papers).
 """
 
 import json
@@ -124,7 +125,7 @@ def _ranks(gpus: int | None) -> tuple[int, int, int]:
 @click.option('--detector', metavar='PATH|URL', default=None, show_default='official Inception-v3',
               help='Inception detector (.pt TorchScript or trusted .pkl) for FID, KID, IS')
 @click.option('--detector-vgg16', metavar='PATH|URL', default=None, show_default='official VGG16',
-              help='VGG16 detector (.pt or trusted .pkl) for precision/recall')
+              help='VGG16 detector (.pt or trusted .pkl) for precision/recall and PPL')
 @click.option('--ref', metavar='NPZ', default=None, help='FID reference statistics (mu, sigma) instead of --data')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Seed of the generated set')
 @click.option('--workers', type=click.IntRange(min=0), default=3, show_default=True, help='DataLoader workers')

@@ -179,8 +179,8 @@ def _metric_config(opts) -> dict:
     for flag, source in (('--detector', opts.detector), ('--detector-vgg16', opts.detector_vgg16)):
         if source is not None and not dnnlib.util.is_url(source, allow_file_urls=True) and not os.path.isfile(source):
             raise FlagError(flag, f'{source!r} is neither an existing file nor a URL')
-    uses = {'--detector': any(not name.startswith('pr') for name in metrics),  # FID, KID, IS: Inception.
-            '--detector-vgg16': any(name.startswith('pr') for name in metrics)}  # Precision/recall: VGG16.
+    uses = {'--detector': any(not name.startswith(('pr', 'ppl')) for name in metrics),  # FID, KID, IS: Inception.
+            '--detector-vgg16': any(name.startswith(('pr', 'ppl')) for name in metrics)}  # PR, PPL (LPIPS): VGG16.
     for flag, source in (('--detector', opts.detector), ('--detector-vgg16', opts.detector_vgg16)):
         if source is not None and not uses[flag]:
             raise FlagError(flag, f'no metric in --metrics={opts.metrics} uses this detector, so it would be ignored; '
@@ -307,7 +307,7 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
 @click.option('--detector', metavar='PATH|URL', default=None, show_default='official Inception-v3',
               help='Inception detector for FID/KID/IS (.pt TorchScript or trusted .pkl)')
 @click.option('--detector-vgg16', metavar='PATH|URL', default=None, show_default='official VGG16',
-              help='VGG16 detector for precision/recall')
+              help='VGG16 detector for precision/recall and PPL')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Random seed')
 @click.option('-n', '--dry-run', is_flag=True, help='Print the training options and exit')
 # Dataset.
