@@ -81,3 +81,22 @@ def test_cli_writes_the_released_outputs(setup, tmp_path):
                                                  '--num-steps', '2', '--outdir', str(tmp_path / 'nv'),
                                                  '--detector-vgg16', setup['vgg'], '--save-video=0'])
     assert result.exit_code == 0 and 'proj.mp4' not in os.listdir(tmp_path / 'nv'), result.output
+
+
+def test_generate_renders_projected_w(setup, tmp_path):
+    import generate
+    ws = np.random.RandomState(0).randn(2, setup['G'].num_ws, setup['G'].w_dim).astype(np.float32)
+    np.savez(tmp_path / 'projected_w.npz', w=ws)
+    result = CliRunner().invoke(generate.main, ['--network', setup['pkl'], '--outdir', str(tmp_path / 'out'),
+                                                '--projected-w', str(tmp_path / 'projected_w.npz')])
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(tmp_path / 'out')) == ['proj00.png', 'proj01.png']
+    with torch.no_grad():
+        expected = image_io.to_uint8(setup['G'].synthesis(torch.from_numpy(ws[1:]), noise_mode='const'))[0]
+    assert np.array_equal(np.asarray(PIL.Image.open(tmp_path / 'out' / 'proj01.png')), expected)
+    np.savez(tmp_path / 'bad.npz', w=ws[:, :2])
+    result = CliRunner().invoke(generate.main, ['--network', setup['pkl'], '--outdir', str(tmp_path / 'o2'),
+                                                '--projected-w', str(tmp_path / 'bad.npz')])
+    assert result.exit_code != 0 and '--projected-w' in result.output and 'expected [N, 4, 8]' in result.output
+    result = CliRunner().invoke(generate.main, ['--network', setup['pkl'], '--outdir', str(tmp_path / 'o3')])
+    assert result.exit_code != 0 and '--seeds: give either --seeds or --projected-w' in result.output
