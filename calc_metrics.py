@@ -30,7 +30,8 @@ import torch
 
 import dnnlib
 from metrics import detectors, frechet_inception_distance, metric_main
-from training import distributed, snapshot
+from torch_utils import distributed
+from training import snapshot
 
 
 def _flag_error(flag: str, message: str) -> click.ClickException:

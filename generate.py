@@ -26,7 +26,8 @@ import click
 import numpy as np
 import torch
 
-from training import image_io, sampling, snapshot
+from torch_utils import image_io
+from training import sampling, snapshot
 
 
 def parse_seeds(text: str) -> list[int]:

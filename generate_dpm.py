@@ -28,7 +28,7 @@ import torch
 
 from edm_bridge import loading, samplers
 from generate import SeedList
-from training import image_io
+from torch_utils import image_io
 
 
 def _load(network: str, trusted: bool, device: torch.device) -> torch.nn.Module:

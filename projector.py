@@ -24,7 +24,8 @@ import torch
 
 import dnnlib
 from metrics import detectors
-from training import image_io, projection, snapshot
+from torch_utils import image_io
+from training import projection, snapshot
 from training.cli_compat import bool_flag
 
 

@@ -16,7 +16,8 @@ import click
 import torch
 
 from generate import SeedList  # One seed-list syntax (0-7,12) for all seed-taking tools.
-from training import image_io, snapshot, style_mixing
+from torch_utils import image_io
+from training import snapshot, style_mixing
 
 
 @click.command(help=__doc__)

@@ -31,7 +31,8 @@ import dnnlib
 from metrics import metric_main
 from metrics.detectors import DetectorUnavailableError
 from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRtOptions
-from training import distributed, run_outputs, self_launch, training_loop
+from torch_utils import distributed
+from training import run_outputs, self_launch, training_loop
 from training.augment import augpipe_specs
 from training.cli_compat import aug_choice, bool_flag, released_aliases, resolve_aliases
 from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset

@@ -23,8 +23,8 @@ import click
 import torch
 
 import dnnlib
-from edm_bridge import dpm_training_loop, sigma_dist
-from training import distributed
+from dpm import sigma_dist, training_loop as dpm_training_loop
+from torch_utils import distributed
 from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset
 from training.dataset import ImageFolderDataset
 

@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_dpm  # noqa: E402  (the CLI's config builder: the same tiny preset as `train_dpm.py --preset=tiny`)
-from edm_bridge import dpm_training_loop, sigma_dist  # noqa: E402
+from dpm import sigma_dist, training_loop as dpm_training_loop  # noqa: E402
 
 
 def mixture_images(num: int, seed: int, K: int, res: int, noise: float) -> np.ndarray:

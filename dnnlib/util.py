@@ -281,6 +281,17 @@ def _find_cached(cache_dir: str, prefix: str) -> Optional[str]:
     return os.path.join(cache_dir, names[0]) if names else None
 
 
+def _worth_retrying(err: BaseException) -> bool:
+    """False for failures that another attempt cannot fix: no connection at all (offline, unknown host, refused)
+    and client errors (4xx other than 408 / 429); True for timeouts, dropped connections mid-transfer and 5xx."""
+    import requests
+    if isinstance(err, requests.ConnectionError) and not isinstance(err, requests.ConnectTimeout):
+        return 'Connection aborted' in str(err) or 'Connection broken' in str(err)
+    response = getattr(err, 'response', None)
+    status = getattr(response, 'status_code', None)
+    return not (status is not None and 400 <= status < 500 and status not in (408, 429))
+
+
 def _download(url: str, num_attempts: int, verbose: bool) -> bytes:
     """Fetch `url` with up to `num_attempts` tries; raise OSError with an offline hint if all fail."""
     import requests  # Imported here so that `import dnnlib` stays cheap for code that never downloads.
@@ -303,10 +314,12 @@ def _download(url: str, num_attempts: int, verbose: bool) -> bytes:
                 last_error = err
                 if verbose:
                     print(" failed")
+                if not _worth_retrying(err):
+                    break
                 if attempt + 1 < num_attempts:
                     time.sleep(_RETRY_DELAY_SEC)
     raise OSError(
-        f"open_url: could not download {url!r} after {num_attempts} attempt(s): {last_error}. "
+        f"open_url: could not download {url!r} after {attempt + 1} attempt(s): {last_error}. "
         f"Download the file elsewhere (e.g. with a browser or wget on a machine with internet access) "
         f"and pass its local path instead of the URL."
     ) from last_error

@@ -226,7 +226,7 @@ class NCSNv2Loss:
                              '(use an EDM, VP or VE loss for STF: train_dpm.py --arch ddpmpp, ncsnpp or adm)')
         if sigma_dist is not None and not callable(getattr(sigma_dist, 'sample', None)):
             raise TypeError(f'sigma_dist is a {type(sigma_dist).__name__}; expected None or an object with '
-                            'sample(n, device) (edm_bridge.sigma_dist)')
+                            'sample(n, device) (dpm.sigma_dist)')
         self.ladder = 2 * ncsnv2_sigmas(sigma_max, sigma_min, num_scales)  # [L], [-1, 1] units
         self.sigma_dist = sigma_dist
 

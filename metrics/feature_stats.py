@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 import dnnlib
-from training import distributed
+from torch_utils import distributed
 
 
 class FeatureStats:

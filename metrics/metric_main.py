@@ -18,7 +18,7 @@ import torch
 import dnnlib
 from metrics import frechet_inception_distance, inception_score, kernel_inception_distance, metric_utils
 from metrics import perceptual_path_length, precision_recall
-from training import distributed
+from torch_utils import distributed
 
 _metric_dict: dict[str, Callable[[metric_utils.MetricOptions], dict]] = {}
 

@@ -25,7 +25,7 @@ import tqdm
 import dnnlib
 from metrics import detectors
 from metrics.feature_stats import FeatureStats, broadcast_flag, interleaved_indices
-from training import image_io
+from torch_utils import image_io
 
 _dataset_identities: dict = {}  # (path, size, mtime_ns) -> identity string
 

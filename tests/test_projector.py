@@ -17,7 +17,8 @@ sys.path.insert(0, ROOT)
 import projector  # noqa: E402  (a top-level script, importable from the repository root)
 import tiny_metrics  # noqa: E402
 from metrics import detectors  # noqa: E402
-from training import image_io, projection, snapshot  # noqa: E402
+from torch_utils import image_io  # noqa: E402
+from training import projection, snapshot  # noqa: E402
 
 
 @pytest.fixture(scope='module')

@@ -14,7 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import style_mixing  # noqa: E402  (a top-level script, importable from the repository root)
 import tiny_metrics  # noqa: E402
-from training import image_io, sampling, snapshot  # noqa: E402
+from torch_utils import image_io  # noqa: E402
+from training import sampling, snapshot  # noqa: E402
 
 
 @pytest.fixture(scope='module')

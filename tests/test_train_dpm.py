@@ -19,7 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import train  # noqa: E402  (top-level scripts, importable from the repository root)
 import train_dpm  # noqa: E402
-from edm_bridge import loading, sigma_dist  # noqa: E402
+from dpm import sigma_dist
+from edm_bridge import loading  # noqa: E402
 from tiny_datasets import make_zip  # noqa: E402
 
 

@@ -8,7 +8,7 @@ import re
 import click
 
 import dnnlib
-from training import distributed
+from torch_utils import distributed
 from training.dataset import ImageFolderDataset
 
 

@@ -18,8 +18,8 @@ import torch
 
 import dnnlib
 from metrics import metric_main
-from torch_utils import misc, safe_pickle, training_stats
-from training import image_io, snapshot, train_state
+from torch_utils import image_io, misc, safe_pickle, training_stats
+from training import snapshot, train_state
 
 DDP_IGNORE_REGEX = r'.*\.[^.]+_(avg|ema)'  # Running averages (w_avg) legitimately differ between ranks.
 

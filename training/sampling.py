@@ -5,7 +5,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from training.image_io import to_uint8
+from torch_utils.image_io import to_uint8
 
 
 def seed_to_z(seed: int, z_dim: int) -> np.ndarray:

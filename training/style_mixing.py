@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from training import sampling
-from training.image_io import to_uint8
+from torch_utils.image_io import to_uint8
 
 
 def check_styles(col_styles: Sequence[int], num_ws: int) -> None:

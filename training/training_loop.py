@@ -17,11 +17,11 @@ import torch
 
 import dnnlib
 from metrics import metric_main
-from torch_utils import training_stats
+from torch_utils import distributed, training_stats
+from torch_utils.ema import ema_update
 from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
-from training import distributed, run_outputs
-from training.ema import ema_update
-from training.tick_report import PhaseTimer, TickReporter
+from torch_utils.tick_report import PhaseTimer, TickReporter
+from training import run_outputs
 from training.train_state import setup_training
 
 _record = torch.autograd.profiler.record_function
@@ -61,7 +61,7 @@ def _run_phase(state: dnnlib.EasyDict, phase: dnnlib.EasyDict, real_img, real_c,
 
 def update_ema(state: dnnlib.EasyDict) -> None:
     """G_ema <- lerp(G, G_ema, beta) with a half-life of ema_kimg, capped at cur_nimg * ema_rampup during the ramp-up;
-    buffers (w_avg, noise) are copied (training.ema)."""
+    buffers (w_avg, noise) are copied (torch_utils.ema)."""
     ema_update(state.G_ema, state.G, state.batch_size, state.ema_kimg, state.ema_rampup, state.cur_nimg)
 
 

@@ -285,23 +285,48 @@ def test_open_url_http_without_cache_and_default_cache_dir(http_server, tmp_path
         assert f.read() == b"abc"
 
 
-def test_open_url_retries_then_fails_naming_url(http_server, tmp_path):
+def test_open_url_fails_at_once_on_a_client_error_naming_url(http_server, tmp_path):
     base_url, _, requested, _ = http_server
     url = base_url + "/missing.pkl"
-    with pytest.raises(OSError, match=rf"could not download '{url}' after 3 attempt\(s\): 404 .*"
+    with pytest.raises(OSError, match=rf"could not download '{url}' after 1 attempt\(s\): 404 .*"
                                       r"pass its local path instead of the URL"):
         util.open_url(url, cache_dir=str(tmp_path), num_attempts=3, verbose=False)
-    assert requested == ["/missing.pkl"] * 3
+    assert requested == ["/missing.pkl"]  # A 404 does not go away on retry.
     assert os.listdir(tmp_path) == []
 
 
-def test_open_url_unreachable_server(tmp_path, monkeypatch):
+def test_open_url_retries_server_errors(http_server, tmp_path, monkeypatch):
+    monkeypatch.setattr(util, "_RETRY_DELAY_SEC", 0)
+    base_url, _, requested, _ = http_server
+    url = base_url + "/missing.pkl"
+    monkeypatch.setattr(util, "_worth_retrying", lambda err: True)  # As for a 503: every attempt is made.
+    with pytest.raises(OSError, match=rf"could not download '{url}' after 3 attempt\(s\)"):
+        util.open_url(url, cache_dir=str(tmp_path), num_attempts=3, verbose=False)
+    assert requested == ["/missing.pkl"] * 3
+
+
+def test_worth_retrying_classifies_errors():
+    import requests
+    response = requests.Response()
+    for status, expected in ((404, False), (403, False), (429, True), (408, True), (500, True), (503, True)):
+        response.status_code = status
+        assert util._worth_retrying(requests.HTTPError(response=response)) is expected, status
+    assert util._worth_retrying(requests.ConnectionError("Failed to resolve 'x.invalid'")) is False
+    assert util._worth_retrying(requests.ConnectTimeout()) is True
+    assert util._worth_retrying(requests.ReadTimeout()) is True
+    assert util._worth_retrying(requests.ConnectionError("('Connection aborted.', RemoteDisconnected())")) is True
+
+
+def test_open_url_unreachable_server_fails_after_one_attempt(tmp_path, monkeypatch):
     monkeypatch.setattr(util, "_DOWNLOAD_TIMEOUT_SEC", 10)
-    port = free_port()  # Nothing listens there.
+    slept = []
+    monkeypatch.setattr(util.time, "sleep", slept.append)
+    port = free_port()  # Nothing listens there: offline, as far as open_url can tell.
     url = f"http://127.0.0.1:{port}/net.pkl"
     with pytest.raises(OSError, match=rf"^open_url: could not download '{url}' after 1 attempt\(s\): .*"
                                       r"Download the file elsewhere .* and pass its local path instead of the URL\.$"):
-        util.open_url(url, cache_dir=str(tmp_path), num_attempts=1, verbose=False)
+        util.open_url(url, cache_dir=str(tmp_path), num_attempts=10, verbose=False)
+    assert slept == []
 
 
 def test_write_atomically_gives_umask_permissions(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from edm_bridge import denoiser, ncsnv2
-from edm_bridge.dpm_augment import AugmentPipe
+from dpm.augment import AugmentPipe
 from edm_bridge.ncsnv2 import NCSNv2Loss, NCSNv2Precond
 
 TINY = dict(img_resolution=8, img_channels=3, ngf=8, sigma_max=1.0, sigma_min=0.01, num_scales=10)

@@ -9,7 +9,7 @@ import torch
 from free_port import free_port
 from metrics import metric_utils
 from metrics.feature_stats import FeatureStats, interleaved_indices
-from training import distributed
+from torch_utils import distributed
 
 
 def test_mean_and_covariance_in_float64_over_batches():

@@ -13,7 +13,7 @@ import tiny_datasets
 from free_port import free_port
 from tiny_metrics import make_generator
 from metrics import metric_main, metric_utils
-from training import distributed
+from torch_utils import distributed
 
 VALID = ['fid50k_full', 'kid50k_full', 'pr50k3_full', 'is50k', 'ppl2_wend', 'fid50k', 'kid50k', 'pr50k3',
          'ppl_zfull', 'ppl_wfull', 'ppl_zend', 'ppl_wend', 'fid2k_full', 'kid2k_full', 'pr2k3_full', 'is2k',

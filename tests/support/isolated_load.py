@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 _PREAMBLE = textwrap.dedent('''
     import importlib.util, pickle, sys
     sys.path[:0] = [sys.argv[1], sys.argv[2]]  # the copied torch_utils / dnnlib, then site-packages (torch, numpy)
-    for package in ('training', 'edm_bridge'):
+    for package in ('training', 'edm_bridge', 'dpm'):
         assert importlib.util.find_spec(package) is None, package + '/ must not be importable here'
     import torch
     torch.set_num_threads(1)

@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from tiny_datasets import make_zip
-from training import plot_stats, tfevents
+from torch_utils import tfevents
+from training import plot_stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

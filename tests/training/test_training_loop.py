@@ -14,13 +14,13 @@ import torch
 import dnnlib
 from free_port import free_port
 from smart_plugin import SMaRt, SMaRtOptions
-from torch_utils import training_stats
-from training import distributed, run_outputs, snapshot, train_state, training_loop
+from torch_utils import data_iter, distributed, training_stats
+from torch_utils.tick_report import TickReporter
+from training import run_outputs, snapshot, train_state, training_loop
 from training.augment import augpipe_specs
+from training.loss_plugin import LossPlugin
 import tiny_metrics
 from tiny_datasets import make_zip
-from training.loss_plugin import LossPlugin
-from training.tick_report import TickReporter
 
 BATCH = 4
 
@@ -82,11 +82,11 @@ def test_phases_and_lazy_regularization_ratios():
 
 
 def test_check_batch_errors():
-    assert train_state.check_batch(8, 2, 2) == 2
+    assert data_iter.check_batch(8, 2, 2) == 2
     with pytest.raises(ValueError, match=r'batch_size=6 must be a multiple of num_gpus \* batch_gpu = 1 \* 4'):
-        train_state.check_batch(6, 4, 1)
+        data_iter.check_batch(6, 4, 1)
     with pytest.raises(ValueError, match=r"batch_gpu must be an int >= 1, got 0"):
-        train_state.check_batch(4, 0, 1)
+        data_iter.check_batch(4, 0, 1)
 
 
 def test_reduce_gradients_replaces_nan_and_inf():

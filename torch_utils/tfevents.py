@@ -1,4 +1,4 @@
-"""TensorBoard events of a run: the scalars of stats.jsonl, one point per tick, when tensorboard is installed.
+"""TensorBoard events of a training run: the scalars of stats.jsonl, one point per tick, when tensorboard is installed.
 
 As StyleGAN2-ADA's loop does: each stat's tick mean under its own name (Loss/G/loss, SMaRt/loss, DiffGAN/T,
 Progress/augment, Metrics/fid50k_full, ...), at global step = kimg (rounded down) and wall time since the start.

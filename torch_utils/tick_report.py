@@ -15,7 +15,7 @@ import torch
 
 import dnnlib
 from torch_utils import training_stats
-from training import tfevents
+from torch_utils import tfevents
 
 
 class PhaseTimer:

@@ -5,13 +5,13 @@ Each loss draws sigma ~ p(sigma), n ~ N(0, sigma^2 I) and returns the per-elemen
     lambda(sigma) * (D(y + n; sigma, labels, augment_labels) - target)^2      [N, C, H, W]
 
 with target = y (plain DSM) or the Stable Target Field posterior mean over a reference batch (Xu et al. 2023;
-edm_bridge.stf). The three losses differ only in the default p(sigma) and the weight lambda(sigma):
+dpm.stf). The three losses differ only in the default p(sigma) and the weight lambda(sigma):
 
   VPLoss   sigma = sigma_VP(t), t ~ U(eps_t, 1)        lambda = 1 / sigma^2
   VELoss   ln sigma ~ U(ln 0.02, ln 100)                lambda = 1 / sigma^2
   EDMLoss  ln sigma ~ N(-1.2, 1.2^2)                    lambda = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2
 
-`sigma_dist` replaces p(sigma) (e.g. a SMaRt-band mixture, edm_bridge.sigma_dist); the weight stays a function of
+`sigma_dist` replaces p(sigma) (e.g. a SMaRt-band mixture, dpm.sigma_dist); the weight stays a function of
 sigma. Random draws, in this order, from the global RNG (or the device's): the augment pipe, sigma, n. The losses
 are plain classes: snapshots store `describe()` (plain data) instead of the object, so that the safe loader can
 read them without running code.
@@ -21,8 +21,8 @@ import abc
 
 import torch
 
-from edm_bridge import stf as stf_lib
-from edm_bridge.sigma_dist import LogNormalSigma, LogUniformSigma, SigmaDistribution, VPSigma
+from dpm import stf as stf_lib
+from dpm.sigma_dist import LogNormalSigma, LogUniformSigma, SigmaDistribution, VPSigma
 
 
 class _DenoisingLoss(abc.ABC):

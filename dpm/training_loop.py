@@ -3,13 +3,13 @@ Appendix F) with Stable Target Field references (Xu et al. 2023), SMaRt-band sig
 
 `training_loop` = `setup` + repeated `training_step` + per-tick `_end_tick` (status line, stats.jsonl, snapshots).
 One step: fetch this rank's minibatch (and the STF reference extras), run the loss over the gradient-accumulation
-rounds, average gradients over ranks and scrub NaN/Inf (training.distributed.reduce_gradients), Adam with the
+rounds, average gradients over ranks and scrub NaN/Inf (torch_utils.distributed.reduce_gradients), Adam with the
 learning-rate ramp lr * min(nimg / rampup_nimg, 1), then the EMA with a half-life in images:
 
     beta = 0.5 ** (batch / max(halflife_nimg, 1e-8)),  halflife_nimg = min(halflife_kimg * 1000, nimg * rampup_ratio)
 
 (EDM's training_loop.py). Multi-process runs follow train.py: torchrun ranks, gloo on the CPU, NCCL on GPUs,
-identical replicas without a DDP wrapper. Exact resume: training-state-*.pt (edm_bridge.dpm_snapshot).
+identical replicas without a DDP wrapper. Exact resume: training-state-*.pt (dpm.snapshot).
 """
 
 import copy
@@ -19,13 +19,13 @@ import time
 import torch
 
 import dnnlib
-from edm_bridge import dpm_losses, dpm_snapshot, edm_networks
-from edm_bridge.sigma_dist import sigma_dist_from_dict
-from torch_utils import training_stats
-from training import distributed
-from training.ema import ema_update
-from training.tick_report import TickReporter
-from training.train_state import check_batch, make_data_iterator, resolve_device
+from dpm import losses as dpm_losses, snapshot as dpm_snapshot
+from dpm.sigma_dist import sigma_dist_from_dict
+from edm_bridge import edm_networks
+from torch_utils import distributed, training_stats
+from torch_utils.data_iter import check_batch, make_data_iterator, resolve_device
+from torch_utils.ema import ema_update
+from torch_utils.tick_report import TickReporter
 
 PRECONDS = ('edm', 'vp', 've', 'ncsnv2')  # Preconditioning (and loss) names.
 
@@ -61,7 +61,7 @@ def build_loss(precond: str, sigma_dist: dict | None, loss_kwargs: dict):
 def _build_augment_pipe(augment_kwargs: dict | None):
     if augment_kwargs is None:
         return None
-    from edm_bridge.dpm_augment import AugmentPipe  # Deferred: runs without augmentation never import it.
+    from dpm.augment import AugmentPipe  # Deferred: runs without augmentation never import it.
     return AugmentPipe(**augment_kwargs)
 
 
@@ -177,7 +177,7 @@ def _round_inputs(s, images, labels, extras, r: int) -> dict:
 
 
 def update_ema(s: dnnlib.EasyDict) -> None:
-    """ema <- lerp(net, ema, beta) with EDM's half-life and ramp (module docstring; training.ema); buffers copied."""
+    """ema <- lerp(net, ema, beta) with EDM's half-life and ramp (module docstring; torch_utils.ema); buffers copied."""
     ema_update(s.ema, s.net, s.batch_size, s.ema_halflife_kimg, s.ema_rampup_ratio, s.cur_nimg)
 
 

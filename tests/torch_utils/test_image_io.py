@@ -1,11 +1,11 @@
-"""training.image_io: uint8 conversion, PNG writing and grid layout."""
+"""torch_utils.image_io: uint8 conversion, PNG writing and grid layout."""
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
 
-from training import image_io
+from torch_utils import image_io
 
 
 def test_to_uint8_rounding_and_layout():

@@ -1,4 +1,4 @@
-"""Tests for edm_bridge/dpm_snapshot.py and dpm_training_loop.py: snapshots load through edm_bridge.loading without
+"""Tests for dpm/snapshot.py and dpm/training_loop.py: snapshots load through edm_bridge.loading without
 running code from them (EDM, VP and NCSNv2 nets), the training state loads with weights_only, resume 2 + 2 == 4 bit
 for bit, the EDM learning-rate ramp and EMA formulas, NaN gradient scrubbing, conditional STF rounds, and two gloo
 processes keeping their replicas identical."""
@@ -7,15 +7,18 @@ import glob
 import os
 import pickle
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from free_port import free_port
-from edm_bridge import dpm_snapshot, dpm_training_loop as loop, loading, sigma_dist
+from dpm import sigma_dist, snapshot as dpm_snapshot, training_loop as loop
+from edm_bridge import loading
 from tiny_datasets import make_zip
 from torch_utils import training_stats
-from training import distributed
+from torch_utils import distributed
 
 SONG = dict(model_type='SongUNet', model_channels=16, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[],
             dropout=0.1)
@@ -222,3 +225,24 @@ def test_two_process_gloo_keeps_replicas_identical(dataset, tmp_path):
     assert r0['first'] != r1['first']  # Each rank trains on its own slice of the data...
     for name in ('net', 'ema'):
         assert torch.equal(r0['flat'][name], r1['flat'][name]), name  # ...yet the replicas stay identical.
+
+
+PRE_LAYOUT = os.path.join(os.path.dirname(__file__), '..', 'fixtures', 'pre_layout', 'dpm-snapshot-edm-augment.pkl')
+
+
+def test_snapshot_written_before_the_layout_move_still_loads_safe_and_trusted(tmp_path):
+    # Written by the diffusion trainer when it still lived in edm_bridge/ (edm_bridge.dpm_augment.AugmentPipe).
+    golden = torch.load(PRE_LAYOUT.replace('.pkl', '.golden.pt'), weights_only=True)
+    D = loading.load_denoiser(PRE_LAYOUT)
+    with torch.no_grad():
+        torch.testing.assert_close(D(golden['x'], golden['sigma']), golden['denoised'], rtol=0, atol=0)
+    # Trusted: a fresh process, so the pickled module sources are exec'd rather than matched to imported modules.
+    script = ('import pickle, sys, torch\n'
+              'data = pickle.load(open(sys.argv[1], "rb"))\n'
+              'g = torch.load(sys.argv[2], weights_only=True)\n'
+              'with torch.no_grad(): y = data["ema"](g["x"], g["sigma"])\n'
+              'print(type(data["augment_pipe"]).__name__, float((y - g["denoised"]).abs().max()))\n')
+    out = subprocess.run([sys.executable, '-c', script, PRE_LAYOUT, PRE_LAYOUT.replace('.pkl', '.golden.pt')],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ['AugmentPipe', '0.0']

@@ -1,4 +1,4 @@
-"""Tests for edm_bridge/dpm_augment.py: identity at p = 0, flips that match their labels, integer shifts and quarter
+"""Tests for dpm/augment.py: identity at p = 0, flips that match their labels, integer shifts and quarter
 turns against torch.roll / torch.rot90, labels that rebuild the applied transform, determinism, pickling, errors."""
 
 import math
@@ -7,8 +7,8 @@ import pickle
 import pytest
 import torch
 
-from edm_bridge import dpm_augment
-from edm_bridge.dpm_augment import AugmentPipe
+from dpm import augment as dpm_augment
+from dpm.augment import AugmentPipe
 
 OFF = dict(xflip=0, yflip=0, scale=0, rotate_frac=0, aniso=0, translate_frac=0)
 

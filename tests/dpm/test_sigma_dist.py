@@ -1,4 +1,4 @@
-"""Tests for edm_bridge/sigma_dist.py: each p(sigma) against its closed form, the SMaRt-band share, smart_band's
+"""Tests for dpm/sigma_dist.py: each p(sigma) against its closed form, the SMaRt-band share, smart_band's
 sigmas against spec/diffusion.md section 1, describe round trips and errors."""
 
 import math
@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from edm_bridge import sigma_dist as sd
+from dpm import sigma_dist as sd
 
 N = 200_000
 

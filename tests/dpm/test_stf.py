@@ -1,4 +1,4 @@
-"""Tests for edm_bridge/stf.py: the chunked STF target equals the brute-force posterior mean (float64, tiny to huge
+"""Tests for dpm/stf.py: the chunked STF target equals the brute-force posterior mean (float64, tiny to huge
 sigma, chunk sizes that do and do not divide R), its limits, the class mask, and the variance reduction against the
 plain target on a Gaussian mixture at an intermediate sigma."""
 
@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from edm_bridge.stf import stf_target, stf_target_reference
+from dpm.stf import stf_target, stf_target_reference
 
 
 def _batch(N=3, R=10, seed=0, dtype=torch.float64):

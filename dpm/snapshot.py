@@ -7,7 +7,7 @@ network-snapshot-<kimg:06d>.pkl is EDM's format (spec/diffusion.md section 2), a
   loss_fn         the loss as plain data (dpm_losses.*.describe(): class name, sigma distribution, sigma_data,
                   STF) -- EDM stores the loss object, but a plain description keeps the file readable by the safe
                   loader (torch_utils.safe_pickle) and by code that does not have our loss classes
-  augment_pipe    the persistent edm_bridge.dpm_augment.AugmentPipe, or None
+  augment_pipe    the persistent dpm.augment.AugmentPipe, or None
   dataset_kwargs  the ImageFolderDataset arguments
   training_sigma  the training p(sigma) (SigmaDistribution.describe()), e.g. a SMaRt-band mixture
   precond         the preconditioning's class name and constants (sigma_data, sigma_min/max, beta_d, ...)

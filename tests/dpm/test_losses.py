@@ -1,4 +1,4 @@
-"""Tests for edm_bridge/dpm_losses.py: every loss equals a hand computation for fixed noise (same seed, documented
+"""Tests for dpm/losses.py: every loss equals a hand computation for fixed noise (same seed, documented
 draw order), STF replaces the target with the posterior mean over the (augmented) reference, the band distribution
 reaches the net, and errors."""
 
@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from edm_bridge import dpm_losses, sigma_dist, stf
+from dpm import losses as dpm_losses, sigma_dist, stf
 
 
 class ScaleNet(torch.nn.Module):
