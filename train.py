@@ -34,7 +34,7 @@ from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRt
 from torch_utils import distributed
 from training import run_outputs, self_launch, training_loop
 from training.augment import augpipe_specs
-from training.cli_compat import aug_choice, bool_flag, released_aliases, resolve_aliases
+from training.cli_compat import aug_choice, bool_flag, expand_user_paths, released_aliases, resolve_aliases
 from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset
 from training.dataset import ImageFolderDataset
 
@@ -384,7 +384,7 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
 @click.option('--diffgan-target', type=float, default=DiffGANOptions.target, show_default=True,
               help='Target of E[sign D(real)] for the adaptive T')
 def main(**kwargs):
-    opts = dnnlib.EasyDict(resolve_aliases(click.get_current_context(), kwargs))
+    opts = dnnlib.EasyDict(expand_user_paths(resolve_aliases(click.get_current_context(), kwargs), ('outdir', 'data')))
     try:
         ranks = distributed.env_ranks()
     except ValueError as err:

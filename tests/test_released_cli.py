@@ -161,3 +161,13 @@ def test_calc_metrics_mirror_forms(tmp_path):
         return json.loads(result.output)['mirror']
     assert (mirror(), mirror('--mirror=1'), mirror('--mirror'), mirror('--mirror=0'), mirror('--no-mirror')) == \
         (None, True, True, False, False)
+
+
+def test_quoted_home_paths_are_expanded(ds, tmp_path, monkeypatch):
+    home = tmp_path / 'home'
+    home.mkdir()
+    (home / 'cifar10.zip').write_bytes(open(ds['cond'], 'rb').read())
+    monkeypatch.setenv('HOME', str(home))
+    opts = _dry_run('~/training-runs', ['--data=~/cifar10.zip', '--cfg', 'cifar'])  # As quoted in Diffusion-GAN's.
+    assert opts['training_set_kwargs']['path'] == str(home / 'cifar10.zip')
+    assert opts['run_dir'] == str(home / 'training-runs' / '00000-cifar10-cifar')

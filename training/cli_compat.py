@@ -8,7 +8,10 @@
   name turns on --diffgan (Diffusion-GAN's train.py always diffuses), and with --diffgan on, `--target` is the
   Diffusion-GAN target, as in that release (there ADA follows the diffusion p and has no target of its own).
 - `--aug no` (Diffusion-GAN's spelling) means `--aug noaug`: `AUG_ALIASES`.
+- `expand_user_paths`: `--data="~/cifar10.zip"` (quoted in Diffusion-GAN's README, so the shell leaves the ~).
 """
+
+import os
 
 import click
 from click.core import ParameterSource
@@ -82,6 +85,15 @@ def resolve_aliases(ctx: click.Context, opts: dict) -> dict:
             raise FlagError('--target', f'{opts["target"]} conflicts with --diffgan-target={opts["diffgan_target"]}; '
                                         'with --diffgan, --target is the Diffusion-GAN target')
         opts['diffgan_target'], opts['target'] = opts['target'], None
+    return opts
+
+
+def expand_user_paths(opts: dict, names: tuple[str, ...]) -> dict:
+    """'~/x' -> '/home/me/x' for the path options `names` (released READMEs quote such paths, so no shell expands
+    them); returns `opts` (changed)."""
+    for name in names:
+        if isinstance(opts.get(name), str):
+            opts[name] = os.path.expanduser(opts[name])
     return opts
 
 
