@@ -44,3 +44,17 @@ def test_gpus_2_without_torchrun_runs_to_the_end(tmp_path):
     data = snapshot.load_network_pkl(str(run_dir / 'network-snapshot-000000.pkl'))
     assert data['training_state'] is not None and data['G_ema'] is not None
     assert proc.stdout.count('Exiting...') == 1  # Only rank 0 prints.
+
+
+def test_self_launch_needs_train_py_as_the_script(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    sys.path.insert(0, ROOT)
+    import train
+    for name in self_launch.TORCHRUN_ENV:
+        monkeypatch.delenv(name, raising=False)
+    data = make_zip(tmp_path / 'ds.zip', num=4, res=8, seed=7)
+    result = CliRunner().invoke(train.main, ['--outdir', str(tmp_path / 'runs'), '--data', data, '--gpus=2', *TINY])
+    assert result.exit_code != 0
+    assert ('--gpus: 2 processes can be started only when train.py runs as a script; use torchrun '
+            '--nproc_per_node=2 train.py ...') in result.output, result.output
+    assert not (tmp_path / 'runs').exists()
