@@ -21,6 +21,8 @@ lengths ppl_zfull, ppl_wfull, ppl_zend, ppl_wend (face crop), and the quick vari
 pr2k3_full, is2k, ppl2_wend_2k (2k generated images: smoke checks only, not comparable with papers).
 """
 
+from torch_utils import cpu_threads  # First: OpenMP's wait policy must be set before torch loads (see there).
+
 import json
 import os
 import pickle
@@ -76,7 +78,7 @@ def evaluate(network: str, metrics: list[str], metric_kwargs: dict, data: str | 
              trusted: bool, rank: int) -> list[dnnlib.EasyDict]:
     """Load the snapshot, compute each metric on all ranks and report it on rank 0; return the results."""
     try:
-        pkl_data = snapshot.load_network_pkl(network, trusted=trusted)
+        pkl_data = snapshot.load_network_pkl(network, trusted=trusted, trust_flag='--trusted')
     except (OSError, EOFError, pickle.UnpicklingError, ValueError) as err:
         raise _flag_error('--network', f'{network}: {err}') from None
     if pkl_data['G_ema'] is None:
@@ -124,17 +126,19 @@ def _ranks(gpus: int | None) -> tuple[int, int, int]:
 @click.option('--gpus', type=click.IntRange(min=1), default=None, show_default='torchrun WORLD_SIZE, else 1',
               help='Number of processes (must match torchrun)')
 @click.option('--detector', metavar='PATH|URL', default=None, show_default='official Inception-v3',
-              help='Inception detector (.pt TorchScript or trusted .pkl) for FID, KID, IS')
+              help='Inception detector (.pt TorchScript, or a .pkl with --trust-detector) for FID, KID, IS')
 @click.option('--detector-vgg16', metavar='PATH|URL', default=None, show_default='official VGG16',
-              help='VGG16 detector (.pt or trusted .pkl) for precision/recall and PPL')
+              help='VGG16 detector (.pt TorchScript, or a .pkl with --trust-detector) for precision/recall and PPL')
+@click.option('--trust-detector', is_flag=True,
+              help='Load detectors that are not TorchScript by unpickling them, RUNNING code stored in them')
 @click.option('--ref', metavar='NPZ', default=None, help='FID reference statistics (mu, sigma) instead of --data')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Seed of the generated set')
 @click.option('--workers', type=click.IntRange(min=0), default=3, show_default=True, help='DataLoader workers')
 @click.option('--trusted', is_flag=True, help='Unpickle the snapshot normally, RUNNING code stored in it')
 @click.option('--verbose/--quiet', default=True, show_default=True, help='Progress bars and set-up lines')
 @click.option('-n', '--dry-run', is_flag=True, help='Print the resolved options and exit')
-def main(network_pkl, metrics, data, mirror, no_mirror, gpus, detector, detector_vgg16, ref, seed, workers, trusted, verbose,
-         dry_run):
+def main(network_pkl, metrics, data, mirror, no_mirror, gpus, detector, detector_vgg16, trust_detector, ref, seed,
+         workers, trusted, verbose, dry_run):
     if no_mirror:
         if mirror:
             raise _flag_error('--no-mirror', 'conflicts with --mirror; give one of them')
@@ -160,16 +164,14 @@ def main(network_pkl, metrics, data, mirror, no_mirror, gpus, detector, detector
     rank, local_rank, world_size = _ranks(gpus)
     device = torch.device('cuda', local_rank) if torch.cuda.is_available() else torch.device('cpu')
     metric_kwargs = dict(num_gpus=world_size, device=device, progress=verbose, detector=detector,
-                         detector_vgg16=detector_vgg16, fid_ref=ref, random_seed=seed, num_workers=workers)
+                         detector_vgg16=detector_vgg16, trust_detector=trust_detector, fid_ref=ref, random_seed=seed,
+                         num_workers=workers)
     if dry_run:
         print(json.dumps(dict(network=network_pkl, metrics=metric_names, data=data, mirror=mirror,
                               **{k: str(v) if k == 'device' else v for k, v in metric_kwargs.items()}), indent=2))
         return
-    distributed.init_process_group(rank, world_size, local_rank=local_rank)
-    try:
+    with distributed.process_group(rank, world_size, local_rank=local_rank):  # Left synchronised (distributed.py).
         evaluate(network_pkl, metric_names, metric_kwargs, data, mirror, trusted, rank)
-    finally:
-        distributed.destroy_process_group()
 
 
 if __name__ == '__main__':

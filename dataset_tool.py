@@ -23,11 +23,15 @@ Examples:
       --transform=center-crop-wide --resolution=512x384 --max-images=100000 --dry-run
 """
 
+from torch_utils import cpu_threads  # noqa: F401  First: OpenMP's wait policy must be set before torch loads (see there).
+
 import json
 import os
+import sys
 
 import click
 
+from torch_utils import signals
 from training import dataset_sources, dataset_writer
 from training.cli_compat import resolution_from_width_height
 from training.dataset_images import ImageFileError
@@ -50,9 +54,12 @@ def _fail(flag: str, err: Exception):
 @click.option('--width', type=click.IntRange(min=1), default=None, help="StyleGAN2-ADA's spelling: --width=W "
               '--height=H is --resolution=WxH')
 @click.option('--height', type=click.IntRange(min=1), default=None, help='Output height, with --width')
-@click.option('--overwrite', is_flag=True, help='Replace an existing --dest')
+@click.option('--overwrite', is_flag=True,
+              help='Replace an existing --dest written by dataset_tool.py (nothing else is ever removed)')
+@click.option('--max-pixels', type=click.IntRange(min=1), default=dataset_sources.DEFAULT_MAX_PIXELS,
+              show_default=True, metavar='INT', help='Refuse source images with more pixels (checked before decoding)')
 @click.option('-n', '--dry-run', is_flag=True, help='Print what would be done and exit')
-def main(source, dest, max_images, transform, resolution, width, height, overwrite, dry_run):
+def main(source, dest, max_images, transform, resolution, width, height, overwrite, max_pixels, dry_run):
     source, dest = os.path.expanduser(source), os.path.expanduser(dest)
     resolution = resolution_from_width_height(width, height, resolution)
     try:
@@ -65,7 +72,7 @@ def main(source, dest, max_images, transform, resolution, width, height, overwri
     except dataset_writer.DestinationError as err:
         raise _fail('--dest', err)
     try:
-        opened = dataset_sources.open_source(source)
+        opened = dataset_sources.open_source(source, max_pixels=max_pixels)
     except (OSError, ImportError) as err:
         raise _fail('--source', err)
 
@@ -79,9 +86,15 @@ def main(source, dest, max_images, transform, resolution, width, height, overwri
             num = opened.num_images if max_images is None else min(opened.num_images, max_images)
             print(f'Dry run: would write {num} images to {dest}; nothing written.')
             return
+        for path in dataset_writer.remove_stale_temp_outputs(dest):
+            print(f'Removed {path}, left by an interrupted dataset_tool run')
         try:
-            summary = dataset_writer.convert_dataset(opened, dest, max_images=max_images, transform=transform,
-                                                     resolution=size, overwrite=overwrite)
+            with signals.sigterm_as_interrupt():  # SIGTERM like Ctrl-C: the writer removes its temporary output.
+                summary = dataset_writer.convert_dataset(opened, dest, max_images=max_images, transform=transform,
+                                                         resolution=size, overwrite=overwrite)
+        except KeyboardInterrupt as err:
+            print(f'Interrupted ({signals.signal_name(err)}); nothing written to {dest}', file=sys.stderr)
+            raise SystemExit(signals.exit_code(err)) from None
         except dataset_writer.DestinationError as err:
             raise _fail('--dest', err)
         except (ImageFileError, ImportError) as err:

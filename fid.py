@@ -11,6 +11,8 @@ fid-refs (e.g. cifar10-32x32.npz), so published reference files work too. Detect
   python fid.py calc --images=out --ref=fid-refs/cifar10-32x32.npz
 """
 
+from torch_utils import cpu_threads  # noqa: F401  First: OpenMP's wait policy must be set before torch loads (see there).
+
 import os
 
 import click
@@ -19,13 +21,13 @@ import torch
 from metrics import detectors, frechet_inception_distance as fid_lib
 
 
-def _moments(flag: str, path: str, detector: str | None, num: int | None, workers: int):
+def _moments(flag: str, path: str, detector: str | None, num: int | None, workers: int, trust_detector: bool):
     if not os.path.exists(path):
         raise click.ClickException(f'{flag}: {path!r} does not exist; expected a folder or zip of images')
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     try:
         return fid_lib.dataset_moments(path, detector=detector, max_items=num, device=device, progress=True,
-                                       num_workers=workers)
+                                       num_workers=workers, trust_detector=trust_detector)
     except detectors.DetectorUnavailableError as err:
         raise click.ClickException(f'{err.flag}: {err}') from None
     except (OSError, ValueError) as err:
@@ -43,7 +45,9 @@ def main():
 
 
 _detector_option = click.option('--detector', metavar='PATH|URL', default=None, show_default='official Inception-v3',
-                                help='Inception detector (.pt TorchScript or trusted .pkl)')
+                                help='Inception detector (.pt TorchScript, or a .pkl with --trust-detector)')
+_trust_option = click.option('--trust-detector', is_flag=True,
+                             help='Load a detector that is not TorchScript by unpickling it, RUNNING code stored in it')
 _num_option = click.option('--num', type=click.IntRange(min=2), default=None, show_default='all',
                            help='Use at most this many images (first in sorted order)')
 _workers_option = click.option('--workers', type=click.IntRange(min=0), default=3, show_default=True,
@@ -56,9 +60,10 @@ _workers_option = click.option('--workers', type=click.IntRange(min=0), default=
 @_detector_option
 @_num_option
 @_workers_option
-def ref(data, dest, detector, num, workers):
+@_trust_option
+def ref(data, dest, detector, num, workers, trust_detector):
     _check_detector(detector)
-    mu, sigma, count = _moments('--data', data, detector, num, workers)
+    mu, sigma, count = _moments('--data', data, detector, num, workers, trust_detector)
     fid_lib.save_ref_stats(dest, mu, sigma)
     print(f'Saved reference statistics of {count} images to {dest}')
 
@@ -69,13 +74,14 @@ def ref(data, dest, detector, num, workers):
 @_detector_option
 @_num_option
 @_workers_option
-def calc(images, ref_path, detector, num, workers):
+@_trust_option
+def calc(images, ref_path, detector, num, workers, trust_detector):
     _check_detector(detector)
     try:
         mu_ref, sigma_ref = fid_lib.load_ref_stats(ref_path)
     except (OSError, ValueError) as err:
         raise click.ClickException(f'--ref: {err}') from None
-    mu, sigma, count = _moments('--images', images, detector, num, workers)
+    mu, sigma, count = _moments('--images', images, detector, num, workers, trust_detector)
     try:
         fid = fid_lib.fid_from_stats(mu_ref, sigma_ref, mu, sigma)
     except ValueError as err:

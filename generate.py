@@ -18,6 +18,8 @@ The same seed gives the same image whatever --batch is; z follows StyleGAN2-ADA'
 reproduce their published images seed for seed.
 """
 
+from torch_utils import cpu_threads  # First: OpenMP's wait policy must be set before torch loads (see there).
+
 import os
 import pickle
 import re
@@ -27,12 +29,13 @@ import numpy as np
 import torch
 
 from torch_utils import image_io
+from torch_utils.finite import NonFiniteError, check_finite_modules, check_finite_number
 from training import sampling, snapshot
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11]."""
-    seeds = []
+def parse_seeds(text: str) -> sampling.SeedRanges:
+    """'0-3,7,10-11' -> the seeds 0, 1, 2, 3, 7, 10, 11 as lazy ranges (never expanded into a list)."""
+    ranges = []
     for part in text.split(","):
         match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if match is None:
@@ -41,15 +44,17 @@ def parse_seeds(text: str) -> list[int]:
         hi = int(match.group(2)) if match.group(2) is not None else lo
         if hi < lo:
             raise ValueError(f"range {part.strip()!r} is empty (end below start)")
-        seeds.extend(range(lo, hi + 1))
-    return seeds
+        if hi >= 2 ** 32:
+            raise ValueError(f"seed {hi} is too large; seeds are integers in [0, 2**32)")
+        ranges.append((lo, hi))
+    return sampling.SeedRanges(ranges)
 
 
 class SeedList(click.ParamType):
     name = "LIST"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, list):
+        if isinstance(value, (list, sampling.SeedRanges)):
             return value
         try:
             return parse_seeds(value)
@@ -103,6 +108,11 @@ def main(network_pkl, seeds, class_idx, truncation_psi, noise_mode, outdir, grid
         raise click.ClickException(f"--network {network_pkl}: {err}")
     if G is None:
         raise click.ClickException(f"--network {network_pkl}: the snapshot has no G_ema")
+    try:  # NaN/Inf policy: NaN weights would give all-black images and exit 0.
+        check_finite_number(truncation_psi, "--trunc")
+        check_finite_modules({"G_ema": G}, f"{network_pkl}: refusing to generate from non-finite weights", "--network")
+    except NonFiniteError as err:
+        raise click.ClickException(f"{err.flag}: {err}")
     G = G.to(device)
     if projected_w is not None:
         _render_projected_w(G, projected_w, noise_mode, outdir, device)
@@ -113,14 +123,19 @@ def main(network_pkl, seeds, class_idx, truncation_psi, noise_mode, outdir, grid
         raise click.ClickException(f"--class: {err}")
 
     os.makedirs(outdir, exist_ok=True)
-    images = []
-    for seed, image in sampling.generate_images(G, seeds, class_idx=class_idx, truncation_psi=truncation_psi,
-                                                noise_mode=noise_mode, batch_size=batch_size, device=device):
-        image_io.save_png(image, os.path.join(outdir, f"seed{seed:04d}.png"))
-        images.append(image)
-        print(f"seed {seed:>6d} -> seed{seed:04d}.png")
-    if grid:
-        gw, gh = image_io.save_uint8_grid(images, os.path.join(outdir, "grid.png"))
+    # Bounded memory: each image goes to disk at once and the grid keeps only its uint8 canvas.
+    grid = image_io.UInt8Grid(len(seeds)) if grid else None
+    try:
+        for seed, image in sampling.generate_images(G, seeds, class_idx=class_idx, truncation_psi=truncation_psi,
+                                                    noise_mode=noise_mode, batch_size=batch_size, device=device):
+            image_io.save_png(image, os.path.join(outdir, f"seed{seed:04d}.png"))
+            if grid is not None:
+                grid.add(image)
+            print(f"seed {seed:>6d} -> seed{seed:04d}.png")
+    except NonFiniteError as err:
+        raise click.ClickException(f"--network: {network_pkl}: {err}")
+    if grid is not None:
+        gw, gh = grid.save(os.path.join(outdir, "grid.png"))
         print(f"grid {gw}x{gh} -> grid.png")
 
 

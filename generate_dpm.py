@@ -1,4 +1,4 @@
-"""Sample a diffusion model (train_dpm.py snapshot, EDM pickle, ADM checkpoint) to check it by eye or by metrics.
+"""Sample a diffusion model (train_dpm.py snapshot, EDM pickle, ADM or NCSNv2 checkpoint) to check it by eye or metrics.
 
 Examples:
 
@@ -9,6 +9,8 @@ Examples:
 \b
   # An NCSNv2 snapshot: annealed Langevin over its own training ladder (the default for NCSNv2).
   python generate_dpm.py --network=ncsnv2-snapshot.pkl --seeds=0-15 --outdir=out
+  # An official NCSNv2 checkpoint (config.yml beside it): Langevin with the config's step size and steps per level.
+  python generate_dpm.py --network=exp/logs/cifar10/checkpoint.pth --seeds=0-15 --outdir=out
 
 \b
   # Print the resolved sampler settings and noise levels without sampling.
@@ -17,6 +19,8 @@ Examples:
 Networks are loaded without running code from the file (rebuilt from our classes); --trusted unpickles normally,
 which runs the code stored in the pickle. Every image depends only on its seed, whatever --batch is.
 """
+
+from torch_utils import cpu_threads  # First: OpenMP's wait policy must be set before torch loads (see there).
 
 import dataclasses
 import json
@@ -31,9 +35,9 @@ from generate import SeedList
 from torch_utils import image_io
 
 
-def _load(network: str, trusted: bool, device: torch.device) -> torch.nn.Module:
+def _load(network: str, trusted: bool, device: torch.device, ncsnv2_config: str | None) -> torch.nn.Module:
     try:
-        return loading.load_denoiser(network, trusted=trusted, device=device)
+        return loading.load_denoiser(network, trusted=trusted, device=device, ncsnv2_config=ncsnv2_config)
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as err:
         raise click.ClickException(f'--network {network}: {err}') from None
 
@@ -72,16 +76,20 @@ def _save_grid(images: list, outdir: str) -> None:
               help='Heun: Karras grid exponent')
 @click.option('--s-churn', 'S_churn', type=click.FloatRange(min=0), default=0, show_default=True,
               help='Heun: stochasticity (0 = deterministic)')
-@click.option('--langevin-steps', 'n_steps_each', type=click.IntRange(min=1), default=5, show_default=True,
-              help='Langevin: steps per noise level')
-@click.option('--step-lr', type=click.FloatRange(min=0, min_open=True), default=samplers.LANGEVIN_STEP_LR,
-              show_default=True, help='Langevin: eps in the step size eps sigma_i^2 / sigma_L^2 ([-1, 1] units)')
+@click.option('--langevin-steps', 'n_steps_each', type=click.IntRange(min=1), default=None,
+              show_default="the NCSNv2 config's, else 5", help='Langevin: steps per noise level')
+@click.option('--step-lr', type=click.FloatRange(min=0, min_open=True), default=None,
+              show_default=f"the NCSNv2 config's (x4), else {samplers.LANGEVIN_STEP_LR:g}",
+              help='Langevin: eps in the step size eps sigma_i^2 / sigma_L^2 ([-1, 1] units)')
+@click.option('--ncsnv2-config', metavar='YML', type=click.Path(exists=True, dir_okay=False), default=None,
+              show_default='config.yml beside the checkpoint', help='config.yml of an official NCSNv2 checkpoint')
 @click.option('--grid/--no-grid', default=False, show_default=True, help='Also save grid.png of all images')
 @click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True,
               help='Device (auto = cuda when available)')
 @click.option('--trusted', is_flag=True, help='Unpickle normally, RUNNING the code stored in the pickle')
 @click.option('--dry-run', is_flag=True, help='Print the resolved settings and noise levels, sample nothing')
-def main(network, outdir, seeds, batch_size, class_idx, sampler, grid, device, trusted, dry_run, **options):
+def main(network, outdir, seeds, batch_size, class_idx, sampler, grid, device, trusted, dry_run, ncsnv2_config,
+         **options):
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if device == 'cuda' and not torch.cuda.is_available():
@@ -90,7 +98,7 @@ def main(network, outdir, seeds, batch_size, class_idx, sampler, grid, device, t
         raise click.ClickException('--outdir: required unless --dry-run')
     device = torch.device(device)
     print(f'Loading "{network}"' + (' (trusted: running its code)' if trusted else ''))
-    net = _load(network, trusted, device)
+    net = _load(network, trusted, device, ncsnv2_config)
     extra = dict(rho=options.pop('rho'), S_churn=options.pop('S_churn'), n_steps_each=options.pop('n_steps_each'),
                  step_lr=options.pop('step_lr'))
     config = _config(net, sampler, dict(options, **extra))

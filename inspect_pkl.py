@@ -15,6 +15,8 @@ Examples:
   python inspect_pkl.py --network snapshot.pkl --trusted
 """
 
+from torch_utils import cpu_threads  # noqa: F401  First: OpenMP's wait policy must be set before torch loads (see there).
+
 import copy
 import json
 import os

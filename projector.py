@@ -12,6 +12,8 @@ Examples:
       --detector-vgg16=vgg16.pt
 """
 
+from torch_utils import cpu_threads  # noqa: F401  First: OpenMP's wait policy must be set before torch loads.
+
 import io
 import os
 import pickle
@@ -77,11 +79,14 @@ def write_video(G: torch.nn.Module, target: np.ndarray, ws_steps: torch.Tensor, 
 @bool_flag('--save-video', default=True, help='Save an mp4 video of the optimization progress')
 @click.option('--outdir', type=click.Path(file_okay=False), required=True, help='Where to save the output images')
 @click.option('--detector-vgg16', metavar='PATH|URL', default=None, show_default='official VGG16',
-              help='VGG16 detector for the LPIPS distance')
+              help='VGG16 detector for the LPIPS distance (.pt TorchScript, or a .pkl with --trust-detector)')
+@click.option('--trust-detector', is_flag=True,
+              help='Load a detector that is not TorchScript by unpickling it, RUNNING code stored in it')
 @click.option('--device', type=click.Choice(['auto', 'cpu', 'cuda']), default='auto', show_default=True,
               help='Where to run')
 @click.option('--trust-pickle', is_flag=True, help='Unpickle normally, RUNNING the code stored in the pickle')
-def main(network_pkl, target_fname, num_steps, seed, save_video, outdir, detector_vgg16, device, trust_pickle):
+def main(network_pkl, target_fname, num_steps, seed, save_video, outdir, detector_vgg16, trust_detector, device,
+         trust_pickle):
     np.random.seed(seed)
     torch.manual_seed(seed)
     device = torch.device('cuda' if device == 'cuda' or (device == 'auto' and torch.cuda.is_available()) else 'cpu')
@@ -93,7 +98,7 @@ def main(network_pkl, target_fname, num_steps, seed, save_video, outdir, detecto
         raise click.ClickException(f'--network: {network_pkl}: the snapshot has no G_ema')
     G = G.to(device)
     try:
-        vgg16, _ = detectors.get_detector('vgg16', detector_vgg16, device)
+        vgg16, _ = detectors.get_detector('vgg16', detector_vgg16, device, trust=trust_detector)
     except detectors.DetectorUnavailableError as err:
         raise click.ClickException(f'{err.flag}: {err}') from None
     try:

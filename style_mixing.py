@@ -9,6 +9,8 @@ Example:
       --network=network-snapshot-000200.pkl
 """
 
+from torch_utils import cpu_threads  # noqa: F401  First: OpenMP's wait policy must be set before torch loads.
+
 import os
 import pickle
 

@@ -18,6 +18,8 @@ stats.jsonl, image grids and network snapshots. Examples:
   python train.py --outdir=runs --data=ds.zip --resume=runs/00000-ds-auto1/network-snapshot-000200.pkl
 """
 
+from torch_utils import cpu_threads  # First: OpenMP's wait policy must be set before torch loads (see there).
+
 import dataclasses
 import json
 import os
@@ -31,12 +33,15 @@ import dnnlib
 from metrics import metric_main
 from metrics.detectors import DetectorUnavailableError
 from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRtOptions
-from torch_utils import distributed
-from training import run_outputs, self_launch, training_loop
+from smart_plugin.diffgan_betas import BETA_SCHEDULES
+from torch_utils import distributed, safe_pickle, signals
+from torch_utils.finite import NonFiniteError
+from training import run_outputs, self_launch, train_state, training_loop
 from training.augment import augpipe_specs
 from training.cli_compat import aug_choice, bool_flag, expand_user_paths, released_aliases, resolve_aliases
-from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset
+from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset, threads_option
 from training.dataset import ImageFolderDataset
+from training.dataset_images import ImageFileError
 
 # --cfg presets (spec 3.5); None in 'auto' = derived from the resolution and the number of GPUs (_preset).
 PRESET_FIELDS = ('ref_gpus', 'kimg', 'mb', 'mbstd', 'fmaps', 'lrate', 'gamma', 'ema', 'ramp', 'map')
@@ -63,9 +68,14 @@ RESUME_SPECS = {
 # Plugin option fields (SMaRtOptions, DiffGANOptions) -> the flag that sets them, for error messages.
 PLUGIN_FLAGS = dict(lam='--smart-lambda', freq='--smart-freq', t_lo='--smart-t', t_hi='--smart-t',
                     schedule='--smart-schedule', param='--smart-param', batch='--smart-batch',
+                    draws='--smart-draws', antithetic='--smart-antithetic', grad='--smart-grad',
+                    diagnostics='--smart-diagnostics',
                     start_kimg='--smart-start-kimg', dpm='--smart-dpm', enabled='--diffgan',
                     noise_sd='--diffgan-noise-sd', t_min='--diffgan-tmin', t_max='--diffgan-tmax',
-                    ts_dist='--diffgan-ts-dist', target='--diffgan-target')
+                    ts_dist='--diffgan-ts-dist', target='--diffgan-target', t_embed='--diffgan-t-embed',
+                    ada_kimg='--diffgan-ada-kimg', beta_schedule='--diffgan-beta-schedule',
+                    beta_start='--diffgan-beta-start', beta_end='--diffgan-beta-end', ada_augpipe='--augpipe',
+                    ada_maxp='--diffgan-ada-maxp')
 
 
 # Config builder: options -> (plain config dict, desc). No click below this line except FlagError.
@@ -139,9 +149,23 @@ def _network_config(opts, spec, batch_gpu: int) -> dict:
                 D_opt_kwargs=dict(lr=spec.lrate if opts.dlr is None else opts.dlr, betas=[0, 0.99], eps=1e-8))
 
 
+def _augment_mode(opts) -> str:
+    """--aug as given, else 'ada', or 'noaug' with --diffgan (the released Diffusion-GAN default: no augmentation)."""
+    return opts.aug or ('noaug' if opts.diffgan else 'ada')
+
+
 def _augment_config(opts) -> dict:
-    """augment_kwargs, augment_p and ada_target from --aug, --p, --target, --augpipe."""
-    aug = opts.aug or 'ada'
+    """augment_kwargs, augment_p and ada_target from --aug, --p, --target, --augpipe. With --diffgan, --aug=ada is
+    the released coupling instead: the Diffusion-GAN plugin runs the ADA pipeline at min(p, --diffgan-ada-maxp)."""
+    aug = _augment_mode(opts)
+    coupled = opts.diffgan and aug == 'ada'
+    if opts.diffgan_ada_maxp is not None and not coupled:
+        raise FlagError('--diffgan-ada-maxp', f'only applies with --diffgan --aug=ada (got --aug={aug}'
+                                              f'{"" if opts.diffgan else " without --diffgan"})')
+    if coupled and opts.target is not None:
+        raise FlagError('--target', 'with --diffgan, --aug=ada follows the diffusion p (p_aug = min(p, '
+                                    '--diffgan-ada-maxp)) instead of its own ADA controller; set the target of '
+                                    'E[sign D(real)] with --diffgan-target')
     if opts.p is not None and aug != 'fixed':
         raise FlagError('--p', f'only applies with --aug=fixed (got --aug={aug})')
     if aug == 'fixed' and opts.p is None:
@@ -150,13 +174,13 @@ def _augment_config(opts) -> dict:
         raise FlagError('--target', f'only applies with --aug=ada (got --aug={aug})')
     if opts.augpipe is not None and aug == 'noaug':
         raise FlagError('--augpipe', 'cannot be used with --aug=noaug')
-    if aug == 'noaug':
+    if aug == 'noaug' or coupled:
         return dict(augment_kwargs=None, augment_p=0, ada_target=None)
     return dict(augment_kwargs=dict(augpipe_specs[opts.augpipe or 'bgc']), augment_p=opts.p if aug == 'fixed' else 0,
                 ada_target=(0.6 if opts.target is None else opts.target) if aug == 'ada' else None)
 
 
-def _resume_config(opts) -> dict:
+def _resume_config(opts, total_kimg: float) -> dict:
     """resume_pkl; a weights-only resume (official pickles) also sets ada_kimg 100 and no EMA ramp-up, as
     officially, while our snapshots with a training state continue exactly with the configured values."""
     if opts.resume in (None, 'noresume'):
@@ -165,10 +189,32 @@ def _resume_config(opts) -> dict:
     if not dnnlib.util.is_url(pkl, allow_file_urls=True) and not os.path.isfile(pkl):
         raise FlagError('--resume', f'{pkl!r} is neither an existing file, a URL nor one of {list(RESUME_SPECS)}')
     try:
-        exact = run_outputs.has_training_state(pkl)
+        summary = run_outputs.resume_summary(pkl)
     except (OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
         raise FlagError('--resume', f'cannot read {pkl}: {err}') from None
-    return dict(resume_pkl=pkl) if exact else dict(resume_pkl=pkl, ada_kimg=100, ema_rampup=None)
+    if not summary.networks:
+        raise FlagError('--resume', f'{pkl} holds no networks (keys {summary.entries}); expected a network snapshot '
+                                    f'with G, D and G_ema')
+    if summary.cur_nimg is not None and summary.cur_nimg >= round(total_kimg * 1000):
+        raise FlagError('--kimg', f'{total_kimg:g}, but the --resume snapshot {pkl} is already at kimg '
+                                  f'{summary.cur_nimg / 1000:g}: nothing to train; pass a larger --kimg')
+    return dict(resume_pkl=pkl) if summary.exact else dict(resume_pkl=pkl, ada_kimg=100, ema_rampup=None)
+
+
+def _check_diffgan_resume(pkl: str, diffgan: DiffGANOptions) -> None:
+    """Refuse, before the run dir exists, a snapshot whose Diffusion-GAN state does not fit these options (e.g. a D
+    trained on t / t_max resumed with raw t). Reads the file with the safe loader."""
+    with dnnlib.util.open_url(pkl) as f:
+        data = safe_pickle.safe_load(f)
+    state = (data.get('plugins') or {}).get(DiffusionGAN.name) if isinstance(data, dict) else None
+    if state is None:
+        return
+    try:
+        DiffusionGAN(diffgan).load_state_dict(state)
+    except OptionError as err:
+        raise FlagError(PLUGIN_FLAGS.get(err.field, '--diffgan-*'), f'--resume={pkl}: {err}') from None
+    except (TypeError, ValueError) as err:
+        raise FlagError('--resume', f'{pkl}: {err}') from None
 
 
 def _metric_config(opts) -> dict:
@@ -187,7 +233,7 @@ def _metric_config(opts) -> dict:
             raise FlagError(flag, f'no metric in --metrics={opts.metrics} uses this detector, so it would be ignored; '
                                   'add the metrics, e.g. --metrics=fid50k_full,pr50k3_full')
     return dict(metrics=metrics, metric_kwargs=dict(detector=opts.detector, detector_vgg16=opts.detector_vgg16,
-                                                    num_workers=opts.workers))
+                                                    trust_detector=opts.trust_detector, num_workers=opts.workers))
 
 
 def _plugin_options(opts) -> tuple[SMaRtOptions, DiffGANOptions]:
@@ -195,18 +241,39 @@ def _plugin_options(opts) -> tuple[SMaRtOptions, DiffGANOptions]:
     try:
         smart = SMaRtOptions(lam=opts.smart_lambda, freq=opts.smart_freq, t_lo=opts.smart_t[0], t_hi=opts.smart_t[1],
                              schedule=opts.smart_schedule, param=opts.smart_param, batch=opts.smart_batch,
-                             start_kimg=opts.smart_start_kimg, dpm=opts.smart_dpm)
+                             start_kimg=opts.smart_start_kimg, dpm=opts.smart_dpm, draws=opts.smart_draws,
+                             antithetic=opts.smart_antithetic, grad=opts.smart_grad,
+                             diagnostics=opts.smart_diagnostics)
+        coupled = opts.diffgan and _augment_mode(opts) == 'ada'  # Released --aug=ada: ADA inside the plugin.
+        augpipe = (opts.augpipe or 'bgc') if coupled else None
+        maxp = DiffGANOptions.ada_maxp if opts.diffgan_ada_maxp is None else opts.diffgan_ada_maxp
         diffgan = DiffGANOptions(enabled=opts.diffgan, noise_sd=opts.diffgan_noise_sd, t_min=opts.diffgan_tmin,
-                                 t_max=opts.diffgan_tmax, ts_dist=opts.diffgan_ts_dist, target=opts.diffgan_target)
+                                 t_max=opts.diffgan_tmax, ts_dist=opts.diffgan_ts_dist, t_embed=opts.diffgan_t_embed,
+                                 target=opts.diffgan_target, ada_kimg=opts.diffgan_ada_kimg,
+                                 beta_schedule=opts.diffgan_beta_schedule, beta_start=opts.diffgan_beta_start,
+                                 beta_end=opts.diffgan_beta_end, ada_augpipe=augpipe,
+                                 ada_maxp=maxp)
     except OptionError as err:
         raise FlagError(PLUGIN_FLAGS.get(err.field, '--smart-*/--diffgan-*'), str(err)) from None
-    if smart.enabled and smart.dpm != 'gaussian':
-        from edm_bridge import registry  # Deferred: only a named score source needs the registry.
-        try:
-            registry.resolve(smart.dpm)
-        except (OSError, ValueError, TypeError) as err:
-            raise FlagError('--smart-dpm', f'{err}; or use --smart-dpm=gaussian') from None
     return smart, diffgan
+
+
+def _check_score_source(smart: SMaRtOptions, dataset: ImageFolderDataset, cond: bool) -> None:
+    """Read a --smart-dpm file's header (no code runs, nothing is downloaded) and check it against the data, so that a
+    wrong score source fails before the run dir exists; registry names are checked by their entry."""
+    if not smart.enabled or smart.dpm == 'gaussian':
+        return
+    from edm_bridge import checks, loading, registry  # Deferred: only a named score source needs them.
+    try:
+        entry, source = registry.resolve(smart.dpm)
+        model = entry
+        if os.path.isfile(source):
+            model = dnnlib.EasyDict(loading.describe(smart.dpm))
+        if model is not None:
+            checks.check_compatible(model, dataset.resolution, dataset.num_channels,
+                                    dataset.label_dim if cond else 0)
+    except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as err:
+        raise FlagError('--smart-dpm', f'{err}; or use --smart-dpm=gaussian') from None
 
 
 def _describe(opts, dataset_name: str, num_gpus: int, smart: SMaRtOptions, diffgan: DiffGANOptions) -> str:
@@ -231,6 +298,7 @@ def build_config(opts, num_gpus: int) -> tuple[dict, str, dict]:
     spec = _preset(opts, dataset.resolution, num_gpus)
     batch_size, batch_gpu = _batch(opts, spec, num_gpus)
     smart, diffgan = _plugin_options(opts)
+    _check_score_source(smart, dataset, bool(opts.cond))
     config = dict(training_set_kwargs=training_set_kwargs,
                   data_loader_kwargs=dict(pin_memory=True, num_workers=opts.workers,
                                           prefetch_factor=2 if opts.workers > 0 else None),
@@ -240,7 +308,10 @@ def build_config(opts, num_gpus: int) -> tuple[dict, str, dict]:
                   random_seed=opts.seed, num_gpus=num_gpus, kimg_per_tick=opts.tick,
                   image_snapshot_ticks=opts.snap, network_snapshot_ticks=opts.snap,
                   cudnn_benchmark=not opts.nobench, allow_tf32=opts.allow_tf32, **_metric_config(opts))
-    config.update(_resume_config(opts))
+    resume = _resume_config(opts, config['total_kimg'])
+    config.update(resume)
+    if diffgan.enabled and resume['resume_pkl'] is not None and 'ada_kimg' not in resume:  # One of our snapshots.
+        _check_diffgan_resume(resume['resume_pkl'], diffgan)
     plugin_options = {}
     if smart.enabled:
         plugin_options[SMaRt.name] = smart
@@ -278,20 +349,24 @@ def _self_launch(num_procs: int) -> None:
 def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ranks: tuple) -> None:
     """Join the process group, create the run dir (rank 0), train, leave the group."""
     rank, local_rank, world_size = ranks
-    distributed.init_process_group(rank, world_size, local_rank=local_rank)
-    try:
-        run_dir = create_run_dir(run_dir, options, rank)
-        device = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
-        result = training_loop.training_loop(**config, run_dir=run_dir, rank=rank, device=device,
-                                             plugins=build_plugins(plugin_options))
-    except OptionError as err:  # Plugin options that only fail against the data or model (e.g. --smart-t).
-        raise FlagError(PLUGIN_FLAGS.get(err.field, '--smart-*/--diffgan-*'), str(err)) from None
-    except DetectorUnavailableError as err:  # Found at the first metric evaluation (tick 0).
-        raise FlagError(err.flag, str(err)) from None
-    finally:
-        distributed.destroy_process_group()
+    with distributed.process_group(rank, world_size, local_rank=local_rank):  # Left synchronised (distributed.py).
+        try:
+            run_dir = create_run_dir(run_dir, options, rank)
+            device = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
+            result = training_loop.training_loop(**config, run_dir=run_dir, rank=rank, device=device,
+                                                 plugins=build_plugins(plugin_options))
+        except OptionError as err:  # Plugin options that only fail against the data or model (e.g. --smart-t).
+            raise FlagError(PLUGIN_FLAGS.get(err.field, '--smart-*/--diffgan-*'), str(err)) from None
+        except DetectorUnavailableError as err:  # Found at the first metric evaluation (tick 0).
+            raise FlagError(err.flag, str(err)) from None
+        except NonFiniteError as err:  # NaN/Inf policy (README): resume weights, snapshots, the SMaRt score source.
+            raise FlagError(err.flag or 'training', str(err)) from None
+        except train_state.ResumeError as err:
+            raise FlagError('--resume', str(err)) from None
+        except ImageFileError as err:  # A damaged image found while training; from a DataLoader worker, the last line.
+            raise FlagError('--data', str(err).strip().splitlines()[-1].split('ImageFileError: ')[-1]) from None
     if result.interrupted:
-        raise SystemExit(130)
+        raise SystemExit(result.exit_code)
 
 
 @released_aliases
@@ -306,9 +381,11 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
 @click.option('--metrics', default='none', show_default=True,
               help='Metrics at each snapshot, e.g. fid50k_full,kid50k_full (needs the detectors; see calc_metrics.py)')
 @click.option('--detector', metavar='PATH|URL', default=None, show_default='official Inception-v3',
-              help='Inception detector for FID/KID/IS (.pt TorchScript or trusted .pkl)')
+              help='Inception detector for FID/KID/IS (.pt TorchScript, or a .pkl with --trust-detector)')
 @click.option('--detector-vgg16', metavar='PATH|URL', default=None, show_default='official VGG16',
               help='VGG16 detector for precision/recall and PPL')
+@click.option('--trust-detector', is_flag=True,
+              help='Load detectors that are not TorchScript by unpickling them, RUNNING code stored in them')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Random seed')
 @click.option('-n', '--dry-run', is_flag=True, help='Print the training options and exit')
 # Dataset.
@@ -338,8 +415,10 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
 @click.option('--tick', type=click.FloatRange(min=0, min_open=True), default=4, show_default=True,
               help='Progress interval in kimg')
 # Augmentation.
-@click.option('--aug', type=aug_choice(['ada', 'noaug', 'fixed']), default=None, show_default='ada',
-              help='Augmentation mode (no = noaug, as Diffusion-GAN spells it)')
+@click.option('--aug', type=aug_choice(['ada', 'noaug', 'fixed']), default=None,
+              show_default='ada; noaug with --diffgan',
+              help='Augmentation mode (no = noaug, as Diffusion-GAN spells it; with --diffgan, ada follows the '
+                   'diffusion p: see --diffgan-ada-maxp)')
 @click.option('--p', type=click.FloatRange(min=0, max=1), default=None, help='Augment probability for --aug=fixed')
 @click.option('--target', type=click.FloatRange(min=0, max=1), default=None, show_default='0.6',
               help='ADA target; with --diffgan the Diffusion-GAN target (as in its release)')
@@ -355,6 +434,7 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
 @bool_flag('--nobench', help='Disable cuDNN benchmarking')
 @bool_flag('--allow-tf32', help='Allow TF32 on Ampere+ GPUs')
 @click.option('--workers', type=click.IntRange(min=0), default=3, show_default=True, help='DataLoader workers')
+@threads_option
 # SMaRt.
 @click.option('--smart-lambda', type=float, default=SMaRtOptions.lam, show_default=True,
               help='SMaRt weight lambda (0 = off)')
@@ -371,6 +451,13 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
 @click.option('--smart-batch', type=int, default=None, show_default='whole round', help='SMaRt samples per round')
 @click.option('--smart-start-kimg', type=float, default=SMaRtOptions.start_kimg, show_default=True,
               help='Start SMaRt after this many kimg')
+@click.option('--smart-draws', type=int, default=SMaRtOptions.draws, show_default=True,
+              help='(t, eps) draws per scored sample, averaged (costs this many denoiser evaluations per sample)')
+@click.option('--smart-antithetic', is_flag=True, help='Draws in pairs (eps, -eps) with the same t (even draws)')
+@click.option('--smart-grad', type=click.Choice(['full', 'sds']), default=SMaRtOptions.grad, show_default=True,
+              help='full: through the denoiser (paper); sds: denoiser output held constant (no denoiser backward)')
+@click.option('--smart-diagnostics', is_flag=True,
+              help='Report SMaRt/grad_norm and Loss/G/grad_norm (an extra autograd pass)')
 # Diffusion-GAN.
 @click.option('--diffgan/--no-diffgan', default=False, show_default=True, help='Diffusion-GAN noise on D inputs')
 @click.option('--diffgan-noise-sd', type=float, default=DiffGANOptions.noise_sd, show_default=True,
@@ -383,6 +470,19 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
               default=DiffGANOptions.ts_dist, show_default=True, help='How t is drawn')
 @click.option('--diffgan-target', type=float, default=DiffGANOptions.target, show_default=True,
               help='Target of E[sign D(real)] for the adaptive T')
+@click.option('--diffgan-ada-kimg', type=click.FloatRange(min=0, min_open=True), default=DiffGANOptions.ada_kimg,
+              show_default=True, help='Thousands of images for the diffusion p to go from 0 to 1')
+@click.option('--diffgan-t-embed', type=click.Choice(['raw', 'scaled']), default=DiffGANOptions.t_embed,
+              show_default=True, help="D's t input: raw integer t (as released) or t / t_max")
+@click.option('--diffgan-beta-schedule', type=click.Choice(list(BETA_SCHEDULES)),
+              default=DiffGANOptions.beta_schedule, show_default=True, help='Forward-chain beta schedule')
+@click.option('--diffgan-beta-start', type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+              default=DiffGANOptions.beta_start, show_default=True, help='First beta (linear, quad, sigmoid)')
+@click.option('--diffgan-beta-end', type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+              default=DiffGANOptions.beta_end, show_default=True, help='Last beta (linear, quad, sigmoid; const)')
+@click.option('--diffgan-ada-maxp', type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              show_default=str(DiffGANOptions.ada_maxp),
+              help='With --diffgan --aug=ada: the ADA probability is min(diffusion p, this)')
 def main(**kwargs):
     opts = dnnlib.EasyDict(expand_user_paths(resolve_aliases(click.get_current_context(), kwargs), ('outdir', 'data')))
     try:
@@ -405,7 +505,13 @@ def main(**kwargs):
         if ranks[0] == 0:
             print('Dry run; exiting.')
         return
-    _launch(config, options, plugin_options, run_dir, ranks)
+    cpu_threads.set_threads(opts.threads)
+    try:
+        with signals.sigterm_as_interrupt():  # SIGTERM stops like Ctrl-C: clean writes, the last snapshot named.
+            _launch(config, options, plugin_options, run_dir, ranks)
+    except KeyboardInterrupt as err:  # Before the training loop took over (set-up).
+        print(f'Interrupted ({signals.signal_name(err)}) during set-up; no snapshot written', file=sys.stderr)
+        raise SystemExit(signals.exit_code(err)) from None
 
 
 if __name__ == '__main__':

@@ -16,16 +16,19 @@ code) and training-state-<kimg>.pt (--resume). Examples:
   python train_dpm.py --outdir=runs --data=ds.zip --preset=tiny --resume=runs/00000-.../training-state-000001.pt
 """
 
+from torch_utils import cpu_threads  # First: OpenMP's wait policy must be set before torch loads (see there).
+
 import json
 import os
+import sys
 
 import click
 import torch
 
 import dnnlib
-from dpm import sigma_dist, training_loop as dpm_training_loop
-from torch_utils import distributed
-from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset
+from dpm import sigma_dist, snapshot as dpm_snapshot, training_loop as dpm_training_loop
+from torch_utils import distributed, signals
+from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset, threads_option
 from training.dataset import ImageFolderDataset
 
 # --preset: EDM-like settings (EDM's CIFAR-10 and 64x64 FFHQ/AFHQ configs) and a tiny CPU preset.
@@ -157,12 +160,28 @@ def _stf(opts, precond: str, batch_gpu: int) -> tuple[dict, int | None]:
 
 
 def _resume(opts) -> str | None:
+    """The training state to resume: --resume itself (a .pt), or the state a network snapshot (.pkl) names."""
     if opts.resume is None:
         return None
-    if not os.path.isfile(opts.resume) or not opts.resume.endswith('.pt'):
-        raise FlagError('--resume', f'{opts.resume!r} is not an existing training-state-*.pt file of a train_dpm.py '
-                                    'run')
+    if not os.path.isfile(opts.resume) or not opts.resume.endswith(('.pt', '.pkl')):
+        raise FlagError('--resume', f'{opts.resume!r} is not an existing training-state-*.pt or network-snapshot-*.pkl '
+                                    'file of a train_dpm.py run')
+    if opts.resume.endswith('.pkl'):
+        try:
+            return dpm_snapshot.state_of_snapshot(opts.resume)
+        except (OSError, ValueError) as err:
+            raise FlagError('--resume', str(err)) from None
     return opts.resume
+
+
+def _remove_stale_temp_files(outdir: str, resume_state: str | None) -> None:
+    """Temp files of killed runs: in every run dir of --outdir and in the resumed run's dir."""
+    dirs = {os.path.join(outdir, name) for name in (os.listdir(outdir) if os.path.isdir(outdir) else [])}
+    if resume_state is not None:
+        dirs.add(os.path.dirname(os.path.abspath(resume_state)))
+    for path in sorted(dirs):
+        if os.path.isdir(path):
+            dpm_snapshot.remove_stale_temp_files(path)
 
 
 def build_config(opts, num_gpus: int) -> tuple[dict, str, dict | None]:
@@ -197,18 +216,19 @@ def build_config(opts, num_gpus: int) -> tuple[dict, str, dict | None]:
 def _launch(config: dict, options: dict, run_dir: str, ranks: tuple) -> None:
     """Join the process group, create the run dir (rank 0), train, leave the group."""
     rank, local_rank, world_size = ranks
-    distributed.init_process_group(rank, world_size, local_rank=local_rank)
-    try:
+    with distributed.process_group(rank, world_size, local_rank=local_rank):  # Left synchronised (distributed.py).
+        if rank == 0:
+            _remove_stale_temp_files(os.path.dirname(run_dir), config['resume_state'])
         run_dir = create_run_dir(run_dir, options, rank)
         device = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
         try:
-            dpm_training_loop.training_loop(**config, run_dir=run_dir, rank=rank, device=device)
+            result = dpm_training_loop.training_loop(**config, run_dir=run_dir, rank=rank, device=device)
         except (ValueError, FileNotFoundError) as err:
             if config['resume_state'] is not None and 'resume state' in str(err):
                 raise FlagError('--resume', str(err)) from None
             raise
-    finally:
-        distributed.destroy_process_group()
+    if result.interrupted:
+        raise SystemExit(result.exit_code)
 
 
 @click.command(help=__doc__)
@@ -264,8 +284,10 @@ def _launch(config: dict, options: dict, run_dir: str, ranks: tuple) -> None:
               help='Progress interval in kimg')
 @click.option('--snap', type=click.IntRange(min=1), default=None, show_default='preset',
               help='Snapshot + training-state interval in ticks')
-@click.option('--resume', default=None, metavar='PT', help='Continue from a training-state-*.pt')
+@click.option('--resume', default=None, metavar='PT|PKL',
+              help='Continue from a training-state-*.pt, or the network-snapshot-*.pkl that names one')
 @click.option('--workers', type=click.IntRange(min=0), default=2, show_default=True, help='DataLoader workers')
+@threads_option
 def main(**kwargs):
     opts = dnnlib.EasyDict(kwargs)
     try:
@@ -287,7 +309,13 @@ def main(**kwargs):
         if ranks[0] == 0:
             print('Dry run; exiting.')
         return
-    _launch(config, options, run_dir, ranks)
+    cpu_threads.set_threads(opts.threads)
+    try:
+        with signals.sigterm_as_interrupt():  # SIGTERM stops like Ctrl-C: clean writes, the last snapshot named.
+            _launch(config, options, run_dir, ranks)
+    except KeyboardInterrupt as err:  # Before the training loop took over (set-up).
+        print(f'Interrupted ({signals.signal_name(err)}) during set-up; no snapshot written', file=sys.stderr)
+        raise SystemExit(signals.exit_code(err)) from None
 
 
 if __name__ == '__main__':

@@ -11,6 +11,7 @@ import importlib
 import io
 import os
 import re
+import socket
 import sys
 import tempfile
 import time
@@ -332,15 +333,29 @@ def get_umask() -> int:
     return mask
 
 
+def _writer_tag() -> str:
+    """'<host>-<pid>' of this process (host without dots), the writer's part of a temp file name."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) + f"-{os.getpid()}"
+
+
+# write_atomically's temp files: .<destination name>.<host>-<pid>.<random>.part
+_TEMP_NAME = re.compile(r"^\.(?P<dest>.+)\.(?P<host>[A-Za-z0-9-]*)-(?P<pid>\d+)\.[A-Za-z0-9_]+\.part$")
+
+
 def write_atomically(path: Union[str, os.PathLike], data: bytes) -> None:
-    """Write `data` to the file `path` (creating its directory) so that readers see either nothing or all of it."""
+    """Write `data` to the file `path` (creating its directory) so that readers see either nothing or all of it.
+
+    The temp file is `.<name>.<host>-<pid>.<random>.part` beside `path`, named after its destination and its
+    writer, so that one left by a killed process can be recognised (remove_stale_temp_files).
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"write_atomically: data must be bytes, got {type(data).__name__}")
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     # Temp file in the same directory, then rename: os.replace is atomic within one file system, so other ranks
     # or runs never read a partially written file.
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix="tmp_", suffix=".part")
+    prefix = f".{os.path.basename(path)}.{_writer_tag()}."
+    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".part")
     try:
         os.chmod(tmp_path, 0o666 & ~get_umask())  # mkstemp makes 0600; give the result normal file permissions.
         with os.fdopen(fd, "wb") as f:
@@ -350,6 +365,36 @@ def write_atomically(path: Union[str, os.PathLike], data: bytes) -> None:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
         raise
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # Signal 0: only checks that the process exists.
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # Exists, owned by another user.
+    return True
+
+
+def remove_stale_temp_files(directory: Union[str, os.PathLike]) -> list:
+    """Delete the temp files of write_atomically in `directory` whose writer no longer runs (killed during a write);
+    return their names, sorted. Files of live processes and of other hosts are kept; other files are never touched.
+    """
+    if not os.path.isdir(directory):
+        return []
+    host = _writer_tag().rsplit("-", 1)[0]
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        match = _TEMP_NAME.match(name)
+        if match is None or match.group("host") != host or _process_alive(int(match.group("pid"))):
+            continue
+        try:
+            os.remove(os.path.join(directory, name))
+            removed.append(name)
+        except FileNotFoundError:  # Removed meanwhile by another cleaner.
+            pass
+    return removed
 
 
 def open_url(

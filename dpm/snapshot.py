@@ -11,16 +11,21 @@ network-snapshot-<kimg:06d>.pkl is EDM's format (spec/diffusion.md section 2), a
   dataset_kwargs  the ImageFolderDataset arguments
   training_sigma  the training p(sigma) (SigmaDistribution.describe()), e.g. a SMaRt-band mixture
   precond         the preconditioning's class name and constants (sigma_data, sigma_min/max, beta_d, ...)
+  training_state  the file name of the training state written (completely) before it, in the same folder
 
 edm_bridge.loading.load_denoiser reads it without running code from it. training-state-<kimg:06d>.pt is a
 torch.save of tensors and plain values only (net, ema, optimizer, counters, RNG states), loaded with
-torch.load(weights_only=True), so resuming executes nothing from the file either. Both are written atomically.
+torch.load(weights_only=True), so resuming executes nothing from the file either. Both are written atomically, the
+state first: a kill between the two leaves a resumable state, and a snapshot always names a complete state (--resume
+takes either file). Temporary files that a killed run left behind are removed at the next start.
 """
 
 import copy
+import glob
 import io
 import os
 import pickle
+import time
 
 import numpy as np
 import torch
@@ -48,11 +53,54 @@ def _frozen_cpu_copy(module: torch.nn.Module | None) -> torch.nn.Module | None:
     return copy.deepcopy(module).eval().requires_grad_(False).cpu()
 
 
-def snapshot_data(ema: torch.nn.Module, loss_fn, augment_pipe: torch.nn.Module | None, dataset_kwargs: dict) -> dict:
-    """The network-snapshot dict (see the module docstring)."""
+def snapshot_data(ema: torch.nn.Module, loss_fn, augment_pipe: torch.nn.Module | None, dataset_kwargs: dict,
+                  training_state: str | None = None) -> dict:
+    """The network-snapshot dict (see the module docstring); `training_state` = the state's file name."""
     loss = loss_fn.describe()  # Plain data: the safe loader reads it without running code.
     return dict(ema=_frozen_cpu_copy(ema), loss_fn=loss, augment_pipe=_frozen_cpu_copy(augment_pipe),
-                dataset_kwargs=dict(dataset_kwargs), training_sigma=loss['sigma_dist'], precond=precond_constants(ema))
+                dataset_kwargs=dict(dataset_kwargs), training_sigma=loss['sigma_dist'], precond=precond_constants(ema),
+                training_state=training_state)
+
+
+def state_of_snapshot(path: str) -> str:
+    """The training-state path that the network snapshot `path` names (read with the safe loader); ValueError if
+    it names none (an EDM pickle, or a snapshot from before states were named) or the state file is missing."""
+    from torch_utils import safe_pickle  # Deferred: only --resume with a .pkl needs it.
+    with open(path, 'rb') as f:
+        try:
+            data = safe_pickle.safe_load(f)
+        except (pickle.UnpicklingError, EOFError, ValueError) as err:
+            raise ValueError(f'resume snapshot {path!r} cannot be read safely ({err})') from None
+    name = data.get('training_state') if isinstance(data, dict) else None
+    if not isinstance(name, str):
+        raise ValueError(f'resume snapshot {path!r} names no training state; pass the training-state-*.pt of the '
+                         f'same tick (train_dpm.py resumes from its own runs only)')
+    state = os.path.join(os.path.dirname(path), os.path.basename(name))
+    if not os.path.isfile(state):
+        raise ValueError(f'resume snapshot {path!r} names the training state {name!r}, which is missing from '
+                         f'{os.path.dirname(path) or "."}')
+    return state
+
+
+STALE_TEMP_SEC = 120  # A temp file not written to for this long belongs to a run that was killed.
+
+
+def remove_stale_temp_files(run_dir: str, log=print) -> list[str]:
+    """Delete the temporary files of atomic writes (tmp_*.part, .*.part) that a killed run left in `run_dir`; files
+    written to within STALE_TEMP_SEC are kept (a live run may own them). Returns the removed paths."""
+    now, removed = time.time(), []
+    for path in sorted(set(glob.glob(os.path.join(glob.escape(run_dir), 'tmp_*.part')) +
+                           glob.glob(os.path.join(glob.escape(run_dir), '.*.part')))):
+        try:
+            if os.path.isfile(path) and now - os.path.getmtime(path) > STALE_TEMP_SEC:
+                os.remove(path)
+                removed.append(path)
+        except FileNotFoundError:  # Renamed or removed meanwhile by its owner.
+            continue
+    if removed:
+        log(f'Removed {len(removed)} temporary file(s) of an interrupted run in {run_dir}: '
+            f'{", ".join(os.path.basename(p) for p in removed)}')
+    return removed
 
 
 def network_snapshot_path(run_dir: str, cur_nimg: int) -> str:

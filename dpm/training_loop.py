@@ -22,7 +22,7 @@ import dnnlib
 from dpm import losses as dpm_losses, snapshot as dpm_snapshot
 from dpm.sigma_dist import sigma_dist_from_dict
 from edm_bridge import edm_networks
-from torch_utils import distributed, training_stats
+from torch_utils import distributed, signals, training_stats
 from torch_utils.data_iter import check_batch, make_data_iterator, resolve_device
 from torch_utils.ema import ema_update
 from torch_utils.tick_report import TickReporter
@@ -204,9 +204,13 @@ def _save(s: dnnlib.EasyDict, run: dnnlib.EasyDict) -> None:
     state = capture_state(s, s.cur_tick + 1, s.reporter.elapsed_sec())
     if s.rank != 0 or run.run_dir is None:
         return
-    data = dpm_snapshot.snapshot_data(s.ema, s.loss_fn, s.augment_pipe, s.dataset_kwargs)
+    # The state first, then the snapshot that names it: whenever a kill comes, the newest files resume (dpm_snapshot).
+    state_path = dpm_snapshot.training_state_path(run.run_dir, s.cur_nimg)
+    dpm_snapshot.save_training_state(state_path, state)
+    run.result.state_pt = state_path
+    data = dpm_snapshot.snapshot_data(s.ema, s.loss_fn, s.augment_pipe, s.dataset_kwargs,
+                                      training_state=os.path.basename(state_path))
     dpm_snapshot.save_network_snapshot(dpm_snapshot.network_snapshot_path(run.run_dir, s.cur_nimg), data)
-    dpm_snapshot.save_training_state(dpm_snapshot.training_state_path(run.run_dir, s.cur_nimg), state)
     run.result.snapshot_pkl = dpm_snapshot.network_snapshot_path(run.run_dir, s.cur_nimg)
 
 
@@ -226,16 +230,24 @@ def _end_tick(s: dnnlib.EasyDict, run: dnnlib.EasyDict, done: bool, steps: int) 
 
 
 def _train(s: dnnlib.EasyDict, run: dnnlib.EasyDict) -> None:
+    """Steps and ticks until total_kimg; a KeyboardInterrupt (Ctrl-C, or SIGTERM under sigterm_as_interrupt) ends
+    it with the last snapshot named (its writes are atomic, so an interrupted one leaves nothing)."""
     total_nimg, tick_nimg = round(run.total_kimg * 1000), round(run.kimg_per_tick * 1000)
     done, steps = s.cur_nimg >= total_nimg, 0
-    while not done:
-        training_step(s)
-        steps += 1
-        done = s.cur_nimg >= total_nimg
-        if not done and s.cur_tick != 0 and s.cur_nimg < s.tick_start_nimg + tick_nimg:
-            continue
-        _end_tick(s, run, done, steps)
-        steps = 0
+    try:
+        while not done:
+            training_step(s)
+            steps += 1
+            done = s.cur_nimg >= total_nimg
+            if not done and s.cur_tick != 0 and s.cur_nimg < s.tick_start_nimg + tick_nimg:
+                continue
+            _end_tick(s, run, done, steps)
+            steps = 0
+    except KeyboardInterrupt as err:
+        run.result.update(interrupted=True, exit_code=signals.exit_code(err))
+        last = run.result.snapshot_pkl or 'none written by this run'
+        run.log(f'\nInterrupted ({signals.signal_name(err)}) at kimg {s.cur_nimg / 1e3:.3f}; the last snapshot is '
+                f'{last}' + (f' (resume with --resume={run.result.state_pt})' if run.result.state_pt else ''))
 
 
 def _silent(*_args, **_kwargs) -> None:
@@ -249,7 +261,8 @@ def training_loop(
     snapshot_ticks: int | None = 50,        # Network snapshot + training state every this many ticks; None = never.
     **setup_kwargs,                         # See `setup`.
 ) -> dnnlib.EasyDict:
-    """Train; return EasyDict(state, snapshot_pkl (the last one written on rank 0, else None))."""
+    """Train; return EasyDict(state, snapshot_pkl and state_pt (the last ones written on rank 0, else None),
+    interrupted, exit_code (130 for SIGINT, 143 for SIGTERM, when interrupted))."""
     rank = setup_kwargs.get('rank', 0)
     log = setup_kwargs.pop('log', None) or (print if rank == 0 else _silent)
     writes = run_dir is not None and rank == 0
@@ -262,15 +275,19 @@ def training_loop(
         training_stats.init_multiprocessing(rank, torch.device('cuda', torch.cuda.current_device()) if use_nccl
                                             else None)
         s = setup(**setup_kwargs, log=log)
+        if setup_kwargs.get('resume_state') is not None and s.cur_nimg >= round(total_kimg * 1000):
+            raise ValueError(f'resume state {setup_kwargs["resume_state"]!r} is already at kimg {s.cur_nimg / 1e3:g}, '
+                             f'at or past the training length {total_kimg:g} kimg (--duration): nothing to train')
         s.reporter = TickReporter(run_dir, rank, s.device, elapsed_sec=s.elapsed_sec)
         run = dnnlib.EasyDict(run_dir=run_dir, total_kimg=total_kimg, kimg_per_tick=kimg_per_tick,
-                              snapshot_ticks=snapshot_ticks, log=log, result=dnnlib.EasyDict(snapshot_pkl=None))
+                              snapshot_ticks=snapshot_ticks, log=log,
+                              result=dnnlib.EasyDict(snapshot_pkl=None, state_pt=None, interrupted=False, exit_code=0))
         log(f'Training for {total_kimg} kimg from kimg {s.cur_nimg / 1e3:.3f} (batch {s.batch_size}, {s.rounds} '
             f'round(s) of {s.batch_gpu} per rank{f", STF reference {s.rbatch} per round" if s.rbatch else ""})...')
         start = time.time()
         _train(s, run)
         s.reporter.close()
-        log(f'Exiting after {time.time() - start:.1f} s.')
+        log(f'Exiting after {time.time() - start:.1f} s.' if not run.result.interrupted else 'Stopped.')
         run.result.state = s
         return run.result
     finally:

@@ -1,4 +1,4 @@
-"""edm_bridge: pretrained EDM / ADM diffusion models as frozen noise predictors."""
+"""edm_bridge: pretrained EDM / ADM / NCSNv2 diffusion models as frozen noise predictors."""
 
 from edm_bridge.checks import check_compatible, check_sigma_band
 from edm_bridge.denoiser import (Denoiser, FrozenDenoiser, denoised_to_eps, denoised_to_score, eps_to_denoised,

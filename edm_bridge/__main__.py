@@ -6,6 +6,7 @@ Examples:
   # What a model is, read without running code from it (registry name, path or URL; downloads are cached).
   python -m edm_bridge info edm-cifar10-32x32-cond-vp
   python -m edm_bridge info ~/models/64x64_diffusion.pt --adm-preset adm-imagenet64-cond
+  python -m edm_bridge info exp/logs/cifar10/checkpoint.pth   # NCSNv2, config.yml beside it
 
 \b
   # EDM-equivalent noise levels sigma_hat of the integer steps t = 25..35 of a schedule.
@@ -47,11 +48,13 @@ def _format_info(info: dict) -> list[str]:
 @click.argument('path_or_name', metavar='PATH_OR_NAME')
 @click.option('--adm-preset', type=click.Choice(list(adm.ADM_PRESETS)), default=None,
               help='Architecture of an ADM checkpoint  [default: from the registry entry]')
+@click.option('--ncsnv2-config', metavar='YML', type=click.Path(exists=True, dir_okay=False), default=None,
+              help='config.yml of an NCSNv2 checkpoint  [default: the one beside it, else the registry entry\'s]')
 @click.option('--json', 'as_json', is_flag=True, help='Print JSON instead of aligned lines')
-def info(path_or_name: str, adm_preset: str | None, as_json: bool) -> None:
+def info(path_or_name: str, adm_preset: str | None, ncsnv2_config: str | None, as_json: bool) -> None:
     """Describe a model (format, preconditioning, architecture, resolution, labels, parameters, sigma range)."""
     try:
-        summary = loading.describe(path_or_name, adm_preset=adm_preset)
+        summary = loading.describe(path_or_name, adm_preset=adm_preset, ncsnv2_config=ncsnv2_config)
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as err:
         raise click.ClickException(f'PATH_OR_NAME {path_or_name}: {err}')
     if as_json:
@@ -96,9 +99,9 @@ def sigmas(schedule_spec: str, t_range: str) -> None:
 @cli.command()
 def models() -> None:
     """List the registry: name, resolution, labels, architecture, default schedule, licence."""
-    print(f"{'name':<30} {'res':>4} {'labels':>6}  {'arch':<7} {'schedule':<12} license")
+    print(f"{'name':<30} {'res':>4} {'labels':>6}  {'arch':<13} {'schedule':<12} license")
     for entry in registry.MODELS.values():
-        print(f'{entry.name:<30} {entry.img_resolution:>4} {entry.label_dim:>6}  {entry.architecture:<7} '
+        print(f'{entry.name:<30} {entry.img_resolution:>4} {entry.label_dim:>6}  {entry.architecture:<13} '
               f'{entry.schedule:<12} {entry.license}')
 
 

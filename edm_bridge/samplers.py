@@ -168,17 +168,28 @@ def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
     return inner if isinstance(inner, torch.nn.Module) else net
 
 
+NCSNV2_CLASSES = ('NCSNv2Precond', 'NCSNv2CheckpointDenoiser')  # Ours (train_dpm.py) and the official checkpoints.
+
+
 def is_ncsnv2(net: torch.nn.Module) -> bool:
-    """True for an NCSNv2Precond (also one rebuilt from a pickle's own source), bare or inside a FrozenDenoiser."""
-    return type(_unwrap(net)).__name__ == 'NCSNv2Precond'
+    """True for an NCSNv2 denoiser (NCSNV2_CLASSES, also one rebuilt from a pickle's own source), bare or inside a
+    FrozenDenoiser."""
+    return type(_unwrap(net)).__name__ in NCSNV2_CLASSES
 
 
 def resolve_config(net: torch.nn.Module, sampler: str | None = None, num_steps: int | None = None,
-                   sigma_min: float | None = None, sigma_max: float | None = None, **kwargs) -> SamplerConfig:
-    """Fill the unset options from the net: NCSNv2 -> Langevin over its own training ladder; otherwise Heun with
-    EDM's 18 steps over [0.002, 80] (Langevin: 100 levels over [0.02, 80]), clipped to the net's sigma range."""
+                   sigma_min: float | None = None, sigma_max: float | None = None, n_steps_each: int | None = None,
+                   step_lr: float | None = None, **kwargs) -> SamplerConfig:
+    """Fill the unset options from the net: NCSNv2 -> Langevin over its own training ladder (with the step size and
+    steps per level of its config, when an official checkpoint has them); otherwise Heun with EDM's 18 steps over
+    [0.002, 80] (Langevin: 100 levels over [0.02, 80]), clipped to the net's sigma range."""
     inner = _unwrap(net)
     sampler = sampler or ('langevin' if is_ncsnv2(net) else 'heun')
+    if n_steps_each is None:
+        n_steps_each = getattr(inner, 'langevin_steps_each', None) or 5
+    if step_lr is None:
+        step_lr = getattr(inner, 'langevin_step_lr', None) or LANGEVIN_STEP_LR
+    kwargs.update(n_steps_each=n_steps_each, step_lr=step_lr)
     if sampler == 'langevin' and is_ncsnv2(net):
         defaults = (inner.num_scales, float(inner.sigma_min), float(inner.sigma_max))
     else:

@@ -12,7 +12,10 @@ Where a detector comes from, first match wins (spec 7.4):
      to provide the file, instead of retrying for minutes.
 
 Formats: a TorchScript archive (.pt, loaded with torch.jit.load, which does not run arbitrary Python) or a pickle
-(.pkl, e.g. StyleGAN3's, loaded with pickle.load: unpickling RUNS CODE stored in the file, so use trusted files only).
+(.pkl, e.g. StyleGAN3's). Unpickling RUNS CODE stored in the file, so a file that is not TorchScript (a .pkl, or a
+.pt that torch.jit.load rejects) is refused with UntrustedDetectorError unless the caller passes trust=True (the
+CLIs' --trust-detector), wherever the file came from: anyone able to drop a file into $SMART_DETECTOR_DIR or the
+download cache could otherwise run code in every later metric run.
 """
 
 import hashlib
@@ -37,8 +40,9 @@ DETECTORS = {
     'vgg16': (('vgg16.pt', 'vgg16.pkl'), (f'{_SG2ADA}/vgg16.pt', f'{_SG3}/vgg16.pkl')),
 }
 FLAGS = {'inception': '--detector', 'vgg16': '--detector-vgg16'}
+TRUST_FLAG = '--trust-detector'
 
-_loaded: dict = {}  # (path, md5, device) -> detector module, so repeated evaluations in a run load the file once.
+_loaded: dict = {}  # (path, md5, device) -> (detector module, whether it was unpickled); each file loads once.
 _identities: dict = {}  # (path, size, mtime_ns) -> md5 of the file
 
 
@@ -51,6 +55,10 @@ class DetectorUnavailableError(FileNotFoundError):
     def __init__(self, message: str, flag: str):
         super().__init__(message)
         self.flag = flag
+
+
+class UntrustedDetectorError(DetectorUnavailableError):
+    """The detector file is not TorchScript, so loading it would unpickle it (run code), and trust was not given."""
 
 
 def _check_kind(kind: str) -> None:
@@ -79,7 +87,7 @@ def unavailable_message(kind: str, error: BaseException | None = None) -> str:
     reason = '' if error is None else f' ({str(error.__cause__ or error)[:200]})'  # the root cause, briefly
     lines = [f'the {kind} detector file {names[0]} is not available offline and could not be downloaded from '
              f'{urls[0]}{reason}. Any of these works:',
-             f'  - pass {FLAGS[kind]} PATH (a local .pt TorchScript file or trusted .pkl, or a URL);',
+             f'  - pass {FLAGS[kind]} PATH (a local .pt TorchScript file, a URL, or a .pkl with {TRUST_FLAG});',
              f'  - put {names[0]} (or {names[1]}) into the folder named by ${DETECTOR_DIR_ENV};',
              f'  - copy the file into {downloads} as ' + ' or '.join(cache_file_name(url) for url in urls) +
              ' (the download cache; set $DNNLIB_CACHE_DIR to move it).',
@@ -87,15 +95,17 @@ def unavailable_message(kind: str, error: BaseException | None = None) -> str:
     return '\n'.join(lines)
 
 
-def resolve_detector(kind: str, source: str | None = None) -> str:
-    """The local file of detector `kind` (see the module docstring for the order); downloads at most once.
+def locate_detector(kind: str, source: str | None = None) -> tuple[str, str]:
+    """(local file of detector `kind`, where it was found: 'given by --detector', 'found in $SMART_DETECTOR_DIR=...',
+    'found in the download cache ...' or 'downloaded from URL'); see the module docstring for the order.
 
-    Raises FileNotFoundError for a missing explicit path and DetectorUnavailableError when nothing is found offline.
+    Downloads at most once. Raises FileNotFoundError for a missing explicit path and DetectorUnavailableError when
+    nothing is found offline.
     """
     _check_kind(kind)
     if source is not None:
         try:
-            return dnnlib.util.open_url(source, num_attempts=1, return_filename=True)
+            return dnnlib.util.open_url(source, num_attempts=1, return_filename=True), f'given by {FLAGS[kind]}'
         except FileNotFoundError:
             raise
         except OSError as err:
@@ -105,15 +115,20 @@ def resolve_detector(kind: str, source: str | None = None) -> str:
     if folder:
         for name in names:
             if os.path.isfile(os.path.join(folder, name)):
-                return os.path.join(folder, name)
+                return os.path.join(folder, name), f'found in ${DETECTOR_DIR_ENV}={folder}'
     for url in urls:
         cached = _cached_path(url)
         if cached is not None:
-            return cached
+            return cached, f'found in the download cache {os.path.dirname(cached)}'
     try:
-        return dnnlib.util.open_url(urls[0], num_attempts=1, return_filename=True)
+        return dnnlib.util.open_url(urls[0], num_attempts=1, return_filename=True), f'downloaded from {urls[0]}'
     except OSError as err:
         raise DetectorUnavailableError(unavailable_message(kind, err), FLAGS[kind]) from None
+
+
+def resolve_detector(kind: str, source: str | None = None) -> str:
+    """The local file of detector `kind` (locate_detector without the origin)."""
+    return locate_detector(kind, source)[0]
 
 
 def file_identity(path: str) -> str:
@@ -129,16 +144,30 @@ def file_identity(path: str) -> str:
     return _identities[key]
 
 
-def load_detector_file(path: str, device: torch.device) -> torch.nn.Module:
-    """Load a detector from a local file: TorchScript first, else a (trusted) pickle. Result in eval mode on device."""
+def untrusted_message(path: str, origin: str, flag: str) -> str:
+    """Why a non-TorchScript detector file is refused, and what to do (names the file, its origin and the flags)."""
+    return (f'{path} ({origin}) is not a TorchScript archive, so loading it means unpickling it, which runs code '
+            f'stored in the file; refused. If you trust this file, pass {TRUST_FLAG}; otherwise use the official '
+            f'TorchScript file (e.g. {DETECTORS["inception"][0][0]} / {DETECTORS["vgg16"][0][0]}) via {flag}')
+
+
+def _load_torchscript(path: str, device: torch.device) -> torch.nn.Module:
+    with warnings.catch_warnings():  # torch >= 2.10 deprecates TorchScript, yet the official detectors are .pt.
+        warnings.filterwarnings('ignore', message='.*torch.jit.load.* is deprecated', category=DeprecationWarning)
+        return torch.jit.load(path, map_location=device)
+
+
+def _load_file(path: str, device: torch.device, trust: bool, origin: str, flag: str) -> tuple[torch.nn.Module, bool]:
+    """(detector in eval mode on device, whether it was unpickled); see load_detector_file."""
+    unpickled = False
     try:
-        with warnings.catch_warnings():  # torch >= 2.10 deprecates TorchScript, yet the official detectors are .pt.
-            warnings.filterwarnings('ignore', message='.*torch.jit.load.* is deprecated', category=DeprecationWarning)
-            detector = torch.jit.load(path, map_location=device)
+        detector = _load_torchscript(path, device)
     except RuntimeError as jit_error:
+        if not trust:
+            raise UntrustedDetectorError(untrusted_message(path, origin, flag), flag) from None
         try:
             with open(path, 'rb') as f:
-                detector = pickle.load(f)  # Runs code stored in the pickle: trusted files only (module docstring).
+                detector, unpickled = pickle.load(f), True  # Runs code stored in the file: the caller trusts it.
         except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as pickle_error:
             raise ValueError(f'detector {path!r} is neither a TorchScript archive ({jit_error}) nor a pickle '
                              f'({pickle_error}); expected e.g. inception-2015-12-05.pt or .pkl') from None
@@ -147,23 +176,37 @@ def load_detector_file(path: str, device: torch.device) -> torch.nn.Module:
                         'TorchScript module) taking uint8 [N, 3, H, W] images')
     for param in detector.parameters():  # ScriptModules have no requires_grad_(); parameters do.
         param.requires_grad_(False)
-    return detector.eval().to(device)
+    return detector.eval().to(device), unpickled
 
 
-def get_detector(kind: str, source: str | None, device: torch.device) -> tuple[torch.nn.Module, str]:
-    """(detector module on `device`, identity string '<stem>-<md5>') for `kind`, loaded once per process."""
-    path = resolve_detector(kind, source)
+def load_detector_file(path: str, device: torch.device, trust: bool = False,
+                       origin: str = 'given', flag: str = FLAGS['inception']) -> torch.nn.Module:
+    """Load a detector from a local file, in eval mode on `device`: as TorchScript, or (only with `trust`) by
+    unpickling it. Without `trust` a file that is not TorchScript raises UntrustedDetectorError before any of it
+    is unpickled; `origin` and `flag` only word that error."""
+    return _load_file(path, device, trust, origin, flag)[0]
+
+
+def get_detector(kind: str, source: str | None, device: torch.device,
+                 trust: bool = False) -> tuple[torch.nn.Module, str]:
+    """(detector module on `device`, identity string '<stem>-<md5>') for `kind`, loaded once per process.
+
+    Only TorchScript files load without `trust` (UntrustedDetectorError otherwise, see load_detector_file).
+    """
+    path, origin = locate_detector(kind, source)
     device = torch.device(device)
     identity = file_identity(path)
     key = (os.path.abspath(path), identity, str(device))  # A replaced file at the same path is loaded anew.
+    if key in _loaded and _loaded[key][1] and not trust:  # Unpickled earlier with trust; not for this caller.
+        raise UntrustedDetectorError(untrusted_message(path, origin, FLAGS[kind]), FLAGS[kind])
     if key not in _loaded:
         try:
-            _loaded[key] = load_detector_file(path, device)
+            _loaded[key] = _load_file(path, device, trust, origin, FLAGS[kind])
         except (ValueError, TypeError) as err:  # A file that is there but unusable: the CLIs name the flag.
             raise DetectorUnavailableError(f'{err}; pass {FLAGS[kind]} PATH with a working {kind} detector',
                                            FLAGS[kind]) from None
     stem = re.sub(r'^[0-9a-f]{32}_', '', os.path.splitext(os.path.basename(path))[0])  # Drop a cache md5 prefix.
-    return _loaded[key], f'{stem}-{identity}'
+    return _loaded[key][0], f'{stem}-{identity}'
 
 
 def run_detector(detector: torch.nn.Module, images: torch.Tensor, **detector_kwargs) -> torch.Tensor:

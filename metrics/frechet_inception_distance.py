@@ -42,6 +42,10 @@ def fid_from_stats(mu_real: np.ndarray, sigma_real: np.ndarray, mu_gen: np.ndarr
     if mu_real.shape != mu_gen.shape or sigma_real.shape != sigma_gen.shape or sigma_real.shape != mu_real.shape * 2:
         raise ValueError(f'FID statistics do not match: mu {mu_real.shape} vs {mu_gen.shape}, sigma {sigma_real.shape} '
                          f'vs {sigma_gen.shape}; were they computed with the same detector?')
+    for name, array in (('reference mu', mu_real), ('reference sigma', sigma_real), ('generated mu', mu_gen),
+                        ('generated sigma', sigma_gen)):
+        if not np.isfinite(array).all():
+            raise ValueError(f'FID statistics: {name} holds NaN/Inf values; the FID would be meaningless')
     m = np.square(mu_gen - mu_real).sum()
     s = sqrtm_real(np.dot(sigma_gen, sigma_real))
     return float(np.real(m + np.trace(sigma_gen + sigma_real - s * 2)))
@@ -61,7 +65,12 @@ def load_ref_stats(path: str) -> tuple[np.ndarray, np.ndarray]:
             with np.load(f, allow_pickle=False) as data:
                 if 'mu' not in data or 'sigma' not in data:
                     raise ValueError(f'reference statistics {path!r} hold {sorted(data.keys())}; expected mu and sigma')
-                return data['mu'].astype(np.float64), data['sigma'].astype(np.float64)
+                mu, sigma = data['mu'].astype(np.float64), data['sigma'].astype(np.float64)
+            for name, array in (('mu', mu), ('sigma', sigma)):
+                if not np.isfinite(array).all():  # NaN/Inf policy: a NaN reference would print FID nan, rc 0.
+                    raise ValueError(f'{name} holds {int((~np.isfinite(array)).sum())} NaN/Inf value(s); recompute '
+                                     f'the reference with python fid.py ref')
+            return mu, sigma
         except (OSError, ValueError) as err:
             raise RefStatsError(f'reference statistics {path!r}: {err}') from None
 
@@ -87,12 +96,13 @@ def compute_fid(opts: metric_utils.MetricOptions, max_real: int | None, num_gen:
 
 
 def dataset_moments(path: str, detector: str | None = None, max_items: int | None = None, device=None,
-                    progress: bool = False, num_workers: int = 3) -> tuple[np.ndarray, np.ndarray, int]:
+                    progress: bool = False, num_workers: int = 3,
+                    trust_detector: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
     """(mu, Sigma, number of images) of the Inception features of a folder or zip of images (all of them, or the
     first max_items in sorted order), not cached: for reference statistics and folders of generated images."""
     opts = metric_utils.MetricOptions(dataset_kwargs=dict(class_name='training.dataset.ImageFolderDataset', path=path),
                                       device=device, progress=progress, cache=False, detector=detector,
-                                      num_workers=num_workers)
+                                      num_workers=num_workers, trust_detector=trust_detector)
     stats = metric_utils.compute_feature_stats_for_dataset(opts, 'inception', dict(return_features=True),
                                                            capture_mean_cov=True, max_items=max_items)
     mu, sigma = stats.get_mean_cov()

@@ -45,6 +45,8 @@ class MetricOptions:
                  detector: str | None = None,           # Inception detector path / URL; None = SMART_DETECTOR_DIR,
                                                         # download cache or official URL (metrics.detectors).
                  detector_vgg16: str | None = None,     # VGG16 detector path / URL, likewise.
+                 trust_detector: bool = False,          # Also unpickle detector files that are not TorchScript
+                                                        # (RUNS their code; metrics.detectors).
                  fid_ref: str | None = None,            # Reference mu/sigma .npz for FID instead of the dataset.
                  random_seed: int = 0,                  # Seed of the fakes' z and c.
                  num_workers: int = 3,                  # DataLoader workers for the reals.
@@ -61,6 +63,7 @@ class MetricOptions:
         self.progress = bool(progress) and rank == 0
         self.cache = cache
         self.detector, self.detector_vgg16, self.fid_ref = detector, detector_vgg16, fid_ref
+        self.trust_detector = bool(trust_detector)
         self.random_seed, self.num_workers = random_seed, num_workers
 
     def detector_source(self, kind: str) -> str | None:
@@ -118,7 +121,8 @@ def compute_feature_stats_for_dataset(opts: MetricOptions, detector_kind: str, d
                                       **stats_kwargs) -> FeatureStats:
     """Detector features of (up to max_items of) the dataset, from the disk cache when present; all ranks call it."""
     dataset = open_dataset(opts)
-    detector, detector_id = detectors.get_detector(detector_kind, opts.detector_source(detector_kind), opts.device)
+    detector, detector_id = detectors.get_detector(detector_kind, opts.detector_source(detector_kind), opts.device,
+                                                   trust=opts.trust_detector)
     num_items = len(dataset) if max_items is None else min(len(dataset), max_items)
     cache_file = None
     if opts.cache:
@@ -179,7 +183,8 @@ def compute_feature_stats_for_generator(opts: MetricOptions, detector_kind: str,
         batch_gen = 4 if G.img_resolution >= 256 else batch_size
     if batch_size % batch_gen != 0:
         raise ValueError(f'batch_gen={batch_gen} must divide batch_size={batch_size}')
-    detector, _ = detectors.get_detector(detector_kind, opts.detector_source(detector_kind), opts.device)
+    detector, _ = detectors.get_detector(detector_kind, opts.detector_source(detector_kind), opts.device,
+                                         trust=opts.trust_detector)
     sample_c = _label_sampler(opts, G.c_dim)
     z_gen = torch.Generator().manual_seed(opts.random_seed * opts.num_gpus + opts.rank)
     stats = FeatureStats(**stats_kwargs)

@@ -91,7 +91,7 @@ def compute_ppl(opts: metric_utils.MetricOptions, num_samples: int, epsilon: flo
     if opts.G is None:
         raise ValueError('G=None: this metric needs a generator (pass --network)')
     G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
-    vgg16, _ = detectors.get_detector('vgg16', opts.detector_source('vgg16'), opts.device)
+    vgg16, _ = detectors.get_detector('vgg16', opts.detector_source('vgg16'), opts.device, trust=opts.trust_detector)
     sample_c = metric_utils._label_sampler(opts, G.c_dim)
     dist = []
     with metric_utils._bar(opts, num_samples, 'ppl sampling') as bar:

@@ -3,7 +3,7 @@
 from smart_plugin.diffgan import DiffusionGAN
 from smart_plugin.gaussian import GaussianDenoiser, fit_gaussian_denoiser
 from smart_plugin.options import DiffGANOptions, OptionError, OptionTypeError, SMaRtOptions
-from smart_plugin.regularizer import SMaRt, resolve_schedule, score_matching_loss
+from smart_plugin.regularizer import SMaRt, draw_noise, resolve_schedule, score_matching_loss
 
 __all__ = ['SMaRt', 'SMaRtOptions', 'DiffusionGAN', 'DiffGANOptions', 'GaussianDenoiser', 'fit_gaussian_denoiser',
-           'OptionError', 'OptionTypeError', 'resolve_schedule', 'score_matching_loss']
+           'OptionError', 'OptionTypeError', 'draw_noise', 'resolve_schedule', 'score_matching_loss']

@@ -1,20 +1,24 @@
 """Diffusion-GAN discriminator noise (Wang et al., "Diffusion-GAN: Training GANs with Diffusion", ICLR 2023) as a
-LossPlugin.
+LossPlugin, following the released diffusion-stylegan2 (spec/diffusion.md section 6).
 
-Every image D sees, real or fake, is diffused to a random step t of a forward chain of adaptive length T
-(spec/diffusion.md section 6):
+Every image D sees, real or fake, is diffused to a random step t of a forward chain of adaptive length T (paper eq. 3):
 
     x_t = sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) * noise_sd * z,   z ~ N(0, I),   alpha_bar_0 = 1,
-    alpha_bar_t = prod_{s=1..t} (1 - beta_s),   beta = linspace(beta_start, beta_end, T),
 
-so the linear betas always span beta_start..beta_end, re-spaced over the current T. D also receives t: the value
-t / t_max is appended to its labels (extra_c_dim = 1, so the loop builds D with c_dim + 1 and a conditional mapping
-of D takes it in), which is the paper's "full" version where D knows how noisy its input is.
+with alpha_bar from the beta schedule re-spaced over the current T (smart_plugin.diffgan_betas; linear 1e-4..0.02 by
+default). D also receives t, the paper's "full" version: the raw integer t (0..T) is appended to its labels, as
+released, or t / t_max with t_embed 'scaled' (extra_c_dim = 1, so the loop builds D with c_dim + 1 and a conditional
+mapping of D takes it in).
 
-t per sample comes from a small table refreshed whenever T changes: half its entries are 0 (clean images), half are
-drawn from {1..T}, uniformly or with priority weights proportional to t. T follows an ADA-style probability p:
+t per sample comes from a 64-entry table: 32 entries 0 (clean images) and 32 drawn from {1..T}, uniformly or with
+priority weights P(t) ~ t - 1 (paper eq. 11; so P(1) = 0). T follows an ADA-style probability p:
 T = clip(t_min + round(p (t_max - t_min)), t_min, t_max), and every `interval` iterations
-p <- clip(p + sign(E[sign D(real)] - target) * batch * interval / (ada_kimg * 1000), 0, 1).
+
+    p <- clip(p + sign(E[sign D(real)] - target) * batch * interval / (ada_kimg * 1000), 0, 1),
+
+after which T is recomputed and the table redrawn, whether or not T moved (as released; a table drawn once per T
+would show D only 32 noise levels for as long as T stays put). With ada_augpipe set, an ADA pipeline runs on D's
+inputs before the diffusion with probability min(p, ada_maxp), the release's --aug=ada coupling.
 With options.enabled False the plugin is inert (no labels added, no RNG used): bit-identical to the baseline.
 """
 
@@ -23,12 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from smart_plugin.options import DiffGANOptions
+from smart_plugin import diffgan_betas
+from smart_plugin.options import DiffGANOptions, OptionError
 from torch_utils import training_stats
 from training.loss_plugin import LossPlugin
 
-TABLE_SIZE = 64  # Entries of the t table; half are 0.
+TABLE_SIZE = 64     # Entries of the t table; half are 0 (the release's t_epl).
 SIGNS_NAME = 'Loss/signs/real'  # The loss reports sign(D(real)) here (the ADA signal).
+STATE_VERSION = 2   # 2: raw or scaled t per options.t_embed; 1 (no 'version' key, before issue 17): t / t_max.
 
 
 def diffusion_length(p: float, t_min: int, t_max: int) -> int:
@@ -36,14 +42,15 @@ def diffusion_length(p: float, t_min: int, t_max: int) -> int:
     return int(np.clip(t_min + round(p * (t_max - t_min)), t_min, t_max))
 
 
-def alpha_bar_table(T: int, beta_start: float, beta_end: float) -> np.ndarray:
-    """alpha_bar_t for t = 0..T, float64 [T + 1]: 1 at t = 0, then cumprod(1 - linspace(beta_start, beta_end, T))."""
-    betas = np.linspace(beta_start, beta_end, T, dtype=np.float64)
-    return np.concatenate([[1.0], np.cumprod(1 - betas)])
+def t_weights(T: int, ts_dist: str) -> torch.Tensor:
+    """Unnormalised P(t) for t = 1..T, float64 [T]: t - 1 for 'priority' (paper eq. 11 as released), 1 for 'uniform'."""
+    if ts_dist == 'priority':
+        return torch.arange(T, dtype=torch.float64)
+    return torch.ones([T], dtype=torch.float64)
 
 
 class DiffusionGAN(LossPlugin):
-    """Diffuses D's inputs to a random step t <= T and appends t / t_max to D's labels (module docstring)."""
+    """Diffuses D's inputs to a random step t <= T and appends t (or t / t_max) to D's labels (module docstring)."""
 
     name = 'diffgan'
 
@@ -54,12 +61,13 @@ class DiffusionGAN(LossPlugin):
             raise ValueError(f'table_size is {table_size!r}; expected an even integer >= 2')
         self.options = options
         self.table_size = table_size
-        self.extra_c_dim = 1 if options.enabled else 0  # Width of t / t_max in D's labels; none when disabled.
+        self.extra_c_dim = 1 if options.enabled else 0  # Width of t in D's labels; none when disabled.
         self.p = 0.0                                    # Adaptive strength in [0, 1]; T grows with it.
         self.T = options.t_min                          # Current chain length.
         self.step = 0                                   # Iterations finished (p is updated every `interval`).
         self.t_table = None                             # int64 [table_size] on the device, after setup().
         self.alpha_bar = None                           # float32 [T + 1] on the device.
+        self.augment_pipe = None                        # ADA pipeline (options.ada_augpipe), after setup().
         self.device = torch.device('cpu')
         self._signs = None                              # training_stats.Collector of sign(D(real)).
 
@@ -71,46 +79,60 @@ class DiffusionGAN(LossPlugin):
             return
         self.device = torch.device(device)
         self._signs = training_stats.Collector(regex=f'^{SIGNS_NAME}$')
+        if opts.ada_augpipe is not None:
+            from training.augment import AugmentPipe, augpipe_specs  # Deferred: only coupled ADA needs it.
+            self.augment_pipe = AugmentPipe(**augpipe_specs[opts.ada_augpipe]).train().requires_grad_(False)
+            self.augment_pipe.to(self.device)
         if self.t_table is None:  # A resumed state (load_state_dict before setup) keeps its table.
             self._refresh()
         else:
             self._set_schedule(self.t_table)
         if rank == 0:
-            print(f'Diffusion-GAN: noise_sd {opts.noise_sd:g}, T {opts.t_min}..{opts.t_max} (now {self.T}, p '
-                  f'{self.p:.3f}), {opts.ts_dist} t, target {opts.target:g}, ada_kimg {opts.ada_kimg:g}, '
-                  f'D labels + t/{opts.t_max}')
+            ada = f', ADA {opts.ada_augpipe} at p_aug = min(p, {opts.ada_maxp:g})' if opts.ada_augpipe else ''
+            t_in = 'raw t' if opts.t_embed == 'raw' else f't/{opts.t_max}'
+            print(f'Diffusion-GAN: noise_sd {opts.noise_sd:g}, {opts.beta_schedule} betas, T {opts.t_min}..'
+                  f'{opts.t_max} (now {self.T}, p {self.p:.3f}), {opts.ts_dist} t, target {opts.target:g}, '
+                  f'ada_kimg {opts.ada_kimg:g}, D labels + {t_in}{ada}')
+
+    @property
+    def p_aug(self) -> float:
+        """Probability of the coupled ADA pipeline: min(p, ada_maxp) (0 without ada_augpipe)."""
+        return min(self.p, self.options.ada_maxp) if self.options.ada_augpipe is not None else 0.0
 
     def _refresh(self) -> None:
-        """Redraw the t table for the current T: half 0, half from {1..T} (uniform or P(t) ~ t)."""
+        """T from p, then a fresh t table for it: half 0, half from {1..T} with t_weights (the release's update_T)."""
+        opts = self.options
+        self.T = diffusion_length(self.p, opts.t_min, opts.t_max)
         half = self.table_size // 2
-        if self.options.ts_dist == 'priority':
-            weights = torch.arange(1, self.T + 1, dtype=torch.float64)  # [T] P(t) ~ t
-            noised = torch.multinomial(weights, half, replacement=True) + 1
-        else:
-            noised = torch.randint(1, self.T + 1, [half])
+        noised = torch.multinomial(t_weights(self.T, opts.ts_dist), half, replacement=True) + 1  # [half] in 1..T
         self._set_schedule(torch.cat([torch.zeros([half], dtype=torch.int64), noised]))
 
     def _set_schedule(self, t_table: torch.Tensor) -> None:
-        """Install a t table and the alpha_bar of the current T on the device."""
+        """Install a t table, the alpha_bar of the current T and the ADA probability on the device."""
+        opts = self.options
         self.t_table = torch.as_tensor(t_table, dtype=torch.int64).to(self.device)  # [table_size]
-        ab = alpha_bar_table(self.T, self.options.beta_start, self.options.beta_end)
-        self.alpha_bar = torch.from_numpy(ab).to(device=self.device, dtype=torch.float32)  # [T + 1]
+        ab = diffgan_betas.alpha_bar(opts.beta_schedule, self.T, opts.beta_start, opts.beta_end)  # [T + 1]
+        self.alpha_bar = ab.to(self.device)
+        if self.augment_pipe is not None:
+            self.augment_pipe.p.copy_(torch.as_tensor(self.p_aug))
 
     def transform_D_input(self, img: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_t [N, C, H, W], labels [N, c_dim + 1]) for D's input img [N, C, H, W] and labels c [N, c_dim]."""
         if not self.options.enabled:
             return img, c
         assert self.t_table is not None, 'DiffusionGAN.setup() must run first'
+        if self.augment_pipe is not None:
+            img = self.augment_pipe(img)
         N = img.shape[0]
         t = self.t_table[torch.randint(self.table_size, [N], device=self.t_table.device)].to(img.device)  # [N]
-        ab = self.alpha_bar.to(img.device)[t].to(img.dtype).reshape(N, 1, 1, 1)  # [N, 1, 1, 1]
-        z = torch.randn_like(img)                                               # [N, C, H, W]
-        x_t = ab.sqrt() * img + (1 - ab).sqrt() * self.options.noise_sd * z     # t = 0: exactly img.
-        t_label = (t.to(c.dtype) / self.options.t_max).reshape(N, 1)           # [N, 1]
-        return x_t, torch.cat([c, t_label], dim=1)
+        ab = self.alpha_bar.to(img.device)[t].reshape(N, 1, 1, 1)             # [N, 1, 1, 1]
+        noise = torch.randn_like(img) * self.options.noise_sd                 # [N, C, H, W]
+        x_t = (ab.sqrt() * img + (1 - ab).sqrt() * noise).to(img.dtype)      # Eq. 3; t = 0: exactly img.
+        t_label = t.to(c.dtype) if self.options.t_embed == 'raw' else t.to(c.dtype) / self.options.t_max
+        return x_t, torch.cat([c, t_label.reshape(N, 1)], dim=1)
 
     def end_of_step(self, cur_nimg: int, batch_size: int) -> None:
-        """Every `interval` iterations move p by the sign of E[sign D(real)] - target; refresh the table if T moved."""
+        """Every `interval` iterations move p by the sign of E[sign D(real)] - target, then redraw T and the table."""
         opts = self.options
         if not opts.enabled:
             return
@@ -120,23 +142,35 @@ class DiffusionGAN(LossPlugin):
             if self._signs.num(SIGNS_NAME) > 0:
                 adjust = np.sign(self._signs.mean(SIGNS_NAME) - opts.target) * batch_size * opts.interval
                 self.p = float(np.clip(self.p + adjust / (opts.ada_kimg * 1000), 0, 1))
-                T = diffusion_length(self.p, opts.t_min, opts.t_max)
-                if T != self.T:
-                    self.T = T
-                    self._refresh()
+            self._refresh()
         training_stats.report0('DiffGAN/p', self.p)
         training_stats.report0('DiffGAN/T', self.T)
+        if opts.ada_augpipe is not None:
+            training_stats.report0('DiffGAN/p_aug', self.p_aug)
 
     def state_dict(self) -> dict:
-        """p, T, the step counter and the current t table (for an exact resume)."""
+        """p, T, the step counter, the current t table and the t input form (for an exact resume)."""
         table = None if self.t_table is None else self.t_table.cpu().tolist()
-        return {'p': self.p, 'T': self.T, 'step': self.step, 't_table': table}
+        return {'version': STATE_VERSION, 'p': self.p, 'T': self.T, 'step': self.step, 't_table': table,
+                't_embed': self.options.t_embed}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what state_dict returned (before or after setup)."""
-        missing = {'p', 'T', 'step', 't_table'} - set(state)
+        """Restore what state_dict returned (before or after setup); also a version-1 state (no 'version'), whose D
+        was trained on t / t_max, for runs with t_embed 'scaled'."""
+        version = state.get('version', 1) if isinstance(state, dict) else None
+        if version not in (1, STATE_VERSION):
+            raise ValueError(f'DiffusionGAN state version is {version!r}; expected 1 (no version key) or '
+                             f'{STATE_VERSION} (a dict from DiffusionGAN.state_dict())')
+        keys = {'p', 'T', 'step', 't_table'} | ({'t_embed'} if version == STATE_VERSION else set())
+        missing = keys - set(state)
         if missing:
             raise ValueError(f'DiffusionGAN state lacks {sorted(missing)}; expected the dict state_dict() returns')
+        saved_embed = state['t_embed'] if version == STATE_VERSION else 'scaled'
+        if saved_embed != self.options.t_embed:
+            old = ' (a snapshot from before raw-t conditioning)' if version == 1 else ''
+            raise OptionError('t_embed', self.options.t_embed, f"the DiffusionGAN state{old} was trained with D's t "
+                              f"input {saved_embed!r}, this run has t_embed {self.options.t_embed!r}; resume with "
+                              f"t_embed {saved_embed!r} (train.py --diffgan-t-embed={saved_embed}) or start afresh")
         self.p, self.T, self.step = float(state['p']), int(state['T']), int(state['step'])
         if state['t_table'] is None:  # Saved before setup(): draw a table now if setup() already ran.
             self.t_table = None

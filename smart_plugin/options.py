@@ -12,6 +12,7 @@ import numbers
 from typing import Any
 
 from edm_bridge import schedules
+from smart_plugin.diffgan_betas import BETA_SCHEDULES
 
 
 class OptionError(ValueError):
@@ -57,6 +58,14 @@ def _require(options: Any, field: str, ok: bool, expected: str) -> None:
         raise OptionError(field, value, f'{type(options).__name__}.{field} is {value!r}; expected {expected}')
 
 
+def _flag(options: Any, field: str) -> None:
+    """OptionTypeError unless the field is a bool."""
+    value = getattr(options, field)
+    if not isinstance(value, bool):
+        raise OptionTypeError(field, value, f'{type(options).__name__}.{field} is {type(value).__name__} {value!r}; '
+                                            'expected True or False')
+
+
 def _choice(options: Any, field: str, choices: tuple) -> None:
     _require(options, field, getattr(options, field) in choices, f'one of {list(choices)}')
 
@@ -75,6 +84,12 @@ class SMaRtOptions:
     batch: int | None = None        # Samples per round that get the loss; None = the whole Gmain round.
     start_kimg: float = 0           # Off until this many thousand images have been shown.
     dpm: str = 'gaussian'           # Score source: registry name, path or URL, or 'gaussian' (fit to the dataset).
+    draws: int = 1                  # Independent (t, eps) draws per scored sample, averaged per sample; 1 = paper.
+                                    # Costs draws x the denoiser evaluations (one batched call of draws * batch).
+    antithetic: bool = False        # Draws in pairs (eps, -eps) sharing t; draws must then be even.
+    grad: str = 'full'              # 'full': gradient through the denoiser (paper); 'sds': denoiser output held
+                                    # constant (score distillation; no denoiser backward).
+    diagnostics: bool = False       # Report SMaRt/grad_norm and Loss/G/grad_norm (costs an extra autograd pass).
 
     def __post_init__(self) -> None:
         lam = _number(self, 'lam')
@@ -99,6 +114,13 @@ class SMaRtOptions:
             raise OptionTypeError('dpm', self.dpm, f'SMaRtOptions.dpm is {type(self.dpm).__name__} {self.dpm!r}; '
                                   "expected a string: a registry name, a path or URL, or 'gaussian'")
         _require(self, 'dpm', self.dpm.strip() != '', "a registry name, a path or URL, or 'gaussian'")
+        _require(self, 'draws', _integer(self, 'draws') >= 1, 'an integer >= 1 (1 = one draw per sample, the paper)')
+        for field in ('antithetic', 'diagnostics'):
+            _flag(self, field)
+        if self.antithetic:
+            _require(self, 'draws', self.draws % 2 == 0, 'an even number with antithetic=True (pairs eps, -eps); '
+                     f'use draws={self.draws + 1} or turn antithetic off')
+        _choice(self, 'grad', ('full', 'sds'))
 
     @property
     def enabled(self) -> bool:
@@ -108,18 +130,27 @@ class SMaRtOptions:
 
 @dataclasses.dataclass(frozen=True)
 class DiffGANOptions:
-    """Diffusion-GAN instance noise on D's inputs with an adaptive diffusion length T (paper section 3)."""
+    """Diffusion-GAN instance noise on D's inputs with an adaptive diffusion length T (paper section 3); the defaults
+    are the released diffusion-stylegan2's (spec/diffusion.md section 6)."""
 
     enabled: bool = False           # Off = D sees clean images and no t (bit-identical to the baseline).
     noise_sd: float = 0.05          # Scale of the diffusion noise (data in [-1, 1]).
     t_min: int = 10                 # Shortest diffusion length T (at p = 0).
-    t_max: int = 1000               # Longest diffusion length T (at p = 1); D's t input is t / t_max.
-    ts_dist: str = 'priority'       # How the noised half of the t table is drawn: 'priority' (P(t) ~ t), 'uniform'.
+    t_max: int = 1000               # Longest diffusion length T (at p = 1).
+    ts_dist: str = 'priority'       # How the noised half of the t table is drawn: 'priority' (P(t) ~ t - 1, so
+                                    # P(1) = 0, as released) or 'uniform' over 1..T.
+    t_embed: str = 'raw'            # D's t input: 'raw' = the integer t (0..T) appended to c, as released;
+                                    # 'scaled' = t / t_max (in [0, 1]).
     target: float = 0.6             # Target of E[sign(D(real))]; above it T grows, below it T shrinks.
     ada_kimg: float = 100           # p moves by at most 1 in this many thousand images.
-    interval: int = 4               # Update p every this many iterations.
-    beta_start: float = 1e-4        # Linear beta schedule, first step.
-    beta_end: float = 0.02          # Linear beta schedule, last step (of the current length T).
+    interval: int = 4               # Update p and redraw the t table every this many iterations.
+    beta_schedule: str = 'linear'   # Forward-chain betas over the current T (smart_plugin.diffgan_betas).
+    beta_start: float = 1e-4        # First beta (linear, quad, sigmoid).
+    beta_end: float = 0.02          # Last beta (linear, quad, sigmoid; the constant of const).
+    ada_augpipe: str | None = None  # ADA pipeline (training.augment.augpipe_specs) run on D's inputs before the
+                                    # diffusion with probability min(p, ada_maxp), as the release's --aug=ada;
+                                    # None = no augmentation inside the plugin.
+    ada_maxp: float = 0.25          # Cap of that ADA probability.
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -130,10 +161,17 @@ class DiffGANOptions:
         _require(self, 't_min', _integer(self, 't_min') >= 1, 'an integer >= 1')
         _require(self, 't_max', _integer(self, 't_max') >= self.t_min, f'an integer >= t_min ({self.t_min})')
         _choice(self, 'ts_dist', ('priority', 'uniform'))
+        _choice(self, 't_embed', ('raw', 'scaled'))
         _require(self, 'target', 0 <= _number(self, 'target') <= 1, 'a number in [0, 1]')
         ada_kimg = _number(self, 'ada_kimg')
         _require(self, 'ada_kimg', math.isfinite(ada_kimg) and ada_kimg > 0, 'a finite number > 0')
         _require(self, 'interval', _integer(self, 'interval') >= 1, 'an integer >= 1')
+        _choice(self, 'beta_schedule', BETA_SCHEDULES)
         _require(self, 'beta_start', 0 < _number(self, 'beta_start') < 1, 'a number in (0, 1)')
         _require(self, 'beta_end', self.beta_start <= _number(self, 'beta_end') < 1,
                  f'a number in [beta_start ({self.beta_start:g}), 1)')
+        if self.ada_augpipe is not None:
+            from training.augment import augpipe_specs  # Deferred: only coupled ADA needs the pipeline table.
+            _require(self, 'ada_augpipe', isinstance(self.ada_augpipe, str) and self.ada_augpipe in augpipe_specs,
+                     f'None or one of {list(augpipe_specs)}')
+        _require(self, 'ada_maxp', 0 < _number(self, 'ada_maxp') <= 1, 'a number in (0, 1]')

@@ -16,8 +16,28 @@ Scaling of lambda: the term lambda * L is added to the Gmain loss on every freq-
 by freq (the paper's pseudo-code does the same), so its per-iteration average weight is lambda / freq. There is no
 learning-rate correction (unlike lazy R1 / path length), because the term is folded into the Gmain step: SMaRt adds
 no optimizer step of its own.
+
+Estimator options (SMaRtOptions; the defaults are the paper's single-draw, full-gradient estimator):
+  draws K       K independent (t, eps) per scored sample; L is the per-sample mean of the K values. Same expectation
+                as one draw, variance / K. Cost: K denoiser evaluations per scored sample (one batched call of K * b
+                images, b = the --smart-batch cap), forward and backward for grad 'full', forward only for 'sds'.
+  antithetic    the K draws come in K / 2 pairs (eps, -eps) sharing t (K even). Still unbiased; the first-order noise
+                term of D(x0 + sigma eps) - x0, sigma J_D eps, cancels within a pair, and with it most of the
+                gradient's noise at small sigma. The loss value's squared noise term does not cancel, and the part of
+                the variance that comes from t is averaged over K / 2 values only.
+  grad 'full'   the exact gradient of lambda * L in x0, through both the target and the denoiser's input: an
+                unbiased estimate of grad_x0 E_{t,eps}[lambda * L], i.e. 2 lambda w(sigma) (J_D - I)^T (D - x0) / CHW.
+  grad 'sds'    D's output is a constant (score-distillation sampling, Poole et al. 2022): the gradient is
+                2 lambda w(sigma) (x0 - D) / CHW, w = 1 / sigma^2 (eps form) or 1 (x0 form). Its expectation is
+                -2 lambda w sigma^2 E_eps[grad log p_sigma(x0 + sigma eps)] / CHW (Tweedie): a descent step follows the
+                noised data score. It drops the denoiser Jacobian, so it is not the gradient of any L in general, and
+                needs no backward pass through the denoiser. The reported SMaRt/loss is the same value in both modes.
+Statistics (torch_utils.training_stats): SMaRt/loss (L per scored sample, K-draw mean), SMaRt/sigma (every draw), and
+with diagnostics on SMaRt/grad_norm: per-sample norm of d(lambda * L_i) / d x_i (before the N / b reweighting of
+--smart-batch), computed by an extra autograd pass; the loss then reports Loss/G/grad_norm for the adversarial term.
 """
 
+import pickle
 from typing import Any
 
 import torch
@@ -27,19 +47,46 @@ from edm_bridge.denoiser import FrozenDenoiser
 from smart_plugin.gaussian import fit_gaussian_denoiser
 from smart_plugin.options import OptionError, SMaRtOptions
 from torch_utils import training_stats
+from torch_utils.finite import NonFiniteError
 from training.loss_plugin import LossPlugin
+
+# NaN/Inf policy (README): non-finite samples are dropped from the step; a tick with more than this share of them stops
+# the run, since the term would then regularize a small, biased part of the batch.
+NONFINITE_LIMIT = 0.25
 
 
 def score_matching_loss(denoiser: torch.nn.Module, x0: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor,
-                        labels: torch.Tensor | None = None, param: str = 'eps') -> torch.Tensor:
+                        labels: torch.Tensor | None = None, param: str = 'eps', grad: str = 'full') -> torch.Tensor:
     """SMaRt loss per sample [N] of clean images x0 [N, C, H, W] at noise levels sigma [N] with noise eps (see the
-    module docstring); differentiable in x0, through both the target and the denoiser's input."""
+    module docstring); differentiable in x0, through the target and (grad 'full') the denoiser's input too."""
     sigma = sigma.reshape(-1, 1, 1, 1)                                        # [N, 1, 1, 1]
     x_hat = x0 + sigma * eps                                                  # [N, C, H, W]
-    err = (denoiser(x_hat, sigma.reshape(-1), labels) - x0).square()         # [N, C, H, W]
+    if grad == 'sds':
+        with torch.no_grad():  # Score distillation: D(x_hat) is a constant, no graph through the denoiser.
+            denoised = denoiser(x_hat, sigma.reshape(-1), labels)
+    else:
+        denoised = denoiser(x_hat, sigma.reshape(-1), labels)
+    err = (denoised - x0).square()                                           # [N, C, H, W]
     if param == 'eps':
         err = err / sigma.square()  # (x_hat - D) / sigma - eps == (x0 - D) / sigma: no alpha needed (spec 1).
     return err.flatten(1).mean(dim=1)                                         # [N]
+
+
+def draw_noise(x0: torch.Tensor, t_lo: int, t_hi: int, draws: int = 1, antithetic: bool = False,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer timesteps t [K b] ~ U{t_lo..t_hi} and noise eps [K b, C, H, W] for x0 [b, C, H, W], K = draws, in
+    draw-major order (entry k b + i is draw k of sample i). Antithetic: draw k + K / 2 is (t, -eps) of draw k.
+    With K = 1 the RNG calls are exactly those of one randint [b] and one randn_like(x0)."""
+    b, shape = x0.shape[0], x0.shape[1:]
+    m = draws // 2 if antithetic else draws                                  # Independent draws per sample.
+    t = torch.randint(t_lo, t_hi + 1, [m * b], device=x0.device, generator=generator)          # [m b]
+    eps = x0.new_empty([m * b, *shape])                                                     # [m b, C, H, W]
+    if x0.ndim == 4 and not x0.is_contiguous() and x0.is_contiguous(memory_format=torch.channels_last):
+        eps = eps.contiguous(memory_format=torch.channels_last)  # Fill in x0's memory order, as randn_like(x0) does.
+    eps.normal_(generator=generator)
+    if antithetic:
+        t, eps = torch.cat([t, t]), torch.cat([eps, -eps])                   # [K b], [K b, C, H, W]
+    return t, eps
 
 
 def resolve_schedule(schedule: str | None, denoiser: torch.nn.Module,
@@ -82,8 +129,13 @@ class SMaRt(LossPlugin):
             if rank == 0:
                 print('SMaRt: off (lambda 0)')
             return
-        source, entry = self._build_denoiser(G, training_set, device)
-        notes = checks.check_compatible(self.denoiser, G.img_resolution, G.img_channels, G.c_dim)
+        try:
+            source, entry = self._build_denoiser(G, training_set, device)
+            notes = checks.check_compatible(self.denoiser, G.img_resolution, G.img_channels, G.c_dim)
+        except (OSError, EOFError, ValueError, TypeError, RuntimeError, pickle.UnpicklingError) as err:
+            if isinstance(err, OptionError):
+                raise
+            raise OptionError('dpm', opts.dpm, f'score source {opts.dpm!r}: {err}') from err
         self.schedule = resolve_schedule(opts.schedule, self.denoiser, entry)
         if opts.t_hi >= self.schedule.num_steps:
             raise OptionError('t_hi', opts.t_hi, f'SMaRtOptions.t_hi is {opts.t_hi}; expected an integer < '
@@ -117,11 +169,15 @@ class SMaRt(LossPlugin):
         return source, entry
 
     def describe(self, sigma_lo: float, sigma_hi: float, source: str, notes: list[str]) -> str:
-        """The start-up line: lambda with its form, frequency, t band -> sigma band, score source (and notes)."""
+        """The start-up line: lambda with its form, frequency, t band -> sigma band, score source, estimator options
+        (draws, antithetic, grad, diagnostics), batch cap, start (and notes)."""
         opts = self.options
         line = (f'SMaRt: lambda {opts.lam:g} ({opts.param} form), every {opts.freq} steps, t {opts.t_lo}..{opts.t_hi} '
                 f'on {self.schedule.name}-{self.schedule.num_steps} -> sigma {sigma_lo:.4g}..{sigma_hi:.4g}, '
-                f'score source {source}')
+                f'score source {source}, {opts.draws}{" antithetic" if opts.antithetic else ""} '
+                f'draw{"s" if opts.draws > 1 else ""} per sample, grad {opts.grad}')
+        if opts.diagnostics:
+            line += ', diagnostics on'
         if opts.batch is not None:
             line += f', first {opts.batch} samples per round'
         if opts.start_kimg > 0:
@@ -133,11 +189,15 @@ class SMaRt(LossPlugin):
         opts = self.options
         return opts.enabled and self.cur_nimg >= opts.start_kimg * 1000 and self.step % opts.freq == 0
 
-    def G_penalty(self, gen_img: torch.Tensor, gen_c: torch.Tensor) -> torch.Tensor | None:
+    def G_penalty(self, gen_img: torch.Tensor, gen_c: torch.Tensor, lam: torch.Tensor | float | None = None,
+                  generator: torch.Generator | None = None) -> torch.Tensor | None:
         """lambda * L_score per sample [N] of the generated batch [N, C, H, W], or None when inactive (no RNG used).
 
         With options.batch = b < N only the first b samples are scored; their values are scaled by N / b and the
-        others are 0, so the batch mean still estimates lambda * E[L_score].
+        others are 0, so the batch mean still estimates lambda * E[L_score]. `lam` (optional: a float or [N]) replaces
+        options.lam, per sample for a tensor, e.g. one lambda per run in a batch of stacked runs; options.lam > 0
+        still gates.
+        `generator` draws t and eps (default: torch's global RNG on the device).
         """
         if not self.active():
             return None
@@ -145,18 +205,71 @@ class SMaRt(LossPlugin):
         N = gen_img.shape[0]
         b = N if self.options.batch is None else min(self.options.batch, N)
         x0 = gen_img[:b]                                                                     # [b, C, H, W]
-        t = torch.randint(self.options.t_lo, self.options.t_hi + 1, [b], device=gen_img.device)  # [b]
-        sigma = self.sigma_grid[t].to(gen_img.dtype)                                          # [b]
-        eps = torch.randn_like(x0)                                                           # [b, C, H, W]
+        opts = self.options
+        t, eps = draw_noise(x0, opts.t_lo, opts.t_hi, opts.draws, opts.antithetic, generator)  # [K b], [K b, C, H, W]
         label_dim = self.denoiser.label_dim
         labels = gen_c[:b, :label_dim] if label_dim > 0 else None
-        loss = score_matching_loss(self.denoiser, x0, sigma, eps, labels, self.options.param)  # [b]
-        training_stats.report('SMaRt/loss', loss)
-        training_stats.report('SMaRt/sigma', sigma)
-        penalty = loss * self.options.lam
+        if isinstance(lam, torch.Tensor) and lam.ndim > 0:
+            lam = lam[:b]                                                                    # [b]
+        penalty = self.penalty(x0, t, eps, labels, lam)                                      # [b]
         if b < N:
             penalty = torch.cat([penalty * (N / b), penalty.new_zeros([N - b])])              # [N]
         return penalty
+
+    def penalty(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, labels: torch.Tensor | None = None,
+                lam: torch.Tensor | float | None = None) -> torch.Tensor:
+        """lambda * L per sample [b] of x0 [b, C, H, W] from given draws t [K b], eps [K b, C, H, W] (draw_noise's
+        layout), each sample's K values averaged; reports the statistics. lam: None = options.lam, a float, or [b]."""
+        K, b = t.shape[0] // x0.shape[0], x0.shape[0]
+        if t.shape[0] != K * b or eps.shape != (K * b, *x0.shape[1:]):
+            raise ValueError(f't has shape {list(t.shape)} and eps {list(eps.shape)}; expected [K * {b}] and '
+                             f'[K * {b}, {", ".join(map(str, x0.shape[1:]))}] for x0 of shape {list(x0.shape)}')
+        sigma = self.sigma_grid[t].to(x0.dtype)                                              # [K b]
+        x0_k = x0.repeat(K, 1, 1, 1) if K > 1 else x0                                        # [K b, C, H, W]
+        labels_k = labels.repeat(K, 1) if labels is not None and K > 1 else labels
+        loss_k = score_matching_loss(self.denoiser, x0_k, sigma, eps, labels_k, self.options.param,
+                                     self.options.grad)                                      # [K b]
+        lam = self.options.lam if lam is None else lam
+        if isinstance(lam, torch.Tensor):
+            lam = lam.to(loss_k.dtype).reshape(-1).repeat(K) if lam.ndim > 0 else lam        # [K b]
+        # Weight each draw, then average each sample's K values (a toy batch tiled K times gives the same numbers).
+        penalty = loss_k * lam if K == 1 else (loss_k * lam).reshape(K, b).mean(dim=0)      # [b]
+        penalty = self._drop_nonfinite(loss_k if K == 1 else loss_k.reshape(K, b).mean(dim=0), penalty, x0)
+        training_stats.report('SMaRt/sigma', sigma)
+        if self.options.diagnostics and penalty.requires_grad:
+            # Sample i's penalty depends on x_i only, so one pass gives every per-sample gradient.
+            (grad,) = torch.autograd.grad(penalty.sum(), x0, retain_graph=True)               # [b, C, H, W]
+            training_stats.report('SMaRt/grad_norm', grad.flatten(1).norm(dim=1))
+        return penalty
+
+    def wants_G_grad_norm(self) -> bool:
+        """Whether the loss should report Loss/G/grad_norm this round: diagnostics on and the penalty active."""
+        return self.options.diagnostics and self.active()
+
+    @staticmethod
+    def _drop_nonfinite(loss: torch.Tensor, penalty: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """Zero the samples whose loss [b] is non-finite in the penalty [b] and in their gradient into x0 (a NaN
+        sample would otherwise make every G gradient NaN); report 'SMaRt/nonfinite' (1 per dropped sample) and
+        'SMaRt/loss' (the finite ones)."""
+        finite = torch.isfinite(loss) & torch.isfinite(penalty)                               # [b]
+        if x0.requires_grad:  # torch.where selects, so NaN * 0 never happens; finite samples keep their gradient.
+            x0.register_hook(lambda grad: torch.where(finite.reshape(-1, 1, 1, 1), grad, torch.zeros_like(grad)))
+        training_stats.report('SMaRt/nonfinite', (~finite).to(torch.float32))
+        training_stats.report('SMaRt/loss', loss[finite])
+        return torch.where(finite, penalty, torch.zeros_like(penalty))
+
+    def end_of_tick(self, stats: dict) -> list[str]:
+        """Warn about the samples dropped this tick; stop the run when they exceed NONFINITE_LIMIT of those scored."""
+        summary = stats.get('SMaRt/nonfinite')
+        if summary is None or not summary.mean > 0:
+            return []
+        dropped = round(summary.mean * summary.num)
+        message = (f'the score source ({self.options.dpm}) gave NaN/Inf for {dropped} of {summary.num} SMaRt samples '
+                   f'this tick')
+        if summary.mean > NONFINITE_LIMIT:
+            raise NonFiniteError(f'{message}, more than the {NONFINITE_LIMIT:.0%} allowed; the score source is broken '
+                                 f'for these images (check it with python -m edm_bridge info)', '--smart-dpm')
+        return [f'Warning: SMaRt: {message}; they were dropped from the SMaRt term (SMaRt/nonfinite)']
 
     def end_of_step(self, cur_nimg: int, batch_size: int) -> None:
         """Advance the iteration counter; cur_nimg (images shown so far, this step included) gates start_kimg."""

@@ -84,11 +84,22 @@ def test_quick_metrics_end_to_end_into_the_run_dir(files):
     assert printed[0]['results']['fid2k_full'] > 0 and 1 <= printed[3]['results']['is2k_mean'] <= 10
 
 
+def test_untrusted_pickle_detector_is_refused_before_it_runs(files, tmp_path):
+    marker = tmp_path / 'payload-ran'
+    payload = tiny_metrics.save_payload(tmp_path / 'inception-2015-12-05.pt', marker)
+    result = _invoke('--network', files['bare'], '--data', files['data'], '--metrics', 'fid2k_full', '--detector',
+                     payload, '--workers', 0, '--quiet')
+    assert result.exit_code == 1 and not marker.exists()
+    assert result.output.startswith(f'Error: --detector: {payload} (given by --detector) is not a TorchScript '
+                                    'archive, so loading it means unpickling it'), result.output
+    assert 'pass --trust-detector' in result.output
+
+
 def test_pickle_detector_data_flag_and_reference_statistics(files, tmp_path):
     scripted = _invoke('--network', files['bare'], '--data', files['data'], '--metrics', 'fid2k_full', '--detector',
                        files['inception'], '--workers', 0, '--quiet')
     pickled = _invoke('--network', files['bare'], '--data', files['data'], '--metrics', 'fid2k_full', '--detector',
-                      files['inception_pkl'], '--workers', 0, '--quiet')
+                      files['inception_pkl'], '--trust-detector', '--workers', 0, '--quiet')
     assert scripted.exit_code == 0 and pickled.exit_code == 0, scripted.output + pickled.output
     fid = _json_lines(scripted.output)[0]['results']['fid2k_full']
     assert _json_lines(pickled.output)[0]['results']['fid2k_full'] == pytest.approx(fid, rel=1e-9)  # same weights

@@ -11,13 +11,14 @@ import sys
 import tarfile
 import types
 import zipfile
+import zlib
 
 import numpy as np
 import PIL.Image
 import pytest
 from click.testing import CliRunner
 
-from training import dataset_writer
+from training import dataset_images, dataset_writer
 from training.dataset import ImageFolderDataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,15 +97,38 @@ def test_zip_layout_stored_uncompressed_png_and_json_last(tmp_path):
         '00000/img00000000.png', '00123/img00123456.png')
 
 
-def test_zip_source_with_partial_labels_gives_null(tmp_path):
-    arrays = _image_folder(tmp_path / 'src', labels=[['img0.png', 1]])
+def test_zip_source_with_partial_labels_is_refused(tmp_path):
+    """Before: labels covering 1 of 3 images were dropped silently (dataset.json null)."""
+    _image_folder(tmp_path / 'src', labels=[['img0.png', 1]])
     with zipfile.ZipFile(tmp_path / 'src.zip', 'w') as zf:
         for name in ('img0.png', 'img1.png', 'img2.png', 'dataset.json'):
             zf.write(tmp_path / 'src' / name, name)
-    _ok('--source', tmp_path / 'src.zip', '--dest', tmp_path / 'out.zip', '--max-images', 2)
-    items, ds = _items(tmp_path / 'out.zip')
-    assert len(items) == 2 and ds.has_stored_labels is False
-    np.testing.assert_array_equal(items[1][0], arrays[1].transpose(2, 0, 1))
+    _fails('--source', [f'{tmp_path / "src.zip"}/dataset.json', "image 'img1.png' has no label while 1 others have "
+                        "one (2 unlabelled)"], '--source', tmp_path / 'src.zip', '--dest', tmp_path / 'out.zip')
+    assert not (tmp_path / 'out.zip').exists()
+
+
+BAD_LABELS = [
+    [['img0.png', 0], ['img1.png', 1]],                                       # Covers 2 of 3 images.
+    [['img0.png', 0], ['img1.png', 1], ['img2.png', 1], ['gone.png', 0]],     # Labels a missing file.
+    [['img0.png', [0.5, 1]], ['img1.png', [1]], ['img2.png', [0, 0]]],        # Lengths differ.
+    [['img0.png', 0], ['img1.png', 'dog'], ['img2.png', 1]],                  # Wrong type.
+    [['img0.png', [0.5]], ['img1.png', [float('nan')]], ['img2.png', [1]]],  # NaN.
+    [['img0.png', 0], ['img1.png', 10 ** 9], ['img2.png', 1]],                # 1e9 classes.
+]
+
+
+@pytest.mark.parametrize('labels', BAD_LABELS)
+def test_tool_refuses_the_labels_the_reader_refuses(tmp_path, labels):
+    """Before: dataset_tool dropped, copied or wrote these labels; train.py's reader then refused the dataset."""
+    _image_folder(tmp_path / 'src', labels=labels)
+    with pytest.raises(OSError) as info:
+        ImageFolderDataset(str(tmp_path / 'src'), use_labels=True)
+    reader_error = str(info.value)
+    result = _fails('--source', [f'{tmp_path / "src"}/dataset.json'], '--source', tmp_path / 'src', '--dest',
+                    tmp_path / 'out.zip')
+    assert result.output.strip().splitlines()[-1] == f'Error: --source: {reader_error}'
+    assert not (tmp_path / 'out.zip').exists()
 
 
 def _py2_batch_pickle(data, labels):
@@ -310,11 +334,11 @@ def test_empty_existing_folder_is_fine(tmp_path):
 def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch, dest_name, overwrite, interrupt):
     _image_folder(tmp_path / 'src', shapes=[(8, 8, 3)] * 4)
     dest = tmp_path / 'out' / dest_name
-    previous = dest / 'keep.txt' if dest_name == 'out_dir' else dest
+    previous = dest / 'dataset.json' if dest_name == 'out_dir' else dest
     if overwrite:
-        previous.parent.mkdir(parents=True)
-        previous.write_bytes(b'previous dataset')
+        _ok('--source', tmp_path / 'src', '--dest', dest, '--max-images', 1)  # A dataset --overwrite may replace.
     before = sorted(os.listdir(tmp_path / 'out')) if overwrite else None
+    before_bytes = previous.read_bytes() if overwrite else None
     real_encode, calls = dataset_writer.encode_png, []
 
     def failing_encode(image):
@@ -327,7 +351,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch, dest_name
     result = _run('--source', tmp_path / 'src', '--dest', dest, *(['--overwrite'] if overwrite else []))
     assert result.exit_code != 0 and len(calls) == 3
     if overwrite:
-        assert sorted(os.listdir(tmp_path / 'out')) == before and previous.read_bytes() == b'previous dataset'
+        assert sorted(os.listdir(tmp_path / 'out')) == before and previous.read_bytes() == before_bytes
     else:
         assert os.listdir(tmp_path / 'out') == []  # No dest, no temporary file or folder.
 
@@ -392,3 +416,84 @@ def test_dest_errors(tmp_path):
            '--overwrite')
     _fails('--dest', ['inside the source folder'], '--source', tmp_path / 'src', '--dest',
            tmp_path / 'src' / 'o.zip')
+
+
+@pytest.mark.parametrize('dest_rel', ['.', 'src', 'src/sub', 'link', 'link/o.zip', 'src/o.zip'])
+@pytest.mark.parametrize('overwrite', [False, True])
+def test_dest_never_overlaps_the_source(tmp_path, dest_rel, overwrite):
+    """--source=DIR/src --dest=DIR --overwrite used to delete DIR with the source images in it."""
+    _image_folder(tmp_path / 'src')
+    (tmp_path / 'src' / 'sub').mkdir()
+    (tmp_path / 'unrelated.txt').write_text('keep me')
+    os.symlink(tmp_path / 'src', tmp_path / 'link')
+    before = sorted(os.listdir(tmp_path / 'src'))
+    result = _run('--source', tmp_path / 'src', '--dest', tmp_path / dest_rel, *(['--overwrite'] if overwrite else []))
+    assert result.exit_code == 1 and 'Error: --dest: ' in result.output, result.output
+    assert any(part in result.output for part in ('is the source', 'inside the source', 'contains the source'))
+    assert sorted(os.listdir(tmp_path / 'src')) == before and (tmp_path / 'unrelated.txt').read_text() == 'keep me'
+
+
+def test_dest_containing_a_source_file_is_refused(tmp_path):
+    _image_folder(tmp_path / 'src')
+    with zipfile.ZipFile(tmp_path / 'src.zip', 'w') as zf:
+        zf.write(tmp_path / 'src' / 'img0.png', 'img0.png')
+    _fails('--dest', ['contains the source', 'src.zip'], '--source', tmp_path / 'src.zip', '--dest', tmp_path,
+           '--overwrite')
+    _fails('--dest', ['is the source'], '--source', tmp_path / 'src.zip', '--dest', tmp_path / 'src.zip',
+           '--overwrite')
+    assert zipfile.ZipFile(tmp_path / 'src.zip').namelist() == ['img0.png']
+
+
+@pytest.mark.parametrize('dest_name, content, parts', [
+    ('out_dir', {'notes.txt': b'mine'}, ["'notes.txt'", 'not a dataset written by dataset_tool.py']),
+    ('out_dir', {'00000/img00000000.png': b'x'}, ['has no dataset.json']),
+    ('out_dir', {'dataset.json': b'{}', 'photos/a.png': b'x'}, ["'photos/a.png'"]),
+    ('out.zip', b'not a zip', ['is not a dataset zip']),
+    ('out.zip', {'dataset.json': b'{}', 'README': b'x'}, ["'README'"]),
+])
+def test_overwrite_replaces_only_a_written_dataset(tmp_path, dest_name, content, parts):
+    _image_folder(tmp_path / 'src')
+    dest = tmp_path / dest_name
+    if dest_name.endswith('.zip') and isinstance(content, bytes):
+        dest.write_bytes(content)
+    elif dest_name.endswith('.zip'):
+        with zipfile.ZipFile(dest, 'w') as zf:
+            for name, data in content.items():
+                zf.writestr(name, data)
+    else:
+        for name, data in content.items():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            (dest / name).write_bytes(data)
+    before = dest.read_bytes() if dest.is_file() else sorted(dataset_writer._folder_entries(str(dest)))
+    _fails('--dest', [dest_name, *parts], '--source', tmp_path / 'src', '--dest', dest, '--overwrite')
+    after = dest.read_bytes() if dest.is_file() else sorted(dataset_writer._folder_entries(str(dest)))
+    assert after == before
+
+
+def _png_header_only(width, height):
+    """A PNG whose IHDR announces width x height RGB, followed by garbage instead of pixel data."""
+    ihdr = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack('>I', len(ihdr)) + b'IHDR' + ihdr + struct.pack('>I', zlib.crc32(b'IHDR' + ihdr))
+    return b'\x89PNG\r\n\x1a\n' + chunk + b'\x00' * 64
+
+
+def test_max_pixels_is_checked_before_decoding(tmp_path, monkeypatch):
+    """Before: a 1.17 MB PNG of 20000x20000 was decoded (1.4 GB) before its size was refused."""
+    (tmp_path / 'src').mkdir()
+    (tmp_path / 'src' / 'huge.png').write_bytes(_png_header_only(20000, 20000))
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError('decoded before the size check')
+    monkeypatch.setattr(PIL.Image, 'open', no_decoding)
+    monkeypatch.setattr(dataset_images, 'pyspng', types.SimpleNamespace(load=no_decoding))
+    _fails('--source', [f'{tmp_path / "src" / "huge.png"}: image is 20000x20000 = 400000000 pixels, more than '
+                        f'max_pixels 134217728', '--max-pixels'], '--source', tmp_path / 'src', '--dest',
+           tmp_path / 'o.zip')
+
+
+def test_max_pixels_flag(tmp_path):
+    _image_folder(tmp_path / 'src', shapes=[(16, 16, 3)] * 2, ext='jpg')
+    _fails('--source', ['img0.jpg: image is 16x16 = 256 pixels, more than max_pixels 255'], '--source',
+           tmp_path / 'src', '--dest', tmp_path / 'o.zip', '--max-pixels', 255)
+    _ok('--source', tmp_path / 'src', '--dest', tmp_path / 'o.zip', '--max-pixels', 256)
+    assert len(ImageFolderDataset(str(tmp_path / 'o.zip'))) == 2

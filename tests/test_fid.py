@@ -51,8 +51,10 @@ def test_ref_then_calc(tmp_path, monkeypatch):
     (['ref', '--data', '{missing}', '--dest', '{tmp}/r.npz'], "--data: '{missing}' does not exist"),
     (['ref', '--data', '{missing}', '--dest', '{tmp}/r.npz', '--detector', '{missing}'], '--detector: '),
     (['calc', '--images', '{missing}', '--ref', '{missing}'], '--ref: '),
-    (['ref', '--data', '{data}', '--dest', '{tmp}/r.npz', '--detector', '{junk}', '--workers', '0'],
+    (['ref', '--data', '{data}', '--dest', '{tmp}/r.npz', '--detector', '{junk}', '--workers', '0', '--trust-detector'],
      "--detector: detector '{junk}' is neither a TorchScript archive"),
+    (['ref', '--data', '{data}', '--dest', '{tmp}/r.npz', '--detector', '{junk}', '--workers', '0'],
+     '--detector: {junk} (given by --detector) is not a TorchScript archive, so loading it means unpickling it'),
 ])
 def test_errors_name_the_flag(tmp_path, args, message):
     (tmp_path / 'junk.pt').write_bytes(b'not a detector')
@@ -60,3 +62,34 @@ def test_errors_name_the_flag(tmp_path, args, message):
                  data=make_zip(tmp_path / 'a.zip', num=4, seed=1))
     result = _invoke(*[arg.format(**paths) for arg in args])
     assert result.exit_code != 0 and f'Error: {message.format(**paths)}' in result.output, result.output
+
+
+@pytest.mark.parametrize('command', ['ref', 'calc'])
+def test_untrusted_pickle_in_the_detector_folder_is_refused_before_it_runs(tmp_path, monkeypatch, command):
+    marker = tmp_path / 'payload-ran'
+    monkeypatch.setenv('SMART_DETECTOR_DIR', str(tmp_path))
+    tiny_metrics.save_payload(tmp_path / 'inception-2015-12-05.pt', marker)
+    data = make_zip(tmp_path / 'a.zip', num=4, seed=1)
+    frechet_inception_distance.save_ref_stats(tmp_path / 'r.npz', np.zeros(8), np.eye(8))
+    args = ['--data', data, '--dest', tmp_path / 'out.npz'] if command == 'ref' else ['--images', data, '--ref',
+                                                                                      tmp_path / 'r.npz']
+    result = _invoke(command, *args, '--workers', 0)
+    assert result.exit_code == 1 and not marker.exists() and not (tmp_path / 'out.npz').exists()
+    assert (f'Error: --detector: {tmp_path}/inception-2015-12-05.pt (found in $SMART_DETECTOR_DIR={tmp_path}) is '
+            'not a TorchScript archive' in result.output and '--trust-detector' in result.output), result.output
+
+
+@pytest.mark.parametrize('bad', ['mu', 'sigma'])
+def test_nan_reference_is_refused(tmp_path, bad):
+    """Before: a NaN mu printed 'FID ... nan' with rc 0."""
+    mu, sigma = np.zeros(4), np.eye(4)
+    (mu if bad == 'mu' else sigma)[1] = np.nan
+    frechet_inception_distance.save_ref_stats(tmp_path / 'ref.npz', mu, sigma)
+    data = make_zip(tmp_path / 'a.zip', num=4, seed=1)
+    result = _invoke('calc', '--images', data, '--ref', tmp_path / 'ref.npz')
+    assert result.exit_code == 1, result.output
+    count = 1 if bad == 'mu' else 4
+    assert (f"Error: --ref: reference statistics '{tmp_path / 'ref.npz'}': {bad} holds {count} NaN/Inf value(s)"
+            in result.output), result.output
+    with pytest.raises(ValueError, match='generated mu holds NaN/Inf'):
+        frechet_inception_distance.fid_from_stats(np.zeros(4), np.eye(4), np.full(4, np.nan), np.eye(4))

@@ -117,3 +117,17 @@ def test_usage_errors_name_the_flag(pickles):
     if not torch.cuda.is_available():
         assert '--device cuda: no CUDA device is available' in _run('--network', pickles['uncond'], '--device',
                                                                     'cuda', '--dry-run').output
+
+
+def test_official_ncsnv2_checkpoint_samples_with_its_config(tmp_path):
+    from shared_fixtures import fixture_dir
+    path = os.path.join(fixture_dir('ncsnv2'), 'ncsnv2-church-ngf16-32px', 'checkpoint.pth')  # config.yml beside it
+    result = _run('--network', path, '--dry-run')
+    assert result.exit_code == 0, result.output
+    config = json.loads(result.output[result.output.index('{'):result.output.index('}') + 1])
+    assert (config['sampler'], config['num_steps'], config['n_steps_each']) == ('langevin', 788, 4)
+    assert config['step_lr'] == pytest.approx(4 * 4.9e-6) and config['sigma_max'] == pytest.approx(280.0)
+    result = _run('--network', path, '--seeds', '0-1', '--steps', '3', '--langevin-steps', '1', '--outdir', tmp_path)
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(tmp_path)) == ['seed0000.png', 'seed0001.png']
+    assert np.asarray(PIL.Image.open(tmp_path / 'seed0000.png')).shape == (32, 32, 3)

@@ -19,7 +19,8 @@ def _quickstart_commands():
 def test_quickstart_has_exactly_two_commands():
     commands = _quickstart_commands()
     assert len(commands) == 2, commands
-    assert commands[0].startswith("python -m pip install -e . && ")
+    assert commands[0].startswith("python -m pip install torch==2.13.0 --extra-index-url "
+                                  "https://download.pytorch.org/whl/cpu && python -m pip install -e . && ")
     assert commands[1] == 'python -m pip install -e ".[test]" && python -m pytest'
 
 
@@ -30,14 +31,14 @@ def test_ci_runs_the_readme_test_command():
 
 def _main_job():
     # The install half of command 1 is what CI itself does; the job half runs from a fresh working directory.
-    job = _quickstart_commands()[0].split(" && ", 1)[1].split()
+    job = _quickstart_commands()[0].rsplit(" && ", 1)[1].split()
     assert job[:3] == ["python", "-m", "smart_plugin.toy"]
     return [sys.executable, *job[1:]]
 
 
 def test_main_job_default_config(tmp_path):
     # The exact command, resolved only: the built-in default is 3 seeds of the 4 methods, written to runs/toy.
-    result = subprocess.run([*_main_job(), "--dry-run"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    result = subprocess.run([*_main_job(), "--dry-run"], cwd=tmp_path, capture_output=True, text=True, timeout=1200,
                             env=dict(os.environ, PYTHONPATH=ROOT))
     assert result.returncode == 0, result.stderr
     config = json.loads(result.stdout)
@@ -47,9 +48,10 @@ def test_main_job_default_config(tmp_path):
 
 
 def test_main_job_runs(tmp_path):
-    # The same command with a shortened budget writes every output into runs/toy.
+    # The same command with a shortened budget writes every output into runs/toy. The timeout only guards against a
+    # hang: a busy machine may make this many times slower than idle.
     result = subprocess.run([*_main_job(), "--quick", "--steps", "60"], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+                            timeout=3600, env=dict(os.environ, PYTHONPATH=ROOT))
     assert result.returncode == 0, result.stderr
     out = tmp_path / "runs" / "toy"
     names = {"results.json", "figure.png", "curves.png"} | {f"samples-{m}-seed0.npz" for m in

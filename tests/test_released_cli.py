@@ -46,6 +46,12 @@ RELEASED = [
      '--gpus=8 --data={ds} --cfg=paper512 --mirror --resume=ffhq512 --snap=10'),
     ('--data={ds} --gpus=1 --cfg=auto --mirror=0 --cond=0 --fp32=1 --nhwc=0 --nobench=1 --allow-tf32=true',
      '--data={ds} --fp32 --nobench --allow-tf32'),
+    # Diffusion-GAN's other released option names (its train.py), each an alias of a --diffgan-* option.
+    ('--data={ds} --ada_kimg 50 --beta_schedule linear --beta_start 0.0002 --beta_end 0.01 --aug ada --ada_maxp 0.5',
+     '--data={ds} --diffgan --diffgan-ada-kimg=50 --diffgan-beta-schedule=linear --diffgan-beta-start=0.0002 '
+     '--diffgan-beta-end=0.01 --aug=ada --diffgan-ada-maxp=0.5'),
+    # With --diffgan, --target is Diffusion-GAN's target, as released (ADA then follows the diffusion p).
+    ('--data={ds} --diffgan --aug=ada --target=0.5', '--data={ds} --diffgan --aug=ada --diffgan-target=0.5'),
     # Diffusion-GAN README (CIFAR-10, Diffusion-StyleGAN2): its own names and the space-separated form.
     ('--data={cond} --gpus=4 --cfg cifar --kimg 50000 --aug no --target 0.6 --noise_sd 0.05 --ts_dist priority',
      '--data={cond} --gpus=4 --cfg=cifar --kimg=50000 --aug=noaug --diffgan --diffgan-target=0.6 '

@@ -10,6 +10,7 @@ import types
 import PIL.Image
 import pytest
 import requests
+import torch
 from click.testing import CliRunner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,7 +50,8 @@ def test_help():
     result = _invoke('--help')
     assert result.exit_code == 0
     for flag in ('--outdir', '--data', '--cfg', '--smart-lambda', '--smart-t', '--smart-dpm', '--diffgan-ts-dist',
-                 '--batch-gpu', '--dry-run', '--resume'):
+                 '--batch-gpu', '--dry-run', '--resume', '--diffgan-t-embed', '--diffgan-ada-kimg',
+                 '--diffgan-ada-maxp', '--diffgan-beta-schedule', '--diffgan-beta-start', '--diffgan-beta-end'):
         assert flag in result.output
 
 
@@ -88,7 +90,8 @@ def test_dry_run_suffixes_overrides_and_plugins(data, tmp_path):
                        '--aug', 'fixed', '--p', '0.25', '--augpipe', 'blit', '--cbase', '256', '--cmax', '32',
                        '--map-depth', '3', '--mbstd-group', '2', '--glr', '0.001', '--dlr', '0.002', '--tick', '0.5',
                        '--snap', '3', '--seed', '5', '--fp32', '--smart-lambda', '0.01', '--smart-t', '40,60',
-                       '--smart-param', 'x0', '--diffgan', '--diffgan-ts-dist', 'uniform')
+                       '--smart-param', 'x0', '--smart-draws', '4', '--smart-antithetic', '--smart-grad', 'sds',
+                       '--smart-diagnostics', '--diffgan', '--diffgan-ts-dist', 'uniform')
     assert os.path.basename(options['run_dir']) == ('00010-cond-cond-subset12-mirror-auto1-gamma0.5-fixed-p0.25-blit'
                                                     '-smart0.01-diffgan')
     assert options['training_set_kwargs'] == dict(class_name='training.dataset.ImageFolderDataset', path=data.cond,
@@ -101,9 +104,50 @@ def test_dry_run_suffixes_overrides_and_plugins(data, tmp_path):
     assert options['G_kwargs']['mapping_kwargs']['num_layers'] == 3 and options['D_opt_kwargs']['lr'] == 0.002
     assert (options['kimg_per_tick'], options['image_snapshot_ticks'], options['random_seed']) == (0.5, 3, 5)
     assert options['plugins']['smart']['t_lo'] == 40 and options['plugins']['smart']['param'] == 'x0'
+    assert {key: options['plugins']['smart'][key] for key in ('draws', 'antithetic', 'grad', 'diagnostics')} == dict(
+        draws=4, antithetic=True, grad='sds', diagnostics=True)
+    # --aug=fixed stays the loop's own augmentation next to Diffusion-GAN (ours; the release has no fixed p).
     assert options['plugins']['diffgan'] == dict(enabled=True, noise_sd=0.05, t_min=10, t_max=1000,
-                                                 ts_dist='uniform', target=0.6, ada_kimg=100, interval=4,
-                                                 beta_start=0.0001, beta_end=0.02)
+                                                 ts_dist='uniform', t_embed='raw', target=0.6, ada_kimg=100,
+                                                 interval=4, beta_schedule='linear', beta_start=0.0001,
+                                                 beta_end=0.02, ada_augpipe=None, ada_maxp=0.25)
+
+
+def test_dry_run_diffgan_alone_has_no_ada(data, tmp_path):
+    options = _dry_run(tmp_path, '--data', data.ds, '--diffgan')  # The released default: --aug no.
+    assert (options['augment_kwargs'], options['augment_p'], options['ada_target']) == (None, 0, None)
+    assert options['plugins']['diffgan']['ada_augpipe'] is None and options['plugins']['diffgan']['t_embed'] == 'raw'
+    assert os.path.basename(options['run_dir']) == '00000-ds-auto1-diffgan'
+    options = _dry_run(tmp_path, '--data', data.ds)  # Without --diffgan, ADA stays the default.
+    assert options['ada_target'] == 0.6 and options['augment_kwargs'] is not None and options['plugins'] == {}
+
+
+def test_dry_run_diffgan_with_ada_couples_it_and_takes_every_flag(data, tmp_path):
+    options = _dry_run(tmp_path, '--data', data.ds, '--diffgan', '--aug', 'ada')
+    # The released coupling: no separate ADA controller; the plugin runs bgc at min(p, 0.25).
+    assert (options['augment_kwargs'], options['augment_p'], options['ada_target']) == (None, 0, None)
+    assert options['plugins']['diffgan']['ada_augpipe'] == 'bgc' and options['plugins']['diffgan']['ada_maxp'] == 0.25
+    options = _dry_run(tmp_path, '--data', data.ds, '--diffgan', '--aug', 'ada', '--augpipe', 'blit',
+                       '--diffgan-ada-maxp', '0.5', '--diffgan-t-embed', 'scaled', '--diffgan-ada-kimg', '50',
+                       '--diffgan-beta-schedule', 'quad', '--diffgan-beta-start', '2e-4', '--diffgan-beta-end', '0.01')
+    assert options['plugins']['diffgan'] == dict(enabled=True, noise_sd=0.05, t_min=10, t_max=1000,
+                                                 ts_dist='priority', t_embed='scaled', target=0.6, ada_kimg=50,
+                                                 interval=4, beta_schedule='quad', beta_start=0.0002,
+                                                 beta_end=0.01, ada_augpipe='blit', ada_maxp=0.5)
+    assert os.path.basename(options['run_dir']) == '00000-ds-auto1-ada-blit-diffgan'
+
+
+def test_resume_refuses_a_diffgan_state_trained_on_scaled_t(data, tmp_path):
+    old_state = {'p': 0.01, 'T': 20, 'step': 8, 't_table': [0] * 32 + [5] * 32}  # Written before issue 17.
+    pkl = tmp_path / 'old.pkl'
+    snapshot.save_network_pkl(pkl, dict(plugins={'diffgan': old_state}, training_state={'version': 1}))
+    result = _invoke('--outdir', tmp_path / 'out', '--data', data.ds, '--diffgan', '--resume', pkl, '--dry-run')
+    assert result.exit_code != 0 and not os.path.exists(tmp_path / 'out')
+    assert ("--diffgan-t-embed: --resume=" in result.output and "(a snapshot from before raw-t conditioning) was "
+            "trained with D's t input 'scaled', this run has t_embed 'raw'" in result.output), result.output
+    options = _dry_run(tmp_path / 'out', '--data', data.ds, '--diffgan', '--diffgan-t-embed', 'scaled',
+                       '--resume', pkl)
+    assert options['resume_pkl'] == str(pkl) and options['plugins']['diffgan']['t_embed'] == 'scaled'
 
 
 ERRORS = [
@@ -133,11 +177,26 @@ ERRORS = [
     (['--data', '{ds}', '--smart-schedule', 'bogus'], '--smart-schedule', 'SMaRtOptions.schedule'),
     (['--data', '{ds}', '--smart-batch', '0'], '--smart-batch', 'None (whole round) or an integer >= 1'),
     (['--data', '{ds}', '--smart-lambda', '0.1', '--smart-dpm', '{missing}.pkl'], '--smart-dpm', 'does not exist'),
+    (['--data', '{ds}', '--smart-draws', '0'], '--smart-draws', 'SMaRtOptions.draws is 0; expected an integer >= 1'),
+    (['--data', '{ds}', '--smart-draws', '3', '--smart-antithetic'], '--smart-draws',
+     'SMaRtOptions.draws is 3; expected an even number with antithetic=True (pairs eps, -eps)'),
+    (['--data', '{ds}', '--smart-grad', 'exact'], '--smart-grad', "'exact' is not one of 'full', 'sds'"),
     (['--data', '{ds}', '--diffgan-noise-sd', '0'], '--diffgan-noise-sd', 'expected a finite number > 0'),
     (['--data', '{ds}', '--diffgan-tmin', '0'], '--diffgan-tmin', 'expected an integer >= 1'),
     (['--data', '{ds}', '--diffgan-tmax', '5'], '--diffgan-tmax', 'expected an integer >= t_min (10)'),
     (['--data', '{ds}', '--diffgan-target', '2'], '--diffgan-target', 'expected a number in [0, 1]'),
     (['--data', '{ds}', '--cfg', 'bogus'], '--cfg', "'bogus' is not one of"),
+    (['--data', '{ds}', '--diffgan-ada-maxp', '0.5'], '--diffgan-ada-maxp',
+     'only applies with --diffgan --aug=ada (got --aug=ada without --diffgan)'),
+    (['--data', '{ds}', '--diffgan', '--diffgan-ada-maxp', '0.5'], '--diffgan-ada-maxp',
+     'only applies with --diffgan --aug=ada (got --aug=noaug)'),
+    (['--data', '{ds}', '--diffgan-ada-maxp', '0'], '--diffgan-ada-maxp', '0<x<=1'),
+    (['--data', '{ds}', '--diffgan-ada-kimg', '0'], '--diffgan-ada-kimg', 'x>0'),
+    (['--data', '{ds}', '--diffgan-beta-start', '1'], '--diffgan-beta-start', '0<x<1'),
+    (['--data', '{ds}', '--diffgan-beta-end', '1e-5'], '--diffgan-beta-end',
+     'DiffGANOptions.beta_end is 1e-05; expected a number in [beta_start (0.0001), 1)'),
+    (['--data', '{ds}', '--diffgan-beta-schedule', 'cos'], '--diffgan-beta-schedule', "'cos' is not one of"),
+    (['--data', '{ds}', '--diffgan-t-embed', 'sin'], '--diffgan-t-embed', "'sin' is not one of 'raw', 'scaled'"),
 ]
 
 
@@ -185,10 +244,13 @@ def test_end_to_end_with_smart_then_generate_and_resume(data, tmp_path):
                      '--smart-dpm', 'gaussian', '--smart-freq', '2', *TINY)
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / '00000-ds-stylegan2-kimg0.024-batch4-smart0.1'
+    # Ticks at 4, 12, 20 and 24 images: the released name once, then kimg to the image; nothing overwritten.
     files = [name for name in os.listdir(run_dir) if not name.startswith('events.out.tfevents.')]  # If tensorboard.
-    assert sorted(files) == ['fakes000000.png', 'fakes_init.png', 'log.txt',
-                                           'network-snapshot-000000.pkl', 'reals.png', 'stats.jsonl',
-                                           'training_options.json']
+    assert sorted(files) == ['fakes000000.012.png', 'fakes000000.020.png', 'fakes000000.024.png',
+                             'fakes000000.png', 'fakes_init.png', 'log.txt',
+                             'network-snapshot-000000.012.pkl', 'network-snapshot-000000.020.pkl',
+                             'network-snapshot-000000.024.pkl', 'network-snapshot-000000.pkl',
+                             'reals.png', 'stats.jsonl', 'training_options.json']
     options = json.loads((run_dir / 'training_options.json').read_text())
     assert options['plugins']['smart']['lam'] == 0.1 and options['run_dir'] == str(run_dir)
     stats = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
@@ -198,7 +260,8 @@ def test_end_to_end_with_smart_then_generate_and_resume(data, tmp_path):
     assert stats[3]['SMaRt/loss'] == stats[2]['SMaRt/loss'] and stats[1]['SMaRt/loss'] != stats[0]['SMaRt/loss']
     log = (run_dir / 'log.txt').read_text()
     assert 'SMaRt: lambda 0.1 (eps form), every 2 steps' in log and 'Exiting...' in log
-    pkl = run_dir / 'network-snapshot-000000.pkl'
+    assert snapshot.load_network_pkl(run_dir / 'network-snapshot-000000.pkl')['plugins']['smart']['cur_nimg'] == 4
+    pkl = run_dir / 'network-snapshot-000000.024.pkl'  # The last one; --resume takes it like any other.
     assert snapshot.load_network_pkl(pkl)['plugins'] == {'smart': {'step': 6, 'cur_nimg': 24}}
 
     rendered = CliRunner().invoke(generate.main, ['--network', str(pkl), '--seeds', '0-1', '--outdir',
@@ -238,7 +301,8 @@ def test_metrics_at_each_snapshot_with_tiny_detectors(data, tmp_path, monkeypatc
     options = _dry_run(tmp_path / 'dry', '--data', data.ds, '--metrics', 'fid2k_full,pr2k3_full', '--detector',
                        inception, *TINY)
     assert options['metrics'] == ['fid2k_full', 'pr2k3_full']
-    assert options['metric_kwargs'] == dict(detector=inception, detector_vgg16=None, num_workers=0)
+    assert options['metric_kwargs'] == dict(detector=inception, detector_vgg16=None, trust_detector=False,
+                                            num_workers=0)
     result = _invoke('--outdir', tmp_path, '--data', data.ds, '--kimg', '0.004', '--metrics', 'fid2k_full,pr2k3_full',
                      '--detector', inception, '--detector-vgg16', vgg16, *TINY)
     assert result.exit_code == 0, result.output
@@ -265,3 +329,184 @@ def test_missing_detector_offline_names_the_flag(data, tmp_path, monkeypatch):
     assert result.exit_code != 0
     assert ('--detector: the inception detector file inception-2015-12-05.pt is not available offline'
             in result.output), result.output
+
+
+def test_official_ncsnv2_checkpoint_as_score_source(data, tmp_path):
+    from shared_fixtures import fixture_dir
+    root = fixture_dir('ncsnv2')
+    ckpt = os.path.join(root, 'ncsnv2-cifar10-ngf16-32px', 'checkpoint.pth')  # 32x32, config.yml beside it
+    result = _invoke('--outdir', tmp_path / 'small', '--data', data.ds, '--smart-lambda', '0.1', '--smart-dpm', ckpt)
+    assert result.exit_code != 0 and not os.path.exists(tmp_path / 'small')  # Checked before the run dir exists.
+    assert '--smart-dpm: denoiser is 32x32 but the generator outputs 8x8' in result.output, result.output
+    import torch
+    torch.save({'begin.weight': torch.zeros(1)}, tmp_path / 'other.pt')  # A state dict that is no known format.
+    result = _invoke('--outdir', tmp_path / 'other', '--data', data.ds32, '--smart-lambda', '0.1', '--smart-dpm',
+                     tmp_path / 'other.pt')
+    assert result.exit_code != 0 and not os.path.exists(tmp_path / 'other')
+    assert "that is neither ADM's nor NCSNv2's" in result.output and 'ADM checkpoint (a plain' not in result.output
+    result = _invoke('--outdir', tmp_path / 'run', '--data', data.ds32, '--kimg', '0.004', '--smart-lambda', '0.1',
+                     '--smart-dpm', ckpt, '--smart-freq', '1', '--smart-t', '900,950', *TINY)
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / 'run' / os.listdir(tmp_path / 'run')[0]
+    log = (run_dir / 'log.txt').read_text()
+    assert f'score source {ckpt}' in log
+    stats = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
+    assert stats[0]['SMaRt/loss']['num'] == 4 and stats[0]['SMaRt/loss']['mean'] > 0
+
+
+def test_untrusted_pickle_in_the_download_cache_is_refused_before_it_runs(data, tmp_path, monkeypatch):
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
+    monkeypatch.delenv('SMART_DETECTOR_DIR', raising=False)
+    downloads = tmp_path / 'cache' / 'downloads'
+    downloads.mkdir(parents=True)
+    marker = tmp_path / 'payload-ran'
+    cached = tiny_metrics.save_payload(downloads / 'a866f8d678872dcf6fcf60ddd09807ab_inception-2015-12-05.pt', marker)
+    result = _invoke('--outdir', tmp_path / 'out', '--data', data.ds, '--kimg', '0.004', '--metrics', 'is2k', *TINY)
+    assert result.exit_code == 1 and not marker.exists()
+    assert (f'Error: --detector: {cached} (found in the download cache {downloads}) is not a TorchScript archive'
+            in result.output and 'pass --trust-detector' in result.output), result.output
+
+
+def _nan_score_source(monkeypatch):
+    """Make the Gaussian score source answer NaN for every sample."""
+    from smart_plugin import regularizer
+    fit = regularizer.fit_gaussian_denoiser
+
+    def broken_fit(training_set):
+        denoiser = fit(training_set)
+        forward = denoiser.forward
+        denoiser.forward = lambda x, sigma, labels=None: forward(x, sigma, labels) * float('nan')
+        return denoiser
+    monkeypatch.setattr(regularizer, 'fit_gaussian_denoiser', broken_fit)
+
+
+def test_nonfinite_score_source_stops_the_run(data, tmp_path, monkeypatch):
+    """Before: NaN from the score source zeroed every G step silently, rc 0."""
+    _nan_score_source(monkeypatch)
+    result = _invoke('--outdir', tmp_path, '--data', data.ds, '--kimg', '0.024', '--smart-lambda', '0.1',
+                     '--smart-dpm', 'gaussian', '--smart-freq', '1', *TINY)
+    assert result.exit_code == 1, result.output
+    last = tmp_path / '00000-ds-stylegan2-kimg0.024-batch4-smart0.1' / 'network-snapshot-000000.pkl'
+    assert result.output.strip().splitlines()[-1] == (
+        'Error: --smart-dpm: the score source (gaussian) gave NaN/Inf for 4 of 4 SMaRt samples this tick, more than '
+        'the 25% allowed; the score source is broken for these images (check it with python -m edm_bridge info) '
+        f'(at kimg 0.004; the last good snapshot is {last})')
+
+
+def test_nonfinite_weights_refused_at_snapshot_and_resume(data, tmp_path, monkeypatch):
+    """Before: NaN weights went into new snapshots, and a NaN snapshot resumed as 'exact'."""
+    from training import training_loop
+    real_update, calls = training_loop.ema_update, []
+
+    def poisoning_update(G_ema, *args):  # The 3rd EMA update (tick 1) turns one G_ema weight into NaN.
+        real_update(G_ema, *args)
+        calls.append(1)
+        if len(calls) == 3:
+            with torch.no_grad():
+                G_ema.mapping.fc0.weight[0, 0] = float('nan')
+
+    monkeypatch.setattr(training_loop, 'ema_update', poisoning_update)
+    result = _invoke('--outdir', tmp_path, '--data', data.ds, '--kimg', '0.024', *TINY)
+    assert result.exit_code == 1, result.output
+    pkl = tmp_path / '00000-ds-stylegan2-kimg0.024-batch4' / 'network-snapshot-000000.pkl'
+    assert result.output.strip().splitlines()[-1] == (
+        'Error: training: snapshot at kimg 0.012 not written: G_ema.mapping.fc0.weight holds 1 NaN/Inf value(s) '
+        f'(at kimg 0.012; the last good snapshot is {pkl})')
+    good = snapshot.load_network_pkl(pkl)
+    assert good['training_state']['cur_nimg'] == 4 and bool(torch.isfinite(good['G_ema'].mapping.fc0.weight).all())
+
+    with torch.no_grad():
+        good['G'].mapping.fc1.bias[3] = float('inf')
+    snapshot.save_network_pkl(tmp_path / 'nan.pkl', good)
+    result = _invoke('--outdir', tmp_path, '--data', data.ds, '--kimg', '0.024', '--resume', tmp_path / 'nan.pkl',
+                     *TINY)
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f'Error: --resume: {tmp_path / "nan.pkl"}: refusing to resume from non-finite weights: G.mapping.fc1.bias '
+        f'holds 1 NaN/Inf value(s)')
+
+
+@pytest.mark.parametrize('label, problem', [([float('nan')], 'expected finite numbers (no NaN, Infinity, strings or '
+                                                             'booleans)'),
+                                            (10 ** 9, 'expected a class index in [0, 100000)')])
+def test_cond_refuses_bad_labels_before_training(tmp_path, label, problem):
+    """Before: NaN labels trained with rc 0 (NaN in w_avg and the snapshot); class 1e9 tried to allocate 2 TB."""
+    import zipfile
+    path = tmp_path / 'bad.zip'
+    with zipfile.ZipFile(_make_zip(tmp_path / 'src.zip', num=4)) as src, zipfile.ZipFile(path, 'w') as dst:
+        names = sorted(n for n in src.namelist() if n.endswith('.png'))
+        for name in names:
+            dst.writestr(name, src.read(name))
+        good = [0.5] if isinstance(label, list) else 0
+        dst.writestr('dataset.json', json.dumps({'labels': [[n, label if i == 2 else good]
+                                                            for i, n in enumerate(names)]}))
+    result = _invoke('--outdir', tmp_path / 'out', '--data', path, '--cond', '--dry-run')
+    assert result.exit_code == 1 and not (tmp_path / 'out').exists()
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: --data: {path}/dataset.json: image {names[2]!r} has the label {str(label)}; {problem} (--cond needs "
+        f"valid labels)")
+
+
+def _damaged_zip(src, path, kind):
+    """A copy of the zip `src` whose second image has a flipped pixel byte (bad CRC) or is cut after its header."""
+    import zipfile
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED) as zout:
+        names = zin.namelist()
+        images = sorted(n for n in names if n.endswith('.png'))
+        for name in names:
+            data = zin.read(name)
+            if name == images[1]:
+                data = data[:40] if kind == 'truncated' else data
+            zout.writestr(name, data)
+    if kind == 'crc':
+        raw = bytearray(open(path, 'rb').read())
+        with zipfile.ZipFile(path) as z:
+            info = z.getinfo(images[1])
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+        raw[start + 60] ^= 0xFF  # Inside the image data, past the 26 header bytes the reader probes.
+        open(path, 'wb').write(bytes(raw))
+    return path, images[1]
+
+
+@pytest.mark.parametrize('kind, message', [('crc', 'cannot read the file (BadZipFile: Bad CRC-32'),
+                                           ('truncated', 'cannot decode the image')])
+def test_damaged_image_at_train_time_names_the_file(data, tmp_path, kind, message):
+    """Before: a traceback from the data loader."""
+    path, member = _damaged_zip(data.ds, tmp_path / 'damaged.zip', kind)
+    result = _invoke('--outdir', tmp_path / 'out', '--data', path, '--kimg', '0.016', *TINY)
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(f'Error: --data: {path}/{member}: {message}'), last
+
+
+def test_score_source_load_error_names_the_flag(data, tmp_path):
+    """Before: a traceback from inside the training loop."""
+    torch.save({'conv.weight': torch.zeros(2)}, tmp_path / 'other.pt')
+    result = _invoke('--outdir', tmp_path / 'out', '--data', data.ds, '--kimg', '0.004', '--smart-lambda', '0.1',
+                     '--smart-dpm', tmp_path / 'other.pt', *TINY)
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1].startswith(
+        f"Error: --smart-dpm: score source '{tmp_path / 'other.pt'}': {tmp_path / 'other.pt'} is a torch.save state "
+        f"dict of 1 tensors")
+
+
+def test_resume_errors_name_the_flag(data, tmp_path):
+    """Before: a pickle without networks resumed from nothing, a wrong-resolution snapshot failed in the optimizer,
+    and resuming at --kimg exited 0 without a word."""
+    import pickle
+    (tmp_path / 'empty.pkl').write_bytes(pickle.dumps({'foo': 1}))
+    result = _invoke('--outdir', tmp_path / 'a', '--data', data.ds, '--resume', tmp_path / 'empty.pkl', *TINY)
+    assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == (
+        f"Error: --resume: {tmp_path / 'empty.pkl'} holds no networks (keys ['foo']); expected a network snapshot "
+        f"with G, D and G_ema")
+    first = _invoke('--outdir', tmp_path / 'b', '--data', data.ds, '--kimg', '0.004', *TINY)
+    assert first.exit_code == 0, first.output
+    pkl = tmp_path / 'b' / '00000-ds-stylegan2-kimg0.004-batch4' / 'network-snapshot-000000.pkl'
+    result = _invoke('--outdir', tmp_path / 'c', '--data', data.ds, '--kimg', '0.004', '--resume', pkl, *TINY)
+    assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == (
+        f'Error: --kimg: 0.004, but the --resume snapshot {pkl} is already at kimg 0.004: nothing to train; pass a '
+        f'larger --kimg')
+    result = _invoke('--outdir', tmp_path / 'd', '--data', data.ds32, '--kimg', '0.008', '--resume', pkl, *TINY)
+    assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == (
+        f'Error: --resume: {pkl}: G has img_resolution 8 but this run needs 32 (set by --data and --cond); resume '
+        f'with a snapshot trained on data like this')

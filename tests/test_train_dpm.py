@@ -195,3 +195,17 @@ def test_cli_resume_continues_the_run(data, tmp_path):
     assert f'Resumed from {state} at kimg 0.016' in resumed.output
     stats = [json.loads(line) for line in open(glob.glob(str(tmp_path / '00001-*' / 'stats.jsonl'))[0])]
     assert [(s['Progress/kimg']['mean'], s['Progress/tick']['mean']) for s in stats] == [(0.032, 2)]
+
+
+def test_resume_at_the_training_length_is_an_error(data, tmp_path):
+    """Before: resuming at or past --duration exited 0 without training or a word."""
+    common = ['--data', data['ds'], '--preset', 'tiny', '--workers', '0', '--tick', '0.016', '--batch', '8']
+    first = _invoke('--outdir', tmp_path, '--duration', '0.016', *common)
+    assert first.exit_code == 0, first.output
+    state = glob.glob(str(tmp_path / '00000-*' / 'training-state-000000.pt'))[0]
+    pkl = glob.glob(str(tmp_path / '00000-*' / 'network-snapshot-000000.pkl'))[0]
+    for resume in (state, pkl):  # The snapshot names its state.
+        result = _invoke('--outdir', tmp_path, '--duration', '0.016', '--resume', resume, *common)
+        assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == (
+            f"Error: --resume: resume state {state!r} is already at kimg 0.016, at or past the training length 0.016 "
+            f"kimg (--duration): nothing to train"), result.output

@@ -46,10 +46,39 @@ def save_image_grid(img: np.ndarray | torch.Tensor, path: str | os.PathLike, dra
     save_png(img, path)
 
 
+class UInt8Grid:
+    """A near-square grid (gw = ceil(sqrt(num)) columns, row-major, empty cells black) of `num` [H, W, C] uint8
+    images added one at a time: it holds only the uint8 canvas, never a list of the images or a float copy."""
+
+    def __init__(self, num: int):
+        if num < 1:
+            raise ValueError(f"a grid needs at least one image, got num={num}")
+        self.num, self.count, self.canvas = num, 0, None
+        self.gw = math.ceil(math.sqrt(num))
+        self.gh = math.ceil(num / self.gw)
+
+    def add(self, image: np.ndarray) -> None:
+        """Paste the next image into its cell; all images must have the first one's shape."""
+        h, w, c = image.shape
+        if self.canvas is None:
+            self.canvas = np.zeros([self.gh * h, self.gw * w, c], dtype=np.uint8)  # [gh * H, gw * W, C]
+        if self.count >= self.num or self.canvas.shape != (self.gh * h, self.gw * w, c):
+            raise ValueError(f"image {self.count} of shape {list(image.shape)} does not fit this grid of {self.num}")
+        row, col = divmod(self.count, self.gw)
+        self.canvas[row * h:(row + 1) * h, col * w:(col + 1) * w] = image
+        self.count += 1
+
+    def save(self, path: str | os.PathLike) -> tuple[int, int]:
+        """Write the grid PNG atomically; return (gw, gh)."""
+        if self.canvas is None:
+            raise ValueError("no image was added to the grid")
+        save_png(self.canvas, path)
+        return self.gw, self.gh
+
+
 def save_uint8_grid(images: list[np.ndarray], path: str | os.PathLike) -> tuple[int, int]:
     """Tile [H, W, C] uint8 images row-major into a near-square grid PNG (empty cells black); return (gw, gh)."""
-    gw = math.ceil(math.sqrt(len(images)))
-    gh = math.ceil(len(images) / gw)
-    tiles = np.stack(images + [np.zeros_like(images[0])] * (gw * gh - len(images)))  # [gw * gh, H, W, C]
-    save_image_grid(tiles.transpose(0, 3, 1, 2), path, (0, 255), (gw, gh))
-    return gw, gh
+    grid = UInt8Grid(len(images))
+    for image in images:
+        grid.add(image)
+    return grid.save(path)

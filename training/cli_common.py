@@ -1,5 +1,5 @@
 """Pieces the training CLIs share (train.py, train_dpm.py): flag-named user errors, the 'LO,HI' integer-pair type,
-and the numbered run directory of StyleGAN2-ADA / EDM (<outdir>/<5-digit id>-<desc>)."""
+the numbered run directory of StyleGAN2-ADA / EDM (<outdir>/<5-digit id>-<desc>) and the --threads option."""
 
 import json
 import os
@@ -17,6 +17,11 @@ class FlagError(click.ClickException):
 
     def __init__(self, flag: str, message: str):
         super().__init__(f'{flag}: {message}')
+
+
+threads_option = click.option(
+    '--threads', type=click.IntRange(min=1), default=None, show_default="torch's: cores / processes per machine",
+    help='CPU threads per process (1 is fastest for tiny models on a busy machine; see the README)')
 
 
 class IntPair(click.ParamType):
@@ -60,4 +65,9 @@ def open_dataset(data: str, cond: bool) -> ImageFolderDataset:
     if cond and not dataset.has_stored_labels:
         raise FlagError('--cond', f'{data} has no labels (no dataset.json with "labels"); train unconditionally '
                                   'or add labels with dataset_tool.py')
+    if cond:
+        try:
+            dataset.check_labels()
+        except OSError as err:
+            raise FlagError('--data', f'{err} (--cond needs valid labels)') from None
     return dataset

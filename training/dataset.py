@@ -11,15 +11,16 @@ JPEGs. Pixels are decoded only when an item is loaded, and the decoded shape is 
 """
 
 import abc
-import json
 import numbers
 import os
 import zipfile
+import zlib
 
 import numpy as np
 import torch
 
 import dnnlib
+from training import dataset_labels
 from training.dataset_images import ImageFileError, decode_image, file_ext, list_folder, probe_image, select_images
 
 
@@ -224,8 +225,12 @@ class ImageFolderDataset(Dataset):
         """Read every image header; return the common shape [C, H, W] or raise naming the first misfit."""
         first_fname, first_shape = None, None
         for fname in self._image_fnames:
-            with self._open_file(fname) as f:
-                shape = list(probe_image(f, self._describe(fname)))  # [C, H, W]
+            try:
+                with self._open_file(fname) as f:
+                    shape = list(probe_image(f, self._describe(fname)))  # [C, H, W]
+            except (zipfile.BadZipFile, zlib.error, EOFError) as err:  # A small member is read whole: CRC checked.
+                raise ImageFileError(f'{self._describe(fname)}: cannot read the file ({type(err).__name__}: '
+                                     f'{err})') from err
             if first_shape is None:
                 first_fname, first_shape = fname, shape
                 channels, height, width = shape
@@ -249,8 +254,12 @@ class ImageFolderDataset(Dataset):
 
     def _load_raw_image(self, raw_idx: int) -> np.ndarray:
         fname = self._image_fnames[raw_idx]
-        with self._open_file(fname) as f:
-            data = f.read()
+        try:
+            with self._open_file(fname) as f:
+                data = f.read()
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:  # E.g. a CRC error in a damaged zip.
+            raise ImageFileError(f'{self._describe(fname)}: cannot read the file ({type(err).__name__}: '
+                                 f'{err})') from err
         image = decode_image(data, self._describe(fname)).transpose(2, 0, 1)  # [H, W, C] -> [C, H, W]
         if list(image.shape) != self.image_shape:  # The header said otherwise, or the file changed since.
             raise ImageFileError(f'{self._describe(fname)}: decoded to shape [C, H, W] = {list(image.shape)}, '
@@ -261,74 +270,22 @@ class ImageFolderDataset(Dataset):
         """The "labels" value of dataset.json (a list of [relpath, label] or None); None if there is no file."""
         if 'dataset.json' not in self._all_fnames:
             return None
-        json_name = self._describe('dataset.json')
         with self._open_file('dataset.json') as f:
-            try:
-                meta = json.load(f)
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise ImageFileError(f'{json_name}: malformed JSON ({err})') from err
-        if not isinstance(meta, dict) or 'labels' not in meta:
-            raise ImageFileError(f'{json_name}: expected an object {{"labels": [[relpath, label], ...]}} or '
-                                 f'{{"labels": null}}, got {str(meta)[:80]}')
-        entries = meta['labels']
-        if entries is not None and not isinstance(entries, list):
-            raise ImageFileError(f'{json_name}: "labels" must be a list of [relpath, label] pairs or null, '
-                                 f'got {type(entries).__name__}')
-        return entries
+            return dataset_labels.parse_label_file(f.read(), self._describe('dataset.json'))
 
     @property
     def has_stored_labels(self) -> bool:
         """Whether dataset.json holds labels, whatever use_labels says (train.py asks this before --cond)."""
         return self._read_label_entries() is not None
 
+    def check_labels(self) -> np.ndarray:
+        """The validated raw labels of dataset.json whatever use_labels says (train.py checks them before --cond)."""
+        return self._load_raw_labels()
+
     def _load_raw_labels(self) -> np.ndarray:
         entries = self._read_label_entries()
         if entries is None:
             raise ImageFileError(f'{self._path}: use_labels=True but the dataset has no labels (no dataset.json, '
                                  f'or "labels": null); train unconditionally or add labels with dataset_tool.py')
-        json_name = self._describe('dataset.json')
-        by_name = {}
-        for i, entry in enumerate(entries):
-            if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
-                raise ImageFileError(f'{json_name}: labels[{i}] = {str(entry)[:80]} is not a [relpath, label] pair')
-            if entry[0] in by_name:
-                raise ImageFileError(f'{json_name}: {entry[0]!r} is labelled twice')
-            by_name[entry[0]] = entry[1]
         names = [fname.replace('\\', '/') for fname in self._image_fnames]
-        unknown = sorted(set(by_name) - set(names))
-        if unknown:
-            raise ImageFileError(f'{json_name}: the label entry {unknown[0]!r} names no image file of the dataset '
-                                 f'({len(unknown)} such entries)')
-        missing = [name for name in names if name not in by_name]
-        if missing:
-            raise ImageFileError(f'{json_name}: image {missing[0]!r} has no label while {len(by_name)} others have '
-                                 f'one ({len(missing)} unlabelled); every image needs a label')
-        return _labels_to_array([by_name[name] for name in names], names, json_name)
-
-
-def _labels_to_array(labels: list, names: list, json_name: str) -> np.ndarray:
-    """Class indices -> int64 [N]; equal-length number lists -> float32 [N, D]; the first label sets the kind."""
-    def is_int(x):
-        return isinstance(x, int) and not isinstance(x, bool)
-
-    def is_vector(x, dim):
-        return isinstance(x, list) and len(x) == dim and all(is_int(v) or isinstance(v, float) for v in x)
-
-    if is_int(labels[0]):
-        fits, expected = is_int, 'an integer class like the first image'
-    elif isinstance(labels[0], list):
-        dim = len(labels[0])
-        fits, expected = (lambda x: is_vector(x, dim)), f'a list of {dim} numbers like the first image'
-    else:
-        fits, expected = (lambda x: False), 'an integer class or a list of numbers'
-    for name, label in zip(names, labels):
-        if not fits(label):
-            raise ImageFileError(f'{json_name}: image {name!r} has the label {str(label)[:80]}; expected {expected}')
-    if is_int(labels[0]):
-        array = np.array(labels, dtype=np.int64)
-        negative = np.flatnonzero(array < 0)
-        if negative.size:
-            raise ImageFileError(f'{json_name}: image {names[negative[0]]!r} has the negative class label '
-                                 f'{labels[negative[0]]}; class labels are integers >= 0')
-        return array
-    return np.array(labels, dtype=np.float32)  # [N, D]: every list has the first one's length.
+        return dataset_labels.validate_labels(entries, names, self._describe('dataset.json'))

@@ -85,14 +85,27 @@ def probe_image(f: BinaryIO, name: str) -> tuple:
     try:
         with PIL.Image.open(f) as image:  # Lazy: PIL reads the header here and the pixels only on load().
             return _pil_channels(image, name), image.height, image.width
-    except (PIL.UnidentifiedImageError, OSError, ValueError) as err:
+    except (PIL.UnidentifiedImageError, PIL.Image.DecompressionBombError, OSError, ValueError) as err:
         if isinstance(err, ImageFileError):
             raise
         raise ImageFileError(f'{name}: cannot read the image header: {err}') from err
 
 
-def decode_image(data: bytes, name: str, use_pyspng: bool = True) -> np.ndarray:
-    """Decode the bytes of image file `name` to uint8 [H, W, C] with C in (1, 3); pyspng for PNG when available."""
+def check_pixel_count(data: bytes, name: str, max_pixels: int | None) -> None:
+    """Refuse an image whose header announces more than `max_pixels` pixels, before anything is decoded (a small
+    compressed file can decode to gigabytes)."""
+    if max_pixels is None:
+        return
+    _channels, height, width = probe_image(io.BytesIO(data), name)
+    if height * width > max_pixels:
+        raise ImageFileError(f'{name}: image is {width}x{height} = {height * width} pixels, more than max_pixels '
+                             f'{max_pixels}; downscale it first or raise the limit (--max-pixels)')
+
+
+def decode_image(data: bytes, name: str, use_pyspng: bool = True, max_pixels: int | None = None) -> np.ndarray:
+    """Decode the bytes of image file `name` to uint8 [H, W, C] with C in (1, 3); pyspng for PNG when available.
+    With `max_pixels`, the header is checked first (check_pixel_count)."""
+    check_pixel_count(data, name, max_pixels)
     try:
         if use_pyspng and pyspng is not None and file_ext(name) == '.png':
             _read_png_header(io.BytesIO(data), name)  # pyspng would decode 16-bit or RGBA files without complaint.
@@ -105,7 +118,8 @@ def decode_image(data: bytes, name: str, use_pyspng: bool = True) -> np.ndarray:
                 image = np.asarray(pil_image)
     except ImageFileError:
         raise
-    except (PIL.UnidentifiedImageError, OSError, ValueError, RuntimeError) as err:  # pyspng raises RuntimeError.
+    except (PIL.UnidentifiedImageError, PIL.Image.DecompressionBombError, OSError, ValueError,
+            RuntimeError) as err:  # pyspng raises RuntimeError.
         raise ImageFileError(f'{name}: cannot decode the image: {err}') from err
     if image.ndim == 2:
         image = image[:, :, np.newaxis]  # [H, W] -> [H, W, 1]

@@ -7,7 +7,6 @@ that knows its size up front and yields `SourceImage`s (uint8 [H, W, C], label o
 
 import dataclasses
 import gzip
-import json
 import os
 import re
 import sys
@@ -18,6 +17,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from torch_utils.safe_pickle import SafeUnpickler
+from training import dataset_labels
 from training.dataset_images import ImageFileError, decode_image, file_ext, list_folder, select_images
 
 CIFAR10_NAME = 'cifar-10-python.tar.gz'
@@ -44,12 +44,16 @@ class ImageSource:
     close: Callable[[], None] = lambda: None  # Releases open files.
 
 
-def open_source(path: str) -> ImageSource:
-    """Open `path` as one of the supported sources, chosen by its type and name; raise naming it if unusable."""
+DEFAULT_MAX_PIXELS = 2 ** 27  # 134 M pixels (e.g. 11585 x 11585): 400 MB decoded as RGB.
+
+
+def open_source(path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageSource:
+    """Open `path` as one of the supported sources, chosen by its type and name; raise naming it if unusable.
+    Encoded images announcing more than `max_pixels` pixels are refused before decoding (None = no limit)."""
     path = os.fspath(path)
     base = os.path.basename(path.rstrip('/' + os.sep))
     if os.path.isdir(path):
-        return _open_lmdb(path) if base.endswith('_lmdb') else _open_image_folder(path)
+        return _open_lmdb(path, max_pixels) if base.endswith('_lmdb') else _open_image_folder(path, max_pixels)
     if not os.path.exists(path):
         raise FileNotFoundError(f'{path}: no such file or directory; expected an image folder, a .zip, '
                                 f'{CIFAR10_NAME}, train-{MNIST_IMAGES_SUFFIX} or an LSUN *_lmdb directory')
@@ -58,57 +62,54 @@ def open_source(path: str) -> ImageSource:
     if base.endswith(MNIST_IMAGES_SUFFIX):
         return _open_mnist(path)
     if file_ext(path) == '.zip':
-        return _open_image_zip(path)
+        return _open_image_zip(path, max_pixels)
     raise ImageFileError(f'{path}: unknown source type; expected an image folder, a .zip, {CIFAR10_NAME}, '
                          f'train-{MNIST_IMAGES_SUFFIX} or an LSUN *_lmdb directory')
 
 
-def _parse_source_labels(data: bytes, json_name: str) -> dict:
-    """relpath -> label from a source's dataset.json ({"labels": [[relpath, label], ...]} or null)."""
-    try:
-        meta = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ImageFileError(f'{json_name}: malformed JSON ({err})') from err
-    entries = meta.get('labels') if isinstance(meta, dict) else ()
+def _source_labels(data: bytes, json_name: str, image_names: list) -> list:
+    """The label of every image (None each without labels) from a source's dataset.json, refused exactly when the
+    dataset reader would refuse it (training.dataset_labels); the JSON values are kept as they are."""
+    entries = dataset_labels.parse_label_file(data, json_name)
     if entries is None:
-        return {}
-    if not (isinstance(entries, list) and all(isinstance(e, list) and len(e) == 2 and isinstance(e[0], str)
-                                              for e in entries)):
-        raise ImageFileError(f'{json_name}: expected {{"labels": [[relpath, label], ...]}} or {{"labels": null}}')
-    return dict(entries)
+        return [None] * len(image_names)
+    names = [name.replace('\\', '/') for name in image_names]
+    dataset_labels.validate_labels(entries, names, json_name)
+    by_name = dict(entries)
+    return [by_name[name] for name in names]
 
 
-def _member_source(kind: str, path: str, names: list, read_file: Callable[[str], bytes],
+def _member_source(kind: str, path: str, names: list, read_file: Callable[[str], bytes], max_pixels: int | None,
                    close: Callable[[], None] = lambda: None) -> ImageSource:
     """Source over named image files (folder or zip members) with labels from an optional dataset.json."""
     image_names = select_images(names)
     if not image_names:
         raise ImageFileError(f'{path}: no image files found (looked for extensions PIL can open, e.g. .png, .jpg)')
-    labels = {}
+    label_of = [None] * len(image_names)
     if 'dataset.json' in names:
-        labels = _parse_source_labels(read_file('dataset.json'), f'{path}/dataset.json')
-    label_of = [labels.get(name.replace('\\', '/')) for name in image_names]
+        json_name = f'{path.rstrip("/" + os.sep)}/dataset.json'
+        label_of = _source_labels(read_file('dataset.json'), json_name, image_names)
 
     def images() -> Iterator[SourceImage]:
         for name, label in zip(image_names, label_of):
             described = f'{path.rstrip("/" + os.sep)}/{name}'
-            yield SourceImage(described, decode_image(read_file(name), described), label)
+            yield SourceImage(described, decode_image(read_file(name), described, max_pixels=max_pixels), label)
 
     num_labels = sum(label is not None for label in label_of)
     return ImageSource(kind, path, len(image_names), images, num_labels, close)
 
 
-def _open_image_folder(path: str) -> ImageSource:
+def _open_image_folder(path: str, max_pixels: int | None) -> ImageSource:
     def read_file(name: str) -> bytes:
         try:
             with open(os.path.join(path, name), 'rb') as f:
                 return f.read()
         except OSError as err:
             raise ImageFileError(f'{path.rstrip("/" + os.sep)}/{name}: cannot read ({err})') from err
-    return _member_source('image folder', path, list_folder(path), read_file)
+    return _member_source('image folder', path, list_folder(path), read_file, max_pixels)
 
 
-def _open_image_zip(path: str) -> ImageSource:
+def _open_image_zip(path: str, max_pixels: int | None) -> ImageSource:
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile as err:
@@ -119,7 +120,7 @@ def _open_image_zip(path: str) -> ImageSource:
             return archive.read(name)
         except (zipfile.BadZipFile, OSError) as err:  # E.g. a CRC mismatch in a damaged archive.
             raise ImageFileError(f'{path}/{name}: cannot read from the zip ({err})') from err
-    return _member_source('zip', path, sorted(archive.namelist()), read_file, archive.close)
+    return _member_source('zip', path, sorted(archive.namelist()), read_file, max_pixels, archive.close)
 
 
 class _CifarUnpickler(SafeUnpickler):
@@ -199,7 +200,7 @@ def _open_mnist(path: str) -> ImageSource:
     return _array_source('mnist', path, images, labels)
 
 
-def _open_lmdb(path: str) -> ImageSource:
+def _open_lmdb(path: str, max_pixels: int | None) -> ImageSource:
     """LSUN scene/object lmdb: values are encoded images (webp/jpeg); undecodable ones are skipped with a warning."""
     try:
         import lmdb
@@ -215,7 +216,7 @@ def _open_lmdb(path: str) -> ImageSource:
             for key, value in txn.cursor():
                 name = f'{path}[{bytes(key).decode("ascii", "replace")}]'
                 try:
-                    image = decode_image(bytes(value), name)
+                    image = decode_image(bytes(value), name, max_pixels=max_pixels)
                 except ImageFileError as err:  # LSUN holds a few broken images; NVIDIA's tool skips them too.
                     print(f'Skipping {name}: {err}', file=sys.stderr)
                     continue

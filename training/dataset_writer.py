@@ -112,24 +112,111 @@ def encode_png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+_LAYOUT_NAME = re.compile(r'(\d{5})/img(\d{8})\.png')  # archive_name()'s pattern.
+
+
+def _is_written_layout(names) -> bool:
+    """Whether `names` are exactly what convert_dataset writes: dataset.json plus NNNNN/imgNNNNNNNN.png files."""
+    names = set(names)
+    if 'dataset.json' not in names:
+        return False
+    for name in names - {'dataset.json'}:
+        match = _LAYOUT_NAME.fullmatch(name)
+        if match is None or not match.group(2).startswith(match.group(1)):
+            return False
+    return True
+
+
+def _folder_entries(path: str) -> list:
+    """Relative paths of every file and every empty folder below `path` (forward slashes)."""
+    entries = []
+    for root, dirs, files in os.walk(path):
+        rel = os.path.relpath(root, path).replace(os.sep, '/')
+        if not dirs and not files and rel != '.':
+            entries.append(rel + '/')  # An empty folder is not part of the layout: refuse it.
+        entries.extend(name if rel == '.' else f'{rel}/{name}' for name in files)
+    return entries
+
+
+def _check_overwritable(dest: str, is_zip: bool) -> None:
+    """--overwrite replaces only a dataset this tool wrote (its exact layout), never an arbitrary file or folder."""
+    if is_zip:
+        try:
+            with zipfile.ZipFile(dest) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError) as err:
+            raise DestinationError(f'{dest} exists and is not a dataset zip ({err}); --overwrite only replaces a '
+                                   f'dataset written by dataset_tool.py; remove it yourself or choose another path')
+    else:
+        names = _folder_entries(dest)
+    if not _is_written_layout(names):
+        odd = sorted(n for n in names if n != 'dataset.json' and not _LAYOUT_NAME.fullmatch(n))
+        what = f'it holds {odd[0]!r}' if odd else 'it has no dataset.json'
+        raise DestinationError(f'{dest} exists but is not a dataset written by dataset_tool.py ({what}); '
+                               f'--overwrite only replaces such datasets; remove it yourself or choose another path')
+
+
+def _check_apart(dest: str, source: str) -> None:
+    """Refuse a dest equal to, inside or containing the source (symlinks resolved): writing or replacing it could
+    destroy the images being read."""
+    real_dest, real_source = os.path.realpath(dest), os.path.realpath(source)
+    common = os.path.commonpath([real_dest, real_source])
+    if real_dest == real_source:
+        raise DestinationError(f'{dest} is the source {source}; choose a destination outside the source')
+    if common == real_source:
+        raise DestinationError(f'{dest} is inside the source folder {source}; choose a path outside it')
+    if common == real_dest:
+        raise DestinationError(f'{dest} contains the source {source}; choose a path that does not contain it')
+
+
 def check_dest(dest: str, overwrite: bool = False, source: Optional[str] = None) -> None:
     """Raise DestinationError unless `dest` (a .zip path or a folder) may be written; see DatasetWriter."""
     is_zip = file_ext(dest) == '.zip'
-    if source is not None and os.path.isdir(source):
-        inside = os.path.commonpath([os.path.abspath(source), os.path.abspath(dest)]) == os.path.abspath(source)
-        if inside:
-            raise DestinationError(f'{dest} is inside the source folder {source}; choose a path outside it')
+    if source is not None:
+        _check_apart(dest, source)
     if os.path.isdir(dest):
         if is_zip:
             raise DestinationError(f'{dest} is an existing directory; a .zip destination must be a file path')
-        if os.listdir(dest) and not overwrite:
-            raise DestinationError(f'{dest} already exists and is not empty; pass --overwrite to replace it')
+        if os.listdir(dest):
+            if not overwrite:
+                raise DestinationError(f'{dest} already exists and is not empty; pass --overwrite to replace it')
+            _check_overwritable(dest, is_zip)
     elif os.path.exists(dest):
         if not is_zip:
             raise DestinationError(f'{dest} is an existing file; a folder destination needs a free path '
                                    f'(or name the destination *.zip)')
         if not overwrite:
             raise DestinationError(f'{dest} already exists; pass --overwrite to replace it')
+        _check_overwritable(dest, is_zip)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Someone else's live process.
+        return True
+    return True
+
+
+def remove_stale_temp_outputs(dest: str) -> list:
+    """Delete what killed runs writing `dest` left beside it: hidden `.<name>.<pid>.<random>.tmp` files or folders
+    (and their `.old` copies) whose process is gone; a live writer's are kept. Returns the removed paths."""
+    parent, base = os.path.split(os.path.abspath(dest))
+    pattern = re.compile(rf'\.{re.escape(base)}\.(\d+)\.[A-Za-z0-9_]+\.tmp(\.old)?')
+    removed = []
+    for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
+        match = pattern.fullmatch(name)
+        if match is None or _pid_alive(int(match.group(1))):
+            continue
+        path = os.path.join(parent, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
+        removed.append(path)
+    return removed
 
 
 class DatasetWriter:
@@ -145,7 +232,8 @@ class DatasetWriter:
         self._is_zip = file_ext(dest) == '.zip'
         parent = os.path.dirname(self._dest)
         os.makedirs(parent, exist_ok=True)
-        prefix, mask = f'.{os.path.basename(self._dest)}.', dnnlib.util.get_umask()
+        # The pid in the name lets a later run tell a killed writer's leftovers from a live one's.
+        prefix, mask = f'.{os.path.basename(self._dest)}.{os.getpid()}.', dnnlib.util.get_umask()
         if self._is_zip:
             fd, self._tmp = tempfile.mkstemp(dir=parent, prefix=prefix, suffix='.tmp')
             os.close(fd)

@@ -148,6 +148,9 @@ class StyleGAN2Loss:
             training_stats.report('Loss/signs/fake', gen_logits.sign())
             loss_Gmain = F.softplus(-gen_logits)  # -log sigmoid(D(G(z)))
             training_stats.report('Loss/G/loss', loss_Gmain)
+            if gen_img.requires_grad and any(p.wants_G_grad_norm() for p in self.plugins):  # Diagnostics; no .grad.
+                (grad,) = torch.autograd.grad(loss_Gmain.sum(), gen_img, retain_graph=True)  # [N, C, H, W]
+                training_stats.report('Loss/G/grad_norm', grad.flatten(1).norm(dim=1))
             loss_G = loss_Gmain
             for plugin in self.plugins:
                 penalty = plugin.G_penalty(gen_img, gen_c)

@@ -6,8 +6,10 @@ without plugins (or with disabled ones) is bit-identical to the plain StyleGAN2-
 
 Call order per training iteration (every rank calls every hook, in the same order):
   1. the loss calls `transform_D_input` on every discriminator input (real and fake, in every phase), after the
-     ADA augmentation, and `G_penalty` on the generated batch of each Gmain/Gboth accumulation round;
-  2. the loop calls `end_of_step` once after all phases of the iteration (optimizer steps and EMA done).
+     ADA augmentation, and `G_penalty` on the generated batch of each Gmain/Gboth accumulation round (before
+     it, `wants_G_grad_norm`: if any plugin says yes, the loss reports Loss/G/grad_norm);
+  2. the loop calls `end_of_step` once after all phases of the iteration (optimizer steps and EMA done);
+  3. at the end of every tick the loop calls `end_of_tick` with the tick's collected stats (the same on all ranks).
 `setup` runs once, after the networks exist and before the first iteration (also after a resume).
 """
 
@@ -40,8 +42,17 @@ class LossPlugin:
         """
         return None
 
+    def wants_G_grad_norm(self) -> bool:
+        """Whether the loss should report Loss/G/grad_norm (per-sample norm of the adversarial term's gradient in the
+        generated image) this Gmain round; it costs an extra autograd pass through D, so off unless asked."""
+        return False
+
     def end_of_step(self, cur_nimg: int, batch_size: int) -> None:
         """Update adaptive state once per iteration (after the optimizer steps); cur_nimg counts images so far."""
+
+    def end_of_tick(self, stats: dict) -> list[str]:
+        """Check the tick's stats ({name: EasyDict(num, mean, std)}); return warning lines to log, or raise to stop."""
+        return []
 
     def state_dict(self) -> dict:
         """Everything needed to resume this plugin exactly (plain Python values and tensors)."""

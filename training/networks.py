@@ -213,10 +213,17 @@ class SynthesisBlock(torch.nn.Module):
         conv_clamp: float = None,           # Clamp conv outputs to +-conv_clamp; None = no clamping.
         use_fp16: bool = False,             # Run this block in fp16 (on CUDA only; see forward).
         fp16_channels_last: bool = False,   # Use channels_last memory format with fp16.
+        fused_modconv_default=None,         # fused_modconv when the caller passes None: None = StyleGAN2-ADA's rule
+                                            # (fused in eval, fp16 only at batch 1); True, False or 'inference_only'
+                                            # (= not training) as StyleGAN3's networks_stylegan2.
         **layer_kwargs,                     # Passed on to SynthesisLayer.
     ):
         super().__init__()
         check_choice('architecture', architecture, _ARCHITECTURES)
+        if fused_modconv_default not in (None, True, False, 'inference_only'):
+            raise ValueError(f"fused_modconv_default={fused_modconv_default!r}: expected None, True, False or "
+                             "'inference_only'")
+        self.fused_modconv_default = fused_modconv_default
         self.in_channels = in_channels
         self.w_dim = w_dim
         self.resolution = resolution
@@ -257,6 +264,10 @@ class SynthesisBlock(torch.nn.Module):
         use_fp16 = self.use_fp16 and not force_fp32 and ws.device.type == 'cuda'
         dtype = torch.float16 if use_fp16 else torch.float32
         memory_format = torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
+        if fused_modconv is None:
+            fused_modconv = self.fused_modconv_default
+        if fused_modconv == 'inference_only':
+            fused_modconv = not self.training
         if fused_modconv is None:
             with misc.suppress_tracer_warnings():  # int(batch) is a constant in traces; that is intended
                 fused_modconv = (not self.training) and (dtype == torch.float32 or int(ws.shape[0]) == 1)

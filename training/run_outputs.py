@@ -4,8 +4,11 @@ Grids: reals.png (dataset images, [0, 255]) and fakes_init.png / fakes{kimg:06d}
 'const' on fixed z and c, [-1, 1]); conditional datasets show one class per row. Snapshots:
 network-snapshot-{kimg:06d}.pkl with G, D, G_ema (deep copies, eval, no grads, CPU), augment_pipe and
 training_set_kwargs like the official format, plus our 'plugins' (each plugin's state by name) and
-'training_state' (train_state.capture_training_state) for an exact resume. All files are written atomically, so
-an interrupted run never leaves a truncated image or pickle behind. Metrics evaluated at snapshots are appended to
+'training_state' (train_state.capture_training_state) for an exact resume. Names carry the kimg rounded down as
+officially; when the run already wrote that name (outputs less than 1 kimg apart: --tick < 1, or a last tick in the
+same kimg as the one before), the exact count follows as three decimals of kimg, network-snapshot-000000.012.pkl /
+fakes000000.012.png for 12 images, so no output of a run ever replaces an earlier one. All files are written
+atomically, so an interrupted run never leaves a truncated image or pickle behind. Metrics evaluated at snapshots are appended to
 metric-<name>.jsonl (StyleGAN2-ADA's format, metrics.metric_main.report_metric).
 """
 
@@ -18,7 +21,7 @@ import torch
 
 import dnnlib
 from metrics import metric_main
-from torch_utils import image_io, misc, safe_pickle, training_stats
+from torch_utils import finite, image_io, misc, safe_pickle, training_stats
 from training import snapshot, train_state
 
 DDP_IGNORE_REGEX = r'.*\.[^.]+_(avg|ema)'  # Running averages (w_avg) legitimately differ between ranks.
@@ -92,14 +95,31 @@ def snapshot_data(state: dnnlib.EasyDict, next_tick: int) -> dict:
                 misc.check_ddp_consistency(module, ignore_regex=DDP_IGNORE_REGEX)
             module = copy.deepcopy(module).eval().requires_grad_(False).cpu()
         data[name] = module
+    # NaN/Inf policy: a diverged network is never written, so the last snapshot on disk stays a good one.
+    finite.check_finite_modules({name: data[name] for name in ('G', 'D', 'G_ema')},
+                                f'snapshot at kimg {state.cur_nimg / 1e3:.3f} not written')
     data['plugins'] = {plugin.name: train_state.to_cpu(plugin.state_dict()) for plugin in state.plugins}
     data['training_state'] = train_state.capture_training_state(state, next_tick)
     return data
 
 
+def _output_path(run_dir: str, prefix: str, cur_nimg: int, suffix: str) -> str:
+    """<prefix><kimg:06d><suffix> (released name) unless taken, else <prefix><kimg:06d>.<nimg % 1000:03d><suffix>."""
+    released = os.path.join(run_dir, f'{prefix}{cur_nimg // 1000:06d}{suffix}')
+    if not os.path.exists(released):
+        return released
+    return os.path.join(run_dir, f'{prefix}{cur_nimg // 1000:06d}.{cur_nimg % 1000:03d}{suffix}')
+
+
 def snapshot_path(run_dir: str, cur_nimg: int) -> str:
-    """network-snapshot-{kimg:06d}.pkl in run_dir (kimg rounded down, as officially)."""
-    return os.path.join(run_dir, f'network-snapshot-{cur_nimg // 1000:06d}.pkl')
+    """network-snapshot-{kimg:06d}.pkl in run_dir (kimg rounded down, as officially); if the run already wrote that
+    name (snapshots less than 1 kimg apart), network-snapshot-{kimg:06d}.{rest:03d}.pkl: kimg to the image."""
+    return _output_path(run_dir, 'network-snapshot-', cur_nimg, '.pkl')
+
+
+def fakes_path(run_dir: str, cur_nimg: int) -> str:
+    """fakes{kimg:06d}.png in run_dir, or fakes{kimg:06d}.{rest:03d}.png when taken (see snapshot_path)."""
+    return _output_path(run_dir, 'fakes', cur_nimg, '.png')
 
 
 def save_snapshot(state: dnnlib.EasyDict, run_dir: str | None, next_tick: int) -> str | None:
@@ -132,11 +152,19 @@ def evaluate_metrics(state: dnnlib.EasyDict, metrics: list[str], metric_kwargs: 
     return values
 
 
-def has_training_state(pkl: str) -> bool:
-    """Whether a snapshot (path or URL) is one of ours with a training_state entry, i.e. can resume exactly.
-
-    Reads the file with the safe loader (nothing in it runs).
-    """
+def resume_summary(pkl: str) -> dnnlib.EasyDict:
+    """What a resume snapshot (path or URL) holds: exact (ours, with a training_state), cur_nimg (exact only, else
+    None), networks (which of G, D, G_ema) and entries (all keys). Read with the safe loader (nothing in it runs)."""
     with dnnlib.util.open_url(pkl) as f:
         data = safe_pickle.safe_load(f)
-    return isinstance(data, dict) and data.get('training_state') is not None
+    data = data if isinstance(data, dict) else {}
+    state = data.get('training_state')
+    exact = state is not None
+    cur_nimg = state.get('cur_nimg') if exact and isinstance(state, dict) else None
+    return dnnlib.EasyDict(exact=exact, cur_nimg=cur_nimg, entries=sorted(map(str, data)),
+                           networks=[name for name in ('G', 'D', 'G_ema') if data.get(name) is not None])
+
+
+def has_training_state(pkl: str) -> bool:
+    """Whether a snapshot (path or URL) is one of ours with a training_state entry, i.e. can resume exactly."""
+    return resume_summary(pkl).exact

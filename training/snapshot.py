@@ -5,9 +5,10 @@ A snapshot is the dict StyleGAN2-ADA writes: G, D, G_ema, augment_pipe and train
 
 - safe (default): `torch_utils.safe_pickle` reads the file without running any code from it, and each network is
   rebuilt from our own classes (training.networks) with the recorded constructor arguments, then filled with the
-  stored tensors. Works for our snapshots and official StyleGAN2-ADA PyTorch pickles.
+  stored tensors. Works for our snapshots, official StyleGAN2-ADA PyTorch pickles and StyleGAN2 networks written by
+  the StyleGAN3 codebase (--cfg=stylegan2; their arguments are mapped by training.pickle_codebases).
 - trusted: `pickle.load`, which runs the network source stored in the pickle (needed for classes we do not have,
-  e.g. StyleGAN3's). Only for files you trust.
+  e.g. StyleGAN3's alias-free generators). Only for files you trust.
 """
 
 import io
@@ -20,6 +21,7 @@ import torch
 
 import dnnlib
 from torch_utils import safe_pickle
+from training import pickle_codebases
 
 NETWORK_KEYS = ("G", "D", "G_ema")
 
@@ -45,19 +47,25 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def build_from_record(key: str, record: safe_pickle.PersistentRecord) -> torch.nn.Module:
-    """Construct our class for `record` from its recorded init arguments and load its tensors (strict, by name)."""
+def build_from_record(key: str, record: safe_pickle.PersistentRecord,
+                      codebase: str = pickle_codebases.SG2ADA, trust_flag: str | None = "--trust-pickle") -> torch.nn.Module:
+    """Construct our class for `record` from its recorded init arguments (as written by `codebase`, see
+    training.pickle_codebases) and load its tensors (strict, by name). `trust_flag` is the caller's flag for the
+    trusted loader, named in the hint (None: the caller has none)."""
     classes = _our_classes()
-    hint = (f"if the pickle comes from a codebase with other {record.class_name} classes (e.g. StyleGAN3), load it "
-            "with --trust-pickle, which runs the code stored in it")
+    origin = (f"if the pickle comes from a codebase with other {record.class_name} classes (e.g. StyleGAN3's "
+              "alias-free networks)")
+    hint = (f"{origin}, load it with {trust_flag}, which runs the code stored in it" if trust_flag else
+            f"{origin}, it can only be loaded by running its code, which this tool never does")
     if record.class_name not in classes:
         raise ValueError(f"{key}: the snapshot holds a {record.class_name!r}, which the safe loader can rebuild only "
                          f"for {sorted(classes)}; {hint}")
     cls = classes[record.class_name]
+    args, kwargs = pickle_codebases.our_arguments(key, record, codebase)
     try:
-        net = cls(*_plain(record.init_args), **_plain(record.init_kwargs))
+        net = cls(*_plain(args), **_plain(kwargs))
     except TypeError as err:
-        raise ValueError(f"{key}: the recorded constructor arguments of {record.class_name} do not fit "
+        raise ValueError(f"{key}: the recorded constructor arguments of {record.class_name} ({codebase}) do not fit "
                          f"{cls.__module__}.{cls.__qualname__} ({err}); {hint}") from err
     expected = net.state_dict()
     missing = sorted(set(expected) - set(record.state_dict))
@@ -79,11 +87,13 @@ def _read_bytes(f: str | os.PathLike | BinaryIO) -> bytes:
     return f.read()
 
 
-def load_network_pkl(f: str | os.PathLike | BinaryIO, trusted: bool = False) -> dict[str, Any]:
+def load_network_pkl(f: str | os.PathLike | BinaryIO, trusted: bool = False,
+                     trust_flag: str | None = "--trust-pickle") -> dict[str, Any]:
     """Load a network snapshot from a path, URL or binary file; return a dict with G, D, G_ema, augment_pipe and
     training_set_kwargs (missing keys are None; rebuilt networks are in eval mode without gradients).
 
     With trusted=False (default) nothing from the file runs; with trusted=True it is unpickled normally.
+    `trust_flag` names the caller's flag for trusted=True in errors (None: the caller has none).
     """
     data = _read_bytes(f)
     if trusted:
@@ -96,11 +106,12 @@ def load_network_pkl(f: str | os.PathLike | BinaryIO, trusted: bool = False) -> 
     result = dict(snapshot)
     for key in NETWORK_KEYS + ("augment_pipe", "training_set_kwargs"):
         result.setdefault(key, None)
+    codebase = pickle_codebases.snapshot_codebase(result)
     for key in NETWORK_KEYS + ("augment_pipe",):
         value = result[key]
         if isinstance(value, safe_pickle.PersistentRecord):
             try:
-                result[key] = build_from_record(key, value)
+                result[key] = build_from_record(key, value, codebase, trust_flag)
             except ValueError as err:
                 if key != "augment_pipe":
                     raise

@@ -8,14 +8,16 @@ pl_mean, augment p, ADA statistics, RNG states, sampler position), so that a res
 2 steps + snapshot + resume + 2 steps equal 4 steps bit for bit.
 """
 
+import contextlib
 import copy
+import io
 import pickle
 
 import numpy as np
 import torch
 
 import dnnlib
-from torch_utils import distributed, misc, training_stats
+from torch_utils import distributed, finite, misc, training_stats
 from torch_utils.data_iter import check_batch, make_data_iterator, resolve_device
 from training import networks, snapshot
 from training.loss import StyleGAN2Loss
@@ -120,22 +122,39 @@ def build_augment_pipe(augment_kwargs: dict | None, augment_p: float, device: to
     return augment_pipe
 
 
+class ResumeError(ValueError):
+    """The resume snapshot cannot continue this run (unreadable, no networks, another resolution or label set)."""
+
+
+_RESUME_ATTRS = ('img_resolution', 'img_channels', 'c_dim')  # Set by the data: a mismatch is no architecture flag.
+
+
 def load_resume(resume_pkl: str, G, D, G_ema) -> dict:
     """Load a snapshot (safely) and copy the weights of G, D and G_ema by name; return the loaded dict."""
     try:
-        data = snapshot.load_network_pkl(resume_pkl)
+        data = snapshot.load_network_pkl(resume_pkl, trust_flag=None)  # --resume never runs code from a file.
     except FileNotFoundError as err:
         raise FileNotFoundError(f'resume_pkl {resume_pkl!r}: {err}') from err
     except (OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
-        raise ValueError(f'resume_pkl {resume_pkl!r}: cannot load it as a network snapshot ({err})') from err
+        raise ResumeError(f'resume_pkl {resume_pkl!r}: cannot load it as a network snapshot ({err})') from err
+    if all(data.get(name) is None for name in ('G', 'D', 'G_ema')):
+        raise ResumeError(f'{resume_pkl} holds no networks (keys {sorted(map(str, data))}); expected a snapshot with '
+                          f'G, D and G_ema')
     for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
         if data.get(name) is None:
             continue
+        for attr in _RESUME_ATTRS:  # Else the names of the layers differ, nothing is copied and the optimizer fails.
+            stored, wanted = getattr(data[name], attr, None), getattr(module, attr)
+            if stored is not None and stored != wanted:
+                raise ResumeError(f'{resume_pkl}: {name} has {attr} {stored} but this run needs {wanted} (set by '
+                                  f'--data and --cond); resume with a snapshot trained on data like this')
         try:
             misc.copy_params_and_buffers(data[name], module, require_all=False)
         except ValueError as err:
-            raise ValueError(f'resume_pkl {resume_pkl!r}: {name} does not fit the configured network ({err}); '
-                             'resume needs the same architecture, resolution and label dimension') from err
+            raise ResumeError(f'resume_pkl {resume_pkl!r}: {name} does not fit the configured network ({err}); '
+                              'resume needs the same architecture, resolution and label dimension') from err
+    finite.check_finite_modules({name: data.get(name) for name in ('G', 'D', 'G_ema')},
+                                f'{resume_pkl}: refusing to resume from non-finite weights', flag='--resume')
     return data
 
 
@@ -254,10 +273,30 @@ def setup_training(*, training_set_kwargs: dict, G_kwargs: dict, D_kwargs: dict,
     return state
 
 
+def network_summary(G, D, batch_gpu: int, device: torch.device) -> str:
+    """The per-layer tables of G and D (torch_utils.misc.print_module_summary) for one batch_gpu batch, as the
+    released loop prints at start-up. Zero inputs, eval mode (so G's w_avg does not move) and a forked RNG, so the
+    run continues exactly as without it."""
+    z = torch.zeros([batch_gpu, G.z_dim], device=device)
+    c = torch.zeros([batch_gpu, D.c_dim], device=device)
+    modes = G.training, D.training
+    out = io.StringIO()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []), \
+                contextlib.redirect_stdout(out):
+            img = misc.print_module_summary(G.eval(), [z, c[:, :G.c_dim]])
+            misc.print_module_summary(D.eval(), [img, c])
+    finally:
+        G.train(modes[0])
+        D.train(modes[1])
+    return out.getvalue().rstrip('\n')
+
+
 def _setup_networks(state: dnnlib.EasyDict, G_kwargs: dict, D_kwargs: dict, resume_pkl: str | None, log):
     """Build G, D, G_ema into `state` and copy resumed weights; return the loaded resume snapshot (or None)."""
     extra_c_dim = sum(plugin.extra_c_dim for plugin in state.plugins)
     state.G, state.D, state.G_ema = build_networks(state.training_set, G_kwargs, D_kwargs, extra_c_dim, state.device)
+    log(network_summary(state.G, state.D, state.batch_gpu, state.device))
     log(f'Networks: G {_num_params(state.G):,} parameters, D {_num_params(state.D):,} (label dim '
         f'{state.D.c_dim}), on {state.device}')
     if resume_pkl is None:

@@ -17,8 +17,9 @@ import torch
 
 import dnnlib
 from metrics import metric_main
-from torch_utils import distributed, training_stats
+from torch_utils import distributed, signals, training_stats
 from torch_utils.ema import ema_update
+from torch_utils.finite import NonFiniteError
 from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
 from torch_utils.tick_report import PhaseTimer, TickReporter
 from training import run_outputs
@@ -96,7 +97,7 @@ def _end_tick(state: dnnlib.EasyDict, run: dnnlib.EasyDict, done: bool) -> bool:
         return interval is not None and (done or state.cur_tick % interval == 0)
 
     if run.grid is not None and due(run.image_snapshot_ticks):
-        run_outputs.save_fakes(state, run.grid, os.path.join(run.run_dir, f'fakes{state.cur_nimg // 1000:06d}.png'))
+        run_outputs.save_fakes(state, run.grid, run_outputs.fakes_path(run.run_dir, state.cur_nimg))
     if due(run.network_snapshot_ticks) and (run.run_dir is not None or run.metrics):
         path = None
         if run.run_dir is not None:
@@ -104,7 +105,10 @@ def _end_tick(state: dnnlib.EasyDict, run: dnnlib.EasyDict, done: bool) -> bool:
             run.result.snapshot_pkl = path or run.result.snapshot_pkl
         run_outputs.evaluate_metrics(state, run.metrics, run.metric_kwargs, run.run_dir, path, run.log)
     state.timer.report_events()
-    state.reporter.write_stats()
+    stats = state.reporter.write_stats()
+    for plugin in state.plugins:
+        for line in plugin.end_of_tick(stats):
+            run.log(line)
     if run.progress_fn is not None:
         run.progress_fn(state.cur_nimg // 1000, run.total_kimg)
     state.cur_tick += 1
@@ -125,10 +129,16 @@ def _train(state: dnnlib.EasyDict, run: dnnlib.EasyDict) -> dnnlib.EasyDict:
             if not done and state.cur_tick != 0 and state.cur_nimg < state.tick_start_nimg + tick_nimg:
                 continue
             done = _end_tick(state, run, done)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM under torch_utils.signals.sigterm_as_interrupt.
         run.result.interrupted = True
+        run.result.exit_code = signals.exit_code(err)
         last = run.result.snapshot_pkl or 'none written by this run'
-        run.log(f'\nInterrupted at kimg {state.cur_nimg / 1e3:.3f}; the last snapshot is {last}')
+        run.log(f'\nInterrupted ({signals.signal_name(err)}) at kimg {state.cur_nimg / 1e3:.3f}; the last snapshot is '
+                f'{last}')
+    except NonFiniteError as err:  # NaN/Inf policy: stop with the cause and the last good snapshot.
+        last = run.result.snapshot_pkl or 'none written by this run'
+        raise NonFiniteError(f'{err} (at kimg {state.cur_nimg / 1e3:.3f}; the last good snapshot is {last})',
+                             err.flag) from None
     run.result.cur_nimg = state.cur_nimg
     return run.result
 
@@ -154,6 +164,18 @@ def _silent(*_args, **_kwargs) -> None:
     pass
 
 
+def _remove_stale_temp_files(run_dir: str, resume_pkl: str | None, log) -> None:
+    """Delete temp files that killed writes left in the run dir and in the folder of the snapshot resumed from
+    (dnnlib.util.remove_stale_temp_files); one line per folder that had any."""
+    folders = [run_dir]
+    if resume_pkl is not None and os.path.isfile(resume_pkl):
+        folders.append(os.path.dirname(os.path.abspath(resume_pkl)))
+    for folder in dict.fromkeys(os.path.abspath(folder) for folder in folders):
+        removed = dnnlib.util.remove_stale_temp_files(folder)
+        if removed:
+            log(f'Removed {len(removed)} stale temp file(s) of interrupted writes in {folder}: {", ".join(removed)}')
+
+
 def training_loop(
     run_dir: str | None = '.',                  # Output directory, written by rank 0; None = write nothing.
     total_kimg: float = 25000,                  # Train until this many thousand images have been shown.
@@ -169,7 +191,8 @@ def training_loop(
     **setup_kwargs,                             # Data, networks, optimizers, loss, plugins, resume, rank, ...:
                                                 # see training.train_state.setup_training.
 ) -> dnnlib.EasyDict:
-    """Train; return EasyDict(cur_nimg, snapshot_pkl (last one written, rank 0), interrupted)."""
+    """Train; return EasyDict(cur_nimg, snapshot_pkl (last one written, rank 0), interrupted, exit_code (130 for
+    SIGINT, 143 for SIGTERM, when interrupted))."""
     rank = setup_kwargs.get('rank', 0)
     metrics = list(metrics)
     for metric in metrics:
@@ -179,6 +202,8 @@ def training_loop(
     if writes:
         os.makedirs(run_dir, exist_ok=True)
     logger = dnnlib.util.Logger(os.path.join(run_dir, 'log.txt'), file_mode='a') if writes else None
+    if writes:
+        _remove_stale_temp_files(run_dir, setup_kwargs.get('resume_pkl'), log)
     try:
         with _speed_flags(cudnn_benchmark, allow_tf32):
             # NCCL reduces statistics on the GPU; gloo (CPU) and single-process runs on the CPU.
@@ -196,7 +221,7 @@ def training_loop(
                                   network_snapshot_ticks=network_snapshot_ticks, progress_fn=progress_fn, log=log,
                                   metrics=metrics, metric_kwargs=dict(metric_kwargs or {}),
                                   result=dnnlib.EasyDict(cur_nimg=state.cur_nimg, snapshot_pkl=None,
-                                                         interrupted=False))
+                                                         interrupted=False, exit_code=0))
             log(f'Training for {total_kimg} kimg from kimg {state.cur_nimg / 1e3:.3f} '
                 f'(batch {state.batch_size}, {state.rounds} round(s) of {state.batch_gpu} per rank)...')
             result = _train(state, run)

@@ -70,8 +70,9 @@ def build_plugins(method: str, cfg: ToyConfig, mixture: GridMixture) -> list:
         raise ValueError(f'method is {method!r}; expected one of {list(METHODS)}')
     plugins = []
     if method in ('diffgan', 'smart_diffgan'):
+        # t_embed 'scaled': the toy D is an MLP on [x, c], built for t / t_max (raw t up to 500 would swamp x).
         plugins.append(DiffusionGAN(DiffGANOptions(enabled=True, noise_sd=cfg.diffgan_noise_sd,
-                                                   t_max=cfg.diffgan_t_max)))
+                                                   t_max=cfg.diffgan_t_max, t_embed='scaled')))
     if method in ('smart', 'smart_diffgan'):
         lo, hi = cfg.smart_sigma
         # A list schedule must ascend strictly: a single sigma becomes two that differ in the 7th digit.

@@ -4,6 +4,9 @@ import hashlib
 import http.server
 import io
 import os
+import re
+import socket
+import subprocess
 import sys
 import threading
 
@@ -169,14 +172,35 @@ def test_write_atomically(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["new", "relative.bin"]
 
     def failing_replace(src, dst):
+        sources.append(os.path.basename(src))
         raise OSError("disk full")
+
+    sources = []
 
     monkeypatch.setattr(util.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
         util.write_atomically(tmp_path / "new" / "dir" / "y.bin", b"data")
     assert os.listdir(tmp_path / "new" / "dir") == ["x.bin"]  # Neither the target nor a temp file is left.
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())  # The temp file was named after target and writer:
+    assert re.fullmatch(rf"\.y\.bin\.{re.escape(host)}-{os.getpid()}\.[A-Za-z0-9_]+\.part", sources[0]), sources
     with pytest.raises(TypeError, match="write_atomically: data must be bytes, got str"):
         util.write_atomically(tmp_path / "z.bin", "text")
+
+
+def test_remove_stale_temp_files_only_of_dead_writers_on_this_host(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # Its pid now belongs to no process (reaped).
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+    names = {"stale": f".network-snapshot-000004.pkl.{host}-{dead.pid}.k3j_x9a1.part",
+             "stale2": f".fakes000000.012.png.{host}-{dead.pid}.abc12345.part",
+             "live": f".network-snapshot-000008.pkl.{host}-{os.getpid()}.q1w2e3r4.part",
+             "other_host": f".network-snapshot-000004.pkl.elsewhere-{dead.pid}.k3j_x9a1.part",
+             "unrelated": "notes.part", "hidden": ".network-snapshot-000004.pkl", "legacy": "tmp_abc.part"}
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"x")
+    assert util.remove_stale_temp_files(tmp_path) == sorted([names["stale"], names["stale2"]])
+    assert sorted(os.listdir(tmp_path)) == sorted(name for key, name in names.items() if not key.startswith("stale"))
+    assert util.remove_stale_temp_files(tmp_path / "missing") == []
 
 
 def test_is_url():

@@ -81,7 +81,10 @@ def test_snapshot_contents(tmp_path, dataset):
     result = _train(tmp_path, dataset, 0.008)
     with open(result.snapshot_pkl, 'rb') as f:
         data = pickle.load(f)  # The trusted path works too: plain data and persistent objects.
-    assert sorted(data) == ['augment_pipe', 'dataset_kwargs', 'ema', 'loss_fn', 'precond', 'training_sigma']
+    assert sorted(data) == ['augment_pipe', 'dataset_kwargs', 'ema', 'loss_fn', 'precond', 'training_sigma',
+                            'training_state']
+    assert data['training_state'] == 'training-state-000000.pt'  # Written before the snapshot, in the same folder.
+    assert dpm_snapshot.state_of_snapshot(result.snapshot_pkl) == str(tmp_path / 'training-state-000000.pt')
     assert data['loss_fn'] == dict(class_name='EDMLoss', sigma_dist=BAND, sigma_data=0.5, stf=True, stf_chunk=256)
     assert data['precond'] == dict(class_name='EDMPrecond', sigma_data=0.5, sigma_min=0.0, sigma_max=float('inf'))
     assert data['training_sigma'] == BAND and data['dataset_kwargs']['path'] == dataset
@@ -205,18 +208,19 @@ def test_conditional_stf_round_inputs_and_step(tmp_path):
 
 def _worker(rank, port, dataset, out_dir):
     torch.set_num_threads(1)
-    distributed.init_process_group(rank, 2, init_method=f'tcp://127.0.0.1:{port}')
-    try:
-        training_stats.init_multiprocessing(rank, None)
-        s = loop.setup(**_config(dataset, num_gpus=2, rank=rank, device='cpu'))
-        first_images = loop._fetch(s)[0].sum().item()
-        s.data_iter = loop.make_data_iterator(s.training_set, rank, 2, 0, 4, 0, {}, s.device)  # Rewind the fetch.
-        for _ in range(3):
-            loop.training_step(s)
-        flat = {name: torch.cat([p.detach().flatten() for p in s[name].parameters()]) for name in ('net', 'ema')}
-        torch.save(dict(flat=flat, first=first_images), os.path.join(out_dir, f'rank{rank}.pt'))
-    finally:
-        distributed.destroy_process_group()
+    with distributed.process_group(rank, 2, init_method=f'tcp://127.0.0.1:{port}'):  # Left synchronised.
+        _train_three_steps(rank, dataset, out_dir)
+
+
+def _train_three_steps(rank, dataset, out_dir):
+    training_stats.init_multiprocessing(rank, None)
+    s = loop.setup(**_config(dataset, num_gpus=2, rank=rank, device='cpu'))
+    first_images = loop._fetch(s)[0].sum().item()
+    s.data_iter = loop.make_data_iterator(s.training_set, rank, 2, 0, 4, 0, {}, s.device)  # Rewind the fetch.
+    for _ in range(3):
+        loop.training_step(s)
+    flat = {name: torch.cat([p.detach().flatten() for p in s[name].parameters()]) for name in ('net', 'ema')}
+    torch.save(dict(flat=flat, first=first_images), os.path.join(out_dir, f'rank{rank}.pt'))
 
 
 def test_two_process_gloo_keeps_replicas_identical(dataset, tmp_path):

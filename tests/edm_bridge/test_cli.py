@@ -88,9 +88,10 @@ def test_info_errors_name_the_argument_or_flag(tmp_path):
 
 def test_models_lists_the_registry():
     lines = run('models').output.splitlines()
-    assert len(lines) == 13
+    assert len(lines) == 19
     assert lines[1].split() == ['edm-cifar10-32x32-cond-vp', '32', '10', 'DDPM++', 'karras', 'CC', 'BY-NC-SA', '4.0']
-    assert lines[-1].split() == ['adm-lsun-bedroom256', '256', '0', 'ADM', 'ddpm-linear', 'MIT']
+    assert lines[12].split() == ['adm-lsun-bedroom256', '256', '0', 'ADM', 'ddpm-linear', 'MIT']
+    assert lines[-1].split()[:5] == ['ncsnv2-ffhq', '256', '0', 'NCSNv2Deepest', 'karras']
 
 
 def test_info_on_an_adm_checkpoint_needs_the_preset_flag(tmp_path):

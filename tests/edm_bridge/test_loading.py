@@ -130,8 +130,26 @@ def test_adm_errors(tmp_path):
         loading.load_denoiser(path, adm_preset='adm-lsun-bedroom256', adm_kwargs=dict(channels_scale=0.125))
     assert "pass the adm_preset that tiny_adm.pt was trained with" in str(err.value)
     torch.save([torch.zeros(2)], tmp_path / 'list.pt')
-    with pytest.raises(ValueError, match='list.pt holds a list that is not a state dict of tensors; expected an ADM'):
+    with pytest.raises(ValueError, match=re.escape("list.pt holds a list of 1 items (['Tensor']), not a state dict of "
+                                                   "tensors nor an NCSNv2 checkpoint list; expected an EDM network "
+                                                   "pickle, an ADM (guided-diffusion) checkpoint")):
         loading.load_denoiser(tmp_path / 'list.pt', adm_preset='adm-imagenet64-cond')
+
+
+def test_torch_save_files_are_named_for_what_they_are(tmp_path):
+    """Before: any torch.save file was called 'an ADM checkpoint' and asked for --adm-preset."""
+    torch.save({'conv.weight': torch.zeros(2), 'conv.bias': torch.zeros(2)}, tmp_path / 'other.pt')
+    with pytest.raises(ValueError, match=re.escape(
+            "other.pt is a torch.save state dict of 2 tensors (e.g. ['conv.bias', 'conv.weight']) without the "
+            "input_blocks.* / time_embed.* tensors of an ADM (guided-diffusion) checkpoint")):
+        loading.load_denoiser(tmp_path / 'other.pt')
+    state = dict(net={}, ema={'w': torch.zeros(1)}, optimizer={}, cur_nimg=16, batch_idx=2, version=1)
+    torch.save(state, tmp_path / 'training-state-000000.pt')
+    for call in (loading.load_denoiser, loading.describe):
+        with pytest.raises(ValueError, match=re.escape(
+                'training-state-000000.pt is a train_dpm.py training state (training-state-*.pt: net, ema, optimizer, '
+                'counters), not a network file; pass the network-snapshot-*.pkl of the same tick')):
+            call(tmp_path / 'training-state-000000.pt')
 
 
 def test_unknown_global_gives_the_safe_loaders_error(tmp_path):

@@ -35,7 +35,15 @@ def test_table_contents():
         'adm-imagenet128-cond': (128, 1000, 'ADM', 'ddpm-linear', 'MIT'),
         'adm-lsun-bedroom256': (256, 0, 'ADM', 'ddpm-linear', 'MIT'),
     }
-    assert list(MODELS) == list(expected)
+    ncsnv2 = {'ncsnv2-cifar10': (32, 'NCSNv2'), 'ncsnv2-celeba': (64, 'NCSNv2'), 'ncsnv2-church': (64, 'NCSNv2Deeper'),
+              'ncsnv2-bedroom': (128, 'NCSNv2Deeper'), 'ncsnv2-tower': (128, 'NCSNv2Deeper'),
+              'ncsnv2-ffhq': (256, 'NCSNv2Deepest')}
+    assert list(MODELS) == list(expected) + list(ncsnv2)
+    for name, (resolution, architecture) in ncsnv2.items():
+        entry = MODELS[name]
+        assert (entry.img_resolution, entry.label_dim, entry.architecture, entry.format, entry.url) == (
+            resolution, 0, architecture, 'ncsnv2-checkpoint', registry.NCSNV2_URL)
+        assert entry.ncsnv2_config['data']['image_size'] == resolution and entry.ncsnv2_config['model']['ema']
     for name, (resolution, label_dim, architecture, schedule, license) in expected.items():
         entry = MODELS[name]
         assert (entry.name, entry.img_resolution, entry.label_dim, entry.architecture, entry.schedule,
@@ -84,10 +92,12 @@ def test_entry_validation():
     base = dict(name='x', url='https://a/x.pkl', img_resolution=32, label_dim=0, architecture='DDPM++',
                 preconditioning='EDMPrecond', license=registry.EDM_LICENSE)
     with pytest.raises(ValueError, match=re.escape("x: format 'zip'; expected one of ['edm-pickle', "
-                                                   "'adm-checkpoint']")):
+                                                   "'adm-checkpoint', 'ncsnv2-checkpoint']")):
         ModelEntry(format='zip', schedule='karras', **base)
     with pytest.raises(ValueError, match=re.escape("x: schedule 'sqrt'; expected one of ['karras', 'ddpm-cosine', "
                                                    "'ddpm-linear']")):
         ModelEntry(format='edm-pickle', schedule='sqrt', **base)
     with pytest.raises(ValueError, match='x: an adm_preset is needed exactly for adm-checkpoint entries'):
         ModelEntry(format='adm-checkpoint', schedule='ddpm-linear', **base)
+    with pytest.raises(ValueError, match='x: an ncsnv2_config is needed exactly for ncsnv2-checkpoint entries'):
+        ModelEntry(format='ncsnv2-checkpoint', schedule='karras', **base)

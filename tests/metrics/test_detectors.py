@@ -90,10 +90,12 @@ def test_torchscript_and_persistent_pickle_detectors(tmp_path, detector_files):
     pkl = tiny_metrics.save_pickle(tmp_path / 'tiny.pkl')
     images = torch.randint(0, 256, [5, 3, 8, 8], dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     script, script_id = detectors.get_detector('inception', detector_files.inception, torch.device('cpu'))
-    pickled, pickled_id = detectors.get_detector('inception', pkl, torch.device('cpu'))
+    pickled, pickled_id = detectors.get_detector('inception', pkl, torch.device('cpu'), trust=True)
     assert isinstance(script, torch.jit.ScriptModule) and not isinstance(pickled, torch.jit.ScriptModule)
     assert script_id.startswith('inception-2015-12-05-') and pickled_id.startswith('tiny-')
-    assert detectors.get_detector('inception', pkl, torch.device('cpu'))[0] is pickled  # loaded once per process
+    assert detectors.get_detector('inception', pkl, torch.device('cpu'), trust=True)[0] is pickled  # loaded once
+    with pytest.raises(detectors.UntrustedDetectorError):  # ...and not handed to a caller that does not trust it.
+        detectors.get_detector('inception', pkl, torch.device('cpu'))
     features = detectors.run_detector(script, images, return_features=True)
     assert features.shape == (5, 8) and torch.equal(features, detectors.run_detector(pickled, images,
                                                                                      return_features=True))
@@ -107,11 +109,48 @@ def test_torchscript_and_persistent_pickle_detectors(tmp_path, detector_files):
 def test_detector_file_errors(tmp_path):
     (tmp_path / 'junk.pt').write_bytes(b'not a detector')
     with pytest.raises(ValueError, match="is neither a TorchScript archive .* nor a pickle"):
-        detectors.load_detector_file(str(tmp_path / 'junk.pt'), torch.device('cpu'))
+        detectors.load_detector_file(str(tmp_path / 'junk.pt'), torch.device('cpu'), trust=True)
     (tmp_path / 'dict.pkl').write_bytes(pickle.dumps({'a': 1}))
     with pytest.raises(TypeError, match='holds a dict; expected a torch.nn.Module'):
-        detectors.load_detector_file(str(tmp_path / 'dict.pkl'), torch.device('cpu'))
+        detectors.load_detector_file(str(tmp_path / 'dict.pkl'), torch.device('cpu'), trust=True)
     with pytest.raises(ValueError, match=r'detector input must be uint8 \[N, C, H, W\], got torch.float32'):
         detectors.run_detector(torch.nn.Identity(), torch.zeros([1, 3, 4, 4]))
     with pytest.raises(ValueError, match=r'detector returned torch.Size\(\[2, 3, 4, 4\]\) for 2 images'):
         detectors.run_detector(torch.nn.Identity(), torch.zeros([2, 3, 4, 4], dtype=torch.uint8))
+
+
+# Untrusted files: a pickle runs code when loaded, so nothing but TorchScript loads without trust=True.
+
+
+def test_untrusted_pickles_are_refused_wherever_they_are_found(offline, tmp_path, monkeypatch, detector_files):
+    marker = tmp_path / 'payload-ran'
+    downloads = tmp_path / 'cache' / 'downloads'
+    downloads.mkdir(parents=True)
+    env_dir = tmp_path / 'env'
+    env_dir.mkdir()
+    given = tiny_metrics.save_payload(tmp_path / 'given.pkl', marker)
+    tiny_metrics.save_payload(env_dir / 'inception-2015-12-05.pt', marker)  # a pickle under the TorchScript name
+    tiny_metrics.save_payload(downloads / 'a866f8d678872dcf6fcf60ddd09807ab_inception-2015-12-05.pt', marker)
+    cases = [(given, None, f'{given} (given by --detector)'),
+             (None, str(env_dir), f'{env_dir}/inception-2015-12-05.pt (found in $SMART_DETECTOR_DIR={env_dir})'),
+             (None, None, f'{downloads}/a866f8d678872dcf6fcf60ddd09807ab_inception-2015-12-05.pt (found in the '
+                          f'download cache {downloads})')]
+    for source, folder, where in cases:
+        if folder is None:
+            monkeypatch.delenv('SMART_DETECTOR_DIR', raising=False)
+        else:
+            monkeypatch.setenv('SMART_DETECTOR_DIR', folder)
+        with pytest.raises(detectors.UntrustedDetectorError) as info:
+            detectors.get_detector('inception', source, torch.device('cpu'))
+        assert str(info.value).startswith(where + ' is not a TorchScript archive, so loading it means unpickling '
+                                                  'it, which runs code stored in the file; refused. If you trust this '
+                                                  'file, pass --trust-detector'), str(info.value)
+        assert info.value.flag == '--detector' and not marker.exists()
+    with pytest.raises(detectors.UntrustedDetectorError, match=r'vgg16.pkl \(given by --detector-vgg16\)') as info:
+        detectors.get_detector('vgg16', tiny_metrics.save_payload(tmp_path / 'vgg16.pkl', marker), 'cpu')
+    assert info.value.flag == '--detector-vgg16' and not marker.exists()
+    script, _ = detectors.get_detector('inception', detector_files.inception, torch.device('cpu'))  # TorchScript: ok
+    assert isinstance(script, torch.jit.ScriptModule)
+    with pytest.raises(detectors.DetectorUnavailableError, match='holds a NoneType'):  # With trust the payload runs.
+        detectors.get_detector('inception', given, torch.device('cpu'), trust=True)
+    assert marker.exists()

@@ -65,16 +65,17 @@ def test_interleaved_indices_gather_back_to_dataset_order(num_items, num_gpus):
 
 def _worker(rank, port, dataset_zip, detector, out_dir):
     torch.set_num_threads(1)
-    distributed.init_process_group(rank, 2, init_method=f'tcp://127.0.0.1:{port}')
-    try:
-        opts = metric_utils.MetricOptions(dataset_kwargs=dict(class_name='training.dataset.ImageFolderDataset',
-                                                              path=dataset_zip), num_gpus=2, rank=rank,
-                                          device='cpu', cache=False, detector=detector, num_workers=0)
-        stats = metric_utils.compute_feature_stats_for_dataset(opts, 'inception', dict(return_features=True),
-                                                               batch_size=2, capture_all=True)
-        np.save(f'{out_dir}/rank{rank}.npy', stats.get_all())
-    finally:
-        distributed.destroy_process_group()
+    with distributed.process_group(rank, 2, init_method=f'tcp://127.0.0.1:{port}'):  # Left synchronised.
+        _save_features(rank, dataset_zip, detector, out_dir)
+
+
+def _save_features(rank, dataset_zip, detector, out_dir):
+    opts = metric_utils.MetricOptions(dataset_kwargs=dict(class_name='training.dataset.ImageFolderDataset',
+                                                          path=dataset_zip), num_gpus=2, rank=rank,
+                                      device='cpu', cache=False, detector=detector, num_workers=0)
+    stats = metric_utils.compute_feature_stats_for_dataset(opts, 'inception', dict(return_features=True),
+                                                           batch_size=2, capture_all=True)
+    np.save(f'{out_dir}/rank{rank}.npy', stats.get_all())
 
 
 def test_two_process_gloo_features_equal_single_process(dataset_zip, detector_files, tmp_path):

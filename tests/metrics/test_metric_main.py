@@ -126,13 +126,14 @@ def test_conditional_generator_with_labels(metric_env, tmp_path):
 
 def _worker(rank, port, kwargs, out_dir):
     torch.set_num_threads(1)
-    distributed.init_process_group(rank, 2, init_method=f'tcp://127.0.0.1:{port}')
-    try:
-        result = metric_main.calc_metric('kid2k_full', num_gpus=2, rank=rank, **kwargs)
-        with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
-            json.dump(result, f)
-    finally:
-        distributed.destroy_process_group()
+    with distributed.process_group(rank, 2, init_method=f'tcp://127.0.0.1:{port}'):  # Left synchronised.
+        _save_metric(rank, kwargs, out_dir)
+
+
+def _save_metric(rank, kwargs, out_dir):
+    result = metric_main.calc_metric('kid2k_full', num_gpus=2, rank=rank, **kwargs)
+    with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
+        json.dump(result, f)
 
 
 def test_two_process_gloo_metric_gives_rank0_result_everywhere(metric_env, dataset_zip, tiny_G, tmp_path):

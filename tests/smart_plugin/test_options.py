@@ -13,7 +13,8 @@ def test_smart_defaults_and_asdict_round_trip():
     opts = SMaRtOptions(lam=1, freq=4, start_kimg=2, schedule='karras:1000,0.002,80,7')
     saved = json.loads(json.dumps(dataclasses.asdict(opts)))
     assert saved == dict(lam=1.0, freq=4, t_lo=25, t_hi=35, schedule='karras:1000,0.002,80,7', param='eps',
-                         batch=None, start_kimg=2.0, dpm='gaussian')
+                         batch=None, start_kimg=2.0, dpm='gaussian', draws=1, antithetic=False, grad='full',
+                         diagnostics=False)
     assert isinstance(saved['lam'], float)  # Ints are normalised to the declared float.
     assert SMaRtOptions(**saved) == opts
     assert opts.enabled and not SMaRtOptions().enabled
@@ -22,9 +23,14 @@ def test_smart_defaults_and_asdict_round_trip():
 def test_diffgan_defaults_and_asdict_round_trip():
     opts = DiffGANOptions(enabled=True)
     saved = json.loads(json.dumps(dataclasses.asdict(opts)))
-    assert saved == dict(enabled=True, noise_sd=0.05, t_min=10, t_max=1000, ts_dist='priority', target=0.6,
-                         ada_kimg=100.0, interval=4, beta_start=1e-4, beta_end=0.02)
+    # The released diffusion-stylegan2 defaults: raw t input, linear betas, no ADA (ada_maxp 0.25 when coupled).
+    assert saved == dict(enabled=True, noise_sd=0.05, t_min=10, t_max=1000, ts_dist='priority', t_embed='raw',
+                         target=0.6, ada_kimg=100.0, interval=4, beta_schedule='linear', beta_start=1e-4,
+                         beta_end=0.02, ada_augpipe=None, ada_maxp=0.25)
     assert DiffGANOptions(**saved) == opts
+    coupled = DiffGANOptions(enabled=True, ada_augpipe='bgc', ada_maxp=1, beta_schedule='cosine')
+    assert DiffGANOptions(**json.loads(json.dumps(dataclasses.asdict(coupled)))) == coupled
+    assert coupled.ada_maxp == 1.0 and isinstance(coupled.ada_maxp, float)
 
 
 @pytest.mark.parametrize('kwargs, field, message', [
@@ -39,6 +45,10 @@ def test_diffgan_defaults_and_asdict_round_trip():
     (dict(batch=0), 'batch', 'SMaRtOptions.batch is 0; expected None (whole round) or an integer >= 1'),
     (dict(start_kimg=-1), 'start_kimg', 'SMaRtOptions.start_kimg is -1.0; expected a finite number >= 0'),
     (dict(dpm=' '), 'dpm', "SMaRtOptions.dpm is ' '; expected a registry name, a path or URL, or 'gaussian'"),
+    (dict(draws=0), 'draws', 'SMaRtOptions.draws is 0; expected an integer >= 1 (1 = one draw per sample, the paper)'),
+    (dict(draws=3, antithetic=True), 'draws', 'SMaRtOptions.draws is 3; expected an even number with antithetic=True '
+                                              '(pairs eps, -eps); use draws=4 or turn antithetic off'),
+    (dict(grad='exact'), 'grad', "SMaRtOptions.grad is 'exact'; expected one of ['full', 'sds']"),
     (dict(noise_sd=0), 'noise_sd', 'DiffGANOptions.noise_sd is 0.0; expected a finite number > 0'),
     (dict(t_min=0), 't_min', 'DiffGANOptions.t_min is 0; expected an integer >= 1'),
     (dict(t_min=10, t_max=5), 't_max', 'DiffGANOptions.t_max is 5; expected an integer >= t_min (10)'),
@@ -49,6 +59,15 @@ def test_diffgan_defaults_and_asdict_round_trip():
     (dict(beta_start=0), 'beta_start', 'DiffGANOptions.beta_start is 0.0; expected a number in (0, 1)'),
     (dict(beta_end=1e-5), 'beta_end', 'DiffGANOptions.beta_end is 1e-05; expected a number in [beta_start '
                                       '(0.0001), 1)'),
+    (dict(t_embed='sinusoidal'), 't_embed', "DiffGANOptions.t_embed is 'sinusoidal'; expected one of ['raw', "
+                                            "'scaled']"),
+    (dict(beta_schedule='cos'), 'beta_schedule', "DiffGANOptions.beta_schedule is 'cos'; expected one of ['linear', "
+                                                 "'quad', 'const', 'jsd', 'sigmoid', 'cosine', 'continuous_t']"),
+    (dict(ada_augpipe='bgcx'), 'ada_augpipe', "DiffGANOptions.ada_augpipe is 'bgcx'; expected None or one of "
+                                              "['blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', "
+                                              "'bgcf', 'bgcfn', 'bgcfnc']"),
+    (dict(ada_maxp=0), 'ada_maxp', 'DiffGANOptions.ada_maxp is 0.0; expected a number in (0, 1]'),
+    (dict(ada_maxp=1.5), 'ada_maxp', 'DiffGANOptions.ada_maxp is 1.5; expected a number in (0, 1]'),
 ])
 def test_value_errors_name_the_field(kwargs, field, message):
     cls = DiffGANOptions if 'DiffGAN' in message else SMaRtOptions
@@ -64,6 +83,10 @@ def test_value_errors_name_the_field(kwargs, field, message):
     (SMaRtOptions, dict(schedule=7), 'schedule', 'SMaRtOptions.schedule is int 7; expected None or a string'),
     (SMaRtOptions, dict(dpm=None), 'dpm', "SMaRtOptions.dpm is NoneType None; expected a string: a registry name, "
                                           "a path or URL, or 'gaussian'"),
+    (SMaRtOptions, dict(draws=2.0), 'draws', 'SMaRtOptions.draws is float 2.0; expected an integer'),
+    (SMaRtOptions, dict(antithetic=1), 'antithetic', 'SMaRtOptions.antithetic is int 1; expected True or False'),
+    (SMaRtOptions, dict(diagnostics='on'), 'diagnostics', "SMaRtOptions.diagnostics is str 'on'; expected True or "
+                                                          'False'),
     (DiffGANOptions, dict(enabled=1), 'enabled', 'DiffGANOptions.enabled is int 1; expected True or False'),
     (DiffGANOptions, dict(interval='4'), 'interval', "DiffGANOptions.interval is str '4'; expected an integer"),
 ])

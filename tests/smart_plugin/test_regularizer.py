@@ -180,14 +180,15 @@ def test_reports_loss_and_sigma():
 def test_startup_line(capsys):
     make(lam=0.01, t_lo=40, t_hi=60)
     assert capsys.readouterr().out == ('SMaRt: lambda 0.01 (eps form), every 8 steps, t 40..60 on karras-1000 -> '
-                                       'sigma 0.005063..0.007721, score source GaussianDenoiser (given)\n')
+                                       'sigma 0.005063..0.007721, score source GaussianDenoiser (given), 1 draw per '
+                                       'sample, grad full\n')
     images = torch.randint(0, 256, [6, 1, 2, 2], generator=torch.Generator().manual_seed(0)).to(torch.uint8).numpy()
     dataset = [(image, None) for image in images]
     plugin = SMaRt(SMaRtOptions(lam=0.1, param='x0', freq=4, schedule='ddpm-linear', batch=8, start_kimg=100))
     plugin.setup(G=fake_G(), D=None, training_set=dataset, device=torch.device('cpu'), rank=0, num_gpus=1)
     assert capsys.readouterr().out == ('SMaRt: lambda 0.1 (x0 form), every 4 steps, t 25..35 on ddpm-linear-1000 -> '
                                        'sigma 0.09548..0.1276, score source gaussian (per-pixel fit to 6 images), '
-                                       'first 8 samples per round, from 100 kimg\n')
+                                       '1 draw per sample, grad full, first 8 samples per round, from 100 kimg\n')
     torch.testing.assert_close(plugin.denoiser.net.mu, torch.from_numpy(images / 127.5 - 1).float().mean(0))
     silent = SMaRt(SMaRtOptions(lam=1.0), GaussianDenoiser(MU, VAR))
     silent.setup(G=fake_G(), D=None, training_set=None, device=torch.device('cpu'), rank=1, num_gpus=2)
@@ -215,8 +216,10 @@ def test_setup_errors():
         SMaRt({'lam': 1})
     with pytest.raises(ValueError, match=re.escape('denoiser is 32x32 but the generator outputs 8x8')):
         make(None, G=fake_G(resolution=8, channels=3), dpm='edm-cifar10-32x32-cond-vp')  # Before any download.
-    with pytest.raises(FileNotFoundError, match=re.escape("model file 'missing/model.pkl' does not exist")):
+    with pytest.raises(OptionError, match=re.escape("score source 'missing/model.pkl': model file 'missing/model.pkl' "
+                                                    "does not exist")) as info:
         make(None, dpm='missing/model.pkl')
+    assert info.value.field == 'dpm' and isinstance(info.value.__cause__, FileNotFoundError)  # train.py: --smart-dpm.
 
 
 def test_sigma_band_warning():
@@ -250,7 +253,8 @@ def test_edm_pickle_score_source_is_frozen_and_gets_labels(tmp_path, capsys):
     path.write_bytes(pickle.dumps(dict(ema=net, loss_fn=None, augment_pipe=None, dataset_kwargs={})))
     with pytest.warns(UserWarning, match='rarely sees'):  # Karras t 25..35 lies below sigma 0.01.
         plugin = make(None, G=fake_G(resolution=8, channels=3, c_dim=4), dpm=str(path), lam=0.1)
-    assert capsys.readouterr().out.endswith(f'on karras-1000 -> sigma 0.003625..0.004538, score source {path}\n')
+    assert capsys.readouterr().out.endswith(f'on karras-1000 -> sigma 0.003625..0.004538, score source {path}, '
+                                                 '1 draw per sample, grad full\n')
     g = torch.randn([2, 3, 8, 8], generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     c = torch.eye(4)[[1, 3]]
     torch.manual_seed(0)
@@ -275,3 +279,58 @@ def test_gradient_reaches_a_real_generator():
     assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in G.parameters())
     assert G.synthesis.b8.torgb.weight.grad.abs().sum() > 0
     assert all(not b.requires_grad for b in plugin.denoiser.buffers())
+
+
+class NaNForSome(torch.nn.Module):
+    """A denoiser that is the identity except for the samples whose first pixel is > 0, which get NaN (through a
+    non-linearity, so that a plain masked loss would still send NaN gradients back to G)."""
+
+    def __init__(self):
+        super().__init__()
+        self.img_resolution, self.img_channels, self.label_dim = 2, 1, 0
+        self.sigma_min, self.sigma_max = 0.0, float('inf')
+
+    def forward(self, x, sigma, labels=None):
+        sign = torch.where(x[:, :1, :1, :1] > 0, -1.0, 1.0).to(x.dtype)  # [N, 1, 1, 1], no gradient.
+        root = (x.square() + 1).sqrt()
+        return 0.5 * x + (sign * (x.square() + 1)).sqrt() - root  # sqrt of a negative: NaN value and gradient.
+
+
+def test_nonfinite_samples_are_dropped_with_exact_gradient_for_the_rest():
+    """Before: one NaN sample made every gradient NaN (the step was lost silently); now it is dropped and counted."""
+    x = torch.tensor([[-0.4, 0.1, 0.2, -0.3], [0.5, 0.2, 0.1, 0.0], [-0.2, -0.1, 0.3, 0.4]],
+                     dtype=torch.float64).reshape(3, 1, 2, 2).requires_grad_(True)
+    collector = training_stats.Collector(regex='SMaRt/.*')
+    plugin = make(NaNForSome(), lam=1.0, schedule='karras', t_lo=40, t_hi=60)
+    torch.manual_seed(3)
+    penalty = plugin.G_penalty(x, torch.zeros([3, 0]))
+    penalty.sum().backward()
+    collector.update()
+    assert collector.num('SMaRt/nonfinite') == 3 and collector.mean('SMaRt/nonfinite') == pytest.approx(1 / 3)
+    assert collector.num('SMaRt/loss') == 2
+    assert penalty[1].item() == 0 and bool(torch.isfinite(x.grad).all()) and x.grad[1].abs().sum() == 0
+    # The finite samples get exactly the gradient they get alone.
+    good = x.detach()[[0, 2]].clone().requires_grad_(True)
+    torch.manual_seed(3)
+    t = torch.randint(40, 61, [3])
+    sigma = plugin.sigma_grid[t].double()[[0, 2]].reshape(-1, 1, 1, 1)
+    eps = torch.randn([3, 1, 2, 2], dtype=torch.float64)[[0, 2]]
+    ref = ((0.5 * (good + sigma * eps) - good).square() / sigma.square()).flatten(1).mean(1)
+    ref.sum().backward()
+    torch.testing.assert_close(penalty.detach()[[0, 2]], ref.detach(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(x.grad[[0, 2]], good.grad, rtol=1e-12, atol=0)
+
+
+def test_end_of_tick_warns_and_stops_above_the_limit():
+    from smart_plugin import regularizer
+    from torch_utils.finite import NonFiniteError
+    plugin = make(lam=1.0)
+    summary = lambda mean, num: {'SMaRt/nonfinite': types.SimpleNamespace(mean=mean, num=num)}  # noqa: E731
+    assert plugin.end_of_tick({}) == [] and plugin.end_of_tick(summary(0.0, 64)) == []
+    assert plugin.end_of_tick(summary(0.125, 64)) == [
+        'Warning: SMaRt: the score source (gaussian) gave NaN/Inf for 8 of 64 SMaRt samples this tick; they were '
+        'dropped from the SMaRt term (SMaRt/nonfinite)']
+    with pytest.raises(NonFiniteError, match=r'gave NaN/Inf for 32 of 64 SMaRt samples this tick, more than the 25% '
+                                             r'allowed') as info:
+        plugin.end_of_tick(summary(0.5, 64))
+    assert info.value.flag == '--smart-dpm' and regularizer.NONFINITE_LIMIT == 0.25

@@ -7,6 +7,7 @@ gives unit-length features [N, F]. A fixed random projection of the 4x4 area-ave
 features depend on the pixels and tests run in milliseconds. This directory is on pytest's `pythonpath`.
 """
 
+import pathlib
 import pickle
 import warnings
 
@@ -49,6 +50,23 @@ def save_pickle(path, **kwargs):
     """Pickle a persistent TinyDetector (like StyleGAN3's .pkl detectors: loading runs its source); return the path."""
     with open(path, 'wb') as f:
         pickle.dump(PersistentTinyDetector(**kwargs), f)
+    return str(path)
+
+
+class _Payload:
+    """Unpickling this creates the marker file (a stand-in for any code a hostile pickle could run)."""
+
+    def __init__(self, marker):
+        self.marker = pathlib.Path(marker)
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (self.marker,)
+
+
+def save_payload(path, marker):
+    """A hostile 'detector': a pickle that creates `marker` when loaded with pickle.load; return the path."""
+    with open(path, 'wb') as f:
+        pickle.dump(_Payload(marker), f)
     return str(path)
 
 

@@ -133,18 +133,21 @@ def _rank_values(rank):
 
 def _worker(rank, port, out_dir):
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    try:
-        training_stats.init_multiprocessing(rank=rank, sync_device=torch.device("cpu"))
-        collector = training_stats.Collector(regex="Loss/.*")
-        training_stats.report("Loss/G/main", _rank_values(rank))
-        training_stats.report0("Loss/rank0_only", 1.5)
-        if rank == 1:
-            training_stats.report("Loss/rank1_only", [2.0, 6.0])  # Rank 0 never hears of this name.
-        training_stats.report("Other/ignored", 1.0)
-        collector.update()
-        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(collector.as_dict()))
-    finally:
-        torch.distributed.destroy_process_group()
+    _collect(rank, out_dir)  # Communicated tensors die with that frame; then leave in step (training.distributed).
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+def _collect(rank, out_dir):
+    training_stats.init_multiprocessing(rank=rank, sync_device=torch.device("cpu"))
+    collector = training_stats.Collector(regex="Loss/.*")
+    training_stats.report("Loss/G/main", _rank_values(rank))
+    training_stats.report0("Loss/rank0_only", 1.5)
+    if rank == 1:
+        training_stats.report("Loss/rank1_only", [2.0, 6.0])  # Rank 0 never hears of this name.
+    training_stats.report("Other/ignored", 1.0)
+    collector.update()
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(collector.as_dict()))
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import pickle
+import re
 import zipfile
 
 import numpy as np
@@ -291,9 +292,15 @@ def test_error_arguments():
     ([['a.png', 0]], ["'b.png' has no label", 'dataset.json']),
     ([['a.png', 0], ['b.png', 1], ['zz.png', 1]], ["'zz.png' names no image file", 'dataset.json']),
     ([['a.png', 0], ['a.png', 1], ['b.png', 1]], ["'a.png' is labelled twice"]),
-    ([['a.png', 0], ['b.png', -1]], ["'b.png' has the negative class label -1"]),
-    ([['a.png', 0], ['b.png', [1.0]]], ["'b.png' has the label [1.0]", 'integer class like the first']),
-    ([['a.png', 'cat'], ['b.png', 'dog']], ["'a.png' has the label cat", 'integer class or a list of numbers']),
+    ([['a.png', 0], ['b.png', -1]], ["'b.png' has the label -1; expected a class index in [0, 100000)"]),
+    ([['a.png', 0], ['b.png', 10 ** 9]], ["'b.png' has the label 1000000000; expected a class index in [0, 100000)"]),
+    ([['a.png', 0], ['b.png', True]], ["'b.png' has the label True", 'integer class index like the first']),
+    ([['a.png', 0], ['b.png', [1.0]]], ["'b.png' has the label [1.0]", 'integer class index like the first']),
+    ([['a.png', 'cat'], ['b.png', 'dog']], ["'a.png' has the label cat", 'integer class index or a non-empty list']),
+    ([['a.png', []], ['b.png', []]], ["'a.png' has the label []", 'non-empty list of numbers']),
+    ([['a.png', [0.5, float('nan')]], ['b.png', [1, 2]]], ["'a.png' has the label [0.5, nan]", 'expected finite']),
+    ([['a.png', [0.5, 1]], ['b.png', [1, float('inf')]]], ["'b.png' has the label [1, inf]", 'expected finite']),
+    ([['a.png', [0.5, 1]], ['b.png', [1, 1e300]]], ["'b.png' has the label [1, 1e+300]", 'overflow float32']),
     ([['a.png', [0, 1]], ['b.png', [1]]], ["'b.png' has the label [1]", 'list of 2 numbers']),
     ([['a.png']], ['labels[0]', 'not a [relpath, label] pair']),
     ({'a.png': 0}, ['"labels" must be a list']),
@@ -332,3 +339,25 @@ def test_errors_at_load_time_name_the_file(tmp_path):
     (root / 'a.png').write_bytes(data[:60])  # A valid header but truncated pixel data.
     with pytest.raises(ImageFileError, match=r'late/a\.png: cannot decode the image'):
         ds[0]
+
+
+def test_damaged_zip_member_found_at_load_time_names_the_file(tmp_path):
+    """Before: zipfile's BadZipFile traceback (from a DataLoader worker at train time)."""
+    rng = np.random.RandomState(0)
+    path = tmp_path / 'd.zip'
+    with zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED) as zf:
+        for name in ('a.png', 'b.png'):
+            buffer = io.BytesIO()
+            PIL.Image.fromarray(rng.randint(0, 256, [64, 64, 3], dtype=np.uint8)).save(buffer, 'png',
+                                                                                         compress_level=0)
+            zf.writestr(name, buffer.getvalue())
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo('b.png')
+    raw = bytearray(path.read_bytes())
+    raw[info.header_offset + 30 + len('b.png') + info.file_size - 100] ^= 0xFF  # Past what the header probe reads.
+    path.write_bytes(bytes(raw))
+    ds = ImageFolderDataset(str(path))  # The header probe does not reach the damage.
+    ds[0]
+    with pytest.raises(ImageFileError, match=re.escape(f"{path}/b.png: cannot read the file (BadZipFile: Bad CRC-32 "
+                                                       f"for file 'b.png')")):
+        ds[1]

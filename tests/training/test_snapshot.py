@@ -89,8 +89,9 @@ def test_unknown_class_points_to_trust_pickle(snap_bytes):
 
 def test_foreign_kwargs_point_to_trust_pickle(snap_bytes):
     record = _record(dict(G_ema=snap_bytes[0]["G_ema"]))
-    record.init_kwargs = dict(record.init_kwargs, magnitude_ema_beta=0.999)
-    with pytest.raises(ValueError, match=r"G_ema: the recorded constructor arguments of Generator do not fit "
+    record.init_kwargs = dict(record.init_kwargs, bogus_option=0.999)
+    with pytest.raises(ValueError, match=r"G_ema: the recorded constructor arguments of Generator \(stylegan2-ada\) do "
+                                         r"not fit "
                                          r"training\.networks\.Generator .*--trust-pickle"):
         snapshot.build_from_record("G_ema", record)
 
@@ -141,3 +142,15 @@ def test_unbuildable_augment_pipe_stays_a_record(snap_bytes, monkeypatch):
     with pytest.warns(UserWarning, match="augment_pipe kept as a PersistentRecord: augment_pipe: the snapshot holds"):
         loaded = snapshot.load_network_pkl(io.BytesIO(pickle.dumps(dict(G_ema=snap_bytes[0]["G_ema"]))))
     assert loaded["augment_pipe"] is record and isinstance(loaded["G_ema"], networks.Generator)
+
+
+@pytest.mark.parametrize("trust_flag, hint", [
+    ("--trusted", "load it with --trusted, which runs the code stored in it"),
+    (None, "it can only be loaded by running its code, which this tool never does"),
+])
+def test_hint_names_the_callers_flag(snap_bytes, trust_flag, hint):
+    """Before: the hint named --trust-pickle also in tools whose flag is --trusted or that have none (--resume)."""
+    record = _record(dict(G_ema=snap_bytes[0]["G_ema"]), class_name="SynthesisNetworkSG3")
+    with pytest.raises(ValueError) as info:
+        snapshot.build_from_record("G_ema", record, trust_flag=trust_flag)
+    assert str(info.value).endswith(hint) and "--trust-pickle" not in str(info.value)

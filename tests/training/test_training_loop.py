@@ -6,6 +6,10 @@ import json
 import os
 import pickle
 import re
+import socket
+import subprocess
+import sys
+import time
 
 import PIL.Image
 import pytest
@@ -263,6 +267,12 @@ def test_snapshot_contents(data_zip, tmp_path):
     training_loop.training_step(state)
     path = run_outputs.save_snapshot(state, str(tmp_path), next_tick=1)
     assert os.path.basename(path) == 'network-snapshot-000000.pkl'
+    state.cur_nimg = 1004  # The released name when it is free...
+    assert run_outputs.snapshot_path(str(tmp_path), state.cur_nimg) == str(tmp_path / 'network-snapshot-000001.pkl')
+    state.cur_nimg = 12  # ...and the exact count when the run already wrote it.
+    assert run_outputs.snapshot_path(str(tmp_path), 12) == str(tmp_path / 'network-snapshot-000000.012.pkl')
+    assert run_outputs.fakes_path(str(tmp_path), 12) == str(tmp_path / 'fakes000000.png')
+    state.cur_nimg = 4
     data = snapshot.load_network_pkl(path)  # Safe loader: nothing in the file runs.
     assert set(data) == {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs', 'plugins', 'training_state'}
     assert data['training_set_kwargs']['path'] == data_zip
@@ -314,8 +324,13 @@ def test_loop_writes_outputs_and_crash_resume_matches_uninterrupted(data_zip, tm
     full = _run(data_zip, tmp_path / 'full', plugins=[_Crash()])
     assert full.cur_nimg == 24 and not full.interrupted
     names = sorted(name for name in os.listdir(tmp_path / 'full') if not name.startswith('events.out.tfevents.'))
-    assert names == ['fakes000000.png', 'fakes_init.png', 'log.txt', 'network-snapshot-000000.pkl', 'reals.png',
-                     'stats.jsonl']
+    # Four snapshots within kimg 0: the first gets the released name, the others the exact count (nothing replaced).
+    assert names == ['fakes000000.012.png', 'fakes000000.020.png', 'fakes000000.024.png', 'fakes000000.png',
+                     'fakes_init.png', 'log.txt', 'network-snapshot-000000.012.pkl', 'network-snapshot-000000.020.pkl',
+                     'network-snapshot-000000.024.pkl', 'network-snapshot-000000.pkl', 'reals.png', 'stats.jsonl']
+    assert [snapshot.load_network_pkl(tmp_path / 'full' / name)['training_state']['cur_nimg'] for name in names
+            if name.startswith('network-')] == [12, 20, 24, 4]
+    assert full.snapshot_pkl == str(tmp_path / 'full' / 'network-snapshot-000000.024.pkl')
     assert PIL.Image.open(tmp_path / 'full' / 'reals.png').size == (32, 32)  # 4x4 grid of 8x8 images
     stats = _stats(tmp_path / 'full')
     # Ticks end after step 1 (tick 0), at 12 >= 4 + 8, at 20 >= 12 + 8, and when done at 24 images.
@@ -329,7 +344,7 @@ def test_loop_writes_outputs_and_crash_resume_matches_uninterrupted(data_zip, tm
     with pytest.raises(RuntimeError, match='simulated crash'):
         _run(data_zip, tmp_path / 'crashed', plugins=[_Crash(after=5)])
     assert not [name for name in os.listdir(tmp_path / 'crashed') if name.endswith('.part')]
-    crashed_pkl = str(tmp_path / 'crashed' / 'network-snapshot-000000.pkl')
+    crashed_pkl = str(tmp_path / 'crashed' / 'network-snapshot-000000.012.pkl')
     assert snapshot.load_network_pkl(crashed_pkl)['training_state']['cur_nimg'] == 12  # The last tick's snapshot.
 
     resumed = _run(data_zip, tmp_path / 'resumed', plugins=[_Crash()], resume_pkl=crashed_pkl)
@@ -342,11 +357,29 @@ def test_loop_writes_outputs_and_crash_resume_matches_uninterrupted(data_zip, tm
     assert final['training_state']['augment_p'] == final_resumed['training_state']['augment_p']
 
 
+def test_stale_temp_files_of_the_run_dir_and_the_resumed_run_are_removed(data_zip, tmp_path, capsys):
+    old, new = tmp_path / 'old', tmp_path / 'new'
+    state = _setup(data_zip)
+    resume_pkl = run_outputs.save_snapshot(state, str(old), next_tick=1)
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()  # A writer that was killed: its pid is gone.
+    host = re.sub(r'[^A-Za-z0-9-]', '-', socket.gethostname())
+    new.mkdir()
+    for folder in (old, new):
+        (folder / f'.network-snapshot-000004.pkl.{host}-{dead.pid}.k3j_x9a1.part').write_bytes(b'half a pickle')
+    training_loop.training_loop(run_dir=str(new), **_config(data_zip, total_kimg=0.004, image_snapshot_ticks=None,
+                                                             network_snapshot_ticks=None, resume_pkl=resume_pkl))
+    assert not [name for folder in (old, new) for name in os.listdir(folder) if name.endswith('.part')]
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith('Removed ')]
+    assert lines == [f'Removed 1 stale temp file(s) of interrupted writes in {folder}: .network-snapshot-000004.pkl.'
+                     f'{host}-{dead.pid}.k3j_x9a1.part' for folder in (new, old)]
+
+
 def test_keyboard_interrupt_ends_cleanly(data_zip, tmp_path, capsys):
     result = _run(data_zip, tmp_path, plugins=[_Crash(after=4, exc=KeyboardInterrupt)])
-    assert result.interrupted and result.cur_nimg == 16
-    assert result.snapshot_pkl == str(tmp_path / 'network-snapshot-000000.pkl')
-    assert 'Interrupted at kimg 0.016; the last snapshot is' in capsys.readouterr().out
+    assert result.interrupted and result.exit_code == 130 and result.cur_nimg == 16
+    assert result.snapshot_pkl == str(tmp_path / 'network-snapshot-000000.012.pkl')
+    assert 'Interrupted (SIGINT) at kimg 0.016; the last snapshot is' in capsys.readouterr().out
     assert not [name for name in os.listdir(tmp_path) if name.endswith('.part')]
     assert snapshot.load_network_pkl(result.snapshot_pkl)['training_state']['cur_nimg'] == 12
 
@@ -354,27 +387,30 @@ def test_keyboard_interrupt_ends_cleanly(data_zip, tmp_path, capsys):
 # Two processes (gloo).
 
 
+def _train_three_steps(rank, data_zip, out_dir):
+    """Rank `rank` of two: three steps and a snapshot, parameters saved. Every tensor that went through a collective
+    lives in this frame, so it is gone before the group is left (training.distributed)."""
+    training_stats.init_multiprocessing(rank, None)
+    state = _setup(data_zip, rank=rank, num_gpus=2, batch_gpu=2)
+    first_reals = []
+    original = state.loss.accumulate_gradients
+
+    def record(**kwargs):
+        first_reals.append(kwargs['real_img'].sum().item())
+        return original(**kwargs)
+
+    state.loss.accumulate_gradients = record
+    for _ in range(3):
+        training_loop.training_step(state)
+    run_outputs.snapshot_data(state, next_tick=1)  # Runs check_ddp_consistency on G, D, G_ema.
+    flat = {name: torch.cat([p.detach().flatten() for p in state[name].parameters()]) for name in ('G', 'D')}
+    torch.save(dict(flat=flat, reals=first_reals[0]), os.path.join(out_dir, f'rank{rank}.pt'))
+
+
 def _worker(rank, port, data_zip, out_dir):
     torch.set_num_threads(1)
-    distributed.init_process_group(rank, 2, init_method=f'tcp://127.0.0.1:{port}')
-    try:
-        training_stats.init_multiprocessing(rank, None)
-        state = _setup(data_zip, rank=rank, num_gpus=2, batch_gpu=2)
-        first_reals = []
-        original = state.loss.accumulate_gradients
-
-        def record(**kwargs):
-            first_reals.append(kwargs['real_img'].sum().item())
-            return original(**kwargs)
-
-        state.loss.accumulate_gradients = record
-        for _ in range(3):
-            training_loop.training_step(state)
-        run_outputs.snapshot_data(state, next_tick=1)  # Runs check_ddp_consistency on G, D, G_ema.
-        flat = {name: torch.cat([p.detach().flatten() for p in state[name].parameters()]) for name in ('G', 'D')}
-        torch.save(dict(flat=flat, reals=first_reals[0]), os.path.join(out_dir, f'rank{rank}.pt'))
-    finally:
-        distributed.destroy_process_group()
+    with distributed.process_group(rank, 2, init_method=f'tcp://127.0.0.1:{port}'):
+        _train_three_steps(rank, data_zip, out_dir)
 
 
 def test_two_process_gloo_keeps_replicas_identical(data_zip, tmp_path):
@@ -383,6 +419,24 @@ def test_two_process_gloo_keeps_replicas_identical(data_zip, tmp_path):
     assert r0['reals'] != r1['reals']  # Each rank trained on its own slice of the data...
     for name in ('G', 'D'):
         assert torch.equal(r0['flat'][name], r1['flat'][name]), name  # ...yet the replicas stayed identical.
+
+
+def _leave_worker(rank, port, out_dir):
+    with distributed.process_group(rank, 2, init_method=f'tcp://127.0.0.1:{port}'):
+        flat = torch.full([3], float(rank))
+        torch.distributed.all_reduce(flat)
+        if rank == 1:
+            time.sleep(1)  # Rank 1 is late; rank 0 must still not leave before it.
+            open(os.path.join(out_dir, 'rank1-leaving'), 'w').close()
+    if rank == 0:  # The barrier in leaving the group: rank 1 had arrived when rank 0 got out.
+        assert os.path.exists(os.path.join(out_dir, 'rank1-leaving')) and flat.tolist() == [1, 1, 1]
+
+
+def test_leaving_the_group_waits_for_every_rank(tmp_path):
+    torch.multiprocessing.start_processes(_leave_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True,
+                                          start_method='fork')
+    with distributed.process_group(0, 1):  # One process: no group at all.
+        assert not distributed.is_initialized()
 
 
 # Metrics at snapshots.

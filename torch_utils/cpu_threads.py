@@ -1,0 +1,31 @@
+"""CPU threads for the command-line tools: OpenMP workers that sleep instead of spinning, and a `--threads` option.
+
+torch's CPU ops run on an OpenMP pool with one thread per physical core. By default GNU OpenMP lets idle workers
+spin for a while after every parallel region; with small tensors a training step is thousands of short regions, so
+on a machine where another process also wants the cores the spinning workers and the real work take turns and a
+run gets many times slower (measured by benchmarks/cpu_contention.py, figures in the README). OMP_WAIT_POLICY=PASSIVE
+makes idle workers sleep at once, which removes most of that loss while keeping the threads for large tensors.
+
+The OpenMP runtime reads OMP_WAIT_POLICY once, when it is loaded with torch, so this module must be imported
+before torch: the CLIs import it first. A value the user set (even an empty one, which means OpenMP's own
+default) is left alone.
+"""
+
+import os
+
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+
+def set_threads(threads: int | None) -> int:
+    """Use `threads` intra-op threads (None = torch's default, divided among the processes that torchrun started on
+    this machine); return the number in use. Call after argument parsing, before the work starts."""
+    import torch  # Not at module level: this module must be importable before torch is.
+    if threads is None:
+        local_ranks = int(os.environ.get('LOCAL_WORLD_SIZE', '1') or 1)
+        if local_ranks > 1 and 'OMP_NUM_THREADS' not in os.environ:
+            torch.set_num_threads(max(1, torch.get_num_threads() // local_ranks))
+        return torch.get_num_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f'threads must be an int >= 1 or None, got {threads!r}')
+    torch.set_num_threads(threads)
+    return threads
