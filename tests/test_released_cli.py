@@ -68,6 +68,8 @@ def resume_shortcuts(tmp_path, monkeypatch):
     snapshot.save_network_pkl(path, dict(G_ema=G))
     for name in ('ffhq1024', 'ffhq512'):
         monkeypatch.setitem(train.RESUME_SPECS, name, str(path))
+    # The stand-in cannot fill the official 1024/512 networks; whether a resume fits is tested in test_train.py.
+    monkeypatch.setattr(train, '_validate_resume', lambda *args: None)
 
 
 @pytest.mark.parametrize('released, ours', RELEASED, ids=[r.split('--cfg')[-1][:40] for r, _ in RELEASED])
