@@ -6,6 +6,7 @@ import os
 import typing
 
 import click
+import torch
 
 from smart_plugin.toy.config import METHODS, PRESETS, ToyConfig
 from smart_plugin.toy.experiment import run_toy
@@ -153,6 +154,7 @@ def main(outdir, quick, seeds, methods, sweep, pretrain_dir, workers, dry_run, s
                                'sweep': None if swept is None else {'name': swept[0], 'values': swept[1]},
                                'workers': workers}, indent=1))
         return
+    torch.set_num_threads(1)   # These tensors are small: more threads mostly wait on each other (engine docstring).
     where = os.path.abspath(outdir)
     click.echo(f'Writing results.json, samples-*.npz, figure.png and curves.png to {where}')
     try:
