@@ -33,6 +33,7 @@ import click
 
 from torch_utils import signals
 from training import dataset_sources, dataset_writer
+from training.cli_compat import resolution_from_width_height
 from training.dataset_images import ImageFileError
 
 
@@ -44,19 +45,23 @@ def _fail(flag: str, err: Exception):
 @click.option('--source', required=True, metavar='PATH', help='Image folder, .zip, CIFAR-10 tarball, MNIST images '
               'file or LSUN *_lmdb directory')
 @click.option('--dest', required=True, metavar='PATH', help='Output: a .zip path, or a folder')
-@click.option('--max-images', type=click.IntRange(min=1), default=None, metavar='INT',
+@click.option('--max-images', '--max_images', type=click.IntRange(min=1), default=None, metavar='INT',
               help='Write at most this many images  [default: all]')
 @click.option('--transform', type=click.Choice(dataset_writer.TRANSFORMS), default=None,
-              help='Crop before resizing; needs --resolution  [default: none (resize only)]')
+              help='Crop before resizing; needs --resolution (or --width/--height)  [default: none (resize only)]')
 @click.option('--resolution', metavar='WxH', default=None,
               help='Output size, e.g. 256x256 (W a power of two)  [default: keep the source size]')
+@click.option('--width', type=click.IntRange(min=1), default=None, help="StyleGAN2-ADA's spelling: --width=W "
+              '--height=H is --resolution=WxH')
+@click.option('--height', type=click.IntRange(min=1), default=None, help='Output height, with --width')
 @click.option('--overwrite', is_flag=True,
               help='Replace an existing --dest written by dataset_tool.py (nothing else is ever removed)')
 @click.option('--max-pixels', type=click.IntRange(min=1), default=dataset_sources.DEFAULT_MAX_PIXELS,
               show_default=True, metavar='INT', help='Refuse source images with more pixels (checked before decoding)')
 @click.option('-n', '--dry-run', is_flag=True, help='Print what would be done and exit')
-def main(source, dest, max_images, transform, resolution, overwrite, max_pixels, dry_run):
+def main(source, dest, max_images, transform, resolution, width, height, overwrite, max_pixels, dry_run):
     source, dest = os.path.expanduser(source), os.path.expanduser(dest)
+    resolution = resolution_from_width_height(width, height, resolution)
     try:
         size = None if resolution is None else dataset_writer.parse_resolution(resolution)
         dataset_writer.make_transform(transform, size)  # Validates the transform/resolution pair up front.

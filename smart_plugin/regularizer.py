@@ -37,6 +37,7 @@ with diagnostics on SMaRt/grad_norm: per-sample norm of d(lambda * L_i) / d x_i 
 --smart-batch), computed by an extra autograd pass; the loss then reports Loss/G/grad_norm for the adversarial term.
 """
 
+import math
 import pickle
 from typing import Any
 
@@ -53,6 +54,12 @@ from training.loss_plugin import LossPlugin
 # NaN/Inf policy (README): non-finite samples are dropped from the step; a tick with more than this share of them stops
 # the run, since the term would then regularize a small, biased part of the batch.
 NONFINITE_LIMIT = 0.25
+# One grey level of 8-bit images in the library's [-1, 1] units. Below it the added noise changes no pixel of the
+# data the score source learned from, so its noise prediction there is mostly a guess (issue 21: the former default
+# band, t 25..35 on Karras-1000 = sigma 0.0036..0.0045, gave an eps-form loss of 1e4 and wrecked training).
+QUANTISATION_SIGMA = 2 / 255
+# The first tick's lambda * SMaRt/loss above this multiple of G's adversarial loss gets a warning.
+DOMINANCE_RATIO = 10.0
 
 
 def score_matching_loss(denoiser: torch.nn.Module, x0: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor,
@@ -103,6 +110,26 @@ def resolve_schedule(schedule: str | None, denoiser: torch.nn.Module,
     return schedules.get_schedule('karras')
 
 
+def band_warning(sigma_hi: float, schedule_name: str) -> str | None:
+    """A loud warning when the whole sigma band lies below one grey level (QUANTISATION_SIGMA), else None."""
+    if sigma_hi >= QUANTISATION_SIGMA:
+        return None
+    return (f'WARNING: SMaRt: the sigma band ends at {sigma_hi:.4g}, below one grey level of 8-bit data '
+            f'({QUANTISATION_SIGMA:.4g} in [-1, 1] units): the score source never saw noise this small in its data, '
+            f'and the eps-form loss is divided by sigma^2. Choose a band above it, e.g. --smart-schedule=ddpm-linear '
+            f'--smart-t=40,60 (sigma 0.144..0.209) instead of this band on {schedule_name}.')
+
+
+def dominance_warning(weighted_loss: float, adversarial_loss: float, lam: float, param: str) -> str | None:
+    """A warning when lambda * SMaRt/loss exceeds DOMINANCE_RATIO x G's adversarial loss (magnitudes), else None."""
+    if not abs(weighted_loss) > DOMINANCE_RATIO * abs(adversarial_loss):
+        return None
+    return (f'WARNING: SMaRt: lambda x SMaRt/loss = {weighted_loss:.4g} is {abs(weighted_loss / adversarial_loss):.0f}x '
+            f"G's adversarial loss ({adversarial_loss:.4g}) at the first SMaRt tick; the regularizer, not D, now "
+            f'drives G. Lower --smart-lambda (now {lam:g}, {param} form) or move --smart-t / --smart-schedule to a '
+            f'larger sigma.')
+
+
 class SMaRt(LossPlugin):
     """Adds lambda * L_score per generated sample to the Gmain loss on every freq-th iteration (module docstring)."""
 
@@ -120,6 +147,7 @@ class SMaRt(LossPlugin):
         self.sigma_grid = None        # float32 [num_steps] sigma_hat(t) on the device, after setup().
         self.step = 0                 # Iterations finished; the penalty is active when step % freq == 0.
         self.cur_nimg = 0             # Images shown before the current iteration (from end_of_step).
+        self._compared = False        # Whether a tick has compared SMaRt/loss with G's adversarial loss yet.
 
     def setup(self, *, G: torch.nn.Module, D: torch.nn.Module, training_set: Any, device: torch.device,
               rank: int, num_gpus: int) -> None:
@@ -145,6 +173,9 @@ class SMaRt(LossPlugin):
         self.sigma_grid = torch.from_numpy(self.schedule.sigma_grid).to(device=device, dtype=torch.float32)  # [T]
         if rank == 0:
             print(self.describe(sigma_lo, sigma_hi, source, notes))
+            warning = band_warning(sigma_hi, self.schedule.name)
+            if warning is not None:
+                print(warning)
         checks.check_sigma_band(self.denoiser, [sigma_lo, sigma_hi])
 
     def _build_denoiser(self, G: torch.nn.Module, training_set: Any,
@@ -259,17 +290,36 @@ class SMaRt(LossPlugin):
         return torch.where(finite, penalty, torch.zeros_like(penalty))
 
     def end_of_tick(self, stats: dict) -> list[str]:
-        """Warn about the samples dropped this tick; stop the run when they exceed NONFINITE_LIMIT of those scored."""
+        """One line with this tick's SMaRt/loss beside G's adversarial loss (a warning the first time the weighted
+        term dominates it); warn about the samples dropped this tick and stop the run when they exceed
+        NONFINITE_LIMIT of those scored."""
+        lines = self._loss_lines(stats)
         summary = stats.get('SMaRt/nonfinite')
         if summary is None or not summary.mean > 0:
-            return []
+            return lines
         dropped = round(summary.mean * summary.num)
         message = (f'the score source ({self.options.dpm}) gave NaN/Inf for {dropped} of {summary.num} SMaRt samples '
                    f'this tick')
         if summary.mean > NONFINITE_LIMIT:
             raise NonFiniteError(f'{message}, more than the {NONFINITE_LIMIT:.0%} allowed; the score source is broken '
                                  f'for these images (check it with python -m edm_bridge info)', '--smart-dpm')
-        return [f'Warning: SMaRt: {message}; they were dropped from the SMaRt term (SMaRt/nonfinite)']
+        return lines + [f'Warning: SMaRt: {message}; they were dropped from the SMaRt term (SMaRt/nonfinite)']
+
+    def _loss_lines(self, stats: dict) -> list[str]:
+        loss, adversarial = stats.get('SMaRt/loss'), stats.get('Loss/G/loss')
+        if loss is None or loss.num == 0 or not math.isfinite(loss.mean):
+            return []
+        weighted = self.options.lam * loss.mean
+        line = f'SMaRt: loss {loss.mean:<9.4g} lambda x loss {weighted:<9.4g}'
+        if adversarial is None or adversarial.num == 0:
+            return [line]
+        lines = [line + f' G adversarial {adversarial.mean:.4g}']
+        if not self._compared:
+            self._compared = True
+            warning = dominance_warning(weighted, adversarial.mean, self.options.lam, self.options.param)
+            if warning is not None:
+                lines.append(warning)
+        return lines
 
     def end_of_step(self, cur_nimg: int, batch_size: int) -> None:
         """Advance the iteration counter; cur_nimg (images shown so far, this step included) gates start_kimg."""

@@ -139,16 +139,21 @@ def test_dry_run_diffgan_with_ada_couples_it_and_takes_every_flag(data, tmp_path
 
 
 def test_resume_refuses_a_diffgan_state_trained_on_scaled_t(data, tmp_path):
+    first = _invoke('--outdir', tmp_path / 'first', '--data', data.ds, '--kimg', '0.004', '--diffgan',
+                    '--diffgan-t-embed', 'scaled', *TINY)
+    assert first.exit_code == 0, first.output
+    (run,) = os.listdir(tmp_path / 'first')
+    written = snapshot.load_network_pkl(tmp_path / 'first' / run / 'network-snapshot-000000.pkl')
     old_state = {'p': 0.01, 'T': 20, 'step': 8, 't_table': [0] * 32 + [5] * 32}  # Written before issue 17.
     pkl = tmp_path / 'old.pkl'
-    nets = {name: torch.zeros([1]) for name in ('G', 'D', 'G_ema')}  # Stand-ins: the dry run reads no weights.
-    snapshot.save_network_pkl(pkl, dict(nets, plugins={'diffgan': old_state}, training_state={'version': 1}))
-    result = _invoke('--outdir', tmp_path / 'out', '--data', data.ds, '--diffgan', '--resume', pkl, '--dry-run')
+    snapshot.save_network_pkl(pkl, dict(written, plugins={'diffgan': old_state}))
+    result = _invoke('--outdir', tmp_path / 'out', '--data', data.ds, '--diffgan', '--resume', pkl, '--dry-run',
+                     *TINY)
     assert result.exit_code != 0 and not os.path.exists(tmp_path / 'out')
     assert ("--diffgan-t-embed: --resume=" in result.output and "(a snapshot from before raw-t conditioning) was "
             "trained with D's t input 'scaled', this run has t_embed 'raw'" in result.output), result.output
     options = _dry_run(tmp_path / 'out', '--data', data.ds, '--diffgan', '--diffgan-t-embed', 'scaled',
-                       '--resume', pkl)
+                       '--resume', pkl, *TINY)
     assert options['resume_pkl'] == str(pkl) and options['plugins']['diffgan']['t_embed'] == 'scaled'
 
 
@@ -161,7 +166,7 @@ ERRORS = [
     (['--data', '{ds}', '--aug', 'noaug', '--augpipe', 'bgc'], '--augpipe', 'cannot be used with --aug=noaug'),
     (['--data', '{ds}', '--batch', '6', '--batch-gpu', '4'], '--batch-gpu', 'not a multiple of the per-round'),
     (['--data', '{ds}', '--batch', '8', '--batch-gpu', '4', '--mbstd-group', '3'], '--mbstd-group', 'does not divide'),
-    (['--data', '{ds}', '--gpus', '2'], '--gpus', 'but 1 process(es) were started'),
+    (['--data', '{ds}', '--gpus', '3'], '--gpus', '3 processes; expected a power of two'),
     (['--data', '{ds}', '--metrics', 'fid50k_full,fid1k'], '--metrics', "unknown metric 'fid1k'; valid metrics: "
                                                                        'fid50k_full, kid50k_full, pr50k3_full, is50k'),
     (['--data', '{ds}', '--detector', '{missing}.pt'], '--detector', 'is neither an existing file nor a URL'),
@@ -192,8 +197,6 @@ ERRORS = [
      'only applies with --diffgan --aug=ada (got --aug=ada without --diffgan)'),
     (['--data', '{ds}', '--diffgan', '--diffgan-ada-maxp', '0.5'], '--diffgan-ada-maxp',
      'only applies with --diffgan --aug=ada (got --aug=noaug)'),
-    (['--data', '{ds}', '--diffgan', '--aug', 'ada', '--target', '0.5'], '--target',
-     'with --diffgan, --aug=ada follows the diffusion p (p_aug = min(p, --diffgan-ada-maxp)) instead of its own ADA'),
     (['--data', '{ds}', '--diffgan-ada-maxp', '0'], '--diffgan-ada-maxp', '0<x<=1'),
     (['--data', '{ds}', '--diffgan-ada-kimg', '0'], '--diffgan-ada-kimg', 'x>0'),
     (['--data', '{ds}', '--diffgan-beta-start', '1'], '--diffgan-beta-start', '0<x<1'),
@@ -249,11 +252,12 @@ def test_end_to_end_with_smart_then_generate_and_resume(data, tmp_path):
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / '00000-ds-stylegan2-kimg0.024-batch4-smart0.1'
     # Ticks at 4, 12, 20 and 24 images: the released name once, then kimg to the image; nothing overwritten.
-    assert sorted(os.listdir(run_dir)) == ['fakes000000.012.png', 'fakes000000.020.png', 'fakes000000.024.png',
-                                           'fakes000000.png', 'fakes_init.png', 'log.txt',
-                                           'network-snapshot-000000.012.pkl', 'network-snapshot-000000.020.pkl',
-                                           'network-snapshot-000000.024.pkl', 'network-snapshot-000000.pkl',
-                                           'reals.png', 'stats.jsonl', 'training_options.json']
+    files = [name for name in os.listdir(run_dir) if not name.startswith('events.out.tfevents.')]  # If tensorboard.
+    assert sorted(files) == ['fakes000000.012.png', 'fakes000000.020.png', 'fakes000000.024.png',
+                             'fakes000000.png', 'fakes_init.png', 'log.txt',
+                             'network-snapshot-000000.012.pkl', 'network-snapshot-000000.020.pkl',
+                             'network-snapshot-000000.024.pkl', 'network-snapshot-000000.pkl',
+                             'reals.png', 'stats.jsonl', 'training_options.json']
     options = json.loads((run_dir / 'training_options.json').read_text())
     assert options['plugins']['smart']['lam'] == 0.1 and options['run_dir'] == str(run_dir)
     stats = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
@@ -413,7 +417,7 @@ def test_nonfinite_weights_refused_at_snapshot_and_resume(data, tmp_path, monkey
     result = _invoke('--outdir', tmp_path / 'a', '--data', data.ds, '--kimg', '0.024', *TINY)
     pkl = tmp_path / 'a' / '00000-ds-stylegan2-kimg0.024-batch4' / 'network-snapshot-000000.pkl'
     assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == (
-        'Error: training: fakes000000.png not written: G_ema.mapping.fc0.weight holds 1 NaN/Inf value(s) '
+        'Error: training: fakes000000.012.png not written: G_ema.mapping.fc0.weight holds 1 NaN/Inf value(s) '
         f'(at kimg 0.012; the last good snapshot is {pkl})')
     monkeypatch.setattr(run_outputs, 'save_fakes', lambda *args: None)  # Now the snapshot's own check.
     calls.clear()
@@ -491,13 +495,13 @@ def test_damaged_image_at_train_time_names_the_file(data, tmp_path, kind, messag
 
 
 def test_score_source_load_error_names_the_flag(data, tmp_path):
-    """Before: a traceback from inside the training loop."""
+    """Before: a traceback from inside the training loop. Now the file is read before the run dir is made."""
     torch.save({'conv.weight': torch.zeros(2)}, tmp_path / 'other.pt')
     result = _invoke('--outdir', tmp_path / 'out', '--data', data.ds, '--kimg', '0.004', '--smart-lambda', '0.1',
                      '--smart-dpm', tmp_path / 'other.pt', *TINY)
     assert result.exit_code == 1, result.output
     assert result.output.strip().splitlines()[-1].startswith(
-        f"Error: --smart-dpm: {tmp_path / 'other.pt'} holds a state dict of 1 tensors")
+        f"Error: --smart-dpm: {tmp_path / 'other.pt'} is a torch.save state dict of 1 tensors")
     assert not (tmp_path / 'out').exists()  # Checked before the run dir is made.
 
 
