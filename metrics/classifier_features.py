@@ -25,8 +25,8 @@ from metrics import metric_utils
 
 class DigitClassifier(torch.nn.Module):
     """Small CNN for grey digits: [N, C, H, W] uint8 (channels averaged, area-resized to `res`) -> two 3x3 conv
-    + ReLU + 2x2 max-pool stages (16, 32 channels), a `num_features`-unit ReLU layer (the features), a linear
-    classifier head."""
+    + ReLU + 2x2 max-pool stages (16, 32 channels), a `num_features`-unit linear layer (its output, before the
+    ReLU, is the features), ReLU, a linear classifier head."""
 
     def __init__(self, res: int = 16, num_classes: int = 10, num_features: int = 64):
         super().__init__()
@@ -47,18 +47,20 @@ class DigitClassifier(torch.nn.Module):
         return x
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate layer before its ReLU: [N, num_features] (no unit is constantly 0, so the features'
+        covariance is not singular through dead units, which would upset the Frechet distance)."""
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        return F.relu(self.fc(x.flatten(1)))  # [N, num_features]
+        return self.fc(x.flatten(1))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(self.prepare(x)))
+        return self.head(F.relu(self.features(self.prepare(x))))
 
     def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
         features = self.features(self.prepare(x))
         if return_features:
             return features
-        return torch.softmax(self.head(features), dim=1)  # [N, num_classes]
+        return torch.softmax(self.head(F.relu(features)), dim=1)  # [N, num_classes]
 
 
 class PixelFeatures(torch.nn.Module):
