@@ -1,6 +1,7 @@
 """Evaluation and report of benchmarks/smart_digits.py: detectors, score-source band error, metrics of snapshots
 (through metrics/: FD, PR, KID, class-histogram KL), the table, grids and curves."""
 
+import io
 import json
 import os
 import re
@@ -169,14 +170,13 @@ def write_grids(path: str, data: str, pkls: dict) -> None:
     for panel in panels:
         canvas.paste(panel, (x, 0))
         x += panel.width + gap
-    buffer = __import__('io').BytesIO()
+    buffer = io.BytesIO()
     canvas.save(buffer, format='PNG')
     dnnlib.util.write_atomically(path, buffer.getvalue())
 
 
 def write_curves(path: str, curves: dict) -> None:
     """FD over the fine-tuning kimg: per arm, each seed thin and the mean over seeds thick."""
-    import io
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -212,7 +212,8 @@ def report(study, o: dict, arms: tuple, data: str) -> dict:
     total = sum(r.get('time', 0) for r in study.state['stages'].values() if isinstance(r, dict))
     notes = (f'Classifier test accuracy {classifier["test_accuracy"]:.4f} on {classifier["split"]["test"]} held-out '
              f'digits; score-source band error {dpm["band_error"]:.4f} (1 = identity); {o["seeds"]} seed(s), base '
-             f'{o["base_kimg"]:g} kimg, arms {o["arm_kimg"]:g} kimg, {o["num_gen"]} generated images per evaluation.')
+             f'{o["base_kimg"]:g} kimg, arms {o["arm_kimg"]:g} kimg, {o["num_gen"]} generated images per evaluation; time = wall time of the arm\'s train.py process, '
+             f'start-up included; FD - control: per seed, then mean +- std over seeds.')
     table = table + '\n\n' + notes
     out = study.outdir
     dnnlib.util.write_atomically(os.path.join(out, 'table.md'), (table + '\n').encode('utf-8'))

@@ -73,7 +73,7 @@ class PixelFeatures(torch.nn.Module):
 
 def train_classifier(images: np.ndarray, labels: np.ndarray, test_share: float = 0.2, epochs: int = 30,
                      batch: int = 64, lr: float = 3e-3, seed: int = 0) -> tuple[DigitClassifier, float, dict]:
-    """Fit a DigitClassifier on uint8 images [N, C, H, W] with int labels [N] (a stratified-free random split,
+    """Fit a DigitClassifier on uint8 images [N, C, H, W] with int labels [N] (a random, not stratified split,
     `test_share` held out, fixed by `seed`); return (classifier in eval mode, test accuracy, split sizes)."""
     images, labels = np.asarray(images), np.asarray(labels, np.int64)
     if images.ndim != 4 or images.shape[2] != images.shape[3] or len(labels) != len(images):
