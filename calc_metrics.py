@@ -1,4 +1,4 @@
-"""Evaluate metrics (FID, KID, precision/recall, IS) of a network snapshot, in StyleGAN2-ADA's format.
+"""Evaluate metrics (FID, KID, precision/recall, PPL, IS) of a network snapshot, in StyleGAN2-ADA's format.
 
 Each result is printed as one JSON line and, when the snapshot sits in a run directory (next to
 training_options.json), appended to <run_dir>/metric-<name>.jsonl. Detectors: see metrics/detectors.py
@@ -16,8 +16,9 @@ Examples:
   # Two processes (GPUs, or CPU processes with gloo) started by torchrun.
   torchrun --standalone --nproc_per_node=2 calc_metrics.py --network=net.pkl --gpus=2
 
-Valid metrics: fid50k_full, kid50k_full, pr50k3_full, is50k, fid50k, kid50k, pr50k3, and the quick variants
-fid2k_full, kid2k_full, pr2k3_full, is2k (2k generated images: smoke checks only, not comparable with papers).
+Valid metrics: fid50k_full, kid50k_full, pr50k3_full, is50k, ppl2_wend, fid50k, kid50k, pr50k3, the legacy path
+lengths ppl_zfull, ppl_wfull, ppl_zend, ppl_wend (face crop), and the quick variants fid2k_full, kid2k_full,
+pr2k3_full, is2k, ppl2_wend_2k (2k generated images: smoke checks only, not comparable with papers).
 """
 
 from torch_utils import cpu_threads  # First: OpenMP's wait policy must be set before torch loads (see there).
@@ -118,14 +119,16 @@ def _ranks(gpus: int | None) -> tuple[int, int, int]:
 @click.option('--metrics', default='fid50k_full', show_default=True, help='Comma-separated list of metrics')
 @click.option('--data', metavar='PATH', default=None, show_default='training_set_kwargs of the snapshot',
               help='Dataset to compare against (directory or zip)')
-@click.option('--mirror/--no-mirror', default=None, show_default='as in the snapshot',
-              help='Include x-flipped reals (legacy metrics only; *_full metrics never do)')
+@click.option('--mirror', type=click.BOOL, is_flag=False, flag_value=True, default=None, metavar='[=BOOL]',
+              show_default='as in the snapshot',
+              help='Include x-flipped reals (legacy metrics only; *_full metrics never do); bare, =1/0 or =true/false')
+@click.option('--no-mirror', is_flag=True, help='Same as --mirror=0')
 @click.option('--gpus', type=click.IntRange(min=1), default=None, show_default='torchrun WORLD_SIZE, else 1',
               help='Number of processes (must match torchrun)')
 @click.option('--detector', metavar='PATH|URL', default=None, show_default='official Inception-v3',
               help='Inception detector (.pt TorchScript, or a .pkl with --trust-detector) for FID, KID, IS')
 @click.option('--detector-vgg16', metavar='PATH|URL', default=None, show_default='official VGG16',
-              help='VGG16 detector (.pt TorchScript, or a .pkl with --trust-detector) for precision/recall')
+              help='VGG16 detector (.pt TorchScript, or a .pkl with --trust-detector) for precision/recall and PPL')
 @click.option('--trust-detector', is_flag=True,
               help='Load detectors that are not TorchScript by unpickling them, RUNNING code stored in them')
 @click.option('--ref', metavar='NPZ', default=None, help='FID reference statistics (mu, sigma) instead of --data')
@@ -134,8 +137,12 @@ def _ranks(gpus: int | None) -> tuple[int, int, int]:
 @click.option('--trusted', is_flag=True, help='Unpickle the snapshot normally, RUNNING code stored in it')
 @click.option('--verbose/--quiet', default=True, show_default=True, help='Progress bars and set-up lines')
 @click.option('-n', '--dry-run', is_flag=True, help='Print the resolved options and exit')
-def main(network_pkl, metrics, data, mirror, gpus, detector, detector_vgg16, trust_detector, ref, seed, workers,
-         trusted, verbose, dry_run):
+def main(network_pkl, metrics, data, mirror, no_mirror, gpus, detector, detector_vgg16, trust_detector, ref, seed,
+         workers, trusted, verbose, dry_run):
+    if no_mirror:
+        if mirror:
+            raise _flag_error('--no-mirror', 'conflicts with --mirror; give one of them')
+        mirror = False
     try:
         metric_names = metric_main.parse_metric_list(metrics)
     except ValueError as err:

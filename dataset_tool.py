@@ -39,6 +39,7 @@ import click
 
 from torch_utils import signals
 from training import dataset_sources, dataset_writer
+from training.cli_compat import resolution_from_width_height
 from training.dataset_images import ImageFileError
 
 
@@ -50,13 +51,16 @@ def _fail(flag: str, err: Exception):
 @click.option('--source', required=True, metavar='PATH', help='Image folder, .zip, CIFAR-10 tarball, MNIST images '
               'file, LSUN *_lmdb directory, or sklearn-digits')
 @click.option('--dest', required=True, metavar='PATH', help='Output: a .zip path, or a folder')
-@click.option('--max-images', type=click.IntRange(min=1), default=None, metavar='INT',
+@click.option('--max-images', '--max_images', type=click.IntRange(min=1), default=None, metavar='INT',
               help='Write at most this many images  [default: all]')
 @click.option('--transform', type=click.Choice(dataset_writer.TRANSFORMS), default=None,
-              help='Crop before resizing; needs --resolution  [default: none (resize only)]')
+              help='Crop before resizing; needs --resolution (or --width/--height)  [default: none (resize only)]')
 @click.option('--resolution', metavar='WxH', default=None,
               help='Output size, e.g. 256x256 (W a power of two)  [default: keep the source size; 16x16 for '
               'sklearn-digits]')
+@click.option('--width', type=click.IntRange(min=1), default=None, help="StyleGAN2-ADA's spelling: --width=W "
+              '--height=H is --resolution=WxH')
+@click.option('--height', type=click.IntRange(min=1), default=None, help='Output height, with --width')
 @click.option('--channels', type=click.Choice(['1', '3']), default=None,
               help='sklearn-digits only: 1 = grey, 3 = RGB (grey repeated)  [default: 1]')
 @click.option('--overwrite', is_flag=True,
@@ -64,9 +68,10 @@ def _fail(flag: str, err: Exception):
 @click.option('--max-pixels', type=click.IntRange(min=1), default=dataset_sources.DEFAULT_MAX_PIXELS,
               show_default=True, metavar='INT', help='Refuse source images with more pixels (checked before decoding)')
 @click.option('-n', '--dry-run', is_flag=True, help='Print what would be done and exit')
-def main(source, dest, max_images, transform, resolution, overwrite, max_pixels, channels, dry_run):
+def main(source, dest, max_images, transform, resolution, width, height, overwrite, max_pixels, channels, dry_run):
     digits = source == dataset_sources.SKLEARN_DIGITS
     source, dest = (source if digits else os.path.expanduser(source)), os.path.expanduser(dest)
+    resolution = resolution_from_width_height(width, height, resolution)
     if channels is not None and not digits:
         raise _fail('--channels', f'{channels}: only --source={dataset_sources.SKLEARN_DIGITS} takes --channels; '
                                   f'other sources keep their own channel count')
@@ -77,10 +82,10 @@ def main(source, dest, max_images, transform, resolution, overwrite, max_pixels,
         size = None if resolution is None else dataset_writer.parse_resolution(resolution)
         dataset_writer.make_transform(transform, size)  # Validates the transform/resolution pair up front.
         if digits:
-            width, height = size or (16, 16)
-            if width != height:
+            side, side_h = size or (16, 16)
+            if side != side_h:
                 raise ValueError(f'{resolution}: {dataset_sources.SKLEARN_DIGITS} needs a square size, e.g. 16x16')
-            opened_digits = dict(resolution=width, channels=int(channels or 1))
+            opened_digits = dict(resolution=side, channels=int(channels or 1))
             size = None  # The source upscales itself; the writer does not resize again.
     except ValueError as err:
         raise _fail('--resolution', err)

@@ -25,6 +25,7 @@ import pickle
 import re
 
 import click
+import numpy as np
 import torch
 
 from torch_utils import image_io
@@ -61,9 +62,23 @@ class SeedList(click.ParamType):
             self.fail(f"{err}; expected e.g. 0-7,12", param, ctx)
 
 
+def _render_projected_w(G, path: str, noise_mode: str, outdir: str, device: torch.device) -> None:
+    """proj{idx:02d}.png for each w [num_ws, w_dim] of the 'w' array in `path` (StyleGAN2-ADA's --projected-w)."""
+    ws = np.load(path)["w"]
+    if ws.ndim != 3 or ws.shape[1:] != (G.num_ws, G.w_dim):
+        raise click.ClickException(f"--projected-w: {path} holds w of shape {list(ws.shape)}; expected "
+                                   f"[N, {G.num_ws}, {G.w_dim}] for this network")
+    os.makedirs(outdir, exist_ok=True)
+    with torch.no_grad():
+        for idx, w in enumerate(torch.from_numpy(ws).to(device, torch.float32)):
+            image = image_io.to_uint8(G.synthesis(w[None], noise_mode=noise_mode))[0]
+            image_io.save_png(image, os.path.join(outdir, f"proj{idx:02d}.png"))
+            print(f"w {idx} -> proj{idx:02d}.png")
+
+
 @click.command(help=__doc__)
 @click.option("--network", "network_pkl", metavar="PATH|URL", required=True, help="Network pickle")
-@click.option("--seeds", type=SeedList(), required=True, help="Seeds, e.g. 0-7,12")
+@click.option("--seeds", type=SeedList(), default=None, help="Seeds, e.g. 0-7,12  [required unless --projected-w]")
 @click.option("--class", "class_idx", type=click.IntRange(min=0), default=None, help="Class index (conditional G)")
 @click.option("--trunc", "truncation_psi", type=float, default=1, show_default=True, help="Truncation psi")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True,
@@ -74,7 +89,12 @@ class SeedList(click.ParamType):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Device (auto = cuda when available)")
 @click.option("--trust-pickle", is_flag=True, help="Unpickle normally, RUNNING the code stored in the pickle")
-def main(network_pkl, seeds, class_idx, truncation_psi, noise_mode, outdir, grid, batch_size, device, trust_pickle):
+@click.option("--projected-w", metavar="NPZ", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Render the ws of projector.py's projected_w.npz (proj00.png, ...) instead of seeds")
+def main(network_pkl, seeds, class_idx, truncation_psi, noise_mode, outdir, grid, batch_size, device, trust_pickle,
+         projected_w):
+    if (seeds is None) == (projected_w is None):
+        raise click.ClickException("--seeds: give either --seeds or --projected-w")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -94,6 +114,9 @@ def main(network_pkl, seeds, class_idx, truncation_psi, noise_mode, outdir, grid
     except NonFiniteError as err:
         raise click.ClickException(f"{err.flag}: {err}")
     G = G.to(device)
+    if projected_w is not None:
+        _render_projected_w(G, projected_w, noise_mode, outdir, device)
+        return
     try:
         sampling.class_to_c(class_idx, G.c_dim)
     except ValueError as err:

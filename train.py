@@ -8,7 +8,8 @@ stats.jsonl, image grids and network snapshots. Examples:
   # CIFAR-10 with SMaRt at the paper's CIFAR-10 setting and the Gaussian score source.
   python train.py --outdir=runs --data=datasets/cifar10-32x32.zip --cfg=cifar --cond \\
       --smart-lambda=0.01 --smart-t=40,60 --smart-freq=8 --smart-dpm=gaussian
-  # Two processes (GPUs, or CPU processes with gloo) started by torchrun; --gpus must match.
+  # Two processes (GPUs, or CPU processes with gloo): started by train.py itself, or by torchrun.
+  python train.py --outdir=runs --data=ds.zip --gpus=2 --batch=32
   torchrun --standalone --nproc_per_node=2 train.py --outdir=runs --data=ds.zip --gpus=2 --batch=32
   # FID at every snapshot, the Inception detector from a local file (see calc_metrics.py for the detectors).
   python train.py --outdir=runs --data=ds.zip --metrics=fid50k_full --detector=inception-2015-12-05.pt
@@ -35,8 +36,9 @@ from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRt
 from smart_plugin.diffgan_betas import BETA_SCHEDULES
 from torch_utils import distributed, safe_pickle, signals
 from torch_utils.finite import NonFiniteError
-from training import run_outputs, train_state, training_loop
+from training import run_outputs, self_launch, train_state, training_loop
 from training.augment import augpipe_specs
+from training.cli_compat import aug_choice, bool_flag, expand_user_paths, released_aliases, resolve_aliases
 from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset, threads_option
 from training.dataset import ImageFolderDataset
 from training.dataset_images import ImageFileError
@@ -107,7 +109,8 @@ def _preset(opts, resolution: int, num_gpus: int) -> dnnlib.EasyDict:
 
 def _batch(opts, spec, num_gpus: int) -> tuple[int, int]:
     """(batch_size, batch_gpu) from the preset, --batch and --batch-gpu; checks divisibility."""
-    batch_size, batch_gpu = spec.mb, spec.mb // spec.ref_gpus
+    # batch_gpu = mb // ref_gpus (spec 3.5), at most the per-process batch: the released loop then runs one round.
+    batch_size, batch_gpu = spec.mb, min(spec.mb // spec.ref_gpus, max(spec.mb // num_gpus, 1))
     if opts.batch is not None:
         batch_size, batch_gpu = opts.batch, opts.batch // num_gpus
     if opts.batch_gpu is not None:
@@ -227,8 +230,8 @@ def _metric_config(opts) -> dict:
     for flag, source in (('--detector', opts.detector), ('--detector-vgg16', opts.detector_vgg16)):
         if source is not None and not dnnlib.util.is_url(source, allow_file_urls=True) and not os.path.isfile(source):
             raise FlagError(flag, f'{source!r} is neither an existing file nor a URL')
-    uses = {'--detector': any(not name.startswith('pr') for name in metrics),  # FID, KID, IS: Inception.
-            '--detector-vgg16': any(name.startswith('pr') for name in metrics)}  # Precision/recall: VGG16.
+    uses = {'--detector': any(not name.startswith(('pr', 'ppl')) for name in metrics),  # FID, KID, IS: Inception.
+            '--detector-vgg16': any(name.startswith(('pr', 'ppl')) for name in metrics)}  # PR, PPL (LPIPS): VGG16.
     for flag, source in (('--detector', opts.detector), ('--detector-vgg16', opts.detector_vgg16)):
         if source is not None and not uses[flag]:
             raise FlagError(flag, f'no metric in --metrics={opts.metrics} uses this detector, so it would be ignored; '
@@ -259,24 +262,6 @@ def _plugin_options(opts) -> tuple[SMaRtOptions, DiffGANOptions]:
     return smart, diffgan
 
 
-def _check_score_source(smart: SMaRtOptions, dataset: ImageFolderDataset, cond: bool) -> None:
-    """Read a --smart-dpm file's header (no code runs, nothing is downloaded) and check it against the data, so that a
-    wrong score source fails before the run dir exists; registry names are checked by their entry."""
-    if not smart.enabled or smart.dpm == 'gaussian':
-        return
-    from edm_bridge import checks, loading, registry  # Deferred: only a named score source needs them.
-    try:
-        entry, source = registry.resolve(smart.dpm)
-        model = entry
-        if os.path.isfile(source):
-            model = dnnlib.EasyDict(loading.describe(smart.dpm))
-        if model is not None:
-            checks.check_compatible(model, dataset.resolution, dataset.num_channels,
-                                    dataset.label_dim if cond else 0)
-    except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as err:
-        raise FlagError('--smart-dpm', f'{err}; or use --smart-dpm=gaussian') from None
-
-
 def _describe(opts, dataset_name: str, num_gpus: int, smart: SMaRtOptions, diffgan: DiffGANOptions) -> str:
     """Run name after the id: dataset plus a suffix per option given (spec 3.6), then -smart / -diffgan."""
     desc = dataset_name + ('-cond' if opts.cond else '') + (f'-subset{opts.subset}' if opts.subset else '')
@@ -299,7 +284,6 @@ def build_config(opts, num_gpus: int) -> tuple[dict, str, dict]:
     spec = _preset(opts, dataset.resolution, num_gpus)
     batch_size, batch_gpu = _batch(opts, spec, num_gpus)
     smart, diffgan = _plugin_options(opts)
-    _check_score_source(smart, dataset, bool(opts.cond))
     config = dict(training_set_kwargs=training_set_kwargs,
                   data_loader_kwargs=dict(pin_memory=True, num_workers=opts.workers,
                                           prefetch_factor=2 if opts.workers > 0 else None),
@@ -352,7 +336,7 @@ def _validate_score_source(plugin_options: dict, G) -> None:
         if entry is None and not dnnlib.util.is_url(source, allow_file_urls=True):
             entry = loading.load_denoiser(source, device='cpu')  # A local file: its own description counts.
         checks.check_compatible(entry, G.img_resolution, G.img_channels, G.c_dim)
-    except (OSError, ValueError, TypeError) as err:
+    except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as err:  # Unpickling: the safe loader.
         raise FlagError('--smart-dpm', str(err)) from None
 
 
@@ -391,6 +375,17 @@ def _num_gpus(opts, world_size: int) -> int:
     return world_size
 
 
+def _self_launch(num_procs: int) -> None:
+    """Re-run this command line in num_procs processes through torch's launcher (training/self_launch.py)."""
+    if os.path.abspath(sys.argv[0]) != os.path.abspath(__file__):
+        raise FlagError('--gpus', f'{num_procs} processes can be started only when train.py runs as a script; '
+                                  f'use torchrun --nproc_per_node={num_procs} train.py ...')
+    try:
+        self_launch.launch(num_procs, __file__, sys.argv[1:])
+    except RuntimeError as err:
+        raise click.ClickException(f'--gpus={num_procs}: {err}; see the log above') from None
+
+
 def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ranks: tuple) -> None:
     """Join the process group, create the run dir (rank 0), train, leave the group."""
     rank, local_rank, world_size = ranks
@@ -414,11 +409,13 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
         raise SystemExit(result.exit_code)
 
 
+@released_aliases
 @click.command(help=__doc__)
 # General.
 @click.option('--outdir', required=True, metavar='DIR', help='Where to make the run directory')
 @click.option('--gpus', type=click.IntRange(min=1), default=None, show_default='torchrun WORLD_SIZE, else 1',
-              help='Number of processes (must match torchrun; a power of two)')
+              help='Number of processes, a power of two; started through torch.distributed\'s launcher unless '
+                   'torchrun started them (then it must match)')
 @click.option('--snap', type=click.IntRange(min=1), default=50, show_default=True,
               help='Snapshot interval in ticks (images and networks)')
 @click.option('--metrics', default='none', show_default=True,
@@ -426,16 +423,16 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
 @click.option('--detector', metavar='PATH|URL', default=None, show_default='official Inception-v3',
               help='Inception detector for FID/KID/IS (.pt TorchScript, or a .pkl with --trust-detector)')
 @click.option('--detector-vgg16', metavar='PATH|URL', default=None, show_default='official VGG16',
-              help='VGG16 detector for precision/recall')
+              help='VGG16 detector for precision/recall and PPL')
 @click.option('--trust-detector', is_flag=True,
               help='Load detectors that are not TorchScript by unpickling them, RUNNING code stored in them')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Random seed')
 @click.option('-n', '--dry-run', is_flag=True, help='Print the training options and exit')
 # Dataset.
 @click.option('--data', required=True, metavar='PATH', help='Training data (directory or zip)')
-@click.option('--cond', is_flag=True, help='Train a class-conditional model (needs dataset.json labels)')
+@bool_flag('--cond', help='Train a class-conditional model (needs dataset.json labels)')
 @click.option('--subset', type=click.IntRange(min=1), default=None, show_default='all', help='Train on a subset')
-@click.option('--mirror', is_flag=True, help='Add x-flipped copies of the images')
+@bool_flag('--mirror', help='Add x-flipped copies of the images')
 # Base config.
 @click.option('--cfg', type=click.Choice(list(CONFIG_SPECS)), default='auto', show_default=True, help='Preset')
 @click.option('--gamma', type=click.FloatRange(min=0), default=None, show_default='preset', help='R1 gamma')
@@ -458,11 +455,13 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
 @click.option('--tick', type=click.FloatRange(min=0, min_open=True), default=4, show_default=True,
               help='Progress interval in kimg')
 # Augmentation.
-@click.option('--aug', type=click.Choice(['ada', 'noaug', 'fixed']), default=None,
+@click.option('--aug', type=aug_choice(['ada', 'noaug', 'fixed']), default=None,
               show_default='ada; noaug with --diffgan',
-              help='Augmentation mode (with --diffgan, ada follows the diffusion p: see --diffgan-ada-maxp)')
+              help='Augmentation mode (no = noaug, as Diffusion-GAN spells it; with --diffgan, ada follows the '
+                   'diffusion p: see --diffgan-ada-maxp)')
 @click.option('--p', type=click.FloatRange(min=0, max=1), default=None, help='Augment probability for --aug=fixed')
-@click.option('--target', type=click.FloatRange(min=0, max=1), default=None, show_default='0.6', help='ADA target')
+@click.option('--target', type=click.FloatRange(min=0, max=1), default=None, show_default='0.6',
+              help='ADA target; with --diffgan the Diffusion-GAN target (as in its release)')
 @click.option('--augpipe', type=click.Choice(list(augpipe_specs)), default=None, show_default='bgc',
               help='Augmentation pipeline')
 # Transfer learning and resume.
@@ -472,10 +471,10 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
               help='Resume even if the snapshot does not fill the networks one to one (lists what is left out)')
 @click.option('--freezed', type=click.IntRange(min=0), default=0, show_default=True, help='Freeze-D: frozen layers')
 # Performance.
-@click.option('--fp32', is_flag=True, help='Disable mixed precision (fp16 runs on CUDA only anyway)')
-@click.option('--nhwc', is_flag=True, help='channels_last memory format with fp16')
-@click.option('--nobench', is_flag=True, help='Disable cuDNN benchmarking')
-@click.option('--allow-tf32', is_flag=True, help='Allow TF32 on Ampere+ GPUs')
+@bool_flag('--fp32', help='Disable mixed precision (fp16 runs on CUDA only anyway)')
+@bool_flag('--nhwc', help='channels_last memory format with fp16')
+@bool_flag('--nobench', help='Disable cuDNN benchmarking')
+@bool_flag('--allow-tf32', help='Allow TF32 on Ampere+ GPUs')
 @click.option('--workers', type=click.IntRange(min=0), default=3, show_default=True, help='DataLoader workers')
 @threads_option
 # SMaRt.
@@ -527,8 +526,9 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
               show_default=str(DiffGANOptions.ada_maxp),
               help='With --diffgan --aug=ada: the ADA probability is min(diffusion p, this)')
 def main(**kwargs):
+    opts = dnnlib.EasyDict(expand_user_paths(resolve_aliases(click.get_current_context(), kwargs), ('outdir', 'data')))
     try:
-        _main(dnnlib.EasyDict(kwargs))
+        _main(opts)
     except KeyboardInterrupt:  # During set-up; once training runs, the loop ends cleanly and exits 130 itself.
         print('Interrupted during set-up; exiting.', file=sys.stderr)
         raise SystemExit(130) from None
@@ -539,8 +539,12 @@ def _main(opts: dnnlib.EasyDict) -> None:
         ranks = distributed.env_ranks()
     except ValueError as err:
         raise FlagError('--gpus', str(err)) from None
-    config, desc, plugin_options = build_config(opts, _num_gpus(opts, ranks[2]))
+    self_launch_procs = opts.gpus if opts.gpus and opts.gpus > 1 and not self_launch.under_launcher() else None
+    config, desc, plugin_options = build_config(opts, _num_gpus(opts, self_launch_procs or ranks[2]))
     validate_setup(config, plugin_options)
+    if self_launch_procs and not opts.dry_run:  # StyleGAN2-ADA's --gpus=N: start the N processes ourselves.
+        _self_launch(self_launch_procs)
+        return
     run_dir = next_run_dir(opts.outdir, desc) if ranks[0] == 0 else None
     options = dict(config, run_dir=run_dir,
                    plugins={name: dataclasses.asdict(value) for name, value in plugin_options.items()})

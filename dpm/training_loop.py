@@ -286,6 +286,7 @@ def training_loop(
             f'round(s) of {s.batch_gpu} per rank{f", STF reference {s.rbatch} per round" if s.rbatch else ""})...')
         start = time.time()
         _train(s, run)
+        s.reporter.close()
         log(f'Exiting after {time.time() - start:.1f} s.' if not run.result.interrupted else 'Stopped.')
         run.result.state = s
         return run.result

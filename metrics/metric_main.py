@@ -1,7 +1,8 @@
 """Metric registry and reporting, with StyleGAN2-ADA's names and output format (spec section 7.1).
 
-Primary metrics: fid50k_full, kid50k_full, pr50k3_full, is50k. Legacy ones (fid50k, kid50k, pr50k3) use 50k reals
-and keep the dataset's x-flips. Quick variants with 2k generated images (fid2k_full, kid2k_full, pr2k3_full, is2k)
+Primary metrics: fid50k_full, kid50k_full, pr50k3_full, is50k, ppl2_wend. Legacy ones (fid50k, kid50k, pr50k3) use
+50k reals and keep the dataset's x-flips; legacy ppl_zfull, ppl_wfull, ppl_zend, ppl_wend crop to the face. Quick
+variants with 2k generated images (fid2k_full, kid2k_full, pr2k3_full, is2k, ppl2_wend_2k)
 are for smoke checks only: their values are biased (FID and IS depend on the sample size) and not comparable with
 papers. `calc_metric(name, **MetricOptions kwargs)` returns EasyDict(results, metric, total_time, total_time_str,
 num_gpus); `report_metric` prints it as one JSON line and appends it to <run_dir>/metric-<name>.jsonl.
@@ -16,7 +17,7 @@ import torch
 
 import dnnlib
 from metrics import frechet_inception_distance, inception_score, kernel_inception_distance, metric_utils
-from metrics import precision_recall
+from metrics import perceptual_path_length, precision_recall
 from torch_utils import distributed
 
 _metric_dict: dict[str, Callable[[metric_utils.MetricOptions], dict]] = {}
@@ -127,6 +128,13 @@ def is50k(opts):
     return dict(is50k_mean=mean, is50k_std=std)
 
 
+@register_metric
+def ppl2_wend(opts):
+    ppl = perceptual_path_length.compute_ppl(opts, num_samples=50000, epsilon=1e-4, space='w', sampling='end',
+                                             crop=False, batch_size=2)
+    return dict(ppl2_wend=ppl)
+
+
 # Legacy metrics: 50k reals from the dataset as configured (x-flips kept).
 
 @register_metric
@@ -149,6 +157,33 @@ def pr50k3(opts):
     precision, recall = precision_recall.compute_pr(opts, max_real=50000, num_gen=50000, nhood_size=3,
                                                     row_batch_size=10000, col_batch_size=10000)
     return dict(pr50k3_precision=precision, pr50k3_recall=recall)
+
+
+# Legacy PPL: face crop (spec 7.1).
+
+def _legacy_ppl(opts, space: str, sampling: str) -> float:
+    return perceptual_path_length.compute_ppl(opts, num_samples=50000, epsilon=1e-4, space=space, sampling=sampling,
+                                              crop=True, batch_size=2)
+
+
+@register_metric
+def ppl_zfull(opts):
+    return dict(ppl_zfull=_legacy_ppl(opts, 'z', 'full'))
+
+
+@register_metric
+def ppl_wfull(opts):
+    return dict(ppl_wfull=_legacy_ppl(opts, 'w', 'full'))
+
+
+@register_metric
+def ppl_zend(opts):
+    return dict(ppl_zend=_legacy_ppl(opts, 'z', 'end'))
+
+
+@register_metric
+def ppl_wend(opts):
+    return dict(ppl_wend=_legacy_ppl(opts, 'w', 'end'))
 
 
 # Quick variants for smoke checks (2k generated images; not comparable with published numbers).
@@ -180,3 +215,10 @@ def is2k(opts):
     _no_xflip(opts)
     mean, std = inception_score.compute_is(opts, num_gen=2000, num_splits=10)
     return dict(is2k_mean=mean, is2k_std=std)
+
+
+@register_metric
+def ppl2_wend_2k(opts):
+    ppl = perceptual_path_length.compute_ppl(opts, num_samples=2000, epsilon=1e-4, space='w', sampling='end',
+                                             crop=False, batch_size=2)
+    return dict(ppl2_wend_2k=ppl)

@@ -65,3 +65,13 @@ def test_the_floor_is_not_importing_trainers():
         for path in _modules(package):
             assert not _imported_packages(path) & {'training', 'dpm', 'smart_plugin'}, path
     assert not list((ROOT / 'edm_bridge').glob('dpm_*.py'))
+
+
+def test_readme_layout_table_names_every_package_and_script():
+    readme = (ROOT / 'README.md').read_text()
+    table = readme.split('## Layout', 1)[1].split('\n## ', 1)[0]
+    packages = sorted(p.name for p in ROOT.iterdir() if (p / '__init__.py').is_file())
+    scripts = sorted(p.name for p in ROOT.glob('*.py'))
+    missing = [name for name in packages if f'`{name}/' not in table] + [name for name in scripts
+                                                                        if f'`{name}`' not in table]
+    assert missing == []

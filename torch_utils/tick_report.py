@@ -15,6 +15,7 @@ import torch
 
 import dnnlib
 from torch_utils import training_stats
+from torch_utils import tfevents
 
 
 class PhaseTimer:
@@ -71,6 +72,7 @@ class TickReporter:
         self.tick_end_time = self.tick_start_time
         self.maintenance_sec = 0.0
         self.stats_path = os.path.join(run_dir, 'stats.jsonl') if (run_dir is not None and rank == 0) else None
+        self.tfevents = tfevents.open_writer(run_dir if rank == 0 else None)  # None without tensorboard.
 
     def elapsed_sec(self) -> float:
         """Seconds of training so far, including the runs this one resumed from."""
@@ -113,11 +115,20 @@ class TickReporter:
         """Collect every stat reported since the last tick (all ranks) and append one line to stats.jsonl (rank 0)."""
         self.collector.update()
         stats = self.collector.as_dict()
+        timestamp = time.time()
         if self.stats_path is not None:
-            line = json.dumps(dict(stats, timestamp=time.time())) + '\n'
+            line = json.dumps(dict(stats, timestamp=timestamp)) + '\n'
             with open(self.stats_path, 'a', encoding='utf-8') as f:  # One short write per tick: no torn lines.
                 f.write(line)
+        if self.tfevents is not None:
+            tfevents.write_tick(self.tfevents, stats, timestamp, self.start_time)
         return stats
+
+    def close(self) -> None:
+        """Close the TensorBoard events file, if any."""
+        if self.tfevents is not None:
+            self.tfevents.close()
+            self.tfevents = None
 
     def start_next_tick(self) -> None:
         """Begin timing the next tick; the time since the last status line counts as maintenance."""

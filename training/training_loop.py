@@ -226,6 +226,7 @@ def training_loop(
             log(f'Training for {total_kimg} kimg from kimg {state.cur_nimg / 1e3:.3f} '
                 f'(batch {state.batch_size}, {state.rounds} round(s) of {state.batch_gpu} per rank)...')
             result = _train(state, run)
+            state.reporter.close()
             log('Exiting...' if not result.interrupted else 'Stopped.')
             return result
     except BaseException as err:

@@ -2,12 +2,22 @@
 
 import dataclasses
 import json
+import os
+import typing
 
 import click
+import torch
 
-from smart_plugin.toy.experiment import METHODS, PRESETS, ToyConfig, run_toy
+from smart_plugin.toy.config import METHODS, PRESETS, ToyConfig
+from smart_plugin.toy.experiment import run_toy
 
-FLAGS = {'lr_G': '--lr', 'lr_D': '--lr'}   # ToyConfig fields whose flag is not --field-name.
+# ToyConfig field -> flag, where the flag is not --field-name.
+FLAGS = {'lr_G': '--lr-G', 'lr_D': '--lr-D', 'diffgan_t_max': '--diffgan-tmax'}
+NOT_SWEPT = ('finetune_from', 'betas', 'grid')   # One value per command.
+
+
+def flag_of(field: str) -> str:
+    return FLAGS.get(field, '--' + field.replace('_', '-'))
 
 
 def _parse_list(flag: str, text: str, kind: type) -> list:
@@ -20,6 +30,43 @@ def _parse_list(flag: str, text: str, kind: type) -> list:
     return values
 
 
+def _sweep_value(field: str, text: str):
+    """One sweep value of ToyConfig field `field` from text ('LO/HI' for the sigma band, true/false for flags)."""
+    kind = typing.get_type_hints(ToyConfig)[field]
+    if field == 'smart_sigma':
+        lo, hi = text.split('/')
+        return (float(lo), float(hi))
+    if kind is bool:
+        if text.lower() not in ('true', 'false', '1', '0'):
+            raise ValueError(text)
+        return text.lower() in ('true', '1')
+    if kind is int:
+        return int(text)
+    if kind is str:
+        return text
+    return float(text)
+
+
+def parse_sweep(text: str | None) -> tuple[str, list] | None:
+    """--sweep NAME=V1,V2,... -> (ToyConfig field, values); NAME is a flag with or without '--' or a field name."""
+    if text is None:
+        return None
+    name, sep, values = text.partition('=')
+    fields = {flag_of(f.name).lstrip('-').lower(): f.name for f in dataclasses.fields(ToyConfig)
+              if f.name not in NOT_SWEPT}
+    field = fields.get(name.strip().lstrip('-').replace('_', '-').lower())
+    if not sep or field is None:
+        raise click.ClickException(f'--sweep: {text!r} is not NAME=V1,V2,... with NAME one of {sorted(fields)}')
+    try:
+        swept = [_sweep_value(field, v.strip()) for v in values.split(',') if v.strip()]
+    except ValueError:
+        raise click.ClickException(f'--sweep: {values!r} are not values of {flag_of(field)}'
+                                   + (' (LO/HI pairs)' if field == 'smart_sigma' else '')) from None
+    if len(swept) < 1:
+        raise click.ClickException(f'--sweep: {text!r} has no values; expected NAME=V1,V2,...')
+    return field, swept
+
+
 def build_config(quick: bool, overrides: dict) -> ToyConfig:
     """The preset (quick or default) with the given non-None overrides; ValueError names the field."""
     fields = dict(PRESETS['quick' if quick else 'default'])
@@ -27,51 +74,100 @@ def build_config(quick: bool, overrides: dict) -> ToyConfig:
     return ToyConfig(**fields)
 
 
-@click.command()
-@click.option('--outdir', default='runs/toy', show_default=True, metavar='DIR',
-              help='Where results.json, the .npz samples and PNGs go')
-@click.option('--quick', is_flag=True, help='Short budget (1 seed, 1500 steps): under a minute on 2 CPU cores')
+def _error(err: ValueError) -> click.ClickException:
+    field = str(err).split(' ')[0]   # ToyConfig's messages start with the field name.
+    return click.ClickException(f'{flag_of(field)}: {err}')
+
+
+POS_FLOAT = click.FloatRange(min=0, min_open=True)
+POS_INT = click.IntRange(min=1)
+
+
+@click.command(context_settings={'show_default': True})
+@click.option('--outdir', default='runs/toy', metavar='DIR', help='Where results.json, the .npz samples and PNGs go')
+@click.option('--quick', is_flag=True, help='Short budget (1 seed, 1500 steps)')
 @click.option('--seeds', metavar='LIST', default=None,
               help='Comma-separated seeds  [default: 0 with --quick, else 0,1,2]')
-@click.option('--methods', metavar='LIST', default=','.join(METHODS), show_default=True, help='Methods to train')
-@click.option('--steps', type=click.IntRange(min=1), default=None, help='Training iterations  [default: preset]')
-@click.option('--lr', type=click.FloatRange(min=0, min_open=True), default=None, help='Adam lr of G and D')
-@click.option('--smart-lam', type=click.FloatRange(min=0), default=None, help='SMaRt lambda')
-@click.option('--smart-param', type=click.Choice(['eps', 'x0']), default=None, help='SMaRt loss form')
-@click.option('--smart-freq', type=click.IntRange(min=1), default=None, help='SMaRt every freq-th step')
-@click.option('--smart-sigma', metavar='LO,HI', default=None, help='SMaRt sigma band in data units')
-@click.option('--smart-eps', type=click.IntRange(min=1), default=None, help='Noise draws per sample in SMaRt')
+@click.option('--methods', metavar='LIST', default=','.join(METHODS), help='Methods to train')
+@click.option('--steps', type=POS_INT, default=None, help='Training iterations (after the branch with --finetune-from) '
+              ' [default: preset]')
+@click.option('--finetune-from', type=click.IntRange(min=0), default=0,
+              help='Train vanilla this many steps, then branch every method from it; vanilla is the paired control')
+@click.option('--lr', type=POS_FLOAT, default=None, help='Adam lr of G and D  [default: 1e-3]')
+@click.option('--lr-G', 'lr_G', type=POS_FLOAT, default=None, help='Adam lr of G (overrides --lr)')
+@click.option('--lr-D', 'lr_D', type=POS_FLOAT, default=None, help='Adam lr of D (overrides --lr)')
+@click.option('--finetune-lr', type=POS_FLOAT, default=None,
+              help='Adam lr of G and D after the branch  [default: as before]')
+@click.option('--batch', type=POS_INT, default=None, help='Points per step  [default: 256]')
+@click.option('--z-dim', type=POS_INT, default=None, help='Latent size  [default: 8]')
+@click.option('--width', type=POS_INT, default=None, help='Hidden units per layer  [default: 128]')
+@click.option('--depth', type=POS_INT, default=None, help='Hidden layers of G and D  [default: 2]')
+@click.option('--spacing', type=POS_FLOAT, default=None, help='Distance between centres  [default: 2]')
+@click.option('--std', type=POS_FLOAT, default=None, help='Std of each mode  [default: 0.05]')
+@click.option('--smart-lam', type=click.FloatRange(min=0), default=None, help='SMaRt lambda  [default: 0.3]')
+@click.option('--smart-param', type=click.Choice(['eps', 'x0']), default=None, help='SMaRt loss form  [default: x0]')
+@click.option('--smart-freq', type=POS_INT, default=None, help='SMaRt every freq-th step  [default: 1]')
+@click.option('--smart-sigma', metavar='LO,HI', default=None,
+              help='SMaRt sigma band in data units  [default: 0.05,0.2]')
+@click.option('--smart-draws', type=POS_INT, default=None, help='(t, eps) draws per sample, averaged  [default: 1]')
+@click.option('--smart-antithetic', is_flag=True, default=None, help='Draws in pairs (eps, -eps); even --smart-draws')
+@click.option('--smart-grad', type=click.Choice(['full', 'sds']), default=None,
+              help='full: through the denoiser; sds: denoiser output constant  [default: full]')
 @click.option('--smart-start', type=click.FloatRange(0, 1, max_open=True), default=None,
-              help='Fraction of steps before SMaRt starts')
-@click.option('--std', type=click.FloatRange(min=0, min_open=True), default=None, help='Std of each mode')
+              help='Fraction of the steps before SMaRt starts  [default: 0.5; 0 with --finetune-from]')
+@click.option('--diffgan-noise-sd', type=POS_FLOAT, default=None, help='Diffusion-GAN noise scale  [default: 0.5]')
+@click.option('--diffgan-tmax', type=POS_INT, default=None, help='Longest Diffusion-GAN chain  [default: 500]')
+@click.option('--diffgan-target', type=click.FloatRange(0, 1), default=None,
+              help='Diffusion-GAN target of E[sign D(real)]  [default: 0.6]')
+@click.option('--sweep', metavar='NAME=V1,V2', default=None,
+              help='Train every point of one option in the same command, e.g. smart-lam=0.1,0.3,1 (sigma: LO/HI)')
+@click.option('--pretrain-dir', metavar='DIR', default=None,
+              help='Where --finetune-from saves and looks up the vanilla starts  [default: --outdir]')
+@click.option('--workers', type=POS_INT, default=min(2, os.cpu_count() or 1), help='Processes (1 thread each)')
 @click.option('--dry-run', is_flag=True, help='Print the resolved config and exit')
-def main(outdir, quick, seeds, methods, steps, lr, smart_lam, smart_param, smart_freq, smart_sigma, smart_eps,
-         smart_start, std, dry_run):
+def main(outdir, quick, seeds, methods, sweep, pretrain_dir, workers, dry_run, smart_sigma, lr, **options):
     """Train vanilla GAN, Diffusion-GAN, SMaRt and SMaRt + Diffusion-GAN on 49 Gaussians; write metrics and plots."""
     seed_list = _parse_list('--seeds', seeds, int) if seeds is not None else ([0] if quick else [0, 1, 2])
     method_list = _parse_list('--methods', methods, str)
     unknown = [m for m in method_list if m not in METHODS]
     if unknown:
         raise click.ClickException(f'--methods: unknown {unknown}; expected some of {list(METHODS)}')
-    overrides = dict(steps=steps, lr_G=lr, lr_D=lr, smart_lam=smart_lam, smart_param=smart_param,
-                     smart_freq=smart_freq, smart_eps=smart_eps, smart_start=smart_start, std=std)
+    overrides = {k.replace('diffgan_tmax', 'diffgan_t_max'): v for k, v in options.items()}
+    for field in ('lr_G', 'lr_D'):
+        overrides[field] = overrides[field] if overrides[field] is not None else lr
+    if overrides['smart_start'] is None and overrides['finetune_from']:
+        overrides['smart_start'] = 0.0
     if smart_sigma is not None:
         band = _parse_list('--smart-sigma', smart_sigma, float)
         if len(band) != 2:
             raise click.ClickException(f'--smart-sigma: {smart_sigma!r} has {len(band)} values; expected LO,HI')
         overrides['smart_sigma'] = tuple(band)
+    swept = parse_sweep(sweep)
     try:
         cfg = build_config(quick, overrides)
+        for value in (swept[1] if swept else []):
+            dataclasses.replace(cfg, **{swept[0]: value})
     except ValueError as err:
-        field = str(err).split(' ')[0]   # ToyConfig's messages start with the field name.
-        flag = FLAGS.get(field, '--' + field.replace('_', '-'))
-        raise click.ClickException(f'{flag}: {err}') from None
+        raise _error(err) from None
     if dry_run:
-        click.echo(json.dumps({**dataclasses.asdict(cfg), 'seeds': seed_list, 'methods': method_list}, indent=1))
+        click.echo(json.dumps({**dataclasses.asdict(cfg), 'seeds': seed_list, 'methods': method_list,
+                               'sweep': None if swept is None else {'name': swept[0], 'values': swept[1]},
+                               'workers': workers}, indent=1))
         return
-    results = run_toy(cfg, outdir, seed_list, tuple(method_list))
-    for method, summary in results['summary'].items():
-        click.echo(f'{method:14s} ' + '  '.join(f'{k} {v["mean"]:.4g}+-{v["std"]:.2g}' for k, v in summary.items()))
+    torch.set_num_threads(1)   # These tensors are small: more threads mostly wait on each other (engine docstring).
+    where = os.path.abspath(outdir)
+    click.echo(f'Writing results.json, samples-*.npz, figure.png and curves.png to {where}')
+    try:
+        results = run_toy(cfg, outdir, seed_list, tuple(method_list), sweep=swept, workers=workers,
+                          pretrain_dir=pretrain_dir)
+    except KeyboardInterrupt:
+        raise click.ClickException(f'interrupted; the runs that finished are in {where}/results.json') from None
+    for label, summary in results['summary'].items():
+        click.echo(f'{label:14s} ' + '  '.join(f'{k} {v["mean"]:.4g}+-{v["std"]:.2g}' for k, v in summary.items()))
+    for label, diff in results.get('paired', {}).items():
+        click.echo(f'{label:14s} - vanilla: ' + '  '.join(f'{k} {v["mean"]:+.4g}+-{v["std"]:.2g}'
+                                                           for k, v in diff.items()))
+    click.echo(f'Outputs are in {where} ({results["train_sec"]:.0f} s)')
 
 
 if __name__ == '__main__':

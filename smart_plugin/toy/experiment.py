@@ -1,154 +1,222 @@
-"""The 2-D toy experiment of SMaRt (Xia et al., ICML 2024, Figure 2): configuration, the four methods, and one call
-that trains them for several seeds and writes results.json, samples-<method>-seed<k>.npz and the figures.
+"""The 2-D toy experiment of SMaRt (Xia et al., ICML 2024, Figure 2): one call that trains every method for several
+seeds (and sweep points) and writes results.json, samples-<label>-seed<k>.npz and the figures.
+
+All runs of one network shape train as one batched computation (smart_plugin.toy.engine), split over `workers`
+processes (one intra-op thread each). With `finetune_from` > 0, a vanilla GAN per seed trains that many steps first
+and every method branches from that same state (weights, Adam moments, random streams); the continued vanilla run
+is each seed's paired control, and `paired` holds each method's difference from it.
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
 
 import numpy as np
 import torch
-import tqdm
 
-from smart_plugin import DiffGANOptions, DiffusionGAN, SMaRt, SMaRtOptions
-from smart_plugin.toy import metrics, plots
-from smart_plugin.toy.mixture import GridMixture, MixtureDenoiser
-from smart_plugin.toy.trainer import build_gan, generate, train_step
+from smart_plugin.toy import metrics, plots, workers as pool
+from smart_plugin.toy.config import METHODS, PRESETS, SHAPE_FIELDS, ToyConfig, build_plugins
+from smart_plugin.toy.engine import RunSpec
+from smart_plugin.toy.mixture import GridMixture
 
-METHODS = ('vanilla', 'diffgan', 'smart', 'smart_diffgan')   # name -> plugins: see build_plugins.
-SIGMA_STEPS = 16   # Geometric sigma grid across SMaRt's band; SMaRt draws t uniformly from its indices.
-
-
-@dataclasses.dataclass(frozen=True)
-class ToyConfig:
-    """Everything one toy run depends on (saved into results.json)."""
-    grid: int = 7                    # Modes per side.
-    spacing: float = 2.0             # Distance between neighbouring centres.
-    std: float = 0.05                # Standard deviation of each mode.
-    z_dim: int = 8                   # Latent size of G.
-    net_scale: float = 3.0           # G's output and D's input are in units of this (half the grid's half-width).
-    batch: int = 256                 # Real and generated points per step.
-    steps: int = 6000                # Training iterations (one D and one G step each).
-    lr_G: float = 1e-3               # Adam learning rate of G.
-    lr_D: float = 1e-3               # Adam learning rate of D.
-    betas: tuple = (0.5, 0.999)      # Adam betas.
-    smart_lam: float = 0.3           # SMaRt lambda (with smart_param's form).
-    smart_param: str = 'x0'          # 'eps' (paper) or 'x0' (EDM release) loss form.
-    smart_freq: int = 1              # SMaRt on every freq-th iteration.
-    smart_sigma: tuple = (0.05, 0.2) # SMaRt sigma band (absolute, data units), geometric grid of SIGMA_STEPS values.
-    smart_eps: int = 1               # Independent noise draws per sample in SMaRt's penalty.
-    smart_start: float = 0.5         # Fraction of the steps before SMaRt switches on (plain GAN warm-up).
-    diffgan_noise_sd: float = 0.5    # Diffusion-GAN noise scale (data units; the grid spans +-6).
-    diffgan_t_max: int = 500         # Longest Diffusion-GAN chain.
-    num_samples: int = 10000         # Points saved and measured per run.
-    eval_every: int = 250            # Steps between points of the training curves.
-    eval_samples: int = 2000         # Points per curve evaluation.
-
-    def __post_init__(self) -> None:
-        for name in ('grid', 'z_dim', 'batch', 'steps', 'smart_freq', 'smart_eps', 'num_samples', 'eval_every',
-                     'eval_samples', 'diffgan_t_max'):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f'{name} is {value!r}; expected an integer >= 1')
-        lo, hi = self.smart_sigma
-        if not 0 < lo <= hi:
-            raise ValueError(f'smart_sigma is {self.smart_sigma!r}; expected (lo, hi) with 0 < lo <= hi')
-        if not 0 <= self.smart_start < 1:
-            raise ValueError(f'smart_start is {self.smart_start!r}; expected a fraction in [0, 1)')
+__all__ = ['METHODS', 'PRESETS', 'ToyConfig', 'build_plugins', 'plan_runs', 'run_toy', 'summarize', 'paired']
+PRETRAIN_FIELDS = ('grid', 'spacing', 'std', 'z_dim', 'width', 'depth', 'batch', 'lr_G', 'lr_D', 'betas',
+                   'finetune_from')   # What the shared vanilla start of a fine-tune study depends on.
+UNUSED = {'vanilla': ('smart_', 'diffgan_'), 'diffgan': ('smart_',), 'smart': ('diffgan_',), 'smart_diffgan': ()}
+DEFAULTS = ToyConfig()
 
 
-PRESETS = {
-    'quick':   dict(steps=1500, num_samples=5000, eval_every=250, eval_samples=1000),
-    'default': dict(),
-}
+def effective_key(spec: RunSpec) -> tuple:
+    """(method, seed, config with the options the method does not use at their defaults): runs with equal keys are
+    the same computation (e.g. the vanilla control at every point of a SMaRt sweep) and train once."""
+    unused = {f.name: getattr(DEFAULTS, f.name) for f in dataclasses.fields(ToyConfig)
+              if f.name.startswith(UNUSED[spec.method])}
+    return spec.method, spec.seed, dataclasses.replace(spec.cfg, **unused)
 
 
-def build_plugins(method: str, cfg: ToyConfig, mixture: GridMixture) -> list:
-    """The LossPlugins of `method`: none, DiffusionGAN, SMaRt with the mixture's exact denoiser, or both."""
-    if method not in METHODS:
-        raise ValueError(f'method is {method!r}; expected one of {list(METHODS)}')
-    plugins = []
-    if method in ('diffgan', 'smart_diffgan'):
-        # t_embed 'scaled': the toy D is an MLP on [x, c], built for t / t_max (raw t up to 500 would swamp x).
-        plugins.append(DiffusionGAN(DiffGANOptions(enabled=True, noise_sd=cfg.diffgan_noise_sd,
-                                                   t_max=cfg.diffgan_t_max, t_embed='scaled')))
-    if method in ('smart', 'smart_diffgan'):
-        lo, hi = cfg.smart_sigma
-        # A list schedule must ascend strictly: a single sigma becomes two that differ in the 7th digit.
-        sigmas = np.geomspace(lo, hi, SIGMA_STEPS) if lo < hi else np.array([lo, lo * (1 + 1e-6)])
-        start_kimg = cfg.smart_start * cfg.steps * cfg.batch / 1000
-        options = SMaRtOptions(lam=cfg.smart_lam, freq=cfg.smart_freq, t_lo=0, t_hi=len(sigmas) - 1,
-                               schedule='list:' + ','.join(f'{s:.9g}' for s in sigmas), param=cfg.smart_param,
-                               start_kimg=start_kimg)
-        plugins.append(SMaRt(options, MixtureDenoiser(mixture)))
-    return plugins
+def _label(method: str, sweep: tuple[str, list] | None, value) -> str:
+    return method if sweep is None else f'{method}[{sweep[0]}={value}]'
 
 
-def train_one(cfg: ToyConfig, method: str, seed: int, progress: bool = True) -> dict:
-    """Train one method with one seed; return final samples [num_samples, 2], metrics and the curves."""
-    torch.manual_seed(seed)
-    mixture = GridMixture(cfg.grid, cfg.spacing, cfg.std)
-    data_gen = torch.Generator().manual_seed(seed)
-    gan = build_gan(build_plugins(method, cfg, mixture), cfg.z_dim, cfg.lr_G, cfg.lr_D, tuple(cfg.betas),
-                    None, cfg.smart_eps, cfg.net_scale)
-    eval_data = mixture.sample(cfg.eval_samples, torch.Generator().manual_seed(10_000 + seed)).numpy()
-    centers = mixture.centers.numpy()
-    curves = {'step': [], 'hq_share': [], 'modes': [], 'kl': [], 'w1': []}
-    start = time.time()
-    for step in tqdm.trange(1, cfg.steps + 1, desc=f'{method} seed{seed}', disable=not progress, leave=False):
-        train_step(gan, mixture.sample(cfg.batch, data_gen).reshape(-1, 2, 1, 1))
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            m = metrics.all_metrics(generate(gan.G, cfg.eval_samples, 20_000 + seed).numpy(), eval_data, centers,
-                                    cfg.std)
-            curves['step'].append(step)
-            for key in ('hq_share', 'modes', 'kl', 'w1'):
-                curves[key].append(m[key])
-    train_sec = time.time() - start
-    samples = generate(gan.G, cfg.num_samples, 30_000 + seed).numpy().astype(np.float32)
-    data = mixture.sample(cfg.num_samples, torch.Generator().manual_seed(40_000 + seed)).numpy()
-    return {'samples': samples, 'metrics': metrics.all_metrics(samples, data, centers, cfg.std), 'curves': curves,
-            'train_sec': train_sec}
-
-
-def summarize(runs: dict) -> dict:
-    """Per method: mean and standard deviation over seeds of every metric."""
-    out = {}
-    for method, by_seed in runs.items():
-        keys = next(iter(by_seed.values()))['metrics'].keys()
-        out[method] = {k: {'mean': float(np.mean([r['metrics'][k] for r in by_seed.values()])),
-                           'std': float(np.std([r['metrics'][k] for r in by_seed.values()]))} for k in keys}
-    return out
-
-
-def run_toy(cfg: ToyConfig, outdir: str, seeds: list[int], methods: tuple = METHODS, progress: bool = True) -> dict:
-    """Train every method for every seed; write results.json, samples-<method>-seed<k>.npz, figure.png (4 panels)
-    and curves.png into outdir; return the results dict."""
+def plan_runs(cfg: ToyConfig, seeds: list[int], methods: tuple, sweep: tuple[str, list] | None = None) -> list:
+    """RunSpecs of every (sweep point, method, seed); a sweep (field name, values) replaces that field per point."""
     for method in methods:
         if method not in METHODS:
             raise ValueError(f'method is {method!r}; expected one of {list(METHODS)}')
-    os.makedirs(outdir, exist_ok=True)
+    points = [(None, cfg)] if sweep is None else [(v, dataclasses.replace(cfg, **{sweep[0]: v})) for v in sweep[1]]
+    return [RunSpec(m, seed, point_cfg, _label(m, sweep, v)) for v, point_cfg in points for m in methods
+            for seed in seeds]
+
+
+def summarize(runs: dict) -> dict:
+    """Per label: mean and standard deviation over seeds of every final metric."""
+    out = {}
+    for label, by_seed in runs.items():
+        keys = next(iter(by_seed.values()))['metrics'].keys()
+        out[label] = {k: {'mean': float(np.mean([r['metrics'][k] for r in by_seed.values()])),
+                          'std': float(np.std([r['metrics'][k] for r in by_seed.values()]))} for k in keys}
+    return out
+
+
+def _control_label(label: str) -> str:
+    method = label.split('[', 1)[0]
+    return 'vanilla' + label[len(method):]
+
+
+def paired(runs: dict) -> dict:
+    """Per label (vanilla excluded): mean and std over seeds of (metric - the same seed's vanilla control)."""
+    out = {}
+    for label, by_seed in runs.items():
+        control = runs.get(_control_label(label))
+        if label == _control_label(label) or control is None:
+            continue
+        common = [s for s in by_seed if s in control]
+        if not common:
+            continue
+        keys = by_seed[common[0]]['metrics'].keys()
+        diffs = {k: [by_seed[s]['metrics'][k] - control[s]['metrics'][k] for s in common] for k in keys}
+        out[label] = {k: {'mean': float(np.mean(d)), 'std': float(np.std(d)), 'n': len(d)} for k, d in diffs.items()}
+    return out
+
+
+def _groups(specs: list[RunSpec]) -> list[list[RunSpec]]:
+    """Specs split by network shape (each group one batched computation), in order of first appearance."""
+    groups = {}
+    for spec in specs:
+        groups.setdefault(tuple(getattr(spec.cfg, f) for f in SHAPE_FIELDS), []).append(spec)
+    return list(groups.values())
+
+
+def _atomic_write(path: str, write) -> None:
+    tmp = path + '.tmp'
+    write(tmp)
+    os.replace(tmp, path)
+
+
+class ResultWriter:
+    """Keeps results.json and the npz files in outdir up to date as runs finish (an interrupt keeps what is done)."""
+
+    def __init__(self, outdir: str, header: dict, order: list[str] | None = None) -> None:
+        self.outdir, self.header, self.runs, self.order = outdir, header, {}, order or []
+
+    def add(self, spec: RunSpec, result: dict) -> None:
+        self.runs.setdefault(spec.label, {})[spec.seed] = result
+        rank = {label: i for i, label in enumerate(self.order)}
+        self.runs = {label: dict(sorted(self.runs[label].items()))
+                     for label in sorted(self.runs, key=lambda lb: rank.get(lb, len(rank)))}
+        mixture = GridMixture(spec.cfg.grid, spec.cfg.spacing, spec.cfg.std)
+        name = os.path.join(self.outdir, f'samples-{spec.label}-seed{spec.seed}.npz')
+
+        def save(tmp: str) -> None:
+            with open(tmp, 'wb') as f:
+                np.savez(f, samples=result['samples'], centers=mixture.centers.numpy(), std=np.float64(spec.cfg.std))
+        _atomic_write(name, save)
+        self.write()
+
+    def results(self) -> dict:
+        results = {**self.header, 'finished_runs': sum(len(by_seed) for by_seed in self.runs.values()),
+                   'runs': {label: {str(s): {k: v for k, v in r.items() if k != 'samples'} for s, r in by_seed.items()}
+                            for label, by_seed in self.runs.items()},
+                   'summary': summarize(self.runs)}
+        if self.header['config']['finetune_from'] > 0:
+            results['paired'] = paired(self.runs)
+        return results
+
+    def write(self) -> None:
+        def save(tmp: str) -> None:
+            with open(tmp, 'w') as f:
+                json.dump(self.results(), f, indent=1)
+        _atomic_write(os.path.join(self.outdir, 'results.json'), save)
+
+
+def _figures(outdir: str, specs: list[RunSpec], runs: dict) -> None:
+    first = specs[0]
+    cfg = first.cfg
     mixture = GridMixture(cfg.grid, cfg.spacing, cfg.std)
-    runs = {method: {} for method in methods}
-    for seed in seeds:
-        for method in methods:
-            run = train_one(cfg, method, seed, progress)
-            runs[method][seed] = run
-            np.savez(os.path.join(outdir, f'samples-{method}-seed{seed}.npz'), samples=run['samples'],
-                     centers=mixture.centers.numpy(), std=np.float64(cfg.std))
-            if progress:
-                print(f'{method:14s} seed {seed}: ' + ', '.join(f'{k} {v:.4g}' for k, v in run['metrics'].items()) +
-                      f' ({run["train_sec"]:.1f} s)')
-    results = {'config': dataclasses.asdict(cfg), 'seeds': list(seeds),
-               'runs': {m: {str(s): {'metrics': r['metrics'], 'curves': r['curves'], 'train_sec': r['train_sec']}
-                            for s, r in by_seed.items()} for m, by_seed in runs.items()},
-               'summary': summarize(runs)}
-    with open(os.path.join(outdir, 'results.json'), 'w') as f:
-        json.dump(results, f, indent=1)
-    first = seeds[0]
-    real = mixture.sample(cfg.num_samples, torch.Generator().manual_seed(40_000 + first)).numpy()
-    panels = [('real data', real)] + [(m, runs[m][first]['samples']) for m in ('vanilla', 'diffgan', 'smart')
-                                      if m in runs]
-    plots.scatter_panels(panels, cfg.spacing * (cfg.grid + 1) / 2).save(os.path.join(outdir, 'figure.png'))
-    plots.curve_panels({m: runs[m][first]['curves'] for m in methods}).save(os.path.join(outdir, 'curves.png'))
-    return results
+    real = mixture.sample(cfg.num_samples, torch.Generator().manual_seed(40_000 + first.seed)).numpy()
+    labels = [s.label for s in specs if s.seed == first.seed]
+    panel_labels = [lb for lb in labels if lb.split('[', 1)[0] in ('vanilla', 'diffgan', 'smart')][:3]
+    panels = [('real data', real)] + [(lb, runs[lb][first.seed]['samples']) for lb in panel_labels
+                                      if first.seed in runs.get(lb, {})]
+    half_width = cfg.spacing * (cfg.grid + 1) / 2
+    _atomic_write(os.path.join(outdir, 'figure.png'),
+                  lambda tmp: plots.scatter_panels(panels, half_width).save(tmp, format='PNG'))
+    curves = {lb: runs[lb][first.seed]['curves'] for lb in dict.fromkeys(labels) if first.seed in runs.get(lb, {})}
+    _atomic_write(os.path.join(outdir, 'curves.png'),
+                  lambda tmp: plots.curve_panels(curves).save(tmp, format='PNG'))
+
+
+def run_toy(cfg: ToyConfig, outdir: str, seeds: list[int], methods: tuple = METHODS, progress: bool = True,
+            sweep: tuple[str, list] | None = None, workers: int = 1, pretrain_dir: str | None = None) -> dict:
+    """Train every (sweep point, method, seed); write results.json, samples-<label>-seed<k>.npz (as each run
+    finishes), figure.png (real data, vanilla, Diffusion-GAN, SMaRt) and curves.png into outdir; return the results.
+
+    With cfg.finetune_from > 0 the vanilla starts are saved as pretrain-seed<k>-<hash>.pt in pretrain_dir (default
+    outdir) and reused by later commands with the same pretraining config."""
+    all_specs = plan_runs(cfg, seeds, methods, sweep)
+    same = {}
+    for spec in all_specs:
+        same.setdefault(effective_key(spec), []).append(spec)
+    specs = [group[0] for group in same.values()]
+    os.makedirs(outdir, exist_ok=True)
+    header = {'config': dataclasses.asdict(cfg), 'seeds': list(seeds), 'methods': list(methods),
+              'sweep': None if sweep is None else {'name': sweep[0], 'values': list(sweep[1])}, 'train_sec': None}
+    writer = ResultWriter(outdir, header, [spec.label for spec in all_specs])
+    start = time.time()
+    groups = _groups(specs)
+    steps = sum(len(g) * g[0].cfg.steps for g in groups)
+    pre = _pretrain_specs(specs) if cfg.finetune_from > 0 else []
+    states = _load_pretrained(pretrain_dir or outdir, pre)
+    pre = [spec for spec in pre if _pretrain_key(spec) not in states]
+    steps += sum(len(g) * cfg.finetune_from for g in _groups(pre))
+    with pool.Progress(steps, progress) as bar:
+        for group in _groups(pre):
+            for spec, result in pool.train(group, cfg.finetune_from, bar, workers, export=True, evaluate=False):
+                states[_pretrain_key(spec)] = result['state']
+                _save_pretrained(pretrain_dir or outdir, spec, result['state'])
+        for group in groups:
+            init = [states[_pretrain_key(s)] for s in group] if cfg.finetune_from > 0 else None
+            for spec, result in pool.train(group, group[0].cfg.steps, bar, workers, init=init):
+                for twin in same[effective_key(spec)]:
+                    writer.add(twin, result)
+                if progress:
+                    bar.write(f'{spec.label:14s} seed {spec.seed}: ' +
+                              ', '.join(f'{k} {v:.4g}' for k, v in result['metrics'].items()))
+    writer.header['train_sec'] = time.time() - start
+    writer.write()
+    _figures(outdir, all_specs, writer.runs)
+    return writer.results()
+
+
+def _pretrain_key(spec: RunSpec) -> tuple:
+    return (spec.seed,) + tuple(getattr(spec.cfg, f) for f in PRETRAIN_FIELDS)
+
+
+def _pretrain_path(folder: str, spec: RunSpec) -> str:
+    digest = hashlib.sha1(repr(_pretrain_key(spec)).encode()).hexdigest()[:12]
+    return os.path.join(folder, f'pretrain-seed{spec.seed}-{digest}.pt')
+
+
+def _load_pretrained(folder: str, specs: list[RunSpec]) -> dict:
+    """The saved vanilla starts of specs found in folder (tensors only: torch.load with weights_only)."""
+    found = {}
+    for spec in specs:
+        path = _pretrain_path(folder, spec)
+        if os.path.exists(path):
+            found[_pretrain_key(spec)] = torch.load(path, weights_only=True)
+    return found
+
+
+def _save_pretrained(folder: str, spec: RunSpec, state: dict) -> None:
+    os.makedirs(folder, exist_ok=True)
+    _atomic_write(_pretrain_path(folder, spec), lambda tmp: torch.save(state, tmp))
+
+
+def _pretrain_specs(specs: list[RunSpec]) -> list[RunSpec]:
+    """One vanilla run per distinct (seed, pretraining config) of the fine-tune specs."""
+    out = {}
+    for spec in specs:
+        out.setdefault(_pretrain_key(spec), RunSpec('vanilla', spec.seed, spec.cfg, 'pretrain'))
+    return list(out.values())

@@ -3,8 +3,14 @@ the 7x7 grid of modes.
 
 - hq_share: share of samples within 3 std (Euclidean) of their nearest centre ("high-quality" samples).
 - modes: number of centres holding at least `min_count` high-quality samples.
+- modes10: number of centres holding at least 10% of the balanced share of the high-quality samples (n_hq / 10 K);
+  unlike `modes` it does not grow with the sample count.
 - kl: KL(p || uniform) of the histogram p of nearest-centre assignments (all samples); 0 = balanced, log 49 = one mode.
+- kl_hq: the same KL over the high-quality samples only. The all-sample kl hides imbalance: points spread evenly over
+  the square score near 0 although no mode is sharp. ln K when there is no high-quality sample.
 - w1: sliced Wasserstein-1 distance to data samples, averaged over fixed, evenly spaced projection directions.
+- energy: energy distance 2 E|X - Y| - E|X - X'| - E|Y - Y'| to fresh data samples (V-statistic: 0 for equal sets).
+- churn: share of fixed latents whose nearest centre changed between two evaluations (mode hopping).
 """
 
 import math
@@ -14,6 +20,9 @@ import numpy as np
 HQ_STDS = 3.0          # A sample is high-quality within this many std of its nearest centre.
 MIN_COUNT = 10         # A mode counts as covered with at least this many high-quality samples.
 NUM_PROJECTIONS = 64   # Directions of the sliced W1.
+MODE_SHARE = 0.1       # modes10: a mode counts with at least this fraction of the balanced high-quality share.
+ENERGY_POINTS = 2000   # all_metrics measures the energy distance on the first this many points of each set.
+ENERGY_CHUNK = 1024    # Rows per block of the pairwise distances.
 
 
 def _check_points(name: str, x: np.ndarray) -> np.ndarray:
@@ -55,13 +64,46 @@ def mode_metrics(samples: np.ndarray, centers: np.ndarray, std: float, min_count
         raise ValueError(f'std is {std!r}; expected a finite number > 0')
     k, dist = nearest_center(samples, centers)
     hq = dist <= HQ_STDS * std
-    hq_counts = np.bincount(k[hq], minlength=len(centers))
-    p = np.bincount(k, minlength=len(centers)) / len(k)
+    K = len(centers)
+    hq_counts = np.bincount(k[hq], minlength=K)
+    n_hq = int(hq.sum())
+    return {'hq_share': float(hq.mean()), 'modes': int((hq_counts >= min_count).sum()),
+            'modes10': int((hq_counts >= MODE_SHARE * n_hq / K).sum()) if n_hq else 0,
+            'kl': kl_uniform(np.bincount(k, minlength=K)),
+            'kl_hq': kl_uniform(hq_counts) if n_hq else math.log(K)}
+
+
+def kl_uniform(counts: np.ndarray) -> float:
+    """KL(p || uniform) of the histogram p = counts / sum(counts) over len(counts) bins (natural log)."""
+    p = np.asarray(counts, dtype=np.float64) / np.sum(counts)
     nz = p > 0
-    kl = float((p[nz] * np.log(p[nz] * len(centers))).sum())
-    return {'hq_share': float(hq.mean()), 'modes': int((hq_counts >= min_count).sum()), 'kl': kl}
+    return float((p[nz] * np.log(p[nz] * len(p))).sum())
+
+
+def _mean_distance(x: np.ndarray, y: np.ndarray) -> float:
+    """Mean Euclidean distance over all pairs (x_i, y_j), blockwise."""
+    total = 0.0
+    for start in range(0, len(x), ENERGY_CHUNK):
+        block = x[start:start + ENERGY_CHUNK]
+        total += np.sqrt(np.square(block[:, None, :] - y[None]).sum(-1)).sum()
+    return total / (len(x) * len(y))
+
+
+def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
+    """Energy distance 2 E|X - Y| - E|X - X'| - E|Y - Y'| of the sets x [N, 2] and y [M, 2] (V-statistic, >= 0)."""
+    x, y = _check_points('x', x), _check_points('y', y)
+    return float(2 * _mean_distance(x, y) - _mean_distance(x, x) - _mean_distance(y, y))
+
+
+def churn(prev_k: np.ndarray, k: np.ndarray) -> float:
+    """Share of points whose nearest-centre index changed from prev_k [N] to k [N]."""
+    prev_k, k = np.asarray(prev_k), np.asarray(k)
+    if prev_k.shape != k.shape or k.ndim != 1 or len(k) == 0:
+        raise ValueError(f'prev_k and k have shapes {list(prev_k.shape)}, {list(k.shape)}; expected equal [N], N >= 1')
+    return float((prev_k != k).mean())
 
 
 def all_metrics(samples: np.ndarray, data: np.ndarray, centers: np.ndarray, std: float) -> dict:
-    """mode_metrics plus the sliced W1 to data samples [M, 2]."""
-    return {**mode_metrics(samples, centers, std), 'w1': sliced_w1(samples, data)}
+    """mode_metrics plus the sliced W1 to data samples [M, 2] and the energy distance (first ENERGY_POINTS)."""
+    return {**mode_metrics(samples, centers, std), 'w1': sliced_w1(samples, data),
+            'energy': energy_distance(samples[:ENERGY_POINTS], data[:ENERGY_POINTS])}

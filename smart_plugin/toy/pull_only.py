@@ -13,7 +13,7 @@ import click
 import torch
 
 from smart_plugin.toy import metrics
-from smart_plugin.toy.experiment import ToyConfig, build_plugins
+from smart_plugin.toy.config import ToyConfig, build_plugins
 from smart_plugin.toy.mixture import GridMixture
 from smart_plugin.toy.trainer import build_gan, generate, train_step
 
@@ -27,7 +27,7 @@ def pull_only(cfg: ToyConfig, seed: int, gan_steps: int, pull_steps: int, num_ev
             raise ValueError(f'{name} is {value!r}; expected an integer >= {low}')
     torch.manual_seed(seed)
     mixture = GridMixture(cfg.grid, cfg.spacing, cfg.std)
-    gan = build_gan([], cfg.z_dim, cfg.lr_G, cfg.lr_D, tuple(cfg.betas), None, 1, cfg.net_scale)
+    gan = build_gan([], cfg.z_dim, cfg.lr_G, cfg.lr_D, tuple(cfg.betas), None, cfg.net_scale)
     smart = build_plugins('smart', dataclasses.replace(cfg, smart_start=0.0), mixture)[0]
     smart.setup(G=gan.G, D=gan.D, training_set=None, device=torch.device('cpu'), rank=0, num_gpus=1)
     data_gen = torch.Generator().manual_seed(seed)

@@ -1,4 +1,5 @@
-"""GAN training of the 2-D toy (SMaRt, Xia et al., ICML 2024, Figure 2) with the image trainer's loss plugins.
+"""One-run GAN training of the 2-D toy (SMaRt, Xia et al., ICML 2024, Figure 2) with the image trainer's loss plugins,
+used by the pull-only diagnostic (smart_plugin.toy.pull_only); the experiment trains with smart_plugin.toy.engine.
 
 Non-saturating logistic GAN loss (StyleGAN2-ADA's), alternating one D and one G Adam step per iteration. The plugins
 are used exactly as training/loss.py uses them: every D input goes through `transform_D_input` (Diffusion-GAN),
@@ -24,12 +25,11 @@ class ToyGAN:
     opt_G: torch.optim.Optimizer
     opt_D: torch.optim.Optimizer
     plugins: list[LossPlugin]
-    smart_eps: int = 1         # Noise draws per generated sample in SMaRt's penalty (variance reduction).
     cur_nimg: int = 0
 
 
 def build_gan(plugins: list[LossPlugin], z_dim: int, lr_G: float, lr_D: float, betas: tuple[float, float],
-              training_set: object, smart_eps: int = 1, scale: float = 1.0) -> ToyGAN:
+              training_set: object, scale: float = 1.0) -> ToyGAN:
     """Build G, D (with the plugins' extra label width, both working in units of `scale`) and Adam optimizers;
     run every plugin's setup()."""
     G = ToyGenerator(z_dim, scale)
@@ -37,7 +37,7 @@ def build_gan(plugins: list[LossPlugin], z_dim: int, lr_G: float, lr_D: float, b
     for plugin in plugins:
         plugin.setup(G=G, D=D, training_set=training_set, device=torch.device('cpu'), rank=0, num_gpus=1)
     return ToyGAN(G, D, torch.optim.Adam(G.parameters(), lr=lr_G, betas=betas),
-                  torch.optim.Adam(D.parameters(), lr=lr_D, betas=betas), plugins, smart_eps)
+                  torch.optim.Adam(D.parameters(), lr=lr_D, betas=betas), plugins)
 
 
 def run_D(gan: ToyGAN, x: torch.Tensor) -> torch.Tensor:
@@ -49,16 +49,12 @@ def run_D(gan: ToyGAN, x: torch.Tensor) -> torch.Tensor:
 
 
 def G_penalty(gan: ToyGAN, gen: torch.Tensor) -> torch.Tensor:
-    """Sum of the plugins' per-sample penalties [N] (0 when idle). With smart_eps = m > 1 each sample is scored m
-    times with independent noise (the batch is tiled) and the m values are averaged."""
-    N, m = gen.shape[0], gan.smart_eps
-    total = gen.new_zeros([N])
-    tiled = gen.repeat(m, 1, 1, 1) if m > 1 else gen                      # [m N, 2, 1, 1]
-    c = gen.new_zeros([tiled.shape[0], 0])
+    """Sum of the plugins' per-sample penalties [N] (0 when idle)."""
+    total = gen.new_zeros([gen.shape[0]])
     for plugin in gan.plugins:
-        penalty = plugin.G_penalty(tiled, c)
+        penalty = plugin.G_penalty(gen, gen.new_zeros([gen.shape[0], 0]))
         if penalty is not None:
-            total = total + penalty.reshape(m, N).mean(dim=0)
+            total = total + penalty
     return total
 
 

@@ -140,8 +140,9 @@ def test_torch_save_files_are_named_for_what_they_are(tmp_path):
     """Before: any torch.save file was called 'an ADM checkpoint' and asked for --adm-preset."""
     torch.save({'conv.weight': torch.zeros(2), 'conv.bias': torch.zeros(2)}, tmp_path / 'other.pt')
     with pytest.raises(ValueError, match=re.escape(
-            "other.pt holds a state dict of 2 tensors (first keys ['conv.weight', 'conv.bias']) that is neither "
-            "ADM's nor NCSNv2's")):
+            "other.pt is a torch.save state dict of 2 tensors (e.g. ['conv.bias', 'conv.weight']) without the "
+            "input_blocks.* / time_embed.* tensors of an ADM (guided-diffusion) checkpoint, nor an NCSNv2 "
+            "checkpoint.pth list")):
         loading.load_denoiser(tmp_path / 'other.pt')
     state = dict(net={}, ema={'w': torch.zeros(1)}, optimizer={}, cur_nimg=16, batch_idx=2, version=1)
     torch.save(state, tmp_path / 'training-state-000000.pt')

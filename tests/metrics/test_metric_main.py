@@ -15,8 +15,9 @@ from tiny_metrics import make_generator
 from metrics import metric_main, metric_utils
 from torch_utils import distributed
 
-VALID = ['fid50k_full', 'kid50k_full', 'pr50k3_full', 'is50k', 'fid50k', 'kid50k', 'pr50k3', 'fid2k_full',
-         'kid2k_full', 'pr2k3_full', 'is2k']
+VALID = ['fid50k_full', 'kid50k_full', 'pr50k3_full', 'is50k', 'ppl2_wend', 'fid50k', 'kid50k', 'pr50k3',
+         'ppl_zfull', 'ppl_wfull', 'ppl_zend', 'ppl_wend', 'fid2k_full', 'kid2k_full', 'pr2k3_full', 'is2k',
+         'ppl2_wend_2k']
 
 
 def _kwargs(dataset_zip, G, **overrides):
@@ -28,10 +29,10 @@ def _kwargs(dataset_zip, G, **overrides):
 
 def test_registry_and_unknown_names():
     assert metric_main.list_valid_metrics() == VALID
-    assert metric_main.is_valid_metric('kid50k_full') and not metric_main.is_valid_metric('ppl2_wend')
+    assert metric_main.is_valid_metric('kid50k_full') and not metric_main.is_valid_metric('eqt50k_int')
     with pytest.raises(ValueError) as info:
-        metric_main.calc_metric('ppl2_wend')
-    assert str(info.value) == f"unknown metric 'ppl2_wend'; valid metrics: {', '.join(VALID)} (or none)"
+        metric_main.calc_metric('eqt50k_int')
+    assert str(info.value) == f"unknown metric 'eqt50k_int'; valid metrics: {', '.join(VALID)} (or none)"
     assert metric_main.parse_metric_list('none') == [] and metric_main.parse_metric_list(' ') == []
     assert metric_main.parse_metric_list(' fid2k_full, is2k,fid2k_full') == ['fid2k_full', 'is2k']
     with pytest.raises(ValueError, match="unknown metric 'none'"):

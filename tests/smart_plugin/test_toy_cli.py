@@ -10,11 +10,19 @@ from PIL import Image
 from smart_plugin.toy.__main__ import main
 from smart_plugin.toy.experiment import METHODS
 
+SWEEPABLE = str(sorted(['spacing', 'std', 'z-dim', 'width', 'depth', 'batch', 'steps', 'lr-g', 'lr-d', 'finetune-lr',
+                        'smart-lam', 'smart-param', 'smart-freq', 'smart-sigma', 'smart-draws', 'smart-antithetic',
+                        'smart-grad', 'smart-start', 'diffgan-noise-sd', 'diffgan-tmax', 'diffgan-target',
+                        'num-samples', 'eval-every', 'eval-samples']))
+
 
 def test_help():
     result = CliRunner().invoke(main, ['--help'])
     assert result.exit_code == 0
-    for flag in ('--outdir', '--quick', '--seeds', '--smart-lam', '--smart-sigma', '--dry-run'):
+    for flag in ('--outdir', '--quick', '--seeds', '--smart-lam', '--smart-sigma', '--dry-run', '--finetune-from',
+                 '--lr-G', '--lr-D', '--finetune-lr', '--batch', '--z-dim', '--width', '--depth', '--spacing',
+                 '--smart-draws', '--smart-antithetic', '--smart-grad', '--diffgan-noise-sd', '--diffgan-tmax',
+                 '--diffgan-target', '--sweep', '--workers'):
         assert flag in result.output
 
 
@@ -35,6 +43,11 @@ def test_dry_run_quick(tmp_path):
     (['--smart-sigma', '0.1'], "Error: --smart-sigma: '0.1' has 1 values; expected LO,HI"),
     (['--smart-sigma', '0.5,0.1'], 'Error: --smart-sigma: smart_sigma is (0.5, 0.1); expected (lo, hi) with '
                                    '0 < lo <= hi'),
+    (['--sweep', 'smart-lam'], "Error: --sweep: 'smart-lam' is not NAME=V1,V2,... with NAME one of " + SWEEPABLE),
+    (['--sweep', 'colour=1,2'], "Error: --sweep: 'colour=1,2' is not NAME=V1,V2,... with NAME one of " + SWEEPABLE),
+    (['--sweep', 'width=8,x'], "Error: --sweep: '8,x' are not values of --width"),
+    (['--sweep', 'smart-draws=2,3', '--smart-draws', '2', '--smart-antithetic'],
+     'Error: --smart-draws: smart_draws is 3; expected an even number with smart_antithetic'),
 ])
 def test_user_errors_name_the_flag(tmp_path, args, message):
     result = CliRunner().invoke(main, ['--outdir', str(tmp_path), '--dry-run'] + args)
@@ -43,8 +56,9 @@ def test_user_errors_name_the_flag(tmp_path, args, message):
 
 
 def test_tiny_run_writes_every_output(tmp_path):
-    result = CliRunner().invoke(main, ['--outdir', str(tmp_path), '--quick', '--steps', '40'])
+    result = CliRunner().invoke(main, ['--outdir', str(tmp_path), '--quick', '--steps', '40', '--workers', '1'])
     assert result.exit_code == 0, result.output
+    assert f'Outputs are in {tmp_path}' in result.output
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted(['results.json', 'figure.png', 'curves.png'] +
                            [f'samples-{m}-seed0.npz' for m in METHODS])
@@ -52,7 +66,7 @@ def test_tiny_run_writes_every_output(tmp_path):
     assert results['seeds'] == [0] and results['config']['steps'] == 40
     for method in METHODS:
         run = results['runs'][method]['0']
-        assert set(run['metrics']) == {'hq_share', 'modes', 'kl', 'w1'}
+        assert set(run['metrics']) == {'hq_share', 'modes', 'modes10', 'kl', 'kl_hq', 'w1', 'energy', 'churn'}
         assert run['curves']['step'] == [40]
         assert set(results['summary'][method]['w1']) == {'mean', 'std'}
         with np.load(tmp_path / f'samples-{method}-seed0.npz') as npz:
@@ -61,3 +75,45 @@ def test_tiny_run_writes_every_output(tmp_path):
             assert float(npz['std']) == 0.05
     assert Image.open(tmp_path / 'figure.png').size == (4 * 320, 320 + 18)
     assert Image.open(tmp_path / 'curves.png').size == (4 * 320, 320 + 18)
+
+
+def test_dry_run_resolves_sweep_and_finetune(tmp_path):
+    result = CliRunner().invoke(main, ['--outdir', str(tmp_path), '--dry-run', '--finetune-from', '300', '--sweep',
+                                       'smart_sigma=0.05/0.2,0.1/0.5', '--lr-G', '2e-4', '--lr', '5e-4'])
+    assert result.exit_code == 0, result.output
+    cfg = json.loads(result.output)
+    assert cfg['sweep'] == {'name': 'smart_sigma', 'values': [[0.05, 0.2], [0.1, 0.5]]}
+    assert (cfg['finetune_from'], cfg['smart_start'], cfg['lr_G'], cfg['lr_D']) == (300, 0.0, 2e-4, 5e-4)
+
+
+def test_finetune_sweep_run_reports_paired_differences(tmp_path):
+    result = CliRunner().invoke(main, ['--outdir', str(tmp_path), '--quick', '--steps', '10', '--finetune-from', '10',
+                                       '--methods', 'vanilla,smart', '--seeds', '0,1', '--sweep', 'smart-lam=0.5,2',
+                                       '--workers', '1'])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / 'results.json').read_text())
+    labels = ['vanilla[smart_lam=0.5]', 'smart[smart_lam=0.5]', 'vanilla[smart_lam=2.0]', 'smart[smart_lam=2.0]']
+    assert list(results['runs']) == labels
+    assert set(results['paired']) == {'smart[smart_lam=0.5]', 'smart[smart_lam=2.0]'}
+    diff = results['paired']['smart[smart_lam=2.0]']['hq_share']
+    runs = results['runs']
+    expected = [runs['smart[smart_lam=2.0]'][s]['metrics']['hq_share'] -
+                runs['vanilla[smart_lam=2.0]'][s]['metrics']['hq_share'] for s in ('0', '1')]
+    assert diff == {'mean': pytest.approx(np.mean(expected)), 'std': pytest.approx(np.std(expected)), 'n': 2}
+    # The two points share the vanilla start and the vanilla control (same seed, same config apart from lambda).
+    assert runs['vanilla[smart_lam=0.5]']['0']['metrics'] == runs['vanilla[smart_lam=2.0]']['0']['metrics']
+
+
+def test_finetune_reuses_saved_vanilla_starts(tmp_path):
+    args = ['--quick', '--steps', '5', '--finetune-from', '8', '--methods', 'vanilla,smart', '--workers', '1',
+            '--pretrain-dir', str(tmp_path / 'pre')]
+    first = CliRunner().invoke(main, ['--outdir', str(tmp_path / 'a')] + args)
+    assert first.exit_code == 0, first.output
+    saved = sorted(p.name for p in (tmp_path / 'pre').iterdir())
+    assert len(saved) == 1 and saved[0].startswith('pretrain-seed0-') and saved[0].endswith('.pt')
+    second = CliRunner().invoke(main, ['--outdir', str(tmp_path / 'b')] + args)
+    assert second.exit_code == 0, second.output
+    a, b = (json.loads((tmp_path / d / 'results.json').read_text()) for d in 'ab')
+    for label in ('vanilla', 'smart'):
+        assert a['runs'][label]['0']['metrics'] == b['runs'][label]['0']['metrics']
+        assert a['runs'][label]['0']['curves'] == b['runs'][label]['0']['curves']

@@ -2,7 +2,8 @@
 8x8 generator.
 
 `detector(x uint8 [N, 3, H, W], return_features=False, no_output_bias=False)`: features [N, F] with
-return_features, else class probabilities [N, K]. A fixed random projection of the 4x4 area-averaged image, so
+return_features, else class probabilities [N, K]; `return_lpips=True` (VGG16's LPIPS call, float images in [0, 255])
+gives unit-length features [N, F]. A fixed random projection of the 4x4 area-averaged image, so
 features depend on the pixels and tests run in milliseconds. This directory is on pytest's `pythonpath`.
 """
 
@@ -23,9 +24,12 @@ class TinyDetector(torch.nn.Module):
         self.register_buffer('proj', torch.randn([3 * 4 * 4, num_features], generator=gen) / 4)
         self.register_buffer('head', torch.randn([num_features, num_classes], generator=gen))
 
-    def forward(self, x: torch.Tensor, return_features: bool = False, no_output_bias: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, return_features: bool = False, no_output_bias: bool = False,
+                resize_images: bool = True, return_lpips: bool = False) -> torch.Tensor:
         x = torch.nn.functional.adaptive_avg_pool2d(x.to(torch.float32) / 127.5 - 1, [4, 4])  # [N, 3, 4, 4]
         features = x.flatten(1) @ self.proj  # [N, F]
+        if return_lpips:  # VGG16's LPIPS embedding (float [0, 255] input): unit-length features, differentiable.
+            return features / features.square().sum(dim=1, keepdim=True).sqrt().clamp(min=1e-8)
         if return_features:
             return features
         return torch.softmax(features @ self.head * 4, dim=1)  # [N, K]

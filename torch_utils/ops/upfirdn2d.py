@@ -4,13 +4,19 @@ The resampling filters of StyleGAN2 (Karras et al. 2020) and the alias-free laye
 are all expressed with this op. This module holds the pure-PyTorch reference path (runs on any device, gradients of
 any order), the filter constructor `setup_filter` and the convenience wrappers `filter2d`, `upsample2d` and
 `downsample2d`. Names, signatures and keyword names are a compatibility contract with NVIDIA network pickles.
+
+The CUDA kernel (upfirdn2d.cu) takes over on CUDA tensors once it has passed its run-time self-check
+(checked_plugin.py). Its gradient is upfirdn2d again (up and down swapped, filter flipped), so gradients of any order
+work; a filter that requires grad keeps the reference path.
 """
 
+import collections
 import numbers
 
 import torch
 import torch.nn.functional as F
 
+from . import checked_plugin
 from . import conv2d_gradfix
 
 _VALID_IMPLS = ('ref', 'cuda')
@@ -131,8 +137,9 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl='cu
     """
     _check_impl(impl)
     upx, upy, downx, downy, pad = _check_upfirdn2d_args(x, f, up, down, padding, gain)
-    # Fast path hook: a CUDA kernel (later issue) is dispatched here when impl == 'cuda' and x is on a GPU.
-    # Until it exists, every call takes the reference path.
+    plugin = _plugin.get(x.device) if impl == 'cuda' and not (f is not None and f.requires_grad) else None
+    if plugin is not None:
+        return _upfirdn2d_cuda(x, f, (upx, upy), (downx, downy), pad, flip_filter, gain, plugin=plugin)
     return _upfirdn2d_ref(x, f, up=(upx, upy), down=(downx, downy), padding=pad, flip_filter=flip_filter, gain=gain)
 
 
@@ -169,6 +176,97 @@ def _upfirdn2d_ref(x, f, up, down, padding, flip_filter=False, gain=1):
 
     # Decimation keeps pixels 0, down, 2 * down, ...
     return x[:, :, ::downy, ::downx]
+
+
+# CUDA path: the kernel correlates with g (the filter, flipped unless flip_filter, times the gain) in one pass for a
+# 2-D filter, or in two 1-D passes (along W, then H) for a separable one.
+
+_Geometry = collections.namedtuple('_Geometry', 'plugin upx upy downx downy px0 px1 py0 py1')
+
+
+def _upfirdn2d_cuda(x, f, up, down, padding, flip_filter=False, gain=1, *, plugin):
+    """`upfirdn2d` with parsed arguments through the plugin; differentiable to any order in x."""
+    (upx, upy), (downx, downy), (px0, px1, py0, py1) = up, down, padding
+    if f is None:
+        f = torch.ones([1, 1], dtype=torch.float32)
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32  # The kernel's arithmetic type.
+    g = f.to(device=x.device, dtype=acc) * (gain ** (f.ndim / 2))
+    if not flip_filter:
+        g = g.flip(list(range(g.ndim)))
+    if g.ndim == 1:
+        x = _Upfirdn2dCuda.apply(x, g[None, :], _Geometry(plugin, upx, 1, downx, 1, px0, px1, 0, 0))
+        return _Upfirdn2dCuda.apply(x, g[:, None], _Geometry(plugin, 1, upy, 1, downy, 0, 0, py0, py1))
+    return _Upfirdn2dCuda.apply(x, g, _Geometry(plugin, upx, upy, downx, downy, px0, px1, py0, py1))
+
+
+def _output_size(in_size, up, down, p0, p1, taps):
+    return (in_size * up + p0 + p1 - (taps - 1) + (down - 1)) // down
+
+
+class _Upfirdn2dCuda(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, g, geom):
+        fh, fw = g.shape
+        out_h = _output_size(x.shape[2], geom.upy, geom.downy, geom.py0, geom.py1, fh)
+        out_w = _output_size(x.shape[3], geom.upx, geom.downx, geom.px0, geom.px1, fw)
+        ctx.geom, ctx.in_hw = geom, (x.shape[2], x.shape[3])
+        ctx.save_for_backward(g)
+        return geom.plugin.upfirdn2d(x, g, geom.upx, geom.upy, geom.downx, geom.downy, geom.px0, geom.py0,
+                                     out_h, out_w)
+
+    @staticmethod
+    def backward(ctx, dy):
+        # dx[i] = sum_o dy[o] g[i * up + p0 - o * down]: upfirdn2d of dy with up and down swapped, the flipped
+        # filter, p0' = taps - 1 - p0, and p1' chosen so that the output has the input's size.
+        (g,), geom, (in_h, in_w) = ctx.saved_tensors, ctx.geom, ctx.in_hw
+        fh, fw = g.shape
+        out_h, out_w = dy.shape[2], dy.shape[3]
+        px0, py0 = fw - 1 - geom.px0, fh - 1 - geom.py0
+        px1 = in_w * geom.upx - out_w * geom.downx + geom.px0 - geom.upx + 1
+        py1 = in_h * geom.upy - out_h * geom.downy + geom.py0 - geom.upy + 1
+        back = _Geometry(geom.plugin, geom.downx, geom.downy, geom.upx, geom.upy, px0, px1, py0, py1)
+        return _Upfirdn2dCuda.apply(dy, g.flip([0, 1]), back), None, None
+
+
+def _self_check(plugin, device, comparison):
+    """Plugin vs reference on small cases (up / down / pad / crop / flip / gain, 2-D and separable, square and
+    non-square filters): forward in float64, float32 and float16, gradient in float64 and float32, second order
+    (the gradient's gradient in dy, as R1 takes it) in float64 (see checked_plugin for the tolerance)."""
+    gen = torch.Generator().manual_seed(4321)
+    cases = [  # (filter, up, down, padding, flip_filter, gain)
+        (setup_filter([1, 3, 3, 1]), (2, 2), (1, 1), (2, 1, 2, 1), False, 4),
+        (setup_filter([1, 3, 3, 1]), (1, 1), (2, 2), (1, 1, 1, 1), True, 1),
+        (setup_filter(torch.rand([8], generator=gen) + 0.1), (2, 2), (1, 1), (4, 3, 4, 3), False, 4),
+        (torch.randn([3, 5], generator=gen), (2, 1), (1, 3), (1, -1, 2, 0), True, 0.5),
+        (None, (3, 2), (2, 3), (0, 1, -1, 2), False, 2),
+    ]
+    x0 = torch.randn([2, 3, 7, 6], generator=gen, dtype=torch.float64)
+    for dtype in (torch.float64, torch.float32, torch.float16):
+        x = x0.to(dtype).to(device)
+        x64 = x.double().requires_grad_()
+        for i, (f, up, down, pad, flip, gain) in enumerate(cases):
+            fd = None if f is None else f.to(device)
+            case = f'{dtype} case {i} (f {None if f is None else list(f.shape)}, up {up}, down {down}, pad {pad})'
+            xk = x.detach().requires_grad_()
+            y = _upfirdn2d_cuda(xk, fd, up, down, pad, flip, gain, plugin=plugin)
+            y_ref = _upfirdn2d_ref(x64, fd, up, down, pad, flip, gain)
+            comparison.check(f'{case} forward', y, y_ref, dtype)
+            if dtype == torch.float16:
+                continue
+            dy = torch.randn(y_ref.shape, generator=gen, dtype=torch.float64).to(dtype).to(device)
+            dyk, dy64 = dy.detach().requires_grad_(), dy.double().requires_grad_()
+            (gx,) = torch.autograd.grad(y, [xk], dyk, create_graph=True)
+            (gx_ref,) = torch.autograd.grad(y_ref, [x64], dy64, create_graph=True)
+            comparison.check(f'{case} grad x', gx, gx_ref, dtype)
+            if dtype == torch.float64:
+                w = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(device)
+                (ggy,) = torch.autograd.grad((gx * w).sum(), [dyk])
+                (ggy_ref,) = torch.autograd.grad((gx_ref * w).sum(), [dy64])
+                comparison.check(f'{case} 2nd-order grad dy', ggy, ggy_ref, dtype)
+
+
+_plugin = checked_plugin.CheckedPlugin('upfirdn2d_plugin', sources=['upfirdn2d.cpp', 'upfirdn2d.cu'],
+                                       headers=['upfirdn2d.h', 'upfirdn2d_kernel.h'], self_check=_self_check)
 
 
 def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl='cuda'):

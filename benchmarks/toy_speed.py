@@ -1,0 +1,114 @@
+"""Speed of the 2-D toy of SMaRt (Xia et al., ICML 2024, Figure 2): the batched engine against one-run-at-a-time
+training, on an idle machine and with one CPU-bound busy process that this script starts itself.
+
+The runs are those of the default `python -m smart_plugin.toy` (4 methods x 3 seeds, batch 256, SMaRt on from the
+first step so that every step costs what the second half of a default run costs). Each setting trains a few steps
+after a warm-up; the figure is seconds per iteration of all 12 runs and, extrapolated, the 6000-step command (curve
+evaluations and the final metrics excluded). Settings:
+
+- batched: smart_plugin.toy's engine, the runs split over --workers processes of one intra-op thread each;
+- one run at a time: the one-run trainer (smart_plugin.toy.trainer, torch.nn modules and torch.optim.Adam) with
+  torch's default intra-op threads, run by run, as the toy trained before the batched engine.
+
+    python benchmarks/toy_speed.py [--steps 60] [--old-steps 10] [--workers 2]
+"""
+
+import contextlib
+import dataclasses
+import io
+import os
+import subprocess
+import sys
+import time
+
+import click
+import torch
+
+from smart_plugin.toy import workers as pool
+from smart_plugin.toy.config import METHODS, ToyConfig, build_plugins
+from smart_plugin.toy.experiment import plan_runs
+from smart_plugin.toy.mixture import GridMixture
+from smart_plugin.toy.trainer import build_gan, train_step
+
+SEEDS = (0, 1, 2)
+DEFAULT_STEPS = 6000
+
+
+def time_batched(steps: int, num_workers: int) -> float:
+    """Seconds per iteration of all runs, batched (warm-up: process start and the first steps, timed apart)."""
+    cfg = dataclasses.replace(ToyConfig(), smart_start=0.0, eval_every=10 ** 9, num_samples=100)
+    specs = plan_runs(cfg, list(SEEDS), METHODS)
+
+    def run(n: int) -> float:
+        start = time.perf_counter()
+        with pool.Progress(n * len(specs), enabled=False) as bar:
+            for _ in pool.train(specs, n, bar, num_workers):
+                pass
+        return time.perf_counter() - start
+
+    short, full = run(2), run(steps + 2)
+    return (full - short) / steps
+
+
+def time_one_at_a_time(steps: int) -> float:
+    """Seconds per iteration of all runs trained one after the other with the one-run trainer."""
+    cfg = ToyConfig(smart_start=0.0)
+    mixture = GridMixture(cfg.grid, cfg.spacing, cfg.std)
+    total = 0.0
+    for seed in SEEDS:
+        for method in METHODS:
+            torch.manual_seed(seed)
+            with contextlib.redirect_stdout(io.StringIO()):   # The plugins' start-up lines.
+                gan = build_gan(build_plugins(method, cfg, mixture), cfg.z_dim, cfg.lr_G, cfg.lr_D, cfg.betas, None,
+                                cfg.net_scale)
+            gen = torch.Generator().manual_seed(seed)
+            train_step(gan, mixture.sample(cfg.batch, gen).reshape(-1, 2, 1, 1))   # warm-up
+            start = time.perf_counter()
+            for _ in range(steps):
+                train_step(gan, mixture.sample(cfg.batch, gen).reshape(-1, 2, 1, 1))
+            total += (time.perf_counter() - start) / steps
+    return total
+
+
+def measure(steps: int, old_steps: int, num_workers: int, threads: int) -> dict:
+    torch.set_num_threads(1)
+    batched = time_batched(steps, num_workers)
+    torch.set_num_threads(threads)
+    old = time_one_at_a_time(old_steps)
+    torch.set_num_threads(1)
+    return {'batched': batched, 'one run at a time': old}
+
+
+@click.command()
+@click.option('--steps', type=click.IntRange(min=1), default=60, show_default=True, help='Timed steps, batched')
+@click.option('--old-steps', type=click.IntRange(min=1), default=10, show_default=True,
+              help='Timed steps per run, one run at a time')
+@click.option('--workers', type=click.IntRange(min=1), default=min(2, os.cpu_count() or 1), show_default=True,
+              help='Processes of the batched engine')
+@click.option('--threads', type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True,
+              help='Intra-op threads of the one-run-at-a-time trainer (torch\'s default: one per core)')
+def main(steps, old_steps, workers, threads):
+    """Print idle and loaded timings of the toy side by side."""
+    print(f'toy speed: {len(METHODS) * len(SEEDS)} runs (4 methods x 3 seeds), batch 256; {os.cpu_count()} CPUs; '
+          f'load average before: {os.getloadavg()[0]:.2f}', flush=True)
+    idle = measure(steps, old_steps, workers, threads)
+    busy = subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+    try:
+        time.sleep(1.0)
+        loaded = measure(steps, old_steps, workers, threads)
+    finally:
+        busy.kill()
+        busy.wait()
+    print(f'{"setting":34s} {"idle s/step":>12s} {"loaded s/step":>14s} {"loaded/idle":>12s} '
+          f'{"6000 steps idle":>16s} {"6000 steps loaded":>18s}')
+    for name in idle:
+        label = f'{name} ({workers} workers x 1 thread)' if name == 'batched' else f'{name} ({threads} threads)'
+        print(f'{label:34s} {idle[name]:12.4f} {loaded[name]:14.4f} {loaded[name] / idle[name]:12.2f} '
+              f'{idle[name] * DEFAULT_STEPS:15.0f}s {loaded[name] * DEFAULT_STEPS:17.0f}s')
+    print(f'batched vs one run at a time: {idle["one run at a time"] / idle["batched"]:.1f}x faster idle, '
+          f'{loaded["one run at a time"] / loaded["batched"]:.1f}x loaded; load average after: '
+          f'{os.getloadavg()[0]:.2f} (a shared machine inflates every figure)')
+
+
+if __name__ == '__main__':
+    main()
