@@ -4,8 +4,8 @@ Sources: an image folder (recursive) or .zip, with labels from its dataset.json 
 (cifar-10-python.tar.gz, labels 0-9); MNIST (train-images-idx3-ubyte.gz beside train-labels-idx1-ubyte.gz,
 padded to 32x32); LSUN *_lmdb directories (needs `pip install lmdb`); `sklearn-digits`, scikit-learn's bundled
 1797 8x8 handwritten digits with labels 0-9 (needs `pip install -e ".[bench]"`), pixels 0..16 scaled to 0..255 and
-upscaled by nearest neighbour to --resolution (default 16x16), grey or RGB by --channels. The destination is written atomically:
-an interrupted run leaves nothing behind.
+upscaled by nearest neighbour to --resolution (default 16x16), grey or RGB by --channels. The destination is
+written atomically: an interrupted run leaves nothing behind.
 
 Examples:
 

@@ -111,7 +111,8 @@ def evaluate(pkl: str, data: str, outdir: str, num_gen: int) -> dict:
 
 
 def fd_curve(base_pkl: str, run_dir: str, data: str, outdir: str, num_gen: int, base_kimg: float) -> list:
-    """[(fine-tuning kimg, FD)] from the base snapshot (0) over every snapshot of the arm's run."""
+    """[(fine-tuning kimg, FD)] from the base snapshot (0) over every snapshot of the arm's run; kimg as the
+    snapshot names give it (train.py rounds it down to whole kimg, or to the image below 1 kimg apart)."""
     points = [(0.0, _fd(_load_G(base_pkl), data, outdir, num_gen))]
     for kimg, pkl in snapshots(run_dir):
         if kimg > base_kimg + 1e-9:
