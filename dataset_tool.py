@@ -2,8 +2,10 @@
 
 Sources: an image folder (recursive) or .zip, with labels from its dataset.json if present; CIFAR-10
 (cifar-10-python.tar.gz, labels 0-9); MNIST (train-images-idx3-ubyte.gz beside train-labels-idx1-ubyte.gz,
-padded to 32x32); LSUN *_lmdb directories (needs `pip install lmdb`). The destination is written atomically:
-an interrupted run leaves nothing behind.
+padded to 32x32); LSUN *_lmdb directories (needs `pip install lmdb`); `sklearn-digits`, scikit-learn's bundled
+1797 8x8 handwritten digits with labels 0-9 (needs `pip install -e ".[bench]"`), pixels 0..16 scaled to 0..255 and
+upscaled by nearest neighbour to --resolution (default 16x16), grey or RGB by --channels. The destination is
+written atomically: an interrupted run leaves nothing behind.
 
 Examples:
 
@@ -11,6 +13,10 @@ Examples:
   # CIFAR-10 and MNIST, with their class labels.
   python dataset_tool.py --source=~/downloads/cifar-10-python.tar.gz --dest=~/datasets/cifar10-32x32.zip
   python dataset_tool.py --source=~/downloads/train-images-idx3-ubyte.gz --dest=~/datasets/mnist-32x32.zip
+
+\b
+  # scikit-learn's digits at 16x16, grey, with labels (no download).
+  python dataset_tool.py --source=sklearn-digits --dest=~/datasets/digits-16x16.zip
 
 \b
   # A folder of photos of any size: centre square crops resized to 256x256.
@@ -43,36 +49,57 @@ def _fail(flag: str, err: Exception):
 
 @click.command(help=__doc__)
 @click.option('--source', required=True, metavar='PATH', help='Image folder, .zip, CIFAR-10 tarball, MNIST images '
-              'file or LSUN *_lmdb directory')
+              'file, LSUN *_lmdb directory, or sklearn-digits')
 @click.option('--dest', required=True, metavar='PATH', help='Output: a .zip path, or a folder')
 @click.option('--max-images', '--max_images', type=click.IntRange(min=1), default=None, metavar='INT',
               help='Write at most this many images  [default: all]')
 @click.option('--transform', type=click.Choice(dataset_writer.TRANSFORMS), default=None,
               help='Crop before resizing; needs --resolution (or --width/--height)  [default: none (resize only)]')
 @click.option('--resolution', metavar='WxH', default=None,
-              help='Output size, e.g. 256x256 (W a power of two)  [default: keep the source size]')
+              help='Output size, e.g. 256x256 (W a power of two)  [default: keep the source size; 16x16 for '
+              'sklearn-digits]')
 @click.option('--width', type=click.IntRange(min=1), default=None, help="StyleGAN2-ADA's spelling: --width=W "
               '--height=H is --resolution=WxH')
 @click.option('--height', type=click.IntRange(min=1), default=None, help='Output height, with --width')
+@click.option('--channels', type=click.Choice(['1', '3']), default=None,
+              help='sklearn-digits only: 1 = grey, 3 = RGB (grey repeated)  [default: 1]')
 @click.option('--overwrite', is_flag=True,
               help='Replace an existing --dest written by dataset_tool.py (nothing else is ever removed)')
 @click.option('--max-pixels', type=click.IntRange(min=1), default=dataset_sources.DEFAULT_MAX_PIXELS,
               show_default=True, metavar='INT', help='Refuse source images with more pixels (checked before decoding)')
 @click.option('-n', '--dry-run', is_flag=True, help='Print what would be done and exit')
-def main(source, dest, max_images, transform, resolution, width, height, overwrite, max_pixels, dry_run):
-    source, dest = os.path.expanduser(source), os.path.expanduser(dest)
+def main(source, dest, max_images, transform, resolution, width, height, overwrite, max_pixels, channels, dry_run):
+    digits = source == dataset_sources.SKLEARN_DIGITS
+    source, dest = (source if digits else os.path.expanduser(source)), os.path.expanduser(dest)
     resolution = resolution_from_width_height(width, height, resolution)
+    if channels is not None and not digits:
+        raise _fail('--channels', f'{channels}: only --source={dataset_sources.SKLEARN_DIGITS} takes --channels; '
+                                  f'other sources keep their own channel count')
+    if digits and transform is not None:
+        raise _fail('--transform', f'{transform}: --source={dataset_sources.SKLEARN_DIGITS} takes no transform '
+                                   f'(its square 8x8 digits are upscaled by nearest neighbour to --resolution)')
     try:
         size = None if resolution is None else dataset_writer.parse_resolution(resolution)
         dataset_writer.make_transform(transform, size)  # Validates the transform/resolution pair up front.
+        if digits:
+            side, side_h = size or (16, 16)
+            if side != side_h:
+                raise ValueError(f'{resolution}: {dataset_sources.SKLEARN_DIGITS} needs a square size, e.g. 16x16')
+            opened_digits = dict(resolution=side, channels=int(channels or 1))
+            size = None  # The source upscales itself; the writer does not resize again.
     except ValueError as err:
         raise _fail('--resolution', err)
     try:
-        dataset_writer.check_dest(dest, overwrite, source=source)
+        dataset_writer.check_dest(dest, overwrite, source=None if digits else source)
     except dataset_writer.DestinationError as err:
         raise _fail('--dest', err)
     try:
-        opened = dataset_sources.open_source(source, max_pixels=max_pixels)
+        if digits:
+            opened = dataset_sources.open_sklearn_digits(**opened_digits)
+        else:
+            opened = dataset_sources.open_source(source, max_pixels=max_pixels)
+    except ValueError as err:
+        raise _fail('--resolution', err)
     except (OSError, ImportError) as err:
         raise _fail('--source', err)
 
@@ -81,6 +108,9 @@ def main(source, dest, max_images, transform, resolution, width, height, overwri
                     source_labels=opened.num_labels, dest=dest,
                     dest_format='zip' if dest.lower().endswith('.zip') else 'folder', max_images=max_images,
                     transform=transform, resolution=resolution, overwrite=overwrite)
+        if digits:
+            plan.update(resolution=f'{opened_digits["resolution"]}x{opened_digits["resolution"]}',
+                        interpolation='nearest', channels=opened_digits['channels'])
         print(json.dumps(plan, indent=2))
         if dry_run:
             num = opened.num_images if max_images is None else min(opened.num_images, max_images)

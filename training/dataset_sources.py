@@ -1,7 +1,8 @@
 """Readers for the image collections dataset_tool.py converts into StyleGAN2-ADA datasets (Karras et al. 2020).
 
 Supported sources: an image folder (recursive) or .zip, optionally with a dataset.json of labels; the CIFAR-10
-python tarball; MNIST idx files; LSUN lmdb directories (needs the `lmdb` package). Each opens as an `ImageSource`
+python tarball; MNIST idx files; LSUN lmdb directories (needs the `lmdb` package); scikit-learn's bundled
+handwritten digits (`sklearn-digits`, needs the `scikit-learn` package: `pip install -e ".[bench]"`). Each opens as an `ImageSource`
 that knows its size up front and yields `SourceImage`s (uint8 [H, W, C], label or None) lazily.
 """
 
@@ -43,6 +44,10 @@ class ImageSource:
     num_labels: int = 0         # How many images carry a label.
     close: Callable[[], None] = lambda: None  # Releases open files.
 
+
+SKLEARN_DIGITS = 'sklearn-digits'  # --source name of sklearn.datasets.load_digits (1797 8x8 images, classes 0-9).
+SKLEARN_DIGITS_SIZE = 8
+SKLEARN_DIGITS_MAX = 16  # Its pixels are integers 0..16 (counts of set pixels in 4x4 blocks of 32x32 bitmaps).
 
 DEFAULT_MAX_PIXELS = 2 ** 27  # 134 M pixels (e.g. 11585 x 11585): 400 MB decoded as RGB.
 
@@ -222,3 +227,28 @@ def _open_lmdb(path: str, max_pixels: int | None) -> ImageSource:
                     continue
                 yield SourceImage(name, image, None)
     return ImageSource('lsun lmdb', path, num_images, iterate, 0, env.close)
+
+
+def open_sklearn_digits(resolution: int = 16, channels: int = 1) -> ImageSource:
+    """scikit-learn's handwritten digits (sklearn.datasets.load_digits, bundled with the package, no download):
+    1797 images with class labels 0-9. Pixels 0..16 become uint8 round(v * 255 / 16) (0 -> 0, 16 -> 255); the 8x8
+    images are upscaled by NEAREST-neighbour pixel repetition to `resolution` (a power of two >= 8), so every
+    output pixel is one source pixel, unblurred; `channels` = 1 (grey) or 3 (the grey value repeated as RGB)."""
+    if not isinstance(resolution, int) or resolution < SKLEARN_DIGITS_SIZE or resolution & (resolution - 1):
+        raise ValueError(f'resolution {resolution!r}: {SKLEARN_DIGITS} needs a power of two >= '
+                         f'{SKLEARN_DIGITS_SIZE} (the 8x8 digits are upscaled by pixel repetition), e.g. 16')
+    if channels not in (1, 3):
+        raise ValueError(f'channels {channels!r}: expected 1 (grey) or 3 (RGB)')
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as err:
+        raise ImportError(f'{SKLEARN_DIGITS}: needs the Python package "scikit-learn", which is not installed; '
+                          f'install it with `pip install -e ".[bench]"` (or `pip install scikit-learn`)') from err
+    digits = load_digits()
+    values = np.asarray(digits.images, np.float64)  # [N, 8, 8] in 0..16
+    labels = np.asarray(digits.target, np.int64)    # [N]
+    pixels = np.rint(values * (255 / SKLEARN_DIGITS_MAX)).clip(0, 255).astype(np.uint8)
+    factor = resolution // SKLEARN_DIGITS_SIZE
+    pixels = pixels.repeat(factor, axis=1).repeat(factor, axis=2)  # [N, R, R], nearest neighbour
+    images = np.repeat(pixels[:, :, :, np.newaxis], channels, axis=3)  # [N, R, R, C]
+    return _array_source(SKLEARN_DIGITS, SKLEARN_DIGITS, images, labels)

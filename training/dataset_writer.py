@@ -319,7 +319,7 @@ def convert_dataset(source: ImageSource, dest: str, max_images: Optional[int] = 
                     progress: bool = True) -> dnnlib.EasyDict:
     """Write up to `max_images` images of `source` to `dest` (.zip or folder) atomically; return a summary."""
     transform_fn = make_transform(transform, resolution)
-    check_dest(dest, overwrite, source=source.path)
+    check_dest(dest, overwrite, source=source.path if os.path.exists(source.path) else None)  # Not sklearn-digits.
     total = source.num_images if max_images is None else min(source.num_images, max_images)
     labels, first, num_skipped = [], None, 0
     with DatasetWriter(dest, overwrite) as writer, tqdm(total=total, disable=not progress, unit='img') as bar:
