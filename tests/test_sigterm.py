@@ -19,6 +19,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNNER = textwrap.dedent('''
     import importlib, os, signal, sys
     sys.path[:0] = [{root!r}, os.path.join({root!r}, 'tests', 'support')]
+    # As in a foreground terminal: a shell that starts pytest in the background (no job control) makes children
+    # inherit SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     owner, name = {target!r}.rsplit('.', 1)
     owner = importlib.import_module(owner)
     real, calls = getattr(owner, name), []
