@@ -16,7 +16,6 @@ from torch_utils import cpu_threads  # noqa: F401  First: OpenMP's wait policy m
 
 import io
 import os
-import pickle
 import tempfile
 
 import click
@@ -27,7 +26,8 @@ import torch
 import dnnlib
 from metrics import detectors
 from torch_utils import image_io
-from training import projection, snapshot
+from training import projection
+from training.cli_common import load_G_ema
 from training.cli_compat import bool_flag
 
 
@@ -89,14 +89,7 @@ def main(network_pkl, target_fname, num_steps, seed, save_video, outdir, detecto
          trust_pickle):
     np.random.seed(seed)
     torch.manual_seed(seed)
-    device = torch.device('cuda' if device == 'cuda' or (device == 'auto' and torch.cuda.is_available()) else 'cpu')
-    try:
-        G = snapshot.load_network_pkl(network_pkl, trusted=trust_pickle)['G_ema']
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as err:
-        raise click.ClickException(f'--network: {network_pkl}: {err}') from None
-    if G is None:
-        raise click.ClickException(f'--network: {network_pkl}: the snapshot has no G_ema')
-    G = G.to(device)
+    G, device = load_G_ema(network_pkl, trust_pickle, device)
     try:
         vgg16, _ = detectors.get_detector('vgg16', detector_vgg16, device, trust=trust_detector)
     except detectors.DetectorUnavailableError as err:

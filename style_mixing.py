@@ -12,14 +12,13 @@ Example:
 from torch_utils import cpu_threads  # noqa: F401  First: OpenMP's wait policy must be set before torch loads.
 
 import os
-import pickle
 
 import click
-import torch
 
 from generate import SeedList  # One seed-list syntax (0-7,12) for all seed-taking tools.
 from torch_utils import image_io
-from training import snapshot, style_mixing
+from training import style_mixing
+from training.cli_common import load_G_ema
 
 
 @click.command(help=__doc__)
@@ -38,14 +37,8 @@ from training import snapshot, style_mixing
 @click.option('--trust-pickle', is_flag=True, help='Unpickle normally, RUNNING the code stored in the pickle')
 def main(network_pkl, row_seeds, col_seeds, col_styles, truncation_psi, noise_mode, class_idx, outdir, device,
          trust_pickle):
-    device = torch.device('cuda' if device == 'cuda' or (device == 'auto' and torch.cuda.is_available()) else 'cpu')
-    try:
-        G = snapshot.load_network_pkl(network_pkl, trusted=trust_pickle)['G_ema']
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as err:
-        raise click.ClickException(f'--network: {network_pkl}: {err}') from None
-    if G is None:
-        raise click.ClickException(f'--network: {network_pkl}: the snapshot has no G_ema')
-    G = G.eval().to(device)
+    G, device = load_G_ema(network_pkl, trust_pickle, device)
+    G = G.eval()
     try:
         style_mixing.check_styles(col_styles, G.num_ws)
     except ValueError as err:

@@ -1,14 +1,18 @@
-"""Pieces the training CLIs share (train.py, train_dpm.py): flag-named user errors, the 'LO,HI' integer-pair type,
-the numbered run directory of StyleGAN2-ADA / EDM (<outdir>/<5-digit id>-<desc>) and the --threads option."""
+"""Pieces the CLIs share: flag-named user errors, the 'LO,HI' integer-pair type, the numbered run directory of
+StyleGAN2-ADA / EDM (<outdir>/<5-digit id>-<desc>), the --threads option (train.py, train_dpm.py) and the G_ema of a
+--network snapshot (projector.py, style_mixing.py)."""
 
 import json
 import os
+import pickle
 import re
 
 import click
+import torch
 
 import dnnlib
 from torch_utils import distributed
+from training import snapshot
 from training.dataset import ImageFolderDataset
 
 
@@ -71,3 +75,16 @@ def open_dataset(data: str, cond: bool) -> ImageFolderDataset:
         except OSError as err:
             raise FlagError('--data', f'{err} (--cond needs valid labels)') from None
     return dataset
+
+
+def load_G_ema(network_pkl: str, trusted: bool, device: str) -> tuple[torch.nn.Module, torch.device]:
+    """(G_ema on the device, the device) of the --network snapshot; --device 'auto' picks CUDA when available.
+    Errors name --network."""
+    device = torch.device('cuda' if device == 'cuda' or (device == 'auto' and torch.cuda.is_available()) else 'cpu')
+    try:
+        G = snapshot.load_network_pkl(network_pkl, trusted=trusted)['G_ema']
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as err:
+        raise click.ClickException(f'--network: {network_pkl}: {err}') from None
+    if G is None:
+        raise click.ClickException(f'--network: {network_pkl}: the snapshot has no G_ema')
+    return G.to(device), device
