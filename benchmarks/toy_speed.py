@@ -10,15 +10,21 @@ evaluations and the final metrics excluded). Settings:
 - one run at a time: the one-run trainer (smart_plugin.toy.trainer, torch.nn modules and torch.optim.Adam) with
   torch's default intra-op threads, run by run, as the toy trained before the batched engine.
 
-    python benchmarks/toy_speed.py [--steps 60] [--old-steps 10] [--workers 2]
+The whole default command, `python -m smart_plugin.toy` (training, curves, final metrics, figures), is also timed
+end to end, idle and loaded (`--command`, on by default; `--no-command` skips it): its wall time and the CPU time
+of its processes.
+
+    python benchmarks/toy_speed.py [--steps 60] [--old-steps 10] [--workers 2] [--no-command]
 """
 
 import contextlib
 import dataclasses
 import io
 import os
+import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 import click
@@ -31,7 +37,8 @@ from smart_plugin.toy.mixture import GridMixture
 from smart_plugin.toy.trainer import build_gan, train_step
 
 SEEDS = (0, 1, 2)
-DEFAULT_STEPS = 6000
+DEFAULT_STEPS = ToyConfig().steps
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def time_batched(steps: int, num_workers: int) -> float:
@@ -70,6 +77,19 @@ def time_one_at_a_time(steps: int) -> float:
     return total
 
 
+def time_command(workers: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of its processes) of the default `python -m smart_plugin.toy`, in a temp outdir."""
+    with tempfile.TemporaryDirectory() as outdir:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, '-m', 'smart_plugin.toy', '--outdir', outdir, f'--workers={workers}'],
+                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def measure(steps: int, old_steps: int, num_workers: int, threads: int) -> dict:
     torch.set_num_threads(1)
     batched = time_batched(steps, num_workers)
@@ -87,20 +107,24 @@ def measure(steps: int, old_steps: int, num_workers: int, threads: int) -> dict:
               help='Processes of the batched engine')
 @click.option('--threads', type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True,
               help='Intra-op threads of the one-run-at-a-time trainer (torch\'s default: one per core)')
-def main(steps, old_steps, workers, threads):
+@click.option('--command/--no-command', default=True, show_default=True,
+              help='Also time the whole default command end to end, idle and loaded')
+def main(steps, old_steps, workers, threads, command):
     """Print idle and loaded timings of the toy side by side."""
     print(f'toy speed: {len(METHODS) * len(SEEDS)} runs (4 methods x 3 seeds), batch 256; {os.cpu_count()} CPUs; '
           f'load average before: {os.getloadavg()[0]:.2f}', flush=True)
     idle = measure(steps, old_steps, workers, threads)
+    idle_cmd = time_command(workers) if command else None
     busy = subprocess.Popen([sys.executable, '-c', 'while True: pass'])
     try:
         time.sleep(1.0)
         loaded = measure(steps, old_steps, workers, threads)
+        loaded_cmd = time_command(workers) if command else None
     finally:
         busy.kill()
         busy.wait()
     print(f'{"setting":34s} {"idle s/step":>12s} {"loaded s/step":>14s} {"loaded/idle":>12s} '
-          f'{"6000 steps idle":>16s} {"6000 steps loaded":>18s}')
+          f'{f"{DEFAULT_STEPS} steps idle":>16s} {f"{DEFAULT_STEPS} steps loaded":>18s}')
     for name in idle:
         label = f'{name} ({workers} workers x 1 thread)' if name == 'batched' else f'{name} ({threads} threads)'
         print(f'{label:34s} {idle[name]:12.4f} {loaded[name]:14.4f} {loaded[name] / idle[name]:12.2f} '
@@ -108,6 +132,10 @@ def main(steps, old_steps, workers, threads):
     print(f'batched vs one run at a time: {idle["one run at a time"] / idle["batched"]:.1f}x faster idle, '
           f'{loaded["one run at a time"] / loaded["batched"]:.1f}x loaded; load average after: '
           f'{os.getloadavg()[0]:.2f} (a shared machine inflates every figure)')
+    if command:
+        print(f'python -m smart_plugin.toy ({DEFAULT_STEPS} steps, --workers {workers}): idle {idle_cmd[0]:.1f} s wall '
+              f'({idle_cmd[1]:.1f} s CPU), with one busy process {loaded_cmd[0]:.1f} s wall ({loaded_cmd[1]:.1f} s '
+              f'CPU): loaded/idle {loaded_cmd[0] / idle_cmd[0]:.2f}')
 
 
 if __name__ == '__main__':

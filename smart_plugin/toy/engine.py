@@ -199,14 +199,17 @@ class BatchedToy:
 
     def D_inputs(self, x: torch.Tensor) -> torch.Tensor:
         """D's inputs [R, M, 2 + C_DIM] of points x [R, M, 2]: each run's plugins transform its slice, add labels."""
-        rows = []
+        plain = torch.cat([x, x.new_zeros([*x.shape[:2], C_DIM])], dim=2)           # Runs without plugins.
+        if not any(run.plugins for run in self.runs):
+            return plain
+        rows = list(plain.unbind(0))
         for r, run in enumerate(self.runs):
-            img, c = x[r].reshape(-1, 2, 1, 1), x.new_zeros([x.shape[1], 0])
             if run.plugins:
+                img, c = x[r].reshape(-1, 2, 1, 1), x.new_zeros([x.shape[1], 0])
                 with run_context(run):
                     for plugin in run.plugins:
                         img, c = plugin.transform_D_input(img, c)
-            rows.append(torch.cat([img.reshape(-1, 2), c, x.new_zeros([x.shape[1], C_DIM - c.shape[1]])], dim=1))
+                rows[r] = torch.cat([img.reshape(-1, 2), c, x.new_zeros([x.shape[1], C_DIM - c.shape[1]])], dim=1)
         return torch.stack(rows)
 
     # --- one iteration --------------------------------------------------------------------------------------------

@@ -104,6 +104,20 @@ def test_workers_split_runs_without_changing_them():
         assert one[key]['curves']['churn'][0] is None and 0 <= one[key]['curves']['churn'][1] <= 1
 
 
+def test_shards_balance_the_run_costs():
+    # Method-major order (as plan_runs gives it): contiguous halves would put every SMaRt run on one worker.
+    specs = plan_runs(dataclasses.replace(CFG, smart_start=0.5), [0, 1, 2], METHODS)
+    costs = [workers.run_cost(s) for s in specs]
+    assert costs[:3] == [1.0] * 3 and costs[3:6] == [1.8] * 3 and costs[6:9] == [1.4] * 3
+    assert costs[9:] == [pytest.approx(2.2)] * 3
+    shards = workers._shards(specs, 2)
+    assert sorted(shards[0] + shards[1]) == list(range(12)) and all(s == sorted(s) for s in shards)
+    loads = [sum(costs[i] for i in shard) for shard in shards]
+    assert loads == [pytest.approx(9.6), pytest.approx(9.6)] and [len(s) for s in shards] == [6, 6]
+    assert workers._shards(specs[:1], 2) == [[0]]    # Never more shards than runs.
+    assert workers._shards(specs, 5) and len(workers._shards(specs, 5)) == 5
+
+
 def test_paired_differences_per_seed():
     def run(hq):
         return {'metrics': {'hq_share': hq}}

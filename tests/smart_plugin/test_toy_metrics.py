@@ -100,3 +100,14 @@ def test_churn_is_the_share_of_changed_assignments():
     assert metrics.churn(np.array([7, 7]), np.array([7, 7])) == 0.0
     with pytest.raises(ValueError, match=r'^prev_k and k have shapes \[2\], \[3\]; expected equal \[N\], N >= 1$'):
         metrics.churn(np.zeros(2), np.zeros(3))
+
+
+def test_fast_mean_distance_equals_the_reference():
+    rng = np.random.RandomState(3)
+    x, y = rng.randn(2500, 2) * 3, rng.randn(1100, 2) * 3   # More rows than one block of ENERGY_CHUNK.
+    assert metrics.mean_distance(x, y) == pytest.approx(metrics.mean_distance_reference(x, y), rel=1e-12)
+    assert metrics.mean_distance(x, x) == pytest.approx(metrics.mean_distance_reference(x, x), rel=1e-12)
+    # Exact differences, not the |x|^2 + |y|^2 - 2xy expansion: far from the origin equal points still give 0.
+    far = np.full([4, 2], 1e6) + np.arange(8).reshape(4, 2) * 1e-3
+    assert metrics.mean_distance(far[:1], far[:1]) == 0.0
+    assert metrics.mean_distance(far, far) == pytest.approx(metrics.mean_distance_reference(far, far), rel=1e-9)

@@ -7,7 +7,7 @@ import torch
 
 from edm_bridge.denoiser import FrozenDenoiser
 from smart_plugin import score_matching_loss
-from smart_plugin.toy.mixture import GridMixture, MixtureDenoiser
+from smart_plugin.toy.mixture import GridMixture, MixtureDenoiser, mixture_denoise_reference
 
 
 def reference_log_density(mixture: GridMixture, x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -62,6 +62,23 @@ def test_score_matches_autograd_of_log_density(sigma):
     assert torch.allclose(score, score_ref, rtol=1e-9, atol=1e-9 / sigma ** 2)
     assert torch.allclose(mixture.log_density(x.detach(), sigma), reference_log_density(mixture, x.detach(), sigma),
                           rtol=1e-12, atol=1e-10)
+
+
+@pytest.mark.parametrize('grid, sigma', [(7, 0.02), (7, 0.2), (7, 3.0), (4, 0.5), (1, 0.1)])
+def test_factorised_denoiser_equals_the_sum_over_all_centres(grid, sigma):
+    mixture = GridMixture(grid, 2.0, 0.05)
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.rand([64, 2], generator=gen, dtype=torch.float64) * 16 - 8).requires_grad_(True)
+    sigmas = torch.rand([64], generator=gen, dtype=torch.float64) * sigma + 0.01              # One per point.
+    fast = MixtureDenoiser(mixture).double()(x.reshape(64, 2, 1, 1), sigmas).reshape(64, 2)
+    ref = mixture_denoise_reference(mixture, x, sigmas)
+    assert torch.allclose(fast, ref, rtol=1e-12, atol=1e-12)
+    w = torch.randn([64, 2], generator=gen, dtype=torch.float64)
+    g_fast, = torch.autograd.grad((fast * w).sum(), x)
+    g_ref, = torch.autograd.grad((ref * w).sum(), x)
+    assert torch.allclose(g_fast, g_ref, rtol=1e-9, atol=1e-9)
+    scalar = MixtureDenoiser(mixture).double()(x.detach().reshape(64, 2, 1, 1), sigma).reshape(64, 2)
+    assert torch.allclose(scalar, mixture_denoise_reference(mixture, x.detach(), sigma), rtol=1e-12, atol=1e-12)
 
 
 def test_denoiser_through_frozen_wrapper_and_smart_loss():
