@@ -37,11 +37,13 @@ Budgets: --base-kimg, --arm-kimg, --dpm-kimg, --seeds, --num-gen; --quick sets t
 whose numbers mean nothing. The defaults have not yet been timed against the 60-minute target.
 """
 
+import concurrent.futures
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import click
@@ -134,14 +136,43 @@ def _arm_args(arm: str, dpm_pkl: str, o: dict) -> list:
     return smart + [f'--smart-dpm={dpm_pkl}', f'--smart-draws={arm.rsplit("-d", 1)[1]}']
 
 
+def run_parallel(tasks: dict, jobs: int, stage, bar: tqdm.tqdm) -> None:
+    """Run stage(name, fn) for every task {name: (needed stage or None, fn)}, at most `jobs` at once, a task once the
+    stage it needs has finished, in the dict's order otherwise. The first failure is raised once the running tasks
+    have ended (their finished results are kept in state.json)."""
+    pending, running, failure = dict(tasks), {}, None
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        while pending or running:
+            ready = [name for name, (need, _) in pending.items() if need is None or need not in pending and
+                     need not in running.values()] if failure is None else []
+            for name in ready[:jobs - len(running)]:
+                running[pool.submit(stage, name, pending.pop(name)[1])] = name
+            if not running:
+                break
+            done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                running.pop(future)
+                if future.exception() is not None and failure is None:
+                    failure = future.exception()
+    if failure is not None:
+        raise failure
+    if pending:   # Only when a needed stage failed, which raised above; kept as a guard.
+        raise click.ClickException(f'stages {sorted(pending)} did not run')
+
+
 def run_study(study: Study, o: dict, bar: tqdm.tqdm) -> dict:
     data = os.path.join(study.outdir, 'digits-16x16.zip')
+    lock = threading.Lock()
 
     def stage(name: str, fn):
-        bar.set_description(name)
         if not study.done(name):
-            study.record(name, fn())
-        bar.update(1)
+            with lock:
+                bar.set_description(name)
+            result = fn()
+            with lock:
+                study.record(name, result)
+        with lock:
+            bar.update(1)
         return study.result(name)
 
     def make_dataset():
@@ -165,20 +196,23 @@ def run_study(study: Study, o: dict, bar: tqdm.tqdm) -> dict:
     dpm = stage('dpm', train_dpm)
     bar.write(f'Score source band error (1 = identity denoiser): {dpm["band_error"]:.4f}')
 
+    tasks = {}   # Training stages: name -> (the stage it needs, fn); `--jobs` of them run at once.
     for seed in range(o['seeds']):
         def train_base(seed=seed):
             folder = study.fresh_dir('runs', f'base-s{seed}')
             wall = study.run_cli(f'base-s{seed}', _gan_args(data, folder, seed, o['base_kimg'], o['base_kimg'], o))
             return dict(pkl=ev.last_snapshot(folder), time=wall)
-        base = stage(f'base-s{seed}', train_base)
+        tasks[f'base-s{seed}'] = (None, train_base)
         for arm in ARMS:
             def train_arm(arm=arm, seed=seed):
+                base = study.result(f'base-s{seed}')
                 folder = study.fresh_dir('runs', f'{arm}-s{seed}')
                 args = _gan_args(data, folder, seed, o['base_kimg'] + o['arm_kimg'], o['arm_kimg'] / 4, o)
                 wall = study.run_cli(f'{arm}-s{seed}', args + [f'--resume={base["pkl"]}'] +
                                      _arm_args(arm, dpm['pkl'], o))
                 return dict(run_dir=folder, pkl=ev.last_snapshot(folder), time=wall)
-            stage(f'{arm}-s{seed}', train_arm)
+            tasks[f'{arm}-s{seed}'] = (f'base-s{seed}', train_arm)
+    run_parallel(tasks, o['jobs'], stage, bar)
 
     for seed in range(o['seeds']):
         for arm in ARMS:
@@ -211,13 +245,15 @@ def run_study(study: Study, o: dict, bar: tqdm.tqdm) -> dict:
 @click.option('--cmax', type=click.IntRange(min=1), default=32, show_default=True, help='train.py --cmax')
 @click.option('--threads', type=click.IntRange(min=1), default=1, show_default=True,
               help='CPU threads of each training process')
+@click.option('--jobs', type=click.IntRange(min=1), default=min(2, os.cpu_count() or 1), show_default=True,
+              help='Training processes at once (a seed\'s arms start when its base is done); 1 = one after another')
 def main(outdir, quick, **given):
     preset = QUICK if quick else FULL
     o = {k: (preset[k] if k in preset and v is None else v) for k, v in given.items()}
     o['classifier_epochs'] = preset['classifier_epochs']
     outdir = os.path.abspath(os.path.expanduser(outdir))
     torch.set_num_threads(o['threads'])
-    study = Study(outdir, dict(o, quick=quick))
+    study = Study(outdir, {k: v for k, v in dict(o, quick=quick).items() if k != 'jobs'})   # Speed, not results.
     start = time.time()
     stages = _stage_list(o['seeds'])
     with tqdm.tqdm(total=len(stages), unit='stage', dynamic_ncols=True) as bar:

@@ -43,7 +43,7 @@ def test_main_job_default_config(tmp_path):
     assert result.returncode == 0, result.stderr
     config = json.loads(result.stdout)
     assert config["seeds"] == [0, 1, 2] and config["methods"] == ["vanilla", "diffgan", "smart", "smart_diffgan"]
-    assert config["steps"] == 6000
+    assert config["steps"] == 2000
     assert not os.path.exists(tmp_path / "runs")
 
 

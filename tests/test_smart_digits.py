@@ -79,3 +79,48 @@ def test_quick_study_end_to_end(tmp_path):
     assert json.loads((out / 'state.json').read_text())['stages'] == stages  # every stage skipped
     assert {p.name: p.stat().st_mtime_ns for p in (out / 'logs').iterdir()} == logs  # no CLI ran again
     assert '| control |' in rerun.stdout
+
+
+def test_parallel_stages_respect_dependencies_and_the_job_limit():
+    import threading
+    import time
+    import tqdm
+    lock, log, live, peak = threading.Lock(), [], [0], [0]
+
+    def stage(name, fn):
+        with lock:
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+            log.append(('start', name))
+        time.sleep(0.05)
+        fn()
+        with lock:
+            live[0] -= 1
+            log.append(('end', name))
+
+    tasks = {'base-s0': (None, lambda: None), 'base-s1': (None, lambda: None)}
+    tasks.update({f'{arm}-s{seed}': (f'base-s{seed}', lambda: None) for seed in (0, 1) for arm in ('a', 'b')})
+    with tqdm.tqdm(disable=True) as bar:
+        smart_digits.run_parallel(tasks, 2, stage, bar)
+    assert peak[0] == 2 and sorted(n for e, n in log if e == 'end') == sorted(tasks)
+    for seed in (0, 1):   # No arm starts before its base has ended.
+        end_base = log.index(('end', f'base-s{seed}'))
+        assert all(log.index(('start', f'{arm}-s{seed}')) > end_base for arm in ('a', 'b'))
+    log.clear()
+    with tqdm.tqdm(disable=True) as bar:
+        smart_digits.run_parallel(tasks, 1, stage, bar)
+    assert [n for e, n in log if e == 'start'] == list(tasks)   # One job: the dict's order.
+
+
+def test_parallel_stages_stop_on_a_failure():
+    import tqdm
+    ran = []
+
+    def fail():
+        raise RuntimeError('stage broke')
+
+    tasks = {'base-s0': (None, fail), 'arm-s0': ('base-s0', lambda: ran.append('arm-s0')),
+             'base-s1': (None, lambda: ran.append('base-s1'))}
+    with tqdm.tqdm(disable=True) as bar, pytest.raises(RuntimeError, match='^stage broke$'):
+        smart_digits.run_parallel(tasks, 1, lambda name, fn: fn(), bar)
+    assert ran == []   # Nothing starts after the failure, and nothing that needed the failed stage.
