@@ -61,13 +61,15 @@ COMMANDS = {
     '--resolution=64x64': Entry('run', makes=('~/datasets/photos-64.zip',), before='photos',
                                 shows='Wrote 4 images (64x64, 3 channel(s), labels: no)'),
     'python dataset_tool.py --source=sklearn-digits --dest=datasets/digits-16x16.zip':
-        Entry('run', makes=('datasets/digits-16x16.zip',), shows='Wrote 1797 images (16x16, 1 channel(s), labels: yes)'),
+        Entry('run', makes=('datasets/digits-16x16.zip',),
+              shows='Wrote 1797 images (16x16, 1 channel(s), labels: yes)'),
     'python generate.py --network=https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metfaces.pkl '
     '--seeds=85,265,297,849 --outdir=out/metfaces': download(),
     # Training with SMaRt.
     'python train.py --outdir=runs --data=datasets/digits-16x16.zip --cbase=512 --cmax=32 --map-depth=2 --batch=8 '
     '--kimg=0.2 --tick=0.05 --smart-lambda=0.1 --smart-freq=2 --smart-dpm=gaussian --smart-schedule=ddpm-linear '
-    '--smart-t=40,60 --workers=0': Entry('run', makes=(SNAP,), shows='t 40..60 on ddpm-linear-1000 -> sigma 0.1437..0.2085'),
+    '--smart-t=40,60 --workers=0':
+        Entry('run', makes=(SNAP,), shows='t 40..60 on ddpm-linear-1000 -> sigma 0.1437..0.2085'),
     f'python generate.py --network={SNAP} --seeds=0-7 --grid --outdir=out/images':
         Entry('run', makes=('out/images/seed0007.png', 'out/images/grid.png')),
     'python train.py --outdir=runs --data=~/datasets/cifar10-32x32.zip --cfg=cifar --cond --smart-lambda=0.01 '

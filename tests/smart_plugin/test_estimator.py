@@ -61,7 +61,7 @@ def closed_form(plugin, x, t, eps, grad):
     """Per-draw penalty [K b] and gradient [K b, ...] in x of the Gaussian: r = D(x + s e) - x
     = (a - 1)(x - mu) + a s e, a = var / (var + s^2); full: d r / d x = a - 1; sds: D constant, d r / d x = -1."""
     opts = plugin.options
-    s = torch.from_numpy(plugin.schedule.sigma_grid)[t].float().double().reshape(-1, 1, 1, 1)  # float32 like the denoiser's.
+    s = torch.from_numpy(plugin.schedule.sigma_grid)[t].float().double().reshape(-1, 1, 1, 1)  # float32, as D's input.
     a = VAR / (VAR + s**2)
     r = (a - 1) * (x - MU) + a * s * eps
     weight = 1 / s**2 if opts.param == 'eps' else torch.ones_like(s)

@@ -258,7 +258,8 @@ def test_edm_pickle_score_source_is_frozen_and_gets_labels(tmp_path, capsys):
         plugin = make(None, G=fake_G(resolution=8, channels=3, c_dim=4), dpm=str(path), lam=0.1, t_lo=25, t_hi=35)
     out = capsys.readouterr().out.splitlines()
     assert out[0].endswith(f"on karras-1000 -> sigma 0.003625..0.004538 (schedule not given: the score source's own), "
-                           f'score source {path}, 1 draw per sample, grad full') and out[1].startswith('WARNING: SMaRt: the sigma band ends at 0.004538')
+                           f'score source {path}, 1 draw per sample, grad full')
+    assert out[1].startswith('WARNING: SMaRt: the sigma band ends at 0.004538')
     g = torch.randn([2, 3, 8, 8], generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     c = torch.eye(4)[[1, 3]]
     torch.manual_seed(0)
