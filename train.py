@@ -7,7 +7,7 @@ stats.jsonl, image grids and network snapshots. Examples:
 \b
   # CIFAR-10 with SMaRt at the paper's CIFAR-10 setting and the Gaussian score source.
   python train.py --outdir=runs --data=datasets/cifar10-32x32.zip --cfg=cifar --cond \\
-      --smart-lambda=0.01 --smart-t=40,60 --smart-freq=8 --smart-dpm=gaussian
+      --smart-lambda=0.01 --smart-schedule=ddpm-linear --smart-t=40,60 --smart-freq=8 --smart-dpm=gaussian
   # Two processes (GPUs, or CPU processes with gloo): started by train.py itself, or by torchrun.
   python train.py --outdir=runs --data=ds.zip --gpus=2 --batch=32
   torchrun --standalone --nproc_per_node=2 train.py --outdir=runs --data=ds.zip --gpus=2 --batch=32
@@ -243,7 +243,8 @@ def _metric_config(opts) -> dict:
 def _plugin_options(opts) -> tuple[SMaRtOptions, DiffGANOptions]:
     """SMaRtOptions and DiffGANOptions from the --smart-* / --diffgan-* flags (errors name the flag)."""
     try:
-        smart = SMaRtOptions(lam=opts.smart_lambda, freq=opts.smart_freq, t_lo=opts.smart_t[0], t_hi=opts.smart_t[1],
+        t_lo, t_hi = opts.smart_t if opts.smart_t is not None else (None, None)  # None: per score source.
+        smart = SMaRtOptions(lam=opts.smart_lambda, freq=opts.smart_freq, t_lo=t_lo, t_hi=t_hi,
                              schedule=opts.smart_schedule, param=opts.smart_param, batch=opts.smart_batch,
                              start_kimg=opts.smart_start_kimg, dpm=opts.smart_dpm, draws=opts.smart_draws,
                              antithetic=opts.smart_antithetic, grad=opts.smart_grad,
@@ -482,12 +483,16 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
               help='SMaRt weight lambda (0 = off)')
 @click.option('--smart-freq', type=int, default=SMaRtOptions.freq, show_default=True,
               help='Apply SMaRt every N iterations')
-@click.option('--smart-t', type=IntPair(), show_default=True,
-              default=f'{SMaRtOptions.t_lo},{SMaRtOptions.t_hi}',
-              help='Integer timestep band LO,HI')
+@click.option('--smart-t', type=IntPair(), default=None, show_default='per score source',
+              help='Integer timestep band LO,HI on --smart-schedule. Unset with --smart-schedule unset: t 25..35 on '
+                   "the source's own DDPM steps for ADM checkpoints (the paper), else t 40..60 on ddpm-linear (sigma "
+                   '0.144..0.209); unset with --smart-schedule set: the steps of that schedule nearest to the '
+                   'default sigma band')
 @click.option('--smart-dpm', default=SMaRtOptions.dpm, show_default=True, metavar='PATH|NAME|gaussian',
               help='Score source: diffusion model file, registry name (python -m edm_bridge models) or gaussian')
-@click.option('--smart-schedule', default=None, show_default="the model's own", help='t -> sigma map, e.g. karras')
+@click.option('--smart-schedule', default=None, show_default='per score source',
+              help="t -> sigma map, e.g. ddpm-linear or karras. Unset with --smart-t set: the source's own (ADM: "
+                   'its DDPM steps; EDM pickles, train_dpm.py snapshots, gaussian: karras); both unset: see --smart-t')
 @click.option('--smart-param', type=click.Choice(['eps', 'x0']), default=SMaRtOptions.param,
               show_default=True, help='Loss form (lambda means something only with it)')
 @click.option('--smart-batch', type=int, default=None, show_default='whole round', help='SMaRt samples per round')

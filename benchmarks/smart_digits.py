@@ -26,9 +26,9 @@ Stages, each driving the project's own CLIs as subprocesses (logs in <outdir>/lo
    <outdir>/table.md, results.json, grids.png (reals and every arm's fakes side by side), curves.png.
 
 SMaRt settings (why): the eps-form loss at t 40..60 on the DDPM-linear schedule, i.e. sigma 0.144..0.209 in [-1, 1]
-units (18 to 27 grey levels), the band README's SMaRt section recommends: on Karras-1000 (what EDM-type nets and
-`gaussian` map t to by default) t 25..35 is sigma 0.004, below one grey level of 8-bit data, where the eps-form loss
-is huge and meaningless (train.py warns at start-up). The score source is trained with band sampling on exactly this
+units (18 to 27 grey levels), train.py's default for these score sources (README, SMaRt section): on Karras-1000
+(what EDM-type nets and `gaussian` map a --smart-t alone to) t 25..35 is sigma 0.004, below one grey level of 8-bit
+data, where the eps-form loss is huge and meaningless (train.py warns at start-up). The score source is trained with band sampling on exactly this
 band. lambda 0.1 every 4th iteration (--smart-lambda, --smart-freq): the README's tiny CPU example uses lambda 0.1;
 the paper's 0.01 every 8 iterations was set for long CIFAR-10 runs, and in a fine-tuning of a few kimg would give
 SMaRt only a handful of steps. train.py prints a second warning if lambda x loss exceeds 10x G's adversarial loss.

@@ -72,14 +72,18 @@ def _choice(options: Any, field: str, choices: tuple) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class SMaRtOptions:
-    """SMaRt score-matching regularizer of G (paper Algorithm 1; defaults follow its ImageNet settings, lambda 0)."""
+    """SMaRt score-matching regularizer of G (paper Algorithm 1; lambda 0 = off). The t band and schedule default
+    per score source (smart_plugin.band): ADM's native DDPM steps keep the paper's t 25..35, other sources get
+    t 40..60 on DDPM-linear."""
 
     lam: float = 0.0                # Weight lambda of the score-matching loss; 0 = plugin disabled.
     freq: int = 8                   # Apply on every freq-th iteration (lazy; not multiplied by freq).
-    t_lo: int = 25                  # Lowest integer timestep t of the band (inclusive).
-    t_hi: int = 35                  # Highest integer timestep t of the band (inclusive).
+    t_lo: int | None = None         # Lowest integer timestep t of the band (inclusive); None (with t_hi) = the
+                                    # default band for the score source (smart_plugin.band, resolved at setup).
+    t_hi: int | None = None         # Highest integer timestep t of the band (inclusive); None together with t_lo.
     schedule: str | None = None     # t -> sigma map ('karras', 'ddpm-linear', 'karras:1000,0.002,80,7', ...);
-                                    # None = the score source's own (registry / ADM native; karras for EDM, gaussian).
+                                    # None = chosen with the band: with t given, the score source's own (registry /
+                                    # ADM native; karras for EDM, gaussian); with neither, the source's default.
     param: str = 'eps'              # 'eps': ||eps_pred - eps||^2 (paper); 'x0': ||D - G(z)||^2 (EDM release).
     batch: int | None = None        # Samples per round that get the loss; None = the whole Gmain round.
     start_kimg: float = 0           # Off until this many thousand images have been shown.
@@ -95,8 +99,16 @@ class SMaRtOptions:
         lam = _number(self, 'lam')
         _require(self, 'lam', math.isfinite(lam) and lam >= 0, 'a finite number >= 0 (0 = disabled)')
         _require(self, 'freq', _integer(self, 'freq') >= 1, 'an integer >= 1')
-        _require(self, 't_lo', _integer(self, 't_lo') >= 0, 'an integer >= 0')
-        _require(self, 't_hi', _integer(self, 't_hi') >= self.t_lo, f'an integer >= t_lo ({self.t_lo})')
+        for field in ('t_lo', 't_hi'):
+            if getattr(self, field) is not None:
+                _require(self, field, _integer(self, field) >= 0, 'an integer >= 0')
+        if (self.t_lo is None) != (self.t_hi is None):
+            given, missing = ('t_lo', 't_hi') if self.t_hi is None else ('t_hi', 't_lo')
+            raise OptionError(missing, None, f'SMaRtOptions.{missing} is None but {given} is '
+                              f'{getattr(self, given)!r}; expected both integers, or both None (the default band '
+                              'for the score source)')
+        if self.t_lo is not None:
+            _require(self, 't_hi', self.t_hi >= self.t_lo, f'an integer >= t_lo ({self.t_lo})')
         if self.schedule is not None:
             if not isinstance(self.schedule, str):
                 raise OptionTypeError('schedule', self.schedule, f'SMaRtOptions.schedule is '

@@ -4,7 +4,8 @@ Regularity", ICML 2024), as a LossPlugin.
 A frozen diffusion model (a denoiser D(x; sigma) from edm_bridge, or the closed-form Gaussian of smart_plugin.gaussian)
 scores noised generated images; its denoising error is added to G's loss so that G's samples move toward where the
 data score points (spec/diffusion.md section 1). Per sample, with t ~ U{t_lo..t_hi}, sigma = sigma_hat(t) from the
-chosen schedule, eps ~ N(0, I) and x_hat = G(z) + sigma * eps:
+chosen schedule (band and schedule default per score source, smart_plugin.band), eps ~ N(0, I) and
+x_hat = G(z) + sigma * eps:
 
     eps form (paper):    L = mean_{C,H,W} (eps_pred - eps)^2 = mean_{C,H,W} (D(x_hat; sigma) - G(z))^2 / sigma^2
     x0 form (EDM code):  L = mean_{C,H,W} (D(x_hat; sigma) - G(z))^2
@@ -43,8 +44,12 @@ from typing import Any
 
 import torch
 
-from edm_bridge import checks, loading, registry, schedules
+from edm_bridge import checks, loading, registry
 from edm_bridge.denoiser import FrozenDenoiser
+# QUANTISATION_SIGMA: one grey level; below it the score source's noise prediction is mostly a guess (issue 21: the
+# former default band, t 25..35 on Karras-1000 = sigma 0.0036..0.0045, gave an eps-form loss of 1e4 and wrecked
+# training). Re-exported here with resolve_schedule, where they used to live.
+from smart_plugin.band import QUANTISATION_SIGMA, resolve_band, resolve_schedule  # noqa: F401
 from smart_plugin.gaussian import fit_gaussian_denoiser
 from smart_plugin.options import OptionError, SMaRtOptions
 from torch_utils import training_stats
@@ -54,10 +59,6 @@ from training.loss_plugin import LossPlugin
 # NaN/Inf policy (README): non-finite samples are dropped from the step; a tick with more than this share of them stops
 # the run, since the term would then regularize a small, biased part of the batch.
 NONFINITE_LIMIT = 0.25
-# One grey level of 8-bit images in the library's [-1, 1] units. Below it the added noise changes no pixel of the
-# data the score source learned from, so its noise prediction there is mostly a guess (issue 21: the former default
-# band, t 25..35 on Karras-1000 = sigma 0.0036..0.0045, gave an eps-form loss of 1e4 and wrecked training).
-QUANTISATION_SIGMA = 2 / 255
 # The first tick's lambda * SMaRt/loss above this multiple of G's adversarial loss gets a warning.
 DOMINANCE_RATIO = 10.0
 
@@ -96,20 +97,6 @@ def draw_noise(x0: torch.Tensor, t_lo: int, t_hi: int, draws: int = 1, antitheti
     return t, eps
 
 
-def resolve_schedule(schedule: str | None, denoiser: torch.nn.Module,
-                     entry: registry.ModelEntry | None) -> schedules.NoiseSchedule:
-    """The t -> sigma map named by the option `schedule`; for None the score source's own: ADM's native DDPM
-    schedule, else the registry entry's, else Karras-1000 (EDM networks, the Gaussian source)."""
-    if schedule is not None:
-        return schedules.parse_schedule(schedule)
-    net = getattr(denoiser, 'net', denoiser)
-    if isinstance(getattr(net, 'schedule', None), schedules.NoiseSchedule):
-        return net.schedule
-    if entry is not None:
-        return schedules.get_schedule(entry.schedule)
-    return schedules.get_schedule('karras')
-
-
 def band_warning(sigma_hi: float, schedule_name: str) -> str | None:
     """A loud warning when the whole sigma band lies below one grey level (QUANTISATION_SIGMA), else None."""
     if sigma_hi >= QUANTISATION_SIGMA:
@@ -143,7 +130,9 @@ class SMaRt(LossPlugin):
                             'torch.nn.Module with the edm_bridge Denoiser interface')
         self.options = options
         self.denoiser = denoiser      # FrozenDenoiser after setup().
-        self.schedule = None          # schedules.NoiseSchedule after setup().
+        self.band = None              # smart_plugin.band.Band after setup(): the options' band, defaults resolved.
+        self.schedule = None          # schedules.NoiseSchedule after setup() (= band.schedule).
+        self.t_lo = self.t_hi = None  # The integer band after setup() (= band.t_lo, band.t_hi).
         self.sigma_grid = None        # float32 [num_steps] sigma_hat(t) on the device, after setup().
         self.step = 0                 # Iterations finished; the penalty is active when step % freq == 0.
         self.cur_nimg = 0             # Images shown before the current iteration (from end_of_step).
@@ -151,7 +140,8 @@ class SMaRt(LossPlugin):
 
     def setup(self, *, G: torch.nn.Module, D: torch.nn.Module, training_set: Any, device: torch.device,
               rank: int, num_gpus: int) -> None:
-        """Build and freeze the score source, check it against G, resolve t -> sigma and print one line (rank 0)."""
+        """Build and freeze the score source, check it against G, resolve the band (defaults per source,
+        smart_plugin.band) and t -> sigma, and print one line (rank 0)."""
         opts = self.options
         if not opts.enabled:
             if rank == 0:
@@ -164,11 +154,12 @@ class SMaRt(LossPlugin):
             if isinstance(err, OptionError):
                 raise
             raise OptionError('dpm', opts.dpm, f'score source {opts.dpm!r}: {err}') from err
-        self.schedule = resolve_schedule(opts.schedule, self.denoiser, entry)
-        if opts.t_hi >= self.schedule.num_steps:
-            raise OptionError('t_hi', opts.t_hi, f'SMaRtOptions.t_hi is {opts.t_hi}; expected an integer < '
+        self.band = resolve_band(opts.t_lo, opts.t_hi, opts.schedule, self.denoiser, entry)
+        self.schedule, self.t_lo, self.t_hi = self.band.schedule, self.band.t_lo, self.band.t_hi
+        if self.t_hi >= self.schedule.num_steps:
+            raise OptionError('t_hi', self.t_hi, f'SMaRtOptions.t_hi is {self.t_hi}; expected an integer < '
                               f'{self.schedule.num_steps}, the number of steps of schedule {self.schedule.name}')
-        sigma_lo, sigma_hi = (self.schedule.sigma_hat(t) for t in (opts.t_lo, opts.t_hi))
+        sigma_lo, sigma_hi = (self.schedule.sigma_hat(t) for t in (self.t_lo, self.t_hi))
         # float32 like the denoiser's own sigma input (FrozenDenoiser); indexed on the device without a host sync.
         self.sigma_grid = torch.from_numpy(self.schedule.sigma_grid).to(device=device, dtype=torch.float32)  # [T]
         if rank == 0:
@@ -200,11 +191,13 @@ class SMaRt(LossPlugin):
         return source, entry
 
     def describe(self, sigma_lo: float, sigma_hi: float, source: str, notes: list[str]) -> str:
-        """The start-up line: lambda with its form, frequency, t band -> sigma band, score source, estimator options
-        (draws, antithetic, grad, diagnostics), batch cap, start (and notes)."""
+        """The start-up line: lambda with its form, frequency, t band -> sigma band (and, for a band or schedule not
+        given, how it was chosen), score source, estimator options (draws, antithetic, grad, diagnostics), batch cap,
+        start (and notes)."""
         opts = self.options
-        line = (f'SMaRt: lambda {opts.lam:g} ({opts.param} form), every {opts.freq} steps, t {opts.t_lo}..{opts.t_hi} '
-                f'on {self.schedule.name}-{self.schedule.num_steps} -> sigma {sigma_lo:.4g}..{sigma_hi:.4g}, '
+        origin = f' ({self.band.origin})' if self.band.origin else ''
+        line = (f'SMaRt: lambda {opts.lam:g} ({opts.param} form), every {opts.freq} steps, t {self.t_lo}..{self.t_hi} '
+                f'on {self.schedule.name}-{self.schedule.num_steps} -> sigma {sigma_lo:.4g}..{sigma_hi:.4g}{origin}, '
                 f'score source {source}, {opts.draws}{" antithetic" if opts.antithetic else ""} '
                 f'draw{"s" if opts.draws > 1 else ""} per sample, grad {opts.grad}')
         if opts.diagnostics:
@@ -237,7 +230,7 @@ class SMaRt(LossPlugin):
         b = N if self.options.batch is None else min(self.options.batch, N)
         x0 = gen_img[:b]                                                                     # [b, C, H, W]
         opts = self.options
-        t, eps = draw_noise(x0, opts.t_lo, opts.t_hi, opts.draws, opts.antithetic, generator)  # [K b], [K b, C, H, W]
+        t, eps = draw_noise(x0, self.t_lo, self.t_hi, opts.draws, opts.antithetic, generator)  # [K b], [K b, C, H, W]
         label_dim = self.denoiser.label_dim
         labels = gen_c[:b, :label_dim] if label_dim > 0 else None
         if isinstance(lam, torch.Tensor) and lam.ndim > 0:

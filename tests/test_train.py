@@ -267,6 +267,10 @@ def test_end_to_end_with_smart_then_generate_and_resume(data, tmp_path):
     assert stats[3]['SMaRt/loss'] == stats[2]['SMaRt/loss'] and stats[1]['SMaRt/loss'] != stats[0]['SMaRt/loss']
     log = (run_dir / 'log.txt').read_text()
     assert 'SMaRt: lambda 0.1 (eps form), every 2 steps' in log and 'Exiting...' in log
+    # No --smart-t / --smart-schedule: the Gaussian source's default band, above one grey level (no WARNING).
+    assert options['plugins']['smart']['t_lo'] is None and options['plugins']['smart']['schedule'] is None
+    assert 't 40..60 on ddpm-linear-1000 -> sigma 0.1437..0.2085 (default for this score source' in log
+    assert 'WARNING: SMaRt' not in log
     assert snapshot.load_network_pkl(run_dir / 'network-snapshot-000000.pkl')['plugins']['smart']['cur_nimg'] == 4
     pkl = run_dir / 'network-snapshot-000000.024.pkl'  # The last one; --resume takes it like any other.
     assert snapshot.load_network_pkl(pkl)['plugins'] == {'smart': {'step': 6, 'cur_nimg': 24}}

@@ -10,7 +10,7 @@ import types
 import pytest
 import torch
 
-from smart_plugin import GaussianDenoiser, SMaRt, SMaRtOptions, draw_noise, resolve_schedule, score_matching_loss
+from smart_plugin import GaussianDenoiser, SMaRt, SMaRtOptions, draw_noise, score_matching_loss
 from tiny_datasets import make_zip
 from torch_utils import training_stats
 from training import train_state, training_loop
@@ -51,7 +51,7 @@ def penalty_and_grad(plugin, x, seed):
 def single_draw_reference(plugin, x):
     """The single-draw estimator as it was before the estimator options: randint [b], randn_like, loss * lambda."""
     opts = plugin.options
-    t = torch.randint(opts.t_lo, opts.t_hi + 1, [x.shape[0]], device=x.device)
+    t = torch.randint(plugin.t_lo, plugin.t_hi + 1, [x.shape[0]], device=x.device)  # The band resolved at setup.
     sigma = plugin.sigma_grid[t].to(x.dtype)
     eps = torch.randn_like(x)
     return score_matching_loss(plugin.denoiser, x, sigma, eps, None, opts.param) * opts.lam
@@ -61,8 +61,7 @@ def closed_form(plugin, x, t, eps, grad):
     """Per-draw penalty [K b] and gradient [K b, ...] in x of the Gaussian: r = D(x + s e) - x
     = (a - 1)(x - mu) + a s e, a = var / (var + s^2); full: d r / d x = a - 1; sds: D constant, d r / d x = -1."""
     opts = plugin.options
-    schedule = resolve_schedule(opts.schedule, plugin.denoiser, None)
-    s = torch.from_numpy(schedule.sigma_grid)[t].float().double().reshape(-1, 1, 1, 1)  # float32 like the denoiser's.
+    s = torch.from_numpy(plugin.schedule.sigma_grid)[t].float().double().reshape(-1, 1, 1, 1)  # float32, as D's input.
     a = VAR / (VAR + s**2)
     r = (a - 1) * (x - MU) + a * s * eps
     weight = 1 / s**2 if opts.param == 'eps' else torch.ones_like(s)
@@ -316,6 +315,7 @@ def test_training_step_with_diagnostics_is_bit_identical_and_reports_both_norms(
 def test_startup_line_shows_the_estimator(capsys):
     make(rank=0, draws=4, antithetic=True, grad='sds', diagnostics=True, t_lo=40, t_hi=60, batch=2)
     assert capsys.readouterr().out.startswith('SMaRt: lambda 0.5 (eps form), every 8 steps, t 40..60 on karras-1000 -> '
-                                       'sigma 0.005063..0.007721, score source GaussianDenoiser (given), 4 antithetic '
+                                       "sigma 0.005063..0.007721 (schedule not given: the score source's own), score "
+                                       'source GaussianDenoiser (given), 4 antithetic '
                                        'draws per sample, grad sds, diagnostics on, first 2 samples per round\n'
                                        'WARNING: SMaRt: the sigma band ends at 0.007721, below one grey level')  # 2/255

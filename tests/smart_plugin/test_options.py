@@ -12,12 +12,15 @@ from smart_plugin.options import DiffGANOptions, OptionError, OptionTypeError, S
 def test_smart_defaults_and_asdict_round_trip():
     opts = SMaRtOptions(lam=1, freq=4, start_kimg=2, schedule='karras:1000,0.002,80,7')
     saved = json.loads(json.dumps(dataclasses.asdict(opts)))
-    assert saved == dict(lam=1.0, freq=4, t_lo=25, t_hi=35, schedule='karras:1000,0.002,80,7', param='eps',
+    # t_lo / t_hi None: the band is chosen per score source at setup (smart_plugin.band).
+    assert saved == dict(lam=1.0, freq=4, t_lo=None, t_hi=None, schedule='karras:1000,0.002,80,7', param='eps',
                          batch=None, start_kimg=2.0, dpm='gaussian', draws=1, antithetic=False, grad='full',
                          diagnostics=False)
     assert isinstance(saved['lam'], float)  # Ints are normalised to the declared float.
     assert SMaRtOptions(**saved) == opts
     assert opts.enabled and not SMaRtOptions().enabled
+    explicit = SMaRtOptions(t_lo=25, t_hi=35)
+    assert SMaRtOptions(**json.loads(json.dumps(dataclasses.asdict(explicit)))) == explicit
 
 
 def test_diffgan_defaults_and_asdict_round_trip():
@@ -39,6 +42,10 @@ def test_diffgan_defaults_and_asdict_round_trip():
     (dict(freq=0), 'freq', 'SMaRtOptions.freq is 0; expected an integer >= 1'),
     (dict(t_lo=-1), 't_lo', 'SMaRtOptions.t_lo is -1; expected an integer >= 0'),
     (dict(t_lo=40, t_hi=30), 't_hi', 'SMaRtOptions.t_hi is 30; expected an integer >= t_lo (40)'),
+    (dict(t_lo=40), 't_hi', 'SMaRtOptions.t_hi is None but t_lo is 40; expected both integers, or both None (the '
+                            'default band for the score source)'),
+    (dict(t_hi=60), 't_lo', 'SMaRtOptions.t_lo is None but t_hi is 60; expected both integers, or both None (the '
+                            'default band for the score source)'),
     (dict(schedule='cosine'), 'schedule', "SMaRtOptions.schedule: schedule='cosine': unknown name 'cosine'; expected "
                                           "one of ['ddpm-linear', 'ddpm-cosine', 'karras', 'vp', 'list']"),
     (dict(param='v'), 'param', "SMaRtOptions.param is 'v'; expected one of ['eps', 'x0']"),

@@ -80,7 +80,7 @@ def test_penalty_and_gradient_match_closed_form(param, schedule):
 
 
 def test_eps_form_equals_noise_prediction_error():
-    plugin = make(param='eps', lam=1.0, schedule='ddpm-linear')
+    plugin = make(param='eps', lam=1.0, schedule='ddpm-linear', t_lo=25, t_hi=35)
     g = gen_batch().detach()
     torch.manual_seed(5)
     penalty = plugin.G_penalty(g, torch.zeros([4, 0]))
@@ -160,7 +160,7 @@ def test_conditional_labels_reach_a_conditional_denoiser_only(capsys):
     capsys.readouterr()
     make(uncond, G=fake_G(c_dim=3)).G_penalty(gen_batch(), c)
     assert uncond.seen == [None]
-    assert capsys.readouterr().out.splitlines()[0].endswith(  # Line 2 is the below-one-grey-level warning.
+    assert capsys.readouterr().out.splitlines()[0].endswith(
         '; note: the denoiser is unconditional and the generator conditional on 3 classes: labels are not passed to '
         'the denoiser, so the score regularises the class-marginal distribution')
 
@@ -180,12 +180,14 @@ def test_reports_loss_and_sigma():
 def test_startup_line(capsys):
     make(lam=0.01, t_lo=40, t_hi=60)
     assert capsys.readouterr().out.startswith('SMaRt: lambda 0.01 (eps form), every 8 steps, t 40..60 on karras-1000 '
-                                              '-> sigma 0.005063..0.007721, score source GaussianDenoiser (given), 1 '
-                                              'draw per sample, grad full\nWARNING: SMaRt: the sigma band ends at '
-                                              '0.007721, below one grey level')  # Karras-1000 t 60 < 2/255.
+                                              "-> sigma 0.005063..0.007721 (schedule not given: the score source's "
+                                              'own), score source GaussianDenoiser (given), 1 draw per sample, grad '
+                                              'full\nWARNING: SMaRt: the sigma band ends at 0.007721, below one grey '
+                                              'level')  # Karras-1000 t 60 < 2/255.
     images = torch.randint(0, 256, [6, 1, 2, 2], generator=torch.Generator().manual_seed(0)).to(torch.uint8).numpy()
     dataset = [(image, None) for image in images]
-    plugin = SMaRt(SMaRtOptions(lam=0.1, param='x0', freq=4, schedule='ddpm-linear', batch=8, start_kimg=100))
+    plugin = SMaRt(SMaRtOptions(lam=0.1, param='x0', freq=4, t_lo=25, t_hi=35, schedule='ddpm-linear', batch=8,
+                                start_kimg=100))
     plugin.setup(G=fake_G(), D=None, training_set=dataset, device=torch.device('cpu'), rank=0, num_gpus=1)
     assert capsys.readouterr().out == ('SMaRt: lambda 0.1 (x0 form), every 4 steps, t 25..35 on ddpm-linear-1000 -> '
                                        'sigma 0.09548..0.1276, score source gaussian (per-pixel fit to 6 images), '
@@ -226,10 +228,10 @@ def test_setup_errors():
 def test_sigma_band_warning():
     with pytest.warns(UserWarning, match=re.escape("sigma band [0.003625, 0.004538] goes below the denoiser's "
                                                    'sigma_min 0.01')):
-        make(Recorder(sigma_min=0.01))
+        make(Recorder(sigma_min=0.01), t_lo=25, t_hi=35)  # Karras-1000, the Recorder's own (no schedule).
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        make(Recorder(sigma_min=0.001))
+        make(Recorder(sigma_min=0.001), t_lo=25, t_hi=35)
 
 
 def test_state_dict_round_trip():
@@ -253,10 +255,11 @@ def test_edm_pickle_score_source_is_frozen_and_gets_labels(tmp_path, capsys):
     path = tmp_path / 'tiny-edm.pkl'
     path.write_bytes(pickle.dumps(dict(ema=net, loss_fn=None, augment_pipe=None, dataset_kwargs={})))
     with pytest.warns(UserWarning, match='rarely sees'):  # Karras t 25..35 lies below sigma 0.01.
-        plugin = make(None, G=fake_G(resolution=8, channels=3, c_dim=4), dpm=str(path), lam=0.1)
+        plugin = make(None, G=fake_G(resolution=8, channels=3, c_dim=4), dpm=str(path), lam=0.1, t_lo=25, t_hi=35)
     out = capsys.readouterr().out.splitlines()
-    assert out[0].endswith(f'on karras-1000 -> sigma 0.003625..0.004538, score source {path}, 1 draw per sample, '
-                           'grad full') and out[1].startswith('WARNING: SMaRt: the sigma band ends at 0.004538')
+    assert out[0].endswith(f"on karras-1000 -> sigma 0.003625..0.004538 (schedule not given: the score source's own), "
+                           f'score source {path}, 1 draw per sample, grad full')
+    assert out[1].startswith('WARNING: SMaRt: the sigma band ends at 0.004538')
     g = torch.randn([2, 3, 8, 8], generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     c = torch.eye(4)[[1, 3]]
     torch.manual_seed(0)

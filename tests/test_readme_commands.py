@@ -1,0 +1,272 @@
+"""Every command in the README's ```bash blocks runs as written, in order, in a fresh copy of the repository (issue 21).
+
+COMMANDS is the explicit table: one entry per README command (continuation lines joined, whitespace collapsed, the
+trailing comment left off). A README command without an entry fails the test naming it, and so does an entry whose
+command the README no longer has. Kinds:
+  run      run as written with bash in the copy (cwd = its root, HOME = an empty folder, so `~/...` and the download
+           cache start empty); `makes` lists files it must leave ('~/' = HOME), `shows` text its output must hold.
+  dry-run  as written its budget is a real training run: run with --dry-run appended (options and set-up checks).
+  marked   needs a download or a GPU, so not run; the README line must end with a comment saying so (`needs
+           download` / `needs GPU`). pip lines are of this kind and are checked textually instead.
+  covered  run by the named test, at a budget the suite can afford.
+The chain runs in one test (slow: a few minutes); the table checks are cheap. The environment adds
+OMP_NUM_THREADS=1 (the suite shares a small machine); the commands themselves are the README's, character for
+character.
+"""
+
+import ast
+import dataclasses
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import PIL.Image
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MARK = re.compile(r'\bneeds (download|GPU)')
+CPU_INDEX = '--extra-index-url https://download.pytorch.org/whl/cpu'
+SNAP = 'runs/00000-digits-16x16-auto1-kimg0.2-batch8-smart0.1/network-snapshot-000000.200.pkl'
+DPM = 'runs/dpm/00000-digits-16x16-uncond-ddpmpp-edm-tiny-batch16-stf-band0.5'
+TINY_DPM = '--data=datasets/digits-16x16.zip --preset=tiny --stf --rbatch=64 --band-share=0.5'
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    kind: str               # 'run', 'dry-run', 'marked' or 'covered' (module docstring).
+    makes: tuple = ()       # run: files the command must leave, relative to the copy ('~/' = HOME).
+    shows: str = ''         # run, dry-run: text the command's output must contain.
+    need: str = ''          # marked: 'download' or 'GPU' (the README comment says `needs <need>`).
+    by: str = ''            # covered: 'tests/<file>.py::<test>' that runs it.
+    before: str = ''        # run: a precondition the test makes first ('photos': ~/photos holds 4 images).
+
+
+def download(*_):
+    return Entry('marked', need='download')
+
+
+COMMANDS = {
+    # Quickstart: pip (checked textually); the main job runs in tests/test_readme.py, the suite is this suite.
+    'python -m pip install torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu && python -m pip '
+    'install -e . && python -m smart_plugin.toy': download(),
+    'python -m pip install -e ".[test]" && python -m pytest': download(),
+    # Datasets and images.
+    'python dataset_tool.py --source=~/downloads/cifar-10-python.tar.gz --dest=~/datasets/cifar10-32x32.zip':
+        download(),
+    'python dataset_tool.py --source=~/photos --dest=~/datasets/photos-64.zip --transform=center-crop '
+    '--resolution=64x64': Entry('run', makes=('~/datasets/photos-64.zip',), before='photos',
+                                shows='Wrote 4 images (64x64, 3 channel(s), labels: no)'),
+    'python dataset_tool.py --source=sklearn-digits --dest=datasets/digits-16x16.zip':
+        Entry('run', makes=('datasets/digits-16x16.zip',),
+              shows='Wrote 1797 images (16x16, 1 channel(s), labels: yes)'),
+    'python generate.py --network=https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metfaces.pkl '
+    '--seeds=85,265,297,849 --outdir=out/metfaces': download(),
+    # Training with SMaRt.
+    'python train.py --outdir=runs --data=datasets/digits-16x16.zip --cbase=512 --cmax=32 --map-depth=2 --batch=8 '
+    '--kimg=0.2 --tick=0.05 --smart-lambda=0.1 --smart-freq=2 --smart-dpm=gaussian --smart-schedule=ddpm-linear '
+    '--smart-t=40,60 --workers=0':
+        Entry('run', makes=(SNAP,), shows='t 40..60 on ddpm-linear-1000 -> sigma 0.1437..0.2085'),
+    f'python generate.py --network={SNAP} --seeds=0-7 --grid --outdir=out/images':
+        Entry('run', makes=('out/images/seed0007.png', 'out/images/grid.png')),
+    'python train.py --outdir=runs --data=~/datasets/cifar10-32x32.zip --cfg=cifar --cond --smart-lambda=0.01 '
+    '--smart-schedule=ddpm-linear --smart-t=40,60 --smart-freq=8 --smart-dpm=edm-cifar10-32x32-cond-vp': download(),
+    'torchrun --standalone --nproc_per_node=2 train.py --outdir=runs --data=datasets/digits-16x16.zip --gpus=2 '
+    '--batch=32': Entry('dry-run', shows='Dry run; exiting.'),
+    'python train.py --outdir=runs --data=datasets/digits-16x16.zip --cbase=512 --cmax=32 --map-depth=2 --batch=8 '
+    '--kimg=0.3 --tick=0.05 --smart-lambda=0.1 --smart-freq=2 --smart-dpm=gaussian --smart-schedule=ddpm-linear '
+    f'--smart-t=40,60 --workers=0 --resume={SNAP}':
+        Entry('run', makes=('runs/00001-digits-16x16-auto1-kimg0.3-batch8-resumecustom-smart0.1/'
+                            'network-snapshot-000000.pkl',), shows='weights and training state (exact)'),
+    # SMaRt on scikit-learn digits: the --quick study runs in its own test; the full study is 60 minutes.
+    'python -m pip install -e ".[bench]"': download(),
+    'python benchmarks/smart_digits.py --outdir=runs/smart-digits':
+        Entry('covered', by='tests/test_smart_digits.py::test_quick_study_end_to_end'),
+    'python benchmarks/smart_digits.py --outdir=runs/smart-digits-quick --quick':
+        Entry('covered', by='tests/test_smart_digits.py::test_quick_study_end_to_end'),
+    # Diffusion models as score sources.
+    'python -m edm_bridge models': Entry('run', shows='edm-cifar10-32x32-cond-vp'),
+    'python -m edm_bridge info edm-cifar10-32x32-cond-vp': download(),
+    'python -m edm_bridge sigmas --schedule ddpm-cosine --t 25,35': Entry('run', shows='25 0.05154'),
+    # Metrics: the Inception detector is a download.
+    f'python calc_metrics.py --metrics=fid50k_full,kid50k_full --network={SNAP}': download(),
+    'python train.py --outdir=runs --data=datasets/digits-16x16.zip --metrics=fid50k_full '
+    '--detector=inception-2015-12-05.pt': download(),
+    'python fid.py ref --data=datasets/digits-16x16.zip --dest=refs/digits.npz': download(),
+    'python fid.py calc --images=out/images --ref=refs/digits.npz': download(),
+    # Released command lines, verbatim (tests/test_released_cli.py resolves them on tiny fixtures with --dry-run).
+    'python train.py --outdir=~/training-runs --gpus=2 --data=~/datasets/cifar10.zip --cfg=cifar --cond=1': download(),
+    'python train.py --outdir=~/training-runs --gpus=8 --data=~/datasets/metfaces.zip --cfg=paper1024 --mirror=1 '
+    '--resume=ffhq1024 --snap=10': download(),
+    'python train.py --outdir=training-runs --data="~/cifar10.zip" --gpus=4 --cfg cifar --kimg 50000 --aug no '
+    '--target 0.6 --noise_sd 0.05 --ts_dist priority': download(),
+    'python dataset_tool.py --source=~/downloads/lsun/raw/church_lmdb --dest=~/datasets/lsun_church200k.zip '
+    '--transform=center-crop-wide --width=256 --height=256 --max_images=200000': download(),
+    # Companion tools: the projector needs the VGG16 detector, the projected-w render its output.
+    f'python projector.py --outdir=out --target=out/images/seed0000.png --num-steps=1000 --seed=303 '
+    f'--network={SNAP}': download(),
+    f'python generate.py --outdir=out --projected-w=out/projected_w.npz --network={SNAP}': download(),
+    f'python style_mixing.py --outdir=out --rows=85,100,75,458,1500 --cols=55,821,1789,293 --styles=0-3 '
+    f'--network={SNAP}': Entry('run', makes=('out/grid.png', 'out/1500-293.png'), shows='Wrote 29 images'),
+    # Training your own score source.
+    f'python train_dpm.py --outdir=runs/dpm {TINY_DPM}':
+        Entry('run', makes=(f'{DPM}/network-snapshot-000003.pkl', f'{DPM}/training-state-000003.pt')),
+    f'python train_dpm.py --outdir=runs/dpm {TINY_DPM} --duration=4 --resume={DPM}/training-state-000003.pt':
+        Entry('run', makes=(DPM.replace('00000', '00001') + '/network-snapshot-000004.pkl',)),
+    f'python generate_dpm.py --network={DPM}/network-snapshot-000003.pkl --seeds=0-15 --grid --outdir=out/dpm':
+        Entry('run', makes=('out/dpm/seed0015.png', 'out/dpm/grid.png')),
+    f'python train.py --outdir=runs --data=datasets/digits-16x16.zip --smart-lambda=0.01 '
+    f'--smart-dpm={DPM}/network-snapshot-000003.pkl --smart-schedule=ddpm-linear --smart-t=40,60':
+        Entry('dry-run', shows='Dry run; exiting.'),
+    'torchrun --standalone --nproc_per_node=2 train_dpm.py --outdir=runs --data=~/datasets/cifar10-32x32.zip '
+    '--preset=cifar --stf': download(),
+}
+
+
+def split_commands(block: str) -> list[tuple[str, str]]:
+    """(command, trailing comment) per command of a bash block: full-line comments and blank lines skipped,
+    backslash continuations joined, whitespace collapsed."""
+    commands, pending = [], ''
+    for line in block.splitlines():
+        if not pending and (not line.strip() or line.strip().startswith('#')):
+            continue
+        pending += ' ' + line.strip()
+        if pending.endswith('\\'):
+            pending = pending[:-1]
+            continue
+        command, _, comment = pending.partition(' #')
+        # A '#' inside quotes would be cut here; shlex (which knows quotes) must see the same command.
+        assert shlex.split(pending, comments=True) == shlex.split(command), pending
+        commands.append((' '.join(command.split()), comment.strip()))
+        pending = ''
+    assert not pending, f'a README command ends in a backslash: {pending}'
+    return commands
+
+
+def readme_commands() -> list[tuple[str, str]]:
+    text = (ROOT / 'README.md').read_text(encoding='utf-8')
+    return [c for block in re.findall(r'^```bash\n(.*?)^```', text, re.S | re.M) for c in split_commands(block)]
+
+
+def test_split_commands_joins_continuations_and_keeps_the_comment():
+    block = ('# a comment line\n\npython a.py --x=1 \\\n    --y="two words"  # needs download\n'
+             'python b.py  # plain\nls\n')
+    assert split_commands(block) == [('python a.py --x=1 --y="two words"', 'needs download'),
+                                     ('python b.py', 'plain'), ('ls', '')]
+    with pytest.raises(AssertionError, match='ends in a backslash'):
+        split_commands('python a.py \\\n')
+
+
+def test_every_readme_command_has_an_entry():
+    commands = [command for command, _ in readme_commands()]
+    assert len(commands) == len(set(commands)), 'a README command appears twice; the table needs them distinct'
+    missing = [command for command in commands if command not in COMMANDS]
+    assert not missing, ('README commands with no entry in tests/test_readme_commands.py COMMANDS (say how the '
+                         'test runs each):\n' + '\n'.join(missing))
+    stale = [command for command in COMMANDS if command not in commands]
+    assert not stale, 'COMMANDS entries whose command is no longer in the README:\n' + '\n'.join(stale)
+    assert [command for command in COMMANDS] == commands, 'COMMANDS must list the commands in README order'
+
+
+def test_unrunnable_commands_carry_the_mark_and_runnable_ones_do_not():
+    for command, comment in readme_commands():
+        entry = COMMANDS[command]
+        marks = MARK.findall(comment)
+        if entry.kind == 'marked':
+            assert entry.need in marks, f'README command needs {entry.need} but its comment does not say ' \
+                                        f'"needs {entry.need}": {command}  # {comment}'
+        else:
+            assert not marks, f'README command is marked "{comment}" but the test runs it ({entry.kind}): {command}'
+
+
+def _extras() -> set[str]:
+    text = (ROOT / 'pyproject.toml').read_text(encoding='utf-8')
+    section = text.split('[project.optional-dependencies]', 1)[1].split('\n[', 1)[0]
+    return set(re.findall(r'^([\w-]+)\s*=', section, re.M))
+
+
+def test_pip_lines_name_the_cpu_index_and_existing_extras():
+    assert _extras() == {'test', 'curves', 'bench'}  # What the README installs must exist.
+    pip_lines = [command for command, _ in readme_commands() if 'pip install' in command]
+    assert len(pip_lines) == 3, pip_lines
+    for command in pip_lines:
+        assert COMMANDS[command] == download(), f'a pip line is not marked "needs download": {command}'
+        for part in command.split('&&'):
+            words = shlex.split(part)
+            if 'install' not in words:
+                continue
+            assert words[:4] == ['python', '-m', 'pip', 'install'], part
+            if any(word.startswith('torch') for word in words):  # torch's CPU build, never the CUDA default.
+                assert CPU_INDEX in part and 'torch==2.13.0' in words, part
+            for target in (words[i + 1] for i, word in enumerate(words) if word == '-e'):
+                match = re.fullmatch(r'\.(?:\[([\w,-]+)\])?', target)
+                assert match, f'pip install -e {target}: expected . or .[extras]'
+                assert set(filter(None, (match.group(1) or '').split(','))) <= _extras(), part
+
+
+def test_covered_commands_name_a_test_that_exists():
+    for command, entry in COMMANDS.items():
+        if entry.kind != 'covered':
+            continue
+        path, _, name = entry.by.partition('::')
+        tree = ast.parse((ROOT / path).read_text(encoding='utf-8'))
+        assert name in {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}, entry.by
+        source = (ROOT / path).read_text(encoding='utf-8')
+        script = shlex.split(command)[1]
+        assert os.path.basename(script) in source and "'--quick'" in source, (command, entry.by)
+
+
+def _fresh_copy(dest: Path) -> None:
+    """The repository's tracked and untracked-but-not-ignored files (what a clone of the working tree holds)."""
+    try:
+        listed = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard', '-z'], cwd=ROOT, check=True,
+                                capture_output=True, timeout=600).stdout.decode().split('\0')
+    except (OSError, subprocess.CalledProcessError):  # Not a git checkout: everything but outputs and caches.
+        shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns('.git', '__pycache__', '*.egg-info', 'runs', 'out',
+                                                                  'datasets', 'refs', '.pytest_cache'))
+        return
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+
+
+def _make_photos(home: Path) -> None:
+    (home / 'photos').mkdir()
+    for i in range(4):
+        PIL.Image.new('RGB', (80 + 8 * i, 72), (40 * i, 200 - 30 * i, 90)).save(home / 'photos' / f'photo{i}.png')
+
+
+@pytest.mark.slow
+def test_readme_commands_run_in_order(tmp_path):
+    clone, home = tmp_path / 'clone', tmp_path / 'home'
+    clone.mkdir()
+    home.mkdir()
+    _fresh_copy(clone)
+    assert not (clone / 'runs').exists() and not (clone / 'datasets').exists()
+    env = {k: v for k, v in os.environ.items() if k not in ('DNNLIB_CACHE_DIR', 'SMART_DETECTOR_DIR',
+                                                             'PYTHONPATH', 'WORLD_SIZE', 'RANK', 'LOCAL_RANK')}
+    env.update(HOME=str(home), PYTHONPATH=str(clone), OMP_NUM_THREADS='1',
+               PATH=os.path.dirname(sys.executable) + os.pathsep + env.get('PATH', ''))
+    ran = []
+    for command, _ in readme_commands():
+        entry = COMMANDS[command]
+        if entry.kind not in ('run', 'dry-run'):
+            continue
+        if entry.before == 'photos':
+            _make_photos(home)
+        script = command + ' --dry-run' if entry.kind == 'dry-run' else command
+        # The timeout only guards against a hang: a busy machine may make these many times slower than idle.
+        result = subprocess.run(['bash', '-c', script], cwd=clone, env=env, capture_output=True, text=True,
+                                timeout=3600)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, f'README command failed ({result.returncode}): {script}\n{output[-4000:]}'
+        assert entry.shows in output, f'{script}: expected "{entry.shows}" in its output\n{output[-4000:]}'
+        for path in entry.makes:
+            made = home / path[2:] if path.startswith('~/') else clone / path
+            assert made.is_file(), f'{script}: expected it to make {path}'
+        ran.append(command)
+    assert len(ran) == 13, ran
