@@ -109,10 +109,17 @@ def measure(steps: int, old_steps: int, num_workers: int, threads: int) -> dict:
               help='Intra-op threads of the one-run-at-a-time trainer (torch\'s default: one per core)')
 @click.option('--command/--no-command', default=True, show_default=True,
               help='Also time the whole default command end to end, idle and loaded')
-def main(steps, old_steps, workers, threads, command):
+@click.option('--dry-run', is_flag=True, help='Print what would be timed and exit')
+def main(steps, old_steps, workers, threads, command, dry_run):
     """Print idle and loaded timings of the toy side by side."""
     print(f'toy speed: {len(METHODS) * len(SEEDS)} runs (4 methods x 3 seeds), batch 256; {os.cpu_count()} CPUs; '
           f'load average before: {os.getloadavg()[0]:.2f}', flush=True)
+    if dry_run:
+        print(f'would time {steps} batched steps ({workers} workers x 1 thread) and {old_steps} steps per run one at '
+              f'a time ({threads} threads), idle and with one busy process' +
+              (f'; then `python -m smart_plugin.toy` ({DEFAULT_STEPS} steps) end to end, idle and loaded'
+               if command else ''))
+        return
     idle = measure(steps, old_steps, workers, threads)
     idle_cmd = time_command(workers) if command else None
     busy = subprocess.Popen([sys.executable, '-c', 'while True: pass'])

@@ -81,6 +81,16 @@ COMMANDS = {
     f'--smart-t=40,60 --workers=0 --resume={SNAP}':
         Entry('run', makes=('runs/00001-digits-16x16-auto1-kimg0.3-batch8-resumecustom-smart0.1/'
                             'network-snapshot-000000.pkl',), shows='weights and training state (exact)'),
+    # The 2-D toy: the default command runs in tests/test_readme.py (at a short budget), the others resolve.
+    'python -m smart_plugin.toy --quick': Entry('covered', by='tests/test_readme.py::test_main_job_runs'),
+    'python -m smart_plugin.toy': Entry('covered', by='tests/test_readme.py::test_main_job_runs'),
+    'python -m smart_plugin.toy --finetune-from 6000 --steps 2000 --sweep smart-lam=0.03,0.1,0.3,1,3':
+        Entry('dry-run', shows='"finetune_from": 6000'),
+    'python -m smart_plugin.toy --methods vanilla,smart --sweep smart-lam=0.1,0.3,1':
+        Entry('dry-run', shows='"methods": ['),
+    'python -m smart_plugin.toy.pull_only --seed 0':
+        Entry('covered', by='tests/smart_plugin/test_toy_trainer.py::test_pull_only_reports_both_phases_and_moves_G'),
+    'python benchmarks/toy_speed.py': Entry('dry-run', shows='toy speed: 12 runs'),
     # SMaRt on scikit-learn digits: the --quick study runs in its own test; the full study is 60 minutes.
     'python -m pip install -e ".[bench]"': download(),
     'python benchmarks/smart_digits.py --outdir=runs/smart-digits':
@@ -215,8 +225,9 @@ def test_covered_commands_name_a_test_that_exists():
         tree = ast.parse((ROOT / path).read_text(encoding='utf-8'))
         assert name in {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}, entry.by
         source = (ROOT / path).read_text(encoding='utf-8')
-        script = shlex.split(command)[1]
-        assert os.path.basename(script) in source and "'--quick'" in source, (command, entry.by)
+        words = shlex.split(command)
+        script = words[2] if words[1] == '-m' else os.path.basename(words[1])   # A module or a script file.
+        assert script in source, (command, entry.by)
 
 
 def _fresh_copy(dest: Path) -> None:
