@@ -19,19 +19,7 @@ at::Tensor upfirdn2d_cuda(const at::Tensor& x, const at::Tensor& g, int64_t upx,
     const int64_t total = y.numel();
     if (total == 0)
         return y;
-    upfirdn2d_kernel::Geometry p;
-    p.C = x.size(1);
-    p.in_h = x.size(2);
-    p.in_w = x.size(3);
-    p.out_h = out_h;
-    p.out_w = out_w;
-    p.sxn = x.stride(0); p.sxc = x.stride(1); p.sxh = x.stride(2); p.sxw = x.stride(3);
-    p.syn = y.stride(0); p.syc = y.stride(1); p.syh = y.stride(2); p.syw = y.stride(3);
-    p.fh = int(g.size(0));
-    p.fw = int(g.size(1));
-    p.upx = int(upx); p.upy = int(upy); p.downx = int(downx); p.downy = int(downy);
-    p.px0 = px0;
-    p.py0 = py0;
+    const upfirdn2d_kernel::Geometry p = upfirdn2d_kernel::make_geometry(x, y, g, upx, upy, downx, downy, px0, py0);
     const int threads = 256;
     const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, int64_t(1) << 20);
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream();

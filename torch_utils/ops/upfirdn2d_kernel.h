@@ -2,6 +2,7 @@
 // test can also compile it for the host (tests/torch_utils/ops/kernel_host_harness.cpp) and check it on CPU.
 #pragma once
 #include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
 
 #include <cmath>
 #include <cstdint>
@@ -15,6 +16,25 @@ struct Geometry {
     int fh, fw, upx, upy, downx, downy;
     int64_t px0, py0;
 };
+
+// Host side: the geometry of y = upfirdn2d(x, g) for the launcher (upfirdn2d.cu) and the host test harness.
+inline Geometry make_geometry(const at::Tensor& x, const at::Tensor& y, const at::Tensor& g, int64_t upx, int64_t upy,
+                              int64_t downx, int64_t downy, int64_t px0, int64_t py0) {
+    Geometry p;
+    p.C = x.size(1);
+    p.in_h = x.size(2);
+    p.in_w = x.size(3);
+    p.out_h = y.size(2);
+    p.out_w = y.size(3);
+    p.sxn = x.stride(0); p.sxc = x.stride(1); p.sxh = x.stride(2); p.sxw = x.stride(3);
+    p.syn = y.stride(0); p.syc = y.stride(1); p.syh = y.stride(2); p.syw = y.stride(3);
+    p.fh = int(g.size(0));
+    p.fw = int(g.size(1));
+    p.upx = int(upx); p.upy = int(upy); p.downx = int(downx); p.downy = int(downy);
+    p.px0 = px0;
+    p.py0 = py0;
+    return p;
+}
 
 __device__ __forceinline__ int64_t positive_mod(int64_t a, int64_t m) { return ((a % m) + m) % m; }
 

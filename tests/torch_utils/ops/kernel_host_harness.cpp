@@ -56,19 +56,7 @@ static at::Tensor upfirdn2d(at::Tensor x, at::Tensor g, int64_t upx, int64_t upy
     g = g.contiguous();
     at::Tensor y = at::empty({x.size(0), x.size(1), out_h, out_w},
                              x.options().memory_format(x.suggest_memory_format()));
-    upfirdn2d_kernel::Geometry p;
-    p.C = x.size(1);
-    p.in_h = x.size(2);
-    p.in_w = x.size(3);
-    p.out_h = out_h;
-    p.out_w = out_w;
-    p.sxn = x.stride(0); p.sxc = x.stride(1); p.sxh = x.stride(2); p.sxw = x.stride(3);
-    p.syn = y.stride(0); p.syc = y.stride(1); p.syh = y.stride(2); p.syw = y.stride(3);
-    p.fh = int(g.size(0));
-    p.fw = int(g.size(1));
-    p.upx = int(upx); p.upy = int(upy); p.downx = int(downx); p.downy = int(downy);
-    p.px0 = px0;
-    p.py0 = py0;
+    const upfirdn2d_kernel::Geometry p = upfirdn2d_kernel::make_geometry(x, y, g, upx, upy, downx, downy, px0, py0);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "upfirdn2d_host", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         TORCH_CHECK(g.scalar_type() == c10::CppTypeToScalarType<acc_t>::value, "harness: g in the arithmetic type");
