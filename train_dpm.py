@@ -27,6 +27,7 @@ import torch
 
 import dnnlib
 from dpm import sigma_dist, snapshot as dpm_snapshot, training_loop as dpm_training_loop
+from smart_plugin.band import DEFAULT_SCHEDULE, DEFAULT_T
 from torch_utils import distributed, signals
 from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset, threads_option
 from training.dataset import ImageFolderDataset
@@ -52,7 +53,7 @@ PRESETS = {
 
 # STF and SMaRt-band defaults (the flags default to None so that using them without --stf / --band-share is an error).
 DEFAULT_RBATCH, DEFAULT_STF_CHUNK = 1024, 256
-DEFAULT_BAND_SCHEDULE, DEFAULT_BAND_T = 'ddpm-linear', (40, 60)
+DEFAULT_BAND_SCHEDULE, DEFAULT_BAND_T = DEFAULT_SCHEDULE, DEFAULT_T   # SMaRt's default band for such a source.
 
 # --arch: backbone kwargs (EDM's train.py) and the preset family that sizes it.
 ARCHS = {

@@ -131,12 +131,25 @@ class SMaRt(LossPlugin):
         self.options = options
         self.denoiser = denoiser      # FrozenDenoiser after setup().
         self.band = None              # smart_plugin.band.Band after setup(): the options' band, defaults resolved.
-        self.schedule = None          # schedules.NoiseSchedule after setup() (= band.schedule).
-        self.t_lo = self.t_hi = None  # The integer band after setup() (= band.t_lo, band.t_hi).
         self.sigma_grid = None        # float32 [num_steps] sigma_hat(t) on the device, after setup().
         self.step = 0                 # Iterations finished; the penalty is active when step % freq == 0.
         self.cur_nimg = 0             # Images shown before the current iteration (from end_of_step).
         self._compared = False        # Whether a tick has compared SMaRt/loss with G's adversarial loss yet.
+
+    @property
+    def schedule(self):
+        """The resolved t -> sigma map (schedules.NoiseSchedule), None before setup()."""
+        return None if self.band is None else self.band.schedule
+
+    @property
+    def t_lo(self) -> int | None:
+        """The resolved band's lowest t, None before setup()."""
+        return None if self.band is None else self.band.t_lo
+
+    @property
+    def t_hi(self) -> int | None:
+        """The resolved band's highest t, None before setup()."""
+        return None if self.band is None else self.band.t_hi
 
     def setup(self, *, G: torch.nn.Module, D: torch.nn.Module, training_set: Any, device: torch.device,
               rank: int, num_gpus: int) -> None:
@@ -155,7 +168,6 @@ class SMaRt(LossPlugin):
                 raise
             raise OptionError('dpm', opts.dpm, f'score source {opts.dpm!r}: {err}') from err
         self.band = resolve_band(opts.t_lo, opts.t_hi, opts.schedule, self.denoiser, entry)
-        self.schedule, self.t_lo, self.t_hi = self.band.schedule, self.band.t_lo, self.band.t_hi
         if self.t_hi >= self.schedule.num_steps:
             raise OptionError('t_hi', self.t_hi, f'SMaRtOptions.t_hi is {self.t_hi}; expected an integer < '
                               f'{self.schedule.num_steps}, the number of steps of schedule {self.schedule.name}')

@@ -69,8 +69,7 @@ class MixtureDenoiser(torch.nn.Module):
 
     def __init__(self, mixture: GridMixture) -> None:
         super().__init__()
-        self.register_buffer('centers', mixture.centers.clone())   # [K, 2] float64
-        self.register_buffer('ticks', mixture.ticks.clone())       # [grid] float64
+        self.register_buffer('ticks', mixture.ticks.clone())       # [grid] float64: the centres' coordinates
         self.std = mixture.std
         self.img_resolution = 1
         self.img_channels = 2
