@@ -6,6 +6,7 @@ import torch
 
 from smart_plugin import DiffGANOptions, DiffusionGAN
 from tiny_datasets import make_zip
+from tiny_training import tiny_config
 from training import run_outputs, snapshot, train_state, training_loop
 
 
@@ -16,15 +17,7 @@ def data_zip(tmp_path_factory):
 
 def _setup(data_zip, plugins, **overrides):
     """A tiny configuration (8x8 RGB, 16-channel networks, batch 4 in rounds of 2) without ADA in the loop."""
-    config = dict(
-        training_set_kwargs=dict(class_name='training.dataset.ImageFolderDataset', path=data_zip, use_labels=False,
-                                 xflip=False),
-        G_kwargs=dict(z_dim=16, w_dim=16, mapping_kwargs=dict(num_layers=2),
-                      synthesis_kwargs=dict(channel_base=128, channel_max=16)),
-        D_kwargs=dict(channel_base=128, channel_max=16, epilogue_kwargs=dict(mbstd_group_size=2)),
-        G_opt_kwargs=dict(lr=0.0025, betas=[0, 0.99]), D_opt_kwargs=dict(lr=0.0025, betas=[0, 0.99]),
-        loss_kwargs=dict(r1_gamma=1.0), batch_size=4, batch_gpu=2, device='cpu', random_seed=3, plugins=plugins)
-    config.update(overrides)
+    config = tiny_config(data_zip, plugins=plugins, **overrides)
     return train_state.setup_training(**config, log=lambda *args: None)
 
 
