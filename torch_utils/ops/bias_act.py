@@ -164,9 +164,10 @@ def _bias_act_cuda(x, b, dim, act, alpha=None, gain=None, clamp=None, *, plugin)
     clamp = float(clamp if clamp is not None else -1)
     if act == 'linear' and b is None and gain == 1 and clamp < 0:
         return x  # Identity, as in the reference path.
-    # Linear, ReLU and leaky ReLU have a piecewise-constant slope that the output's sign tells (when gain > 0 and
-    # alpha >= 0), so their backward keeps y, which the next layer keeps anyway, instead of x.
-    ref_is_y = spec.cuda_idx in (1, 2, 3) and gain > 0 and (act != 'lrelu' or alpha >= 0)
+    # ReLU and leaky ReLU have a piecewise-constant slope that the output's sign tells (when gain > 0 and alpha >= 0),
+    # so their backward keeps y, which the next layer keeps anyway, instead of x. Linear keeps x: its output is what
+    # the resnet blocks add into in place (y.add_(x) in G and D), and a kept y would be overwritten before backward.
+    ref_is_y = spec.cuda_idx in (2, 3) and gain > 0 and (act != 'lrelu' or alpha >= 0)
     cfg = _CudaConfig(plugin, dim, spec.cuda_idx, alpha, gain, clamp, ref_is_y, spec.has_2nd_grad)
     return _BiasActCuda.apply(x, b, cfg)
 
