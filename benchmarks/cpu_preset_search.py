@@ -22,6 +22,7 @@ style mixing and the path-length penalty, which train.py has no flags for, are s
 import concurrent.futures
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -362,6 +363,19 @@ def report(search: Search, records: list[dict]) -> None:
              summaries={r['name']: summarize(r) for r in records}), indent=1, default=str).encode())
     for res in search.o['res']:
         write_curves(records, res, os.path.join(out, f'curves-{res}.png'))
+    os.makedirs(os.path.join(out, 'grids'), exist_ok=True)
+    for record in records:  # The last fakes grid train.py wrote for each job.
+        job_dir = os.path.join(out, 'jobs', record['name'])
+        fakes = sorted(os.path.join(root, name) for root, _dirs, names in os.walk(job_dir) for name in names
+                       if name.startswith('fakes') and name != 'fakes_init.png')
+        if fakes:
+            shutil.copyfile(fakes[-1], os.path.join(out, 'grids', f'{record["name"]}.png'))
+    if search.o['export']:
+        os.makedirs(search.o['export'], exist_ok=True)
+        for name in ['table.md', 'results.json', 'grids'] + [f'curves-{res}.png' for res in search.o['res']]:
+            copy = shutil.copytree if name == 'grids' else shutil.copyfile
+            copy(os.path.join(out, name), os.path.join(search.o['export'], name), **(
+                dict(dirs_exist_ok=True) if name == 'grids' else {}))
     print(table + notes)
 
 
@@ -407,14 +421,15 @@ def _config_list(text: str | None) -> list[str] | None:
 @click.option('--data32', default=None, metavar='ZIP', help='MNIST-5k 32x32 zip  [default: made in outdir]')
 @click.option('--detector16', default=None, metavar='PT', help='16x16 digit detector  [default: trained in outdir]')
 @click.option('--detector32', default=None, metavar='PT', help='32x32 digit detector  [default: trained in outdir]')
+@click.option('--export', default=None, metavar='DIR', help='Also copy the table, results, curves and grids here')
 @click.option('--prepare-only', is_flag=True, help='Make the missing zips and detectors, then stop')
 def main(**o):
     o['res'] = _res_list(o.pop('res_text'))
     o['configs'] = _config_list(o['configs'])
-    for key in ('outdir', 'data16', 'data32', 'detector16', 'detector32'):
+    for key in ('outdir', 'export', 'data16', 'data32', 'detector16', 'detector32'):
         if o[key] is not None:
             o[key] = os.path.abspath(os.path.expanduser(o[key]))
-        if key != 'outdir' and o[key] is not None and not os.path.isfile(o[key]):
+        if key not in ('outdir', 'export') and o[key] is not None and not os.path.isfile(o[key]):
             raise click.ClickException(f'--{key}: {o[key]!r} is not a file')
     if o['device'] == 'cuda':
         import torch
