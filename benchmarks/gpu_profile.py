@@ -2,14 +2,15 @@
 
 For each precision (fp32 layers; mixed = fp16 in the top 4 resolutions with conv_clamp 256, as train.py) the
 train_speed preset is set up with the CUDA plugins, run for --warmup steps, then profiled over --steps steps (a
-multiple of 16 covers every lazy phase). Printed per precision: wall seconds per step, the GPU's busy time per step
-(sum of kernel times; well below wall = launch- or host-bound), kernel launches per step, and the top ops by GPU time
-and by host time.
+multiple of 16 covers every lazy phase), with train.py's speed switches (cuDNN benchmark on, TF32 off). Printed per
+precision: wall time per step, kernel time per step as the profiler totals it (well below wall = launch- or
+host-bound), kernel launches per step, and the top ops by GPU time and by host time.
 
     python benchmarks/gpu_profile.py [--preset cifar|mnist16] [--batch 64] [--batch-gpu 32] [--steps 16]
 """
 
 import os
+import re
 import sys
 import tempfile
 import time
@@ -36,25 +37,38 @@ def _steps(state, n: int) -> float:
     return time.perf_counter() - start
 
 
+def _footer_ms(table: str, label: str) -> float:
+    """The profiler table's footer total `label` in ms (0 when absent, e.g. on CPU)."""
+    match = re.search(label + r': ([0-9.]+)(us|ms|s)\b', table)
+    if match is None:
+        return 0.0
+    return float(match.group(1)) * {'us': 1e-3, 'ms': 1.0, 's': 1e3}[match.group(2)]
+
+
 def profile_precision(preset: str, data: str, device: str, batch: int, batch_gpu: int, mixed: bool, warmup: int,
                       steps: int, top: int, cbase: int | None = None, cmax: int | None = None) -> None:
     """Set up one training state, warm it up, profile `steps` steps and print the summary and top ops."""
     config = train_speed.preset_config(preset, data, device, batch, batch_gpu, mixed, cbase, cmax)
     state = train_state.setup_training(**config, log=lambda *args: None)
+    with training_loop.speed_flags(cudnn_benchmark=True, allow_tf32=False):  # What train.py runs by default.
+        _profile(state, warmup, steps, top, f'{preset} {"mixed" if mixed else "fp32"}', batch, batch_gpu)
+
+
+def _profile(state, warmup: int, steps: int, top: int, name: str, batch: int, batch_gpu: int) -> None:
     _steps(state, warmup)
     activities = [torch.profiler.ProfilerActivity.CPU]
-    if device == 'cuda':
+    if state.device.type == 'cuda':
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
         seconds = _steps(state, steps)
     events = prof.key_averages()
-    device_us = sum(e.self_device_time_total for e in events)
+    by_gpu = events.table(sort_by='self_device_time_total', row_limit=top, max_name_column_width=60)
+    device_ms = _footer_ms(by_gpu, 'Self CUDA time total')  # Kernels only, as the profiler sums them.
     launches = sum(e.count for e in events if e.key.startswith(('cudaLaunchKernel', 'cuLaunchKernel')))
-    name = 'mixed' if mixed else 'fp32'
-    print(f'--- {preset} {name}: batch {batch} in rounds of {batch_gpu}: {seconds / steps * 1e3:.1f} ms per step '
-          f'(profiled), GPU busy {device_us / steps / 1e3:.1f} ms per step, {launches / steps:.0f} kernel launches '
+    print(f'--- {name}: batch {batch} in rounds of {batch_gpu}: {seconds / steps * 1e3:.1f} ms per step '
+          f'(profiled), GPU kernels {device_ms / steps:.1f} ms per step, {launches / steps:.0f} kernel launches '
           f'per step')
-    print(events.table(sort_by='self_device_time_total', row_limit=top, max_name_column_width=60))
+    print(by_gpu)
     print(events.table(sort_by='self_cpu_time_total', row_limit=top, max_name_column_width=60))
 
 

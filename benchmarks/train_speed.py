@@ -102,7 +102,8 @@ def preset_config(preset: str, data_path: str, device: str, batch: int, batch_gp
         D_kwargs=dict(architecture=p['arch'], channel_base=cbase, channel_max=cmax, num_fp16_res=fp16_res,
                       conv_clamp=conv_clamp, mapping_kwargs={},
                       epilogue_kwargs=dict(mbstd_group_size=min(p['mbstd'], batch_gpu))),
-        G_opt_kwargs=dict(lr=0.0025, betas=[0, 0.99], eps=1e-8), D_opt_kwargs=dict(lr=0.0025, betas=[0, 0.99], eps=1e-8),
+        G_opt_kwargs=dict(lr=0.0025, betas=[0, 0.99], eps=1e-8),
+        D_opt_kwargs=dict(lr=0.0025, betas=[0, 0.99], eps=1e-8),
         loss_kwargs=dict(r1_gamma=p['gamma'], pl_weight=0, style_mixing_prob=0, pl_no_weight_grad=True),
         batch_size=batch, batch_gpu=batch_gpu, ema_kimg=10 * batch / 32, device=device)
 
@@ -155,7 +156,7 @@ def run_benchmark(device: str, batch: int, batch_gpu: int, blocks: int, warmup: 
                 for ops, smart in settings:
                     plugin.options = dataclasses.replace(options, lam=0.0 if smart == 'off' else options.lam)
                     context = checked_plugin.reference_only() if ops == 'ref' else contextlib.nullcontext()
-                    with context:
+                    with context, training_loop.speed_flags(cudnn_benchmark=True, allow_tf32=False):  # train.py's
                         seconds = _time_block(state)
                     if rep >= warmup:
                         times[(ops, smart)].append(seconds)
@@ -218,7 +219,8 @@ def main(device, batch, batch_gpu, blocks, warmup, preset, cbase, cmax, dpm_chan
     rows = run_benchmark(device, batch, batch_gpu, blocks, warmup, cbase, cmax, dpm_channels, preset=preset)
     print(format_table(rows))
     if json_path:
-        _write_json(json_path, dict(preset=preset, device=name, torch=torch.__version__, batch=batch, batch_gpu=batch_gpu,
+        _write_json(json_path, dict(preset=preset, device=name, torch=torch.__version__, batch=batch,
+                                    batch_gpu=batch_gpu,
                                     cbase=cbase, cmax=cmax, dpm_channels=dpm_channels, blocks=blocks, rows=rows))
         print(f'wrote {json_path}')
 

@@ -145,8 +145,9 @@ def _train(state: dnnlib.EasyDict, run: dnnlib.EasyDict) -> dnnlib.EasyDict:
 
 
 @contextlib.contextmanager
-def _speed_flags(cudnn_benchmark: bool, allow_tf32: bool):
-    """Set the global speed switches of the official loop for the duration of training, then restore them."""
+def speed_flags(cudnn_benchmark: bool, allow_tf32: bool):
+    """Set the global speed switches of the official loop for the duration of training, then restore them (also used
+    by the benchmarks that call training_step directly, so that they time what train.py runs)."""
     saved = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
              conv2d_gradfix.enabled, grid_sample_gradfix.enabled)
     torch.backends.cudnn.benchmark = cudnn_benchmark
@@ -206,7 +207,7 @@ def training_loop(
     if writes:
         _remove_stale_temp_files(run_dir, setup_kwargs.get('resume_pkl'), log)
     try:
-        with _speed_flags(cudnn_benchmark, allow_tf32):
+        with speed_flags(cudnn_benchmark, allow_tf32):
             # NCCL reduces statistics on the GPU; gloo (CPU) and single-process runs on the CPU.
             use_nccl = distributed.is_initialized() and torch.cuda.is_available()
             training_stats.init_multiprocessing(rank, torch.device('cuda', torch.cuda.current_device()) if use_nccl
