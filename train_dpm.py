@@ -29,6 +29,7 @@ import dnnlib
 from dpm import sigma_dist, snapshot as dpm_snapshot, training_loop as dpm_training_loop
 from smart_plugin.band import DEFAULT_SCHEDULE, DEFAULT_T
 from torch_utils import distributed, signals
+from torch_utils.finite import NonFiniteError
 from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset, threads_option
 from training.dataset import ImageFolderDataset
 
@@ -224,6 +225,8 @@ def _launch(config: dict, options: dict, run_dir: str, ranks: tuple) -> None:
         device = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
         try:
             result = dpm_training_loop.training_loop(**config, run_dir=run_dir, rank=rank, device=device)
+        except NonFiniteError as err:  # A wholly non-finite update (torch_utils.nonfinite_grads).
+            raise FlagError(err.flag or 'training', str(err)) from None
         except (ValueError, FileNotFoundError) as err:
             if config['resume_state'] is not None and 'resume state' in str(err):
                 raise FlagError('--resume', str(err)) from None
