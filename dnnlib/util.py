@@ -397,6 +397,16 @@ def remove_stale_temp_files(directory: Union[str, os.PathLike]) -> list:
     return removed
 
 
+def remove_stale_temp_files_below(outdir: Union[str, os.PathLike]) -> dict:
+    """remove_stale_temp_files in `outdir` and in every directory directly inside it (the run dirs of an --outdir);
+    return {folder: removed names} for the folders that had any."""
+    if not os.path.isdir(outdir):
+        return {}
+    folders = [os.fspath(outdir)] + [os.path.join(outdir, name) for name in sorted(os.listdir(outdir))]
+    removed = {folder: remove_stale_temp_files(folder) for folder in folders if os.path.isdir(folder)}
+    return {folder: names for folder, names in removed.items() if names}
+
+
 def open_url(
     url: Union[str, os.PathLike],
     cache_dir: Optional[str] = None,

@@ -52,7 +52,8 @@ def test_nan_weights_stop_before_any_image(tmp_path):
     path = _write(tmp_path / 'inf.pkl', net)
     result = _run('--network', path, '--outdir', tmp_path / 'out', '--seeds', '0-1')
     assert result.exit_code == 1 and 'Traceback' not in result.output
-    assert result.output.splitlines()[-1].startswith(f'Error: --network {path}: {path} holds non-finite weights '
+    errors = [line for line in result.output.splitlines() if line.startswith('Error')]
+    assert len(errors) == 1 and errors[0].startswith(f'Error: --network {path}: {path} holds non-finite weights '
                                                      '(NaN/Inf; samples would be black)')
     assert not os.path.exists(tmp_path / 'out')
 

@@ -51,8 +51,11 @@ def next_run_dir(outdir: str, desc: str) -> str:
 
 
 def create_run_dir(run_dir: str, options: dict, rank: int) -> str:
-    """Rank 0 creates run_dir and writes training_options.json atomically; every rank returns rank 0's run_dir."""
+    """Rank 0 removes the temp files that killed writers left anywhere in --outdir (its run dirs included), creates
+    run_dir and writes training_options.json atomically; every rank returns rank 0's run_dir."""
     if rank == 0:
+        for folder, names in dnnlib.util.remove_stale_temp_files_below(os.path.dirname(run_dir)).items():
+            print(f'Removed {len(names)} stale temp file(s) of interrupted writes in {folder}: {", ".join(names)}')
         os.makedirs(run_dir)
         dnnlib.util.write_atomically(os.path.join(run_dir, 'training_options.json'),
                                      (json.dumps(options, indent=2) + '\n').encode())
