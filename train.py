@@ -404,6 +404,8 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
             raise FlagError(err.flag or 'training', str(err)) from None
         except train_state.ResumeError as err:
             raise FlagError('--resume', str(err)) from None
+        except run_outputs.OutputWriteError as err:  # Disk full / read-only: the last good snapshot named.
+            raise FlagError('--outdir', str(err)) from None
         except ImageFileError as err:  # A damaged image found while training; from a DataLoader worker, the last line.
             raise FlagError('--data', str(err).strip().splitlines()[-1].split('ImageFileError: ')[-1]) from None
     if result.interrupted:

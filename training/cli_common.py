@@ -56,9 +56,12 @@ def create_run_dir(run_dir: str, options: dict, rank: int) -> str:
     if rank == 0:
         for folder, names in dnnlib.util.remove_stale_temp_files_below(os.path.dirname(run_dir)).items():
             print(f'Removed {len(names)} stale temp file(s) of interrupted writes in {folder}: {", ".join(names)}')
-        os.makedirs(run_dir)
-        dnnlib.util.write_atomically(os.path.join(run_dir, 'training_options.json'),
-                                     (json.dumps(options, indent=2) + '\n').encode())
+        try:
+            os.makedirs(run_dir)
+            dnnlib.util.write_atomically(os.path.join(run_dir, 'training_options.json'),
+                                         (json.dumps(options, indent=2) + '\n').encode())
+        except OSError as err:  # Read-only or full --outdir: one line, not a traceback.
+            raise FlagError('--outdir', f'cannot create the run dir {run_dir}: {err.strerror or err}') from None
     return distributed.broadcast_object(run_dir)
 
 

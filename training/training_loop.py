@@ -145,6 +145,11 @@ def _train(state: dnnlib.EasyDict, run: dnnlib.EasyDict) -> dnnlib.EasyDict:
         last = run.result.snapshot_pkl or 'none written by this run'
         raise NonFiniteError(f'{err} (at kimg {state.cur_nimg / 1e3:.3f}; the last good snapshot is {last})',
                              err.flag) from None
+    except OSError as err:  # Disk full or read-only run dir: say so, with the snapshot to resume from.
+        error = run_outputs.output_write_error(err, run.run_dir, run.result.snapshot_pkl)
+        if error is None:
+            raise
+        raise error from None
     run.result.cur_nimg = state.cur_nimg
     return run.result
 
