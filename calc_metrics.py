@@ -67,7 +67,8 @@ def resolve_dataset_kwargs(data: str | None, mirror: bool | None, pkl_data: dict
         label_dim = dataset.label_dim
         dataset.close()
     except (OSError, ValueError, TypeError) as err:
-        raise _flag_error('--data', f'{kwargs.get("path")}: {err}') from None
+        path = str(kwargs.get('path'))
+        raise _flag_error('--data', str(err) if path in str(err) else f'{path}: {err}') from None
     if G.c_dim != 0 and label_dim != G.c_dim:
         raise _flag_error('--data', f'{kwargs.get("path")} has labels of dim {label_dim}, but the network is '
                                     f'conditional with c_dim={G.c_dim}; pass a dataset with matching labels')

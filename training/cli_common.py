@@ -3,6 +3,7 @@ StyleGAN2-ADA / EDM (<outdir>/<5-digit id>-<desc>), the --threads option (train.
 --network snapshot (projector.py, style_mixing.py)."""
 
 import json
+import math
 import os
 import pickle
 import re
@@ -26,6 +27,16 @@ class FlagError(click.ClickException):
 threads_option = click.option(
     '--threads', type=click.IntRange(min=1), default=None, show_default="torch's: cores / processes per machine",
     help='CPU threads per process (1 is fastest for tiny models on a busy machine; see the README)')
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses NaN and +-inf (a NaN compares False with both bounds, so passes there)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f'{value!r} is not a finite number', param, ctx)
+        return number
 
 
 class IntPair(click.ParamType):
@@ -67,12 +78,20 @@ def create_run_dir(run_dir: str, options: dict, rank: int) -> str:
 
 def open_dataset(data: str, cond: bool) -> ImageFolderDataset:
     """The dataset at --data (labels not loaded); FlagError naming --data if it cannot be read, --cond if it has no
-    labels but a conditional model was asked for."""
+    labels but a conditional model was asked for. A dataset.json that does not parse is an error with --cond and
+    a warning without."""
     try:
         dataset = ImageFolderDataset(path=data, use_labels=False, xflip=False)
     except (OSError, ValueError, TypeError) as err:
         raise FlagError('--data', str(err)) from None
-    if cond and not dataset.has_stored_labels:
+    try:
+        has_labels = dataset.has_stored_labels
+    except OSError as err:  # A dataset.json that does not parse.
+        if cond:
+            raise FlagError('--data', f'{err} (--cond needs valid labels)') from None
+        print(f'Warning: --data: {err}; ignored, since labels are used only with --cond')
+        has_labels = False
+    if cond and not has_labels:
         raise FlagError('--cond', f'{data} has no labels (no dataset.json with "labels"); train unconditionally '
                                   'or add labels with dataset_tool.py')
     if cond:
