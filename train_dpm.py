@@ -267,7 +267,8 @@ def _launch(config: dict, options: dict, run_dir: str, ranks: tuple) -> None:
               help='Dropout probability (not NCSNv2)')
 @click.option('--augment', type=FiniteFloatRange(min=0, max=1), default=None, show_default='preset',
               help='Augment probability p (augment labels go to the net); 0 = off')
-@click.option('--p-mean', type=FiniteFloatRange(), default=None, show_default='-1.2', help='EDM log-normal p(sigma) mean')
+@click.option('--p-mean', type=FiniteFloatRange(), default=None, show_default='-1.2',
+              help='EDM log-normal p(sigma) mean')
 @click.option('--p-std', type=FiniteFloatRange(min=0, min_open=True), default=None, show_default='1.2',
               help='EDM log-normal p(sigma) std')
 # STF.

@@ -17,7 +17,7 @@ import os
 
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-# The CLIs' first import, so also the place to make Ctrl-C during their (seconds-long) imports one line, not a traceback.
+# The CLIs' first import: also where Ctrl-C during their (seconds-long) imports becomes one line, not a traceback.
 from torch_utils import signals  # noqa: E402  (stdlib only: nothing here loads torch)
 
 signals.quiet_interrupts()
