@@ -89,8 +89,8 @@ def _rows():
                 (f'train_dpm-cond-{kind}-{where}', 'train_dpm',
                  ['--outdir', '{root}/o', '--data', data, '--cond', '--dry-run'], 1,
                  f'--data: {data}/dataset.json: {reason} (--cond needs valid labels)'),
-                (f'dataset_tool-{kind}-{where}', 'dataset_tool', ['--source', data, '--dest', '{root}/o.zip', '--dry-run'],
-                 1, f'--source: {data}/dataset.json: {reason}'),
+                (f'dataset_tool-{kind}-{where}', 'dataset_tool',
+                 ['--source', data, '--dest', '{root}/o.zip', '--dry-run'], 1, f'--source: {data}/dataset.json: {reason}'),
             ]
     for flag, value in (('--lr', 'nan'), ('--lr', 'inf'), ('--duration', 'nan'), ('--p-mean', 'nan'),
                         ('--augment', 'nan'), ('--ema-halflife-kimg', 'inf')):
@@ -113,7 +113,8 @@ def _rows():
         ('generate-projected-no-w', 'generate', ['--network', '{pkl}', '--outdir', '{root}/g', '--projected-w',
                                                  '{now_npz}'], 1, "--projected-w: {now_npz} has no array 'w'"),
         ('generate-projected-int-w', 'generate', ['--network', '{pkl}', '--outdir', '{root}/g', '--projected-w',
-                                                  '{intw_npz}'], 1, "--projected-w: {intw_npz} holds 'w' of dtype int32"),
+                                                  '{intw_npz}'], 1,
+         "--projected-w: {intw_npz} holds 'w' of dtype int32"),
         ('generate-network-text', 'generate', ['--network', '{text}', '--outdir', '{root}/g', '--seeds', '0'], 1,
          '--network {text}: '),
         ('generate-outdir-is-file', 'generate', ['--network', '{pkl}', '--outdir', '{text}', '--seeds', '0'], 2,
