@@ -90,7 +90,8 @@ def _rows():
                  ['--outdir', '{root}/o', '--data', data, '--cond', '--dry-run'], 1,
                  f'--data: {data}/dataset.json: {reason} (--cond needs valid labels)'),
                 (f'dataset_tool-{kind}-{where}', 'dataset_tool',
-                 ['--source', data, '--dest', '{root}/o.zip', '--dry-run'], 1, f'--source: {data}/dataset.json: {reason}'),
+                 ['--source', data, '--dest', '{root}/o.zip', '--dry-run'], 1,
+                 f'--source: {data}/dataset.json: {reason}'),
             ]
     for flag, value in (('--lr', 'nan'), ('--lr', 'inf'), ('--duration', 'nan'), ('--p-mean', 'nan'),
                         ('--augment', 'nan'), ('--ema-halflife-kimg', 'inf')):
