@@ -101,6 +101,19 @@ def test_generate_disk_full(tmp_path, monkeypatch, projected):
     assert _error_line(result) == f'Error: --outdir: cannot write to {tmp_path}/out: No space left on device'
 
 
+def test_generate_read_only_outdir(tmp_path, monkeypatch):
+    pkl = tmp_path / 'net.pkl'
+    snapshot.save_network_pkl(pkl, dict(G_ema=tiny_metrics.make_generator()))
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, 'Permission denied', path)
+
+    monkeypatch.setattr(os, 'makedirs', denied)
+    result = CliRunner().invoke(generate.main, ['--network', str(pkl), '--outdir', str(tmp_path / 'ro'), '--seeds',
+                                                '0', '--device', 'cpu'])
+    assert _error_line(result) == f'Error: --outdir: cannot write to {tmp_path}/ro: Permission denied ({tmp_path}/ro)'
+
+
 class _FullDisk:
     """A file whose writes fail with ENOSPC; everything else is the wrapped file's."""
 
