@@ -32,8 +32,8 @@ import torch
 
 import dnnlib
 from metrics import detectors, frechet_inception_distance, metric_main
-from torch_utils import distributed
-from training import dataset_registry, snapshot
+from torch_utils import dataset_classes, distributed
+from training import snapshot
 
 
 def _flag_error(flag: str, message: str) -> click.ClickException:
@@ -47,15 +47,15 @@ def _check_source(flag: str, source: str | None) -> None:
 
 def resolve_dataset_kwargs(data: str | None, mirror: bool | None, pkl_data: dict, G, trusted: bool = False) -> dict:
     """Dataset kwargs: --data, else the snapshot's training_set_kwargs (known dataset classes and keys only, unless
-    `trusted`: training.dataset_registry); resolution and labels follow G (spec 7.3)."""
+    `trusted`: torch_utils.dataset_classes); resolution and labels follow G (spec 7.3)."""
     if data is not None:
         kwargs = dict(class_name='training.dataset.ImageFolderDataset', path=data)
     elif pkl_data.get('training_set_kwargs'):
         kwargs = dict(pkl_data['training_set_kwargs'])
         if not trusted:
             try:
-                dataset_registry.check_dataset_kwargs(kwargs, "the snapshot's training_set_kwargs", '--trusted')
-            except dataset_registry.UntrustedDatasetError as err:
+                dataset_classes.check_dataset_kwargs(kwargs, "the snapshot's training_set_kwargs", '--trusted')
+            except dataset_classes.UntrustedDatasetError as err:
                 raise _flag_error('--network', f'{err}; or pass the dataset with --data') from None
     else:
         raise _flag_error('--data', 'the snapshot records no training_set_kwargs; pass the dataset with --data')
@@ -63,7 +63,7 @@ def resolve_dataset_kwargs(data: str | None, mirror: bool | None, pkl_data: dict
     if mirror is not None:
         kwargs['xflip'] = mirror
     try:
-        dataset = dataset_registry.open_dataset(kwargs, trusted=trusted)
+        dataset = dataset_classes.open_dataset(kwargs, trusted=trusted)
         label_dim = dataset.label_dim
         dataset.close()
     except (OSError, ValueError, TypeError) as err:

@@ -34,9 +34,9 @@ from metrics import detectors, metric_main
 from metrics.detectors import DetectorUnavailableError
 from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRtOptions
 from smart_plugin.diffgan_betas import BETA_SCHEDULES
-from torch_utils import distributed, safe_pickle, signals
+from torch_utils import dataset_classes, distributed, safe_pickle, signals
 from torch_utils.finite import NonFiniteError
-from training import dataset_registry, run_outputs, self_launch, train_state, training_loop
+from training import run_outputs, self_launch, train_state, training_loop
 from training.augment import augpipe_specs
 from training.cli_compat import aug_choice, bool_flag, expand_user_paths, released_aliases, resolve_aliases
 from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset, threads_option
@@ -357,7 +357,7 @@ def _validate_detectors(config: dict) -> None:
 def validate_setup(config: dict, plugin_options: dict) -> None:
     """Every check of the data, networks, score source, resume file and detectors that can be made before training,
     on CPU copies of the networks; called before the run dir is made, and by --dry-run. Errors name the flag."""
-    training_set = dataset_registry.open_dataset(config['training_set_kwargs'], origin='training_set_kwargs')
+    training_set = dataset_classes.open_dataset(config['training_set_kwargs'], origin='training_set_kwargs')
     extra_c_dim = sum(plugin.extra_c_dim for plugin in build_plugins(plugin_options))
     with torch.random.fork_rng():  # Building networks draws initial weights; leave the global RNG as it was.
         G, D, G_ema = train_state.build_networks(training_set, config['G_kwargs'], config['D_kwargs'], extra_c_dim,

@@ -22,8 +22,7 @@ import dnnlib
 from dpm import losses as dpm_losses, snapshot as dpm_snapshot
 from dpm.sigma_dist import sigma_dist_from_dict
 from edm_bridge import edm_networks
-from training import dataset_registry
-from torch_utils import distributed, signals, training_stats
+from torch_utils import dataset_classes, distributed, signals, training_stats
 from torch_utils.data_iter import check_batch, make_data_iterator, resolve_device
 from torch_utils.ema import ema_update
 from torch_utils.finite import NonFiniteError
@@ -89,7 +88,7 @@ def setup(*, dataset_kwargs: dict, precond: str = 'edm', network_kwargs: dict | 
                         batch_gpu=batch_gpu, rounds=rounds, rbatch=rbatch, lr_rampup_kimg=lr_rampup_kimg,
                         ema_halflife_kimg=ema_halflife_kimg, ema_rampup_ratio=ema_rampup_ratio, cur_nimg=0,
                         batch_idx=0, cur_tick=0, tick_start_nimg=0, elapsed_sec=0.0, dataset_kwargs=dataset_kwargs)
-    s.training_set = dataset_registry.open_dataset(dataset_kwargs)
+    s.training_set = dataset_classes.open_dataset(dataset_kwargs)
     log(f'Dataset: {len(s.training_set)} images of shape {s.training_set.image_shape}, label dim '
         f'{s.training_set.label_dim} ({dataset_kwargs.get("path")})')
     s.net = build_network(precond, dict(network_kwargs or {}), s.training_set).requires_grad_(True).to(device)

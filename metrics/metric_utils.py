@@ -25,8 +25,7 @@ import tqdm
 import dnnlib
 from metrics import detectors
 from metrics.feature_stats import FeatureStats, broadcast_flag, interleaved_indices
-from torch_utils import image_io
-from training import dataset_registry
+from torch_utils import dataset_classes, image_io
 
 _dataset_identities: dict = {}  # (path, size, mtime_ns) -> identity string
 
@@ -39,7 +38,7 @@ class MetricOptions:
                  G_kwargs: dict | None = None,          # Extra G arguments, e.g. truncation_psi, noise_mode.
                  dataset_kwargs: dict | None = None,    # ImageFolderDataset kwargs (class_name, path, ...).
                  trust_dataset: bool = False,           # Build any class dataset_kwargs names (by import); False =
-                                                        # the known classes only (training.dataset_registry).
+                                                        # the known classes only (torch_utils.dataset_classes).
                  num_gpus: int = 1,                     # Number of ranks taking part (a collective call if > 1).
                  rank: int = 0,                         # This process's rank.
                  device: Any = None,                    # None = cuda:rank when CUDA is available, else cpu.
@@ -80,7 +79,7 @@ def open_dataset(opts: MetricOptions):
     if not opts.dataset_kwargs.get('class_name'):
         raise ValueError(f'dataset_kwargs={dict(opts.dataset_kwargs)!r}: this metric needs a dataset (class_name, '
                          'path, ...); pass --data')
-    return dataset_registry.open_dataset(opts.dataset_kwargs, trusted=opts.trust_dataset, trust_flag='--trusted')
+    return dataset_classes.open_dataset(opts.dataset_kwargs, trusted=opts.trust_dataset, trust_flag='--trusted')
 
 
 def dataset_identity(path: str) -> str:

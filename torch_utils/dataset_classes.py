@@ -2,9 +2,10 @@
 
 Snapshots store the dataset as NVIDIA does: a dict with a dotted `class_name` and its keyword arguments. Passed to
 `dnnlib.util.construct_class_by_name`, such a dict read from a file could name (and import) any callable, e.g.
-`torch.hub.load`. `open_dataset` therefore builds only the classes below, with their known keys and plain values,
-and never imports a module named by the dict; anything else needs trusted=True (the CLIs' trust flag), which
-restores the released behaviour for dataset classes of your own.
+`torch.hub.load`. `open_dataset` therefore builds only the classes below, with their known keys and plain values
+(nothing else the dict names is imported); anything else needs trusted=True (the CLIs' trust flag), which restores
+the released behaviour for dataset classes of your own. Here, on the floor of the package layout, because metrics/
+and dpm/ open datasets too; the allowed class is still found by its name, so nothing here imports training/.
 """
 
 import numbers
@@ -12,10 +13,9 @@ import os
 from typing import Any
 
 import dnnlib
-from training.dataset import Dataset, ImageFolderDataset
 
-# Dotted class name (as snapshots store it) -> our class; the same names as NVIDIA's StyleGAN2-ADA / StyleGAN3.
-DATASET_CLASSES: dict[str, type[Dataset]] = {'training.dataset.ImageFolderDataset': ImageFolderDataset}
+# Dotted class names (as snapshots store them) that may be built; the same names as NVIDIA's StyleGAN2-ADA / StyleGAN3.
+DATASET_CLASSES = ('training.dataset.ImageFolderDataset',)
 
 # Keyword arguments of those classes, with the plain types their values may have (None allowed for the ints).
 _KEYS: dict[str, tuple[type, ...]] = {'path': (str, os.PathLike), 'resolution': (numbers.Integral, type(None)),
@@ -38,7 +38,7 @@ def check_dataset_kwargs(kwargs: Any, origin: str = 'dataset_kwargs', trust_flag
     class_name = kwargs.get('class_name')
     if not isinstance(class_name, str) or class_name not in DATASET_CLASSES:
         raise UntrustedDatasetError(f'{origin} names the dataset class {class_name!r}, which is not one of '
-                                    f'{sorted(DATASET_CLASSES)}; {hint}')
+                                    f'{list(DATASET_CLASSES)}; {hint}')
     unknown = sorted(str(key) for key in kwargs if key != 'class_name' and key not in _KEYS)
     if unknown:
         raise UntrustedDatasetError(f'{origin} has the unknown key(s) {unknown} for {class_name}; expected some of '
@@ -51,11 +51,9 @@ def check_dataset_kwargs(kwargs: Any, origin: str = 'dataset_kwargs', trust_flag
 
 
 def open_dataset(kwargs: dict, trusted: bool = False, origin: str = 'dataset_kwargs',
-                 trust_flag: str | None = None) -> Dataset:
+                 trust_flag: str | None = None) -> Any:
     """Build the dataset `kwargs` describes (class_name + keyword arguments). Untrusted (default): only the classes
-    of DATASET_CLASSES, without importing anything the dict names; trusted: any class, by dotted name."""
-    if trusted:
-        return dnnlib.util.construct_class_by_name(**kwargs)
-    check_dataset_kwargs(kwargs, origin, trust_flag)
-    arguments = {key: value for key, value in kwargs.items() if key != 'class_name'}
-    return DATASET_CLASSES[kwargs['class_name']](**arguments)
+    of DATASET_CLASSES with their keys and plain values; trusted: any class, by dotted name."""
+    if not trusted:
+        check_dataset_kwargs(kwargs, origin, trust_flag)
+    return dnnlib.util.construct_class_by_name(**kwargs)

@@ -1,4 +1,4 @@
-"""training.dataset_registry: dataset kwargs read from a file name only known classes, keys and plain values; nothing
+"""torch_utils.dataset_classes: dataset kwargs read from a file name only known classes, keys and plain values; nothing
 they name is imported or called unless trusted (issue 29, item 1)."""
 
 import os
@@ -12,9 +12,10 @@ import calc_metrics  # noqa: E402  (a top-level script, importable from the repo
 import tiny_metrics  # noqa: E402
 from metrics import metric_utils  # noqa: E402
 from tiny_datasets import make_zip  # noqa: E402
-from training import dataset_registry, snapshot  # noqa: E402
+from torch_utils import dataset_classes  # noqa: E402
+from training import snapshot  # noqa: E402
 from training.dataset import ImageFolderDataset  # noqa: E402
-from training.dataset_registry import UntrustedDatasetError, check_dataset_kwargs, open_dataset  # noqa: E402
+from torch_utils.dataset_classes import UntrustedDatasetError, check_dataset_kwargs, open_dataset  # noqa: E402
 
 CLS = 'training.dataset.ImageFolderDataset'
 
@@ -34,8 +35,8 @@ def test_known_class_builds_the_same_dataset(data):
 
 
 @pytest.mark.parametrize('kwargs, message', [
-    (dict(class_name='logging.basicConfig', filename='x'), r"names the dataset class 'logging\.basicConfig', which "
-                                                           r"is not one of \['training\.dataset\.ImageFolderDataset'\]"),
+    (dict(class_name='logging.basicConfig', filename='x'),
+     r"names the dataset class 'logging\.basicConfig', which is not one of \['training\.dataset\.ImageFolderDataset'\]"),
     (dict(class_name='torch.hub.load', repo_or_dir='.', model='m', source='local'), r"'torch\.hub\.load'"),
     (dict(class_name=None, path='x'), r"names the dataset class None"),
     (dict(class_name=CLS, path='x', cache=True), r"unknown key\(s\) \['cache'\] for training\.dataset\."),
@@ -87,5 +88,5 @@ def test_calc_metrics_never_calls_what_the_snapshot_names(tmp_path, kwargs):
     assert result.output.startswith(f"Error: --network: the snapshot's training_set_kwargs names the dataset class "
                                     f"'{kwargs['class_name']}'")
     assert not marker.exists()
-    assert dataset_registry.DATASET_CLASSES == {CLS: ImageFolderDataset}
+    assert dataset_classes.DATASET_CLASSES == (CLS,)
     assert not os.path.exists(os.path.join(os.getcwd(), 'marker.txt'))
