@@ -36,7 +36,8 @@ def test_known_class_builds_the_same_dataset(data):
 
 @pytest.mark.parametrize('kwargs, message', [
     (dict(class_name='logging.basicConfig', filename='x'),
-     r"names the dataset class 'logging\.basicConfig', which is not one of \['training\.dataset\.ImageFolderDataset'\]"),
+     r"names the dataset class 'logging\.basicConfig', which is not one of "
+     r"\['training\.dataset\.ImageFolderDataset'\]"),
     (dict(class_name='torch.hub.load', repo_or_dir='.', model='m', source='local'), r"'torch\.hub\.load'"),
     (dict(class_name=None, path='x'), r"names the dataset class None"),
     (dict(class_name=CLS, path='x', cache=True), r"unknown key\(s\) \['cache'\] for training\.dataset\."),
