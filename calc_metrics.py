@@ -32,7 +32,7 @@ import torch
 
 import dnnlib
 from metrics import detectors, frechet_inception_distance, metric_main
-from torch_utils import distributed
+from torch_utils import dataset_classes, distributed
 from training import snapshot
 
 
@@ -45,23 +45,30 @@ def _check_source(flag: str, source: str | None) -> None:
         raise _flag_error(flag, f'{source!r} is neither an existing file nor a URL')
 
 
-def resolve_dataset_kwargs(data: str | None, mirror: bool | None, pkl_data: dict, G) -> dict:
-    """Dataset kwargs: --data, else the snapshot's training_set_kwargs; resolution and labels follow G (spec 7.3)."""
+def resolve_dataset_kwargs(data: str | None, mirror: bool | None, pkl_data: dict, G, trusted: bool = False) -> dict:
+    """Dataset kwargs: --data, else the snapshot's training_set_kwargs (known dataset classes and keys only, unless
+    `trusted`: torch_utils.dataset_classes); resolution and labels follow G (spec 7.3)."""
     if data is not None:
         kwargs = dict(class_name='training.dataset.ImageFolderDataset', path=data)
     elif pkl_data.get('training_set_kwargs'):
         kwargs = dict(pkl_data['training_set_kwargs'])
+        if not trusted:
+            try:
+                dataset_classes.check_dataset_kwargs(kwargs, "the snapshot's training_set_kwargs", '--trusted')
+            except dataset_classes.UntrustedDatasetError as err:
+                raise _flag_error('--network', f'{err}; or pass the dataset with --data') from None
     else:
         raise _flag_error('--data', 'the snapshot records no training_set_kwargs; pass the dataset with --data')
     kwargs.update(resolution=G.img_resolution, use_labels=G.c_dim != 0)
     if mirror is not None:
         kwargs['xflip'] = mirror
     try:
-        dataset = dnnlib.util.construct_class_by_name(**kwargs)
+        dataset = dataset_classes.open_dataset(kwargs, trusted=trusted)
         label_dim = dataset.label_dim
         dataset.close()
     except (OSError, ValueError, TypeError) as err:
-        raise _flag_error('--data', f'{kwargs.get("path")}: {err}') from None
+        path = str(kwargs.get('path'))
+        raise _flag_error('--data', str(err) if path in str(err) else f'{path}: {err}') from None
     if G.c_dim != 0 and label_dim != G.c_dim:
         raise _flag_error('--data', f'{kwargs.get("path")} has labels of dim {label_dim}, but the network is '
                                     f'conditional with c_dim={G.c_dim}; pass a dataset with matching labels')
@@ -84,7 +91,7 @@ def evaluate(network: str, metrics: list[str], metric_kwargs: dict, data: str | 
     if pkl_data['G_ema'] is None:
         raise _flag_error('--network', f'{network}: the snapshot has no G_ema')
     G = pkl_data['G_ema']
-    dataset_kwargs = resolve_dataset_kwargs(data, mirror, pkl_data, G)
+    dataset_kwargs = resolve_dataset_kwargs(data, mirror, pkl_data, G, trusted)
     run_dir = _run_dir(network) if os.path.isfile(network) else None
     if rank == 0 and metric_kwargs.get('progress'):
         print(f'Dataset: {json.dumps(dataset_kwargs)}')
@@ -92,7 +99,7 @@ def evaluate(network: str, metrics: list[str], metric_kwargs: dict, data: str | 
     for metric in metrics:
         try:
             result = metric_main.calc_metric(metric=metric, G=G, dataset_kwargs=dataset_kwargs, rank=rank,
-                                             **metric_kwargs)
+                                             trust_dataset=trusted, **metric_kwargs)
         except detectors.DetectorUnavailableError as err:
             raise _flag_error(err.flag, str(err)) from None
         except frechet_inception_distance.RefStatsError as err:
@@ -134,7 +141,8 @@ def _ranks(gpus: int | None) -> tuple[int, int, int]:
 @click.option('--ref', metavar='NPZ', default=None, help='FID reference statistics (mu, sigma) instead of --data')
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Seed of the generated set')
 @click.option('--workers', type=click.IntRange(min=0), default=3, show_default=True, help='DataLoader workers')
-@click.option('--trusted', is_flag=True, help='Unpickle the snapshot normally, RUNNING code stored in it')
+@click.option('--trusted', is_flag=True, help='Unpickle the snapshot normally and build the dataset class it names, '
+                                               'RUNNING code stored in it')
 @click.option('--verbose/--quiet', default=True, show_default=True, help='Progress bars and set-up lines')
 @click.option('-n', '--dry-run', is_flag=True, help='Print the resolved options and exit')
 def main(network_pkl, metrics, data, mirror, no_mirror, gpus, detector, detector_vgg16, trust_detector, ref, seed,

@@ -79,7 +79,15 @@ def _fail(flag: str, err: Exception):
 @click.option('--max-pixels', type=click.IntRange(min=1), default=dataset_sources.DEFAULT_MAX_PIXELS,
               show_default=True, metavar='INT', help='Refuse source images with more pixels (checked before decoding)')
 @click.option('-n', '--dry-run', is_flag=True, help='Print what would be done and exit')
-def main(source, dest, max_images, transform, resolution, width, height, overwrite, max_pixels, channels, dry_run):
+def main(**kwargs):
+    try:
+        _main(**kwargs)
+    except KeyboardInterrupt as err:  # During set-up; click would print "Aborted!" and exit 1.
+        print(f'Interrupted ({signals.signal_name(err)}) during set-up; nothing written', file=sys.stderr)
+        raise SystemExit(signals.exit_code(err)) from None
+
+
+def _main(source, dest, max_images, transform, resolution, width, height, overwrite, max_pixels, channels, dry_run):
     builtin = BUILTIN.get(source)  # (opener, default side, how it resizes) of a named source, else None.
     digits = builtin is not None
     source, dest = (source if digits else os.path.expanduser(source)), os.path.expanduser(dest)

@@ -21,9 +21,13 @@ import torch
 from metrics import detectors, frechet_inception_distance as fid_lib
 
 
-def _moments(flag: str, path: str, detector: str | None, num: int | None, workers: int, trust_detector: bool):
+def _check_images(flag: str, path: str) -> None:
     if not os.path.exists(path):
         raise click.ClickException(f'{flag}: {path!r} does not exist; expected a folder or zip of images')
+
+
+def _moments(flag: str, path: str, detector: str | None, num: int | None, workers: int, trust_detector: bool):
+    _check_images(flag, path)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     try:
         return fid_lib.dataset_moments(path, detector=detector, max_items=num, device=device, progress=True,
@@ -31,7 +35,7 @@ def _moments(flag: str, path: str, detector: str | None, num: int | None, worker
     except detectors.DetectorUnavailableError as err:
         raise click.ClickException(f'{err.flag}: {err}') from None
     except (OSError, ValueError) as err:
-        raise click.ClickException(f'{flag}: {path}: {err}') from None
+        raise click.ClickException(f'{flag}: {err}' if path in str(err) else f'{flag}: {path}: {err}') from None
 
 
 def _check_detector(detector: str | None) -> None:
@@ -76,6 +80,7 @@ def ref(data, dest, detector, num, workers, trust_detector):
 @_workers_option
 @_trust_option
 def calc(images, ref_path, detector, num, workers, trust_detector):
+    _check_images('--images', images)  # Before --ref: the flags' order.
     _check_detector(detector)
     try:
         mu_ref, sigma_ref = fid_lib.load_ref_stats(ref_path)

@@ -23,6 +23,7 @@ from torch_utils import cpu_threads  # First: OpenMP's wait policy must be set b
 import os
 import pickle
 import re
+import zipfile
 
 import click
 import numpy as np
@@ -62,9 +63,30 @@ class SeedList(click.ParamType):
             self.fail(f"{err}; expected e.g. 0-7,12", param, ctx)
 
 
+def _load_projected_w(path: str) -> np.ndarray:
+    """The float 'w' array of projector.py's .npz (no pickled objects); ClickException naming --projected-w."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            ws = data["w"]
+    except KeyError:
+        raise click.ClickException(f"--projected-w: {path} has no array 'w'; expected projector.py's "
+                                   "projected_w.npz") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise click.ClickException(f"--projected-w: {path} is not a .npz of plain arrays ({err}); expected "
+                                   "projector.py's projected_w.npz") from None
+    if not isinstance(ws, np.ndarray) or not np.issubdtype(ws.dtype, np.floating):
+        raise click.ClickException(f"--projected-w: {path} holds 'w' of dtype {ws.dtype}; expected floats")
+    return ws
+
+
+def _outputs_error(outdir: str, err: OSError) -> click.ClickException:
+    return click.ClickException(f"--outdir: cannot write to {outdir}: {err.strerror or err}"
+                                + (f" ({err.filename})" if err.filename else ""))
+
+
 def _render_projected_w(G, path: str, noise_mode: str, outdir: str, device: torch.device) -> None:
     """proj{idx:02d}.png for each w [num_ws, w_dim] of the 'w' array in `path` (StyleGAN2-ADA's --projected-w)."""
-    ws = np.load(path)["w"]
+    ws = _load_projected_w(path)
     if ws.ndim != 3 or ws.shape[1:] != (G.num_ws, G.w_dim):
         raise click.ClickException(f"--projected-w: {path} holds w of shape {list(ws.shape)}; expected "
                                    f"[N, {G.num_ws}, {G.w_dim}] for this network")
@@ -114,14 +136,22 @@ def main(network_pkl, seeds, class_idx, truncation_psi, noise_mode, outdir, grid
     except NonFiniteError as err:
         raise click.ClickException(f"{err.flag}: {err}")
     G = G.to(device)
-    if projected_w is not None:
-        _render_projected_w(G, projected_w, noise_mode, outdir, device)
-        return
+    try:
+        if projected_w is not None:
+            _render_projected_w(G, projected_w, noise_mode, outdir, device)
+        else:
+            _render_seeds(G, seeds, class_idx, truncation_psi, noise_mode, outdir, grid, batch_size, device,
+                          network_pkl)
+    except OSError as err:  # Disk full, read-only or not a folder: one line naming --outdir.
+        raise _outputs_error(outdir, err) from None
+
+
+def _render_seeds(G, seeds, class_idx, truncation_psi, noise_mode, outdir, grid, batch_size, device, network_pkl):
+    """seed{seed:04d}.png for each seed (and grid.png with --grid)."""
     try:
         sampling.class_to_c(class_idx, G.c_dim)
     except ValueError as err:
         raise click.ClickException(f"--class: {err}")
-
     os.makedirs(outdir, exist_ok=True)
     # Bounded memory: each image goes to disk at once and the grid keeps only its uint8 canvas.
     grid = image_io.UInt8Grid(len(seeds)) if grid else None

@@ -34,7 +34,7 @@ from metrics import detectors, metric_main
 from metrics.detectors import DetectorUnavailableError
 from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRtOptions
 from smart_plugin.diffgan_betas import BETA_SCHEDULES
-from torch_utils import distributed, safe_pickle, signals
+from torch_utils import dataset_classes, distributed, safe_pickle, signals
 from torch_utils.finite import NonFiniteError
 from training import run_outputs, self_launch, train_state, training_loop
 from training.augment import augpipe_specs
@@ -357,7 +357,7 @@ def _validate_detectors(config: dict) -> None:
 def validate_setup(config: dict, plugin_options: dict) -> None:
     """Every check of the data, networks, score source, resume file and detectors that can be made before training,
     on CPU copies of the networks; called before the run dir is made, and by --dry-run. Errors name the flag."""
-    training_set = dnnlib.util.construct_class_by_name(**config['training_set_kwargs'])
+    training_set = dataset_classes.open_dataset(config['training_set_kwargs'], origin='training_set_kwargs')
     extra_c_dim = sum(plugin.extra_c_dim for plugin in build_plugins(plugin_options))
     with torch.random.fork_rng():  # Building networks draws initial weights; leave the global RNG as it was.
         G, D, G_ema = train_state.build_networks(training_set, config['G_kwargs'], config['D_kwargs'], extra_c_dim,
@@ -404,6 +404,8 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
             raise FlagError(err.flag or 'training', str(err)) from None
         except train_state.ResumeError as err:
             raise FlagError('--resume', str(err)) from None
+        except run_outputs.OutputWriteError as err:  # Disk full / read-only: the last good snapshot named.
+            raise FlagError('--outdir', str(err)) from None
         except ImageFileError as err:  # A damaged image found while training; from a DataLoader worker, the last line.
             raise FlagError('--data', str(err).strip().splitlines()[-1].split('ImageFileError: ')[-1]) from None
     if result.interrupted:

@@ -29,7 +29,9 @@ import dnnlib
 from dpm import sigma_dist, snapshot as dpm_snapshot, training_loop as dpm_training_loop
 from smart_plugin.band import DEFAULT_SCHEDULE, DEFAULT_T
 from torch_utils import distributed, signals
-from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir, open_dataset, threads_option
+from torch_utils.finite import NonFiniteError
+from training.cli_common import (FiniteFloatRange, FlagError, IntPair, create_run_dir, next_run_dir, open_dataset,
+                                 threads_option)
 from training.dataset import ImageFolderDataset
 
 # --preset: EDM-like settings (EDM's CIFAR-10 and 64x64 FFHQ/AFHQ configs) and a tiny CPU preset.
@@ -224,6 +226,8 @@ def _launch(config: dict, options: dict, run_dir: str, ranks: tuple) -> None:
         device = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
         try:
             result = dpm_training_loop.training_loop(**config, run_dir=run_dir, rank=rank, device=device)
+        except NonFiniteError as err:  # A wholly non-finite update (torch_utils.nonfinite_grads).
+            raise FlagError(err.flag or 'training', str(err)) from None
         except (ValueError, FileNotFoundError) as err:
             if config['resume_state'] is not None and 'resume state' in str(err):
                 raise FlagError('--resume', str(err)) from None
@@ -246,25 +250,26 @@ def _launch(config: dict, options: dict, run_dir: str, ranks: tuple) -> None:
 @click.option('--seed', type=click.IntRange(min=0), default=0, show_default=True, help='Random seed')
 @click.option('-n', '--dry-run', is_flag=True, help='Print the training options and exit; writes nothing')
 # Hyper-parameters (default: the preset's).
-@click.option('--duration', type=click.FloatRange(min=0, min_open=True), default=None, show_default='preset',
+@click.option('--duration', type=FiniteFloatRange(min=0, min_open=True), default=None, show_default='preset',
               metavar='KIMG', help='Training length in kimg (thousands of training images)')
 @click.option('--batch', type=click.IntRange(min=1), default=None, show_default='preset', help='Total batch size')
 @click.option('--batch-gpu', type=click.IntRange(min=1), default=None, show_default='batch / processes',
               help='Images per process and accumulation round')
-@click.option('--lr', type=click.FloatRange(min=0, min_open=True), default=None, show_default='preset',
+@click.option('--lr', type=FiniteFloatRange(min=0, min_open=True), default=None, show_default='preset',
               help='Adam learning rate')
-@click.option('--lr-rampup-kimg', type=click.FloatRange(min=0), default=None, show_default='preset',
+@click.option('--lr-rampup-kimg', type=FiniteFloatRange(min=0), default=None, show_default='preset',
               help='Linear learning-rate ramp length in kimg')
-@click.option('--ema-halflife-kimg', type=click.FloatRange(min=0), default=None, show_default='preset',
+@click.option('--ema-halflife-kimg', type=FiniteFloatRange(min=0), default=None, show_default='preset',
               help='EMA half-life in kimg')
-@click.option('--ema-rampup-ratio', type=click.FloatRange(min=0), default=None, show_default='preset',
+@click.option('--ema-rampup-ratio', type=FiniteFloatRange(min=0), default=None, show_default='preset',
               help='EMA half-life is at most this fraction of the images seen; 0 = no ramp')
-@click.option('--dropout', type=click.FloatRange(min=0, max=1), default=None, show_default='preset',
+@click.option('--dropout', type=FiniteFloatRange(min=0, max=1), default=None, show_default='preset',
               help='Dropout probability (not NCSNv2)')
-@click.option('--augment', type=click.FloatRange(min=0, max=1), default=None, show_default='preset',
+@click.option('--augment', type=FiniteFloatRange(min=0, max=1), default=None, show_default='preset',
               help='Augment probability p (augment labels go to the net); 0 = off')
-@click.option('--p-mean', type=float, default=None, show_default='-1.2', help='EDM log-normal p(sigma) mean')
-@click.option('--p-std', type=click.FloatRange(min=0, min_open=True), default=None, show_default='1.2',
+@click.option('--p-mean', type=FiniteFloatRange(), default=None, show_default='-1.2',
+              help='EDM log-normal p(sigma) mean')
+@click.option('--p-std', type=FiniteFloatRange(min=0, min_open=True), default=None, show_default='1.2',
               help='EDM log-normal p(sigma) std')
 # STF.
 @click.option('--stf/--no-stf', default=False, show_default=True, help='Stable Target Field targets')
@@ -274,14 +279,14 @@ def _launch(config: dict, options: dict, run_dir: str, ranks: tuple) -> None:
 @click.option('--stf-chunk', type=click.IntRange(min=1), default=None, show_default=str(DEFAULT_STF_CHUNK),
               help='References per chunk of the STF posterior mean (memory O(batch-gpu x chunk))')
 # SMaRt band.
-@click.option('--band-share', type=click.FloatRange(min=0, max=1), default=0, show_default=True,
+@click.option('--band-share', type=FiniteFloatRange(min=0, max=1), default=0, show_default=True,
               help='Extra share of sigma draws in the SMaRt band (in-band mass = share + (1-share) * base mass)')
 @click.option('--band-schedule', default=None, show_default=DEFAULT_BAND_SCHEDULE,
               help='t -> sigma schedule of the band (edm_bridge.schedules spec; linear / cosine = DDPM)')
 @click.option('--band-t', type=IntPair(), default=None, show_default='{},{}'.format(*DEFAULT_BAND_T),
               help='Band as integer t range LO,HI')
 # Progress and performance.
-@click.option('--tick', type=click.FloatRange(min=0, min_open=True), default=None, show_default='preset',
+@click.option('--tick', type=FiniteFloatRange(min=0, min_open=True), default=None, show_default='preset',
               help='Progress interval in kimg')
 @click.option('--snap', type=click.IntRange(min=1), default=None, show_default='preset',
               help='Snapshot + training-state interval in ticks')

@@ -68,11 +68,20 @@ class Study:
     def __init__(self, outdir: str, options: dict):
         self.outdir = outdir
         self.state_path = os.path.join(outdir, 'state.json')
-        os.makedirs(os.path.join(outdir, 'logs'), exist_ok=True)
+        try:
+            os.makedirs(os.path.join(outdir, 'logs'), exist_ok=True)
+        except OSError as err:  # A file, or a folder we may not write.
+            raise click.ClickException(f'--outdir: cannot make the study folder {outdir}: {err.strerror}') from None
         self.state = dict(options=options, stages={})
         if os.path.isfile(self.state_path):
-            with open(self.state_path) as f:
-                self.state = json.load(f)
+            try:
+                with open(self.state_path) as f:
+                    self.state = json.load(f)
+                if not isinstance(self.state, dict) or not {'options', 'stages'} <= set(self.state):
+                    raise ValueError('expected an object with options and stages')
+            except (OSError, ValueError, RecursionError) as err:
+                raise click.ClickException(f'--outdir: {self.state_path} is not a study state ({str(err)[:120]}); '
+                                           'pick a new --outdir') from None
             if self.state['options'] != options:
                 diff = {k: (self.state['options'].get(k), v) for k, v in options.items()
                         if self.state['options'].get(k) != v}

@@ -97,20 +97,33 @@ class Logger(_StreamTee):
         if len(text) == 0:  # Some libraries write empty strings as a flush; keep the file free of no-op calls.
             return
         if self.file is not None:
-            self.file.write(text)
+            self._to_file(self.file.write, text)
         stream.write(text)
         if self.should_flush:
             self._flush(stream)
 
+    def _to_file(self, method: Any, *args: Any) -> None:
+        """Call a write/flush of the log file; if it fails (disk full), stop logging to the file and say so once on
+        the console instead of failing the print (the caller's own error must still reach the user)."""
+        try:
+            method(*args)
+        except OSError as err:
+            file, self.file = self.file, None
+            try:
+                file.close()
+            except OSError:
+                pass
+            self.stderr.write(f"Log file {file.name} no longer written: {err.strerror or err}\n")
+
     def _flush(self, stream: Any) -> None:
         if self.file is not None:
-            self.file.flush()
+            self._to_file(self.file.flush)
         stream.flush()
 
     def close(self) -> None:
         """Flush, restore the original streams (if still ours) and close the log file. Safe to call twice."""
         if self.file is not None:
-            self.file.flush()
+            self._to_file(self.file.flush)
         self.stdout.flush()
         self.stderr.flush()
         # Only restore what we installed: a Logger created after us owns the streams now.
@@ -119,7 +132,7 @@ class Logger(_StreamTee):
         if sys.stderr is self._stderr_tee:
             sys.stderr = self.stderr
         if self.file is not None:
-            self.file.close()
+            self._to_file(self.file.close)
             self.file = None
 
 
@@ -395,6 +408,16 @@ def remove_stale_temp_files(directory: Union[str, os.PathLike]) -> list:
         except FileNotFoundError:  # Removed meanwhile by another cleaner.
             pass
     return removed
+
+
+def remove_stale_temp_files_below(outdir: Union[str, os.PathLike]) -> dict:
+    """remove_stale_temp_files in `outdir` and in every directory directly inside it (the run dirs of an --outdir);
+    return {folder: removed names} for the folders that had any."""
+    if not os.path.isdir(outdir):
+        return {}
+    folders = [os.fspath(outdir)] + [os.path.join(outdir, name) for name in sorted(os.listdir(outdir))]
+    removed = {folder: remove_stale_temp_files(folder) for folder in folders if os.path.isdir(folder)}
+    return {folder: names for folder, names in removed.items() if names}
 
 
 def open_url(

@@ -86,17 +86,19 @@ STALE_TEMP_SEC = 120  # A temp file not written to for this long belongs to a ru
 
 
 def remove_stale_temp_files(run_dir: str, log=print) -> list[str]:
-    """Delete the temporary files of atomic writes (tmp_*.part, .*.part) that a killed run left in `run_dir`; files
-    written to within STALE_TEMP_SEC are kept (a live run may own them). Returns the removed paths."""
-    now, removed = time.time(), []
-    for path in sorted(set(glob.glob(os.path.join(glob.escape(run_dir), 'tmp_*.part')) +
-                           glob.glob(os.path.join(glob.escape(run_dir), '.*.part')))):
+    """Delete the temporary files of atomic writes that a killed run left in `run_dir`: those of dnnlib's
+    write_atomically whose writer process is gone (however young), and older versions' tmp_*.part not written to
+    within STALE_TEMP_SEC (their writer is unknown). Returns the removed paths."""
+    removed = [os.path.join(run_dir, name) for name in dnnlib.util.remove_stale_temp_files(run_dir)]
+    now = time.time()
+    for path in sorted(glob.glob(os.path.join(glob.escape(run_dir), 'tmp_*.part'))):
         try:
             if os.path.isfile(path) and now - os.path.getmtime(path) > STALE_TEMP_SEC:
                 os.remove(path)
                 removed.append(path)
         except FileNotFoundError:  # Renamed or removed meanwhile by its owner.
             continue
+    removed.sort()
     if removed:
         log(f'Removed {len(removed)} temporary file(s) of an interrupted run in {run_dir}: '
             f'{", ".join(os.path.basename(p) for p in removed)}')

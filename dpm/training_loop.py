@@ -22,9 +22,11 @@ import dnnlib
 from dpm import losses as dpm_losses, snapshot as dpm_snapshot
 from dpm.sigma_dist import sigma_dist_from_dict
 from edm_bridge import edm_networks
-from torch_utils import distributed, signals, training_stats
+from torch_utils import dataset_classes, distributed, signals, training_stats
 from torch_utils.data_iter import check_batch, make_data_iterator, resolve_device
 from torch_utils.ema import ema_update
+from torch_utils.finite import NonFiniteError
+from torch_utils.nonfinite_grads import NonFiniteGradMonitor
 from torch_utils.tick_report import TickReporter
 
 PRECONDS = ('edm', 'vp', 've', 'ncsnv2')  # Preconditioning (and loss) names.
@@ -86,7 +88,7 @@ def setup(*, dataset_kwargs: dict, precond: str = 'edm', network_kwargs: dict | 
                         batch_gpu=batch_gpu, rounds=rounds, rbatch=rbatch, lr_rampup_kimg=lr_rampup_kimg,
                         ema_halflife_kimg=ema_halflife_kimg, ema_rampup_ratio=ema_rampup_ratio, cur_nimg=0,
                         batch_idx=0, cur_tick=0, tick_start_nimg=0, elapsed_sec=0.0, dataset_kwargs=dataset_kwargs)
-    s.training_set = dnnlib.util.construct_class_by_name(**dataset_kwargs)
+    s.training_set = dataset_classes.open_dataset(dataset_kwargs)
     log(f'Dataset: {len(s.training_set)} images of shape {s.training_set.image_shape}, label dim '
         f'{s.training_set.label_dim} ({dataset_kwargs.get("path")})')
     s.net = build_network(precond, dict(network_kwargs or {}), s.training_set).requires_grad_(True).to(device)
@@ -192,7 +194,10 @@ def training_step(s: dnnlib.EasyDict) -> None:
         loss = s.loss_fn(s.net, augment_pipe=s.augment_pipe, **_round_inputs(s, images, labels, extras, r))
         training_stats.report('Loss/loss', loss)
         loss.sum().mul(1 / batch_per_rank).backward()
-    distributed.reduce_gradients(s.net.parameters())  # Mean over ranks; NaN -> 0, +-Inf -> +-1e5.
+    scrubbed = distributed.reduce_gradients(s.net.parameters())  # Mean over ranks; NaN -> 0, +-Inf -> +-1e5.
+    if s.get('grad_monitor') is None:
+        s.grad_monitor = NonFiniteGradMonitor()
+    s.grad_monitor.record('net', *scrubbed)
     s.optimizer.step()
     update_ema(s)
     s.cur_nimg += s.batch_size
@@ -221,6 +226,8 @@ def _end_tick(s: dnnlib.EasyDict, run: dnnlib.EasyDict, done: bool, steps: int) 
     sec_per_step = (s.reporter.tick_end_time - s.reporter.tick_start_time) / max(steps, 1)
     line += f' sec/step {training_stats.report0("Timing/sec_per_step", sec_per_step):<7.3f}'
     run.log(line)
+    for warning in s.grad_monitor.end_tick():  # Raises NonFiniteError when the update is wholly non-finite.
+        run.log(warning)
     if run.snapshot_ticks is not None and (done or s.cur_tick % run.snapshot_ticks == 0):
         _save(s, run)
     s.reporter.write_stats()
@@ -248,6 +255,10 @@ def _train(s: dnnlib.EasyDict, run: dnnlib.EasyDict) -> None:
         last = run.result.snapshot_pkl or 'none written by this run'
         run.log(f'\nInterrupted ({signals.signal_name(err)}) at kimg {s.cur_nimg / 1e3:.3f}; the last snapshot is '
                 f'{last}' + (f' (resume with --resume={run.result.state_pt})' if run.result.state_pt else ''))
+    except NonFiniteError as err:  # NaN/Inf policy: stop with the cause and the last good snapshot.
+        last = run.result.snapshot_pkl or 'none written by this run'
+        raise NonFiniteError(f'{err} (at kimg {s.cur_nimg / 1e3:.3f}; the last good snapshot is {last})',
+                             err.flag) from None
 
 
 def _silent(*_args, **_kwargs) -> None:

@@ -41,6 +41,11 @@ def _format_info(info: dict) -> list[str]:
             ('schedule', f"{info['schedule']} (SMaRt's default t -> sigma map)"), ('license', info['license'] or '-')]
     if info.get('loss'):
         rows.append(('training loss', info['loss']))
+    bad = info.get('nonfinite_tensors')
+    if bad:
+        listed = ', '.join(f'{name} ({count})' for name, count in list(bad.items())[:4])
+        rows.append(('WARNING', f'{len(bad)} weight tensor(s) hold NaN/Inf: {listed}{", ..." if len(bad) > 4 else ""}'
+                                '; the model is damaged and would sample black images'))
     return [f'{key + ":":<17}{value}' for key, value in rows]
 
 

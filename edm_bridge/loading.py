@@ -19,7 +19,7 @@ import torch
 import dnnlib
 from edm_bridge import adm, edm_networks, ncsnv2_checkpoint, registry, schedules
 from edm_bridge.denoiser import FrozenDenoiser
-from torch_utils import safe_pickle
+from torch_utils import finite, safe_pickle
 
 # Preconditioners the safe path rebuilds: EDM's (edm_networks) and NCSNv2's (ncsnv2, written by train_dpm.py).
 EDM_CLASSES = ('EDMPrecond', 'VPPrecond', 'VEPrecond', 'iDDPMPrecond', 'NCSNv2Precond')
@@ -202,6 +202,8 @@ def load_denoiser(name_or_path: str | os.PathLike, trusted: bool = False, adm_pr
                 preset = _adm_preset_name(entry, adm_preset, source)
                 _adm_unet_on_meta(content, preset, adm_kwargs, source)  # A clear error before the strict load.
                 net = adm.ADMDenoiser.from_preset(preset, state_dict=content, **adm_kwargs)
+    finite.check_finite_modules({'denoiser': net}, f'{source} holds non-finite weights (NaN/Inf; samples would be '
+                                'black); use an intact copy of the model')
     if device is not None:
         net = net.to(device)
     return FrozenDenoiser(net)
@@ -251,10 +253,17 @@ def _describe_ncsnv2(ckpt: list, config: ncsnv2_checkpoint.NCSNv2Config, ema: bo
                 num_params=_num_params(D.net), sigma_min=D.sigma_min, sigma_max=D.sigma_max)
 
 
+def nonfinite_tensors(state: dict[str, Any]) -> dict[str, int]:
+    """{name: number of NaN/Inf elements} of the floating-point tensors of a state dict that hold any."""
+    return {name: int((~torch.isfinite(value)).sum()) for name, value in state.items()
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())}
+
+
 def describe(name_or_path: str | os.PathLike, adm_preset: str | None = None, adm_kwargs: dict | None = None,
              ncsnv2_config: str | os.PathLike | None = None, ncsnv2_ema: bool | None = None) -> dict:
     """Summarise a model without running code from it: format, preconditioning, backbone, architecture kwargs,
-    resolution, channels, label_dim, parameter count, sigma range (and registry name, schedule, licence if known).
+    resolution, channels, label_dim, parameter count, sigma range, the weights holding NaN/Inf (and registry name,
+    schedule, licence if known).
     Sigmas are in the denoiser's [-1, 1] units (NCSNv2's [0, 1]-data sigmas times 2)."""
     adm_kwargs = _check_adm_kwargs(adm_kwargs)
     entry, source = registry.resolve(name_or_path)
@@ -263,14 +272,18 @@ def describe(name_or_path: str | os.PathLike, adm_preset: str | None = None, adm
             ema, data = _read_edm(f, source, trusted=False)
             if not isinstance(ema, safe_pickle.PersistentRecord):
                 raise ValueError(f"{source}: 'ema' is a {type(ema).__name__}; expected a persistent EDM network")
-            info = _describe_edm(ema, data)
+            info, state = _describe_edm(ema, data), ema.state_dict
         else:
             fmt, content = _read_checkpoint(f, source)
             if fmt == 'ncsnv2-checkpoint':
                 config = _ncsnv2_config(entry, ncsnv2_config, source)
                 info = _describe_ncsnv2(content, config, ncsnv2_ema, source)
+                state = ncsnv2_checkpoint.model_state(content, config.ema if ncsnv2_ema is None else ncsnv2_ema,
+                                                      source)
             else:
-                info = _describe_adm(content, _adm_preset_name(entry, adm_preset, source), adm_kwargs, source)
+                info, state = _describe_adm(content, _adm_preset_name(entry, adm_preset, source), adm_kwargs,
+                                            source), content
+    info['nonfinite_tensors'] = nonfinite_tensors(state)  # {} for an intact model.
     info.setdefault('schedule', 'karras')  # SMaRt's t for EDM networks indexes the Karras-1000 grid.
     info.update(source=source, name=entry.name if entry else None, license=entry.license if entry else None)
     return info

@@ -62,6 +62,11 @@ def load_ref_stats(path: str) -> tuple[np.ndarray, np.ndarray]:
     """(mu, sigma) from a fid-refs .npz (local path or URL); plain arrays only, nothing runs on load."""
     with dnnlib.util.open_url(path) as f:
         try:
+            head = f.read(4)
+            f.seek(0)
+            if head != b'PK\x03\x04':  # np.load would try to unpickle it (and advise allow_pickle).
+                raise ValueError(f'not an .npz archive (starts with {head!r}); expected an .npz with mu and sigma, '
+                                 'as python fid.py ref writes')
             with np.load(f, allow_pickle=False) as data:
                 if 'mu' not in data or 'sigma' not in data:
                     raise ValueError(f'reference statistics {path!r} hold {sorted(data.keys())}; expected mu and sigma')

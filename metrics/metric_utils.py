@@ -25,7 +25,7 @@ import tqdm
 import dnnlib
 from metrics import detectors
 from metrics.feature_stats import FeatureStats, broadcast_flag, interleaved_indices
-from torch_utils import image_io
+from torch_utils import dataset_classes, image_io
 
 _dataset_identities: dict = {}  # (path, size, mtime_ns) -> identity string
 
@@ -37,6 +37,8 @@ class MetricOptions:
                  G: torch.nn.Module | None = None,      # Generator (G_ema); None for dataset-only computations.
                  G_kwargs: dict | None = None,          # Extra G arguments, e.g. truncation_psi, noise_mode.
                  dataset_kwargs: dict | None = None,    # ImageFolderDataset kwargs (class_name, path, ...).
+                 trust_dataset: bool = False,           # Build any class dataset_kwargs names (by import); False =
+                                                        # the known classes only (torch_utils.dataset_classes).
                  num_gpus: int = 1,                     # Number of ranks taking part (a collective call if > 1).
                  rank: int = 0,                         # This process's rank.
                  device: Any = None,                    # None = cuda:rank when CUDA is available, else cpu.
@@ -56,6 +58,7 @@ class MetricOptions:
         self.G = G
         self.G_kwargs = dnnlib.EasyDict(G_kwargs or {})
         self.dataset_kwargs = dnnlib.EasyDict(dataset_kwargs or {})
+        self.trust_dataset = bool(trust_dataset)
         self.num_gpus, self.rank = num_gpus, rank
         if device is None:
             device = torch.device('cuda', rank) if torch.cuda.is_available() else torch.device('cpu')
@@ -76,7 +79,7 @@ def open_dataset(opts: MetricOptions):
     if not opts.dataset_kwargs.get('class_name'):
         raise ValueError(f'dataset_kwargs={dict(opts.dataset_kwargs)!r}: this metric needs a dataset (class_name, '
                          'path, ...); pass --data')
-    return dnnlib.util.construct_class_by_name(**opts.dataset_kwargs)
+    return dataset_classes.open_dataset(opts.dataset_kwargs, trusted=opts.trust_dataset, trust_flag='--trusted')
 
 
 def dataset_identity(path: str) -> str:

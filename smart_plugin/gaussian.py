@@ -82,3 +82,19 @@ def fit_gaussian_denoiser(training_set: Any, max_images: int | None = None) -> G
         count, mean, m2 = _merge(count, mean, m2, chunk)
     var = np.maximum(m2 / count, VAR_FLOOR)
     return GaussianDenoiser(torch.from_numpy(mean).float(), torch.from_numpy(var).float())
+
+
+def degenerate_fit_warning(denoiser: Any, num_images: int | None = None) -> str | None:
+    """A warning when at least half of a GaussianDenoiser's pixels have variance at the floor (the same value in
+    every image, e.g. an all-black dataset): its score then only pulls G towards that constant. None otherwise (and
+    for other denoisers)."""
+    net = getattr(denoiser, 'net', denoiser)
+    if not isinstance(net, GaussianDenoiser):
+        return None
+    constant = float((net.var <= VAR_FLOOR).float().mean())
+    if constant < 0.5:
+        return None
+    images = f' of the {num_images} images' if num_images is not None else ''
+    return (f'WARNING: SMaRt: the gaussian score source has zero variance at {constant:.0%} of the pixels (the same '
+            f'value in every one{images}); its score pulls G towards a constant image. Check --data, or use a '
+            'diffusion model as --smart-dpm')

@@ -50,7 +50,7 @@ from edm_bridge.denoiser import FrozenDenoiser
 # former default band, t 25..35 on Karras-1000 = sigma 0.0036..0.0045, gave an eps-form loss of 1e4 and wrecked
 # training). Re-exported here with resolve_schedule, where they used to live.
 from smart_plugin.band import QUANTISATION_SIGMA, resolve_band, resolve_schedule  # noqa: F401
-from smart_plugin.gaussian import fit_gaussian_denoiser
+from smart_plugin.gaussian import degenerate_fit_warning, fit_gaussian_denoiser
 from smart_plugin.options import OptionError, SMaRtOptions
 from torch_utils import training_stats
 from torch_utils.finite import NonFiniteError
@@ -176,9 +176,11 @@ class SMaRt(LossPlugin):
         self.sigma_grid = torch.from_numpy(self.schedule.sigma_grid).to(device=device, dtype=torch.float32)  # [T]
         if rank == 0:
             print(self.describe(sigma_lo, sigma_hi, source, notes))
-            warning = band_warning(sigma_hi, self.schedule.name)
-            if warning is not None:
-                print(warning)
+            num_images = None if training_set is None else len(training_set)
+            for warning in (band_warning(sigma_hi, self.schedule.name),
+                            degenerate_fit_warning(self.denoiser, num_images)):
+                if warning is not None:
+                    print(warning)
         checks.check_sigma_band(self.denoiser, [sigma_lo, sigma_hi])
 
     def _build_denoiser(self, G: torch.nn.Module, training_set: Any,

@@ -45,6 +45,19 @@ def _pixels(path):
     return np.asarray(PIL.Image.open(path)).astype(np.int16)
 
 
+def test_nan_weights_stop_before_any_image(tmp_path):
+    net = edm_tiny_nets.tiny(edm_networks.EDMPrecond, res=8, attn_resolutions=[])
+    with torch.no_grad():
+        next(net.parameters()).view(-1)[0] = float('inf')
+    path = _write(tmp_path / 'inf.pkl', net)
+    result = _run('--network', path, '--outdir', tmp_path / 'out', '--seeds', '0-1')
+    assert result.exit_code == 1 and 'Traceback' not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith('Error')]
+    assert len(errors) == 1 and errors[0].startswith(f'Error: --network {path}: {path} holds non-finite weights '
+                                                     '(NaN/Inf; samples would be black)')
+    assert not os.path.exists(tmp_path / 'out')
+
+
 def test_help():
     result = _run('--help')
     assert result.exit_code == 0 and '--sampler [auto|heun|langevin]' in result.output and '--dry-run' in result.output

@@ -17,6 +17,11 @@ import os
 
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
+# The CLIs' first import: also where Ctrl-C during their (seconds-long) imports becomes one line, not a traceback.
+from torch_utils import signals  # noqa: E402  (stdlib only: nothing here loads torch)
+
+signals.quiet_interrupts()
+
 
 def set_threads(threads: int | None) -> int:
     """Use `threads` intra-op threads (None = torch's default, divided among the processes that torchrun started on

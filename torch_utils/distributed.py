@@ -123,19 +123,22 @@ def gather_objects(obj) -> list:
 
 
 @torch.no_grad()
-def reduce_gradients(params: Iterable[torch.nn.Parameter]) -> None:
-    """Average the gradients over ranks (one flat all_reduce) and replace NaN / +-inf by 0 / +-1e5, in place.
+def reduce_gradients(params: Iterable[torch.nn.Parameter]) -> tuple[torch.Tensor, int]:
+    """Average the gradients over ranks (one flat all_reduce) and replace NaN / +-inf by 0 / +-1e5, in place; return
+    (number of elements replaced as a 0-dim int64 tensor on the gradients' device, number of gradient elements).
 
     Only parameters that received a gradient take part; every rank runs the same phase code, so the set is the
-    same on all ranks. Without a process group only the NaN/inf clean-up happens.
+    same on all ranks (and so are the counts). Without a process group only the NaN/inf clean-up happens.
     """
     params = [param for param in params if param.grad is not None and param.numel() > 0]
     if len(params) == 0:
-        return
+        return torch.zeros([], dtype=torch.int64), 0
     flat = torch.cat([param.grad.flatten() for param in params])  # [sum of numel]
     if is_initialized():
         torch.distributed.all_reduce(flat)
         flat /= torch.distributed.get_world_size()
+    scrubbed = flat.numel() - torch.isfinite(flat).sum()  # No host sync: callers tally it on the device.
     misc.nan_to_num(flat, nan=0, posinf=1e5, neginf=-1e5, out=flat)
     for param, grad in zip(params, flat.split([param.numel() for param in params])):
         param.grad.copy_(grad.view_as(param.grad))
+    return scrubbed, flat.numel()

@@ -5,7 +5,9 @@ Exit codes follow the shell's convention, 128 + signal number: 130 for SIGINT, 1
 """
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 
 
@@ -38,3 +40,19 @@ def signal_name(err: BaseException) -> str:
 def exit_code(err: BaseException) -> int:
     """The exit status of a run stopped by `err`: 143 for SIGTERM, 130 for SIGINT."""
     return 143 if isinstance(err, Terminated) else 130
+
+
+def _interrupt_hook(exc_type, exc, tb, previous=sys.excepthook):
+    if not issubclass(exc_type, KeyboardInterrupt):
+        return previous(exc_type, exc, tb)
+    sys.stderr.write(f'Interrupted ({signal_name(exc)}) while starting; nothing written\n')
+    sys.stderr.flush()
+    os._exit(exit_code(exc))  # No traceback, no clean-up: nothing has been set up yet.
+
+
+def quiet_interrupts() -> None:
+    """An uncaught KeyboardInterrupt (Ctrl-C while a CLI still imports torch and the rest) prints one line and exits
+    130 instead of a traceback; other uncaught exceptions are reported as before. The CLIs handle Ctrl-C themselves
+    once main runs, so this only shows before that."""
+    if sys.excepthook is not _interrupt_hook:
+        sys.excepthook = _interrupt_hook

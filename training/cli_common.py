@@ -3,6 +3,7 @@ StyleGAN2-ADA / EDM (<outdir>/<5-digit id>-<desc>), the --threads option (train.
 --network snapshot (projector.py, style_mixing.py)."""
 
 import json
+import math
 import os
 import pickle
 import re
@@ -28,6 +29,16 @@ threads_option = click.option(
     help='CPU threads per process (1 is fastest for tiny models on a busy machine; see the README)')
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses NaN and +-inf (a NaN compares False with both bounds, so passes there)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f'{value!r} is not a finite number', param, ctx)
+        return number
+
+
 class IntPair(click.ParamType):
     """'LO,HI' -> (LO, HI), two integers >= 0."""
     name = 'LO,HI'
@@ -51,22 +62,36 @@ def next_run_dir(outdir: str, desc: str) -> str:
 
 
 def create_run_dir(run_dir: str, options: dict, rank: int) -> str:
-    """Rank 0 creates run_dir and writes training_options.json atomically; every rank returns rank 0's run_dir."""
+    """Rank 0 removes the temp files that killed writers left anywhere in --outdir (its run dirs included), creates
+    run_dir and writes training_options.json atomically; every rank returns rank 0's run_dir."""
     if rank == 0:
-        os.makedirs(run_dir)
-        dnnlib.util.write_atomically(os.path.join(run_dir, 'training_options.json'),
-                                     (json.dumps(options, indent=2) + '\n').encode())
+        for folder, names in dnnlib.util.remove_stale_temp_files_below(os.path.dirname(run_dir)).items():
+            print(f'Removed {len(names)} stale temp file(s) of interrupted writes in {folder}: {", ".join(names)}')
+        try:
+            os.makedirs(run_dir)
+            dnnlib.util.write_atomically(os.path.join(run_dir, 'training_options.json'),
+                                         (json.dumps(options, indent=2) + '\n').encode())
+        except OSError as err:  # Read-only or full --outdir: one line, not a traceback.
+            raise FlagError('--outdir', f'cannot create the run dir {run_dir}: {err.strerror or err}') from None
     return distributed.broadcast_object(run_dir)
 
 
 def open_dataset(data: str, cond: bool) -> ImageFolderDataset:
     """The dataset at --data (labels not loaded); FlagError naming --data if it cannot be read, --cond if it has no
-    labels but a conditional model was asked for."""
+    labels but a conditional model was asked for. A dataset.json that does not parse is an error with --cond and
+    a warning without."""
     try:
         dataset = ImageFolderDataset(path=data, use_labels=False, xflip=False)
     except (OSError, ValueError, TypeError) as err:
         raise FlagError('--data', str(err)) from None
-    if cond and not dataset.has_stored_labels:
+    try:
+        has_labels = dataset.has_stored_labels
+    except OSError as err:  # A dataset.json that does not parse.
+        if cond:
+            raise FlagError('--data', f'{err} (--cond needs valid labels)') from None
+        print(f'Warning: --data: {err}; ignored, since labels are used only with --cond')
+        has_labels = False
+    if cond and not has_labels:
         raise FlagError('--cond', f'{data} has no labels (no dataset.json with "labels"); train unconditionally '
                                   'or add labels with dataset_tool.py')
     if cond:

@@ -101,9 +101,13 @@ def resolution_from_width_height(width: int | None, height: int | None, resoluti
     """StyleGAN2-ADA's dataset_tool --width/--height as our --resolution WxH (both or neither; not with it)."""
     if width is None and height is None:
         return resolution
+    if resolution is not None:
+        given = ' '.join(f'--{name}={value}' for name, value in (('width', width), ('height', height)) if value)
+        if width is None or height is None or resolution != f'{width}x{height}':
+            raise FlagError('--resolution', f'{resolution} conflicts with {given}; give --resolution=WxH or both '
+                                            '--width and --height')
+        return resolution
     if width is None or height is None:
         raise FlagError('--width' if width is None else '--height',
                         'missing: --width and --height go together (or use --resolution=WxH)')
-    if resolution is not None and resolution != f'{width}x{height}':
-        raise FlagError('--resolution', f'{resolution} conflicts with --width={width} --height={height}; give one')
     return f'{width}x{height}'

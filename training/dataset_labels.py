@@ -21,8 +21,11 @@ def parse_label_file(data: bytes, json_name: str) -> list | None:
     """The "labels" value of dataset.json bytes: a list of entries, or None for {"labels": null}."""
     try:
         meta = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ImageFileError(f'{json_name}: malformed JSON ({err})') from err
+    except ValueError as err:  # Also UnicodeDecodeError, and an integer of more than 4300 digits.
+        reason = 'an integer of more than 4300 digits' if 'integer string conversion' in str(err) else str(err)[:200]
+        raise ImageFileError(f'{json_name}: malformed JSON ({reason})') from None
+    except RecursionError:
+        raise ImageFileError(f'{json_name}: malformed JSON (nested too deeply)') from None
     if not isinstance(meta, dict) or 'labels' not in meta:
         raise ImageFileError(f'{json_name}: expected an object {{"labels": [[relpath, label], ...]}} or '
                              f'{{"labels": null}}, got {str(meta)[:80]}')

@@ -279,9 +279,13 @@ class DatasetWriter:
         if self._done:
             return
         if self._is_zip:
-            self._zip.close()
-            if os.path.exists(self._tmp):
-                os.remove(self._tmp)
+            try:
+                self._zip.close()  # On a full disk writing the central directory fails too: remove the file anyway.
+            except OSError:
+                pass
+            finally:
+                if os.path.exists(self._tmp):
+                    os.remove(self._tmp)
         else:
             shutil.rmtree(self._tmp, ignore_errors=True)
         self._done = True

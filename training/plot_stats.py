@@ -33,7 +33,17 @@ def load_stats(run_dir: str) -> list[dict]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{path} does not exist; expected a run directory of train.py')
     with open(path, encoding='utf-8') as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = [(number, line) for number, line in enumerate(f, start=1) if line.strip()]
+    stats = []
+    for number, line in lines:
+        try:
+            stats.append(json.loads(line))
+        except (ValueError, RecursionError) as err:  # Also too deep nesting and over-long integers.
+            reason = 'nested too deeply' if isinstance(err, RecursionError) else str(err)[:200]
+            raise ValueError(f'{path} line {number} is not a JSON object ({reason})') from None
+        if not isinstance(stats[-1], dict):
+            raise ValueError(f'{path} line {number} is not a JSON object (a {type(stats[-1]).__name__})')
+    return stats
 
 
 def curves(stats: list[dict]) -> dict[str, dict[str, tuple[list[float], list[float]]]]:

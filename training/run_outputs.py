@@ -13,6 +13,7 @@ metric-<name>.jsonl (StyleGAN2-ADA's format, metrics.metric_main.report_metric).
 """
 
 import copy
+import errno
 import math
 import os
 
@@ -25,6 +26,25 @@ from torch_utils import finite, image_io, misc, safe_pickle, training_stats
 from training import snapshot, train_state
 
 DDP_IGNORE_REGEX = r'.*\.[^.]+_(avg|ema)'  # Running averages (w_avg) legitimately differ between ranks.
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # Only writes fail so: whatever the file, an output.
+_DENIED_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)  # Outputs when the file lies in the run dir.
+
+
+class OutputWriteError(RuntimeError):
+    """The run dir cannot take the run's outputs (disk full, read-only, no permission); names the last snapshot."""
+
+
+def output_write_error(err: OSError, run_dir: str | None, last_snapshot: str | None) -> OutputWriteError | None:
+    """An OutputWriteError for `err` if it is a failed write of the run's outputs (see above), else None."""
+    filename = getattr(err, 'filename', None)
+    inside = (run_dir is not None and isinstance(filename, (str, bytes, os.PathLike)) and
+              os.path.abspath(os.fsdecode(filename)).startswith(os.path.abspath(run_dir) + os.sep))
+    if err.errno not in _FULL_ERRNOS and not (err.errno in _DENIED_ERRNOS and inside):
+        return None
+    reason = f'{err.strerror or err}' + (f' ({os.fsdecode(filename)})' if filename else '')
+    return OutputWriteError(f'cannot write the run\'s outputs in {run_dir}: {reason}; the last good snapshot is '
+                            f'{last_snapshot or "none written by this run"} (free space or fix the permissions, '
+                            'then resume from it)')
 
 
 def grid_shape(resolution: int, num_images: int) -> tuple[int, int]:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import dnnlib
-from torch_utils import distributed, finite, misc, training_stats
+from torch_utils import dataset_classes, distributed, finite, misc, training_stats
 from torch_utils.data_iter import check_batch, make_data_iterator, resolve_device
 from training import networks, snapshot
 from training.loss import StyleGAN2Loss
@@ -306,7 +306,7 @@ def setup_training(*, training_set_kwargs: dict, G_kwargs: dict, D_kwargs: dict,
                             ema_rampup=ema_rampup, plugins=list(plugins), cur_nimg=0, batch_idx=0, cur_tick=0,
                             tick_start_nimg=0, elapsed_sec=0.0, reporter=None)
     state.training_set_kwargs = dict(training_set_kwargs)
-    state.training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
+    state.training_set = dataset_classes.open_dataset(training_set_kwargs, origin='training_set_kwargs')
     log(f'Training set: {len(state.training_set)} images of shape {state.training_set.image_shape}, '
         f'label dim {state.training_set.label_dim} ({training_set_kwargs.get("path")})')
     resume_data = _setup_networks(state, G_kwargs, D_kwargs, resume_pkl, resume_partial, log)

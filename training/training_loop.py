@@ -21,6 +21,7 @@ from metrics import metric_main
 from torch_utils import distributed, signals, training_stats
 from torch_utils.ema import ema_update
 from torch_utils.finite import NonFiniteError
+from torch_utils.nonfinite_grads import NonFiniteGradMonitor
 from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
 from torch_utils.tick_report import PhaseTimer, TickReporter
 from training import run_outputs
@@ -56,7 +57,7 @@ def _run_phase(state: dnnlib.EasyDict, phase: dnnlib.EasyDict, real_img, real_c,
                                         gen_c=round_gen_c, gain=phase.interval, cur_nimg=state.cur_nimg)
     phase.module.requires_grad_(False)
     with _record(phase.name + '_opt'):
-        distributed.reduce_gradients(phase.module.parameters())
+        state.grad_monitor.record(phase.name, *distributed.reduce_gradients(phase.module.parameters()))
         phase.opt.step()
     state.timer.stop(phase.name)
 
@@ -71,6 +72,8 @@ def training_step(state: dnnlib.EasyDict) -> None:
     """Advance `state` (from train_state.setup_training) by one iteration of batch_size images over all ranks."""
     if state.get('timer') is None:
         state.timer = PhaseTimer(state.device)
+    if state.get('grad_monitor') is None:
+        state.grad_monitor = NonFiniteGradMonitor()
     with _record('data_fetch'):
         real_img, real_c, gen_z, gen_c = _fetch_batch(state)
     for phase, phase_gen_z, phase_gen_c in zip(state.phases, gen_z, gen_c):
@@ -90,6 +93,8 @@ def _end_tick(state: dnnlib.EasyDict, run: dnnlib.EasyDict, done: bool) -> bool:
     """Status line, abort check, image grid, snapshot and stats.jsonl of the tick that just ended; returns done."""
     augment_p = None if state.augment_pipe is None else float(state.augment_pipe.p)
     run.log(state.reporter.status_line(state.cur_tick, state.cur_nimg, state.tick_start_nimg, augment_p))
+    for line in state.grad_monitor.end_tick():  # Raises NonFiniteError when a phase no longer trains.
+        run.log(line)
     if not done and run.abort_fn is not None and run.abort_fn():
         done = True
         run.log('Aborting: abort_fn asked to stop; writing the final snapshot...')
@@ -140,6 +145,11 @@ def _train(state: dnnlib.EasyDict, run: dnnlib.EasyDict) -> dnnlib.EasyDict:
         last = run.result.snapshot_pkl or 'none written by this run'
         raise NonFiniteError(f'{err} (at kimg {state.cur_nimg / 1e3:.3f}; the last good snapshot is {last})',
                              err.flag) from None
+    except OSError as err:  # Disk full or read-only run dir: say so, with the snapshot to resume from.
+        error = run_outputs.output_write_error(err, run.run_dir, run.result.snapshot_pkl)
+        if error is None:
+            raise
+        raise error from None
     run.result.cur_nimg = state.cur_nimg
     return run.result
 
@@ -218,6 +228,7 @@ def training_loop(
                 grid = run_outputs.prepare_grid(state, run_dir, log)
             state.reporter = TickReporter(run_dir, rank, state.device, elapsed_sec=state.elapsed_sec)
             state.timer = PhaseTimer(state.device)
+            state.grad_monitor = NonFiniteGradMonitor()
             run = dnnlib.EasyDict(run_dir=run_dir, total_kimg=total_kimg, kimg_per_tick=kimg_per_tick,
                                   image_snapshot_ticks=image_snapshot_ticks, grid=grid, abort_fn=abort_fn,
                                   network_snapshot_ticks=network_snapshot_ticks, progress_fn=progress_fn, log=log,

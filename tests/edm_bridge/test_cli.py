@@ -74,6 +74,19 @@ def test_info_on_a_tiny_pickle(tmp_path):
     assert (summary['num_params'], summary['preconditioning']) == (num_params, 'EDMPrecond')
 
 
+def test_info_warns_about_nan_weights(tmp_path):
+    net = edm_networks.EDMPrecond(**TINY_EDM)
+    with torch.no_grad():
+        net.model.enc['8x8_conv'].weight[0, 0] = float('nan')
+    path = tmp_path / 'nan.pkl'
+    path.write_bytes(pickle.dumps(dict(ema=net, loss_fn=None, augment_pipe=None, dataset_kwargs={})))
+    result = run('info', str(path))
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == ('WARNING:         1 weight tensor(s) hold NaN/Inf: '
+                                              'model.enc.8x8_conv.weight (9); the model is damaged and would sample '
+                                              'black images')
+
+
 def test_info_errors_name_the_argument_or_flag(tmp_path):
     result = run('info', 'edm-cifar10')
     assert result.exit_code == 1

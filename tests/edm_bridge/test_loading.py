@@ -11,6 +11,7 @@ from edm_bridge import adm, edm_networks, loading, schedules
 from edm_bridge.denoiser import Denoiser, FrozenDenoiser
 from temp_modules import import_source
 from torch_utils import safe_pickle
+from torch_utils.finite import NonFiniteError
 
 TINY = dict(img_resolution=8, img_channels=3, model_channels=16, channel_mult=[1, 2], num_blocks=1,
             attn_resolutions=[4], dropout=0.0)
@@ -75,7 +76,23 @@ def test_describe_edm_pickle(tmp_path):
                                           dropout=0.0, **NCSNPP),
                         img_resolution=8, img_channels=3, label_dim=0,
                         num_params=sum(p.numel() for p in net.parameters()), sigma_min=0.02, sigma_max=100.0,
-                        loss=None, schedule='karras', source=str(tmp_path / 've.pkl'), name=None, license=None)
+                        loss=None, schedule='karras', source=str(tmp_path / 've.pkl'), name=None, license=None,
+                        nonfinite_tensors={})
+
+
+@pytest.mark.parametrize('trusted', [False, True])
+def test_nan_weights_are_refused_on_load_and_flagged_by_describe(tmp_path, trusted):
+    cls, kwargs = CONFIGS['vp']
+    net = randomize(cls(**kwargs), seed=2)
+    name = next(name for name, _ in net.named_parameters() if name.endswith('weight'))
+    with torch.no_grad():
+        net.get_parameter(name).view(-1)[:3] = float('nan')
+    path = write_edm_pickle(tmp_path / 'nan.pkl', net)
+    with pytest.raises(NonFiniteError, match=re.escape(
+            f'{path} holds non-finite weights (NaN/Inf; samples would be black); use an intact copy of the model: '
+            f'denoiser.{name} holds 3 NaN/Inf value(s)')):
+        loading.load_denoiser(path, trusted=trusted)
+    assert loading.describe(path)['nonfinite_tensors'] == {name: 3}
 
 
 def test_describe_runs_no_code_from_the_pickle(tmp_path, monkeypatch):

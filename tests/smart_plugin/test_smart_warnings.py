@@ -5,10 +5,12 @@ that puts SMaRt/loss beside the adversarial loss."""
 import types
 
 import dnnlib
+import numpy as np
 import torch
 
 from edm_bridge import schedules
 from smart_plugin import GaussianDenoiser, SMaRt, SMaRtOptions
+from smart_plugin.gaussian import degenerate_fit_warning
 from smart_plugin.regularizer import QUANTISATION_SIGMA, band_warning, dominance_warning
 
 
@@ -59,3 +61,19 @@ def test_tick_lines_show_the_loss_and_warn_once(capsys):
     assert plugin.end_of_tick({'Loss/G/loss': _stat(0.9)}) == []  # No SMaRt step this tick: no line.
     assert plugin.end_of_tick({'SMaRt/loss': _stat(1.44), 'Loss/G/loss': _stat(0.87)}) == [
         'SMaRt: loss 1.44      lambda x loss 0.144     G adversarial 0.87']
+
+
+def test_a_constant_dataset_gaussian_fit_warns(capsys):
+    black = [(np.zeros([1, 2, 2], np.uint8), None)] * 3  # An all-black dataset: zero variance everywhere.
+    plugin = SMaRt(SMaRtOptions(lam=0.1, dpm='gaussian', t_lo=40, t_hi=60, schedule='ddpm-linear'))
+    G = types.SimpleNamespace(img_resolution=2, img_channels=1, c_dim=0)
+    plugin.setup(G=G, D=None, training_set=black, device=torch.device('cpu'), rank=0, num_gpus=1)
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        'WARNING: SMaRt: the gaussian score source has zero variance at 100% of the pixels (the same value in every '
+        'one of the 3 images); its score pulls G towards a constant image. Check --data, or use a diffusion model as '
+        '--smart-dpm')
+    varied = [(np.full([1, 2, 2], i, np.uint8), None) for i in range(3)]
+    plugin = SMaRt(SMaRtOptions(lam=0.1, dpm='gaussian', t_lo=40, t_hi=60, schedule='ddpm-linear'))
+    plugin.setup(G=G, D=None, training_set=varied, device=torch.device('cpu'), rank=0, num_gpus=1)
+    assert 'WARNING' not in capsys.readouterr().out
+    assert degenerate_fit_warning(GaussianDenoiser(torch.zeros([1, 2, 2]), torch.full([1, 2, 2], 1e-6))) is not None
