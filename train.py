@@ -400,7 +400,7 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
             raise FlagError(PLUGIN_FLAGS.get(err.field, '--smart-*/--diffgan-*'), str(err)) from None
         except DetectorUnavailableError as err:  # Found at the first metric evaluation (tick 0).
             raise FlagError(err.flag, str(err)) from None
-        except NonFiniteError as err:  # NaN/Inf policy (README): resume weights, snapshots, the SMaRt score source.
+        except NonFiniteError as err:  # docs/nan-policy.md: resume weights, snapshots, the SMaRt score source.
             raise FlagError(err.flag or 'training', str(err)) from None
         except train_state.ResumeError as err:
             raise FlagError('--resume', str(err)) from None

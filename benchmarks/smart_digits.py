@@ -26,7 +26,7 @@ Stages, each driving the project's own CLIs as subprocesses (logs in <outdir>/lo
    <outdir>/table.md, results.json, grids.png (reals and every arm's fakes side by side), curves.png.
 
 SMaRt settings (why): the eps-form loss at t 40..60 on the DDPM-linear schedule, i.e. sigma 0.144..0.209 in [-1, 1]
-units (18 to 27 grey levels), train.py's default for these score sources (README, SMaRt section): on Karras-1000
+units (18 to 27 grey levels), train.py's default for these score sources (docs/training.md): on Karras-1000
 (what EDM-type nets and `gaussian` map a --smart-t alone to) t 25..35 is sigma 0.004, below one grey level of 8-bit
 data, where the eps-form loss is huge and meaningless (train.py warns at start-up). The score source is trained with band sampling on exactly this
 band. lambda 0.1 every 4th iteration (--smart-lambda, --smart-freq): the README's tiny CPU example uses lambda 0.1;

@@ -4,7 +4,7 @@ StyleGAN2-ADA options: Freeze-D (Mo et al. 2020) and projection conditioning (Mi
 Blocks halve the resolution from img_resolution down to 8; the 4x4 epilogue appends the minibatch standard deviation
 (Karras et al. 2018), then a conv and two dense layers give one logit per image. Constructor keywords and the names,
 shapes and registration order of parameters and buffers match the official StyleGAN2-ADA networks
-(spec/stylegan2-ada.md 3.3-3.4); `training.networks` re-exports every class here.
+(docs/spec/stylegan2-ada.md 3.3-3.4); `training.networks` re-exports every class here.
 
 A pickle of these classes stores this file's source and may be loaded where this repository is absent, so the forward
 passes use only this file and torch_utils; the layer classes from training.layers are needed only to build networks.

@@ -4,7 +4,7 @@ StyleGAN2-ADA (Karras et al. 2020, "Training Generative Adversarial Networks wit
 G = synthesis(mapping(z, c)): an MLP (8 layers by default) maps z to w, and a stack of resolution blocks turns a
 learned 4x4 constant into an image, every 3x3 conv modulated by a style from w and followed by per-pixel noise.
 Constructor keywords, forward signatures and the names, shapes and registration order of all parameters and buffers
-match the official StyleGAN2-ADA networks (spec/stylegan2-ada.md 3.1-3.4), so official snapshots resume by name and
+match the official StyleGAN2-ADA networks (docs/spec/stylegan2-ada.md 3.1-3.4), so official snapshots resume by name and
 their recorded init kwargs build these classes. Class names resolve as `training.networks.<Name>` for every network
 class, including the discriminator's (official training options name them so).
 

@@ -2,7 +2,7 @@
 
 `setup_training` builds everything the loop needs (dataset and loader, G, D, G_ema, augmentation, optimizers and
 phases, loss, plugins) into one `dnnlib.EasyDict`, the *state*, that `training_loop.training_step` advances.
-Resume (spec/stylegan2-ada.md section 5): from any StyleGAN2-ADA-format pickle the weights of G, D and G_ema are
+Resume (docs/spec/stylegan2-ada.md section 5): from any StyleGAN2-ADA-format pickle the weights of G, D and G_ema are
 copied by name, like the official code. Our snapshots also carry a 'training_state' entry (optimizers, counters,
 pl_mean, augment p, ADA statistics, RNG states, sampler position), so that a resumed run continues exactly: on CPU,
 2 steps + snapshot + resume + 2 steps equal 4 steps bit for bit.
