@@ -18,7 +18,9 @@ CODE_SUFFIXES = ('.py', '.sh', '.cu', '.h', '.cpp', '.toml')
 def readme_size_error(text: str) -> str | None:
     """None when the README fits README_MAX_BYTES (UTF-8), else a message saying by how much it does not."""
     size = len(text.encode('utf-8'))
-    return None if size <= README_MAX_BYTES else f'README.md is {size} bytes; at most {README_MAX_BYTES} (move detail to docs/)'
+    if size <= README_MAX_BYTES:
+        return None
+    return f'README.md is {size} bytes; at most {README_MAX_BYTES} (move detail to docs/)'
 
 
 def missing_links(page: Path) -> list[str]:
