@@ -33,6 +33,7 @@ import dnnlib
 from metrics import detectors, metric_main
 from metrics.detectors import DetectorUnavailableError
 from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRtOptions
+from smart_plugin import preview as smart_preview
 from smart_plugin.diffgan_betas import BETA_SCHEDULES
 from torch_utils import distributed, safe_pickle, signals
 from torch_utils.finite import NonFiniteError
@@ -326,11 +327,12 @@ def _validate_resume(config: dict, G, D, G_ema) -> None:
         raise FlagError('--resume', str(err)) from None
 
 
-def _validate_score_source(plugin_options: dict, G) -> None:
-    """A named or local score source fits the generator's resolution, channels and labels (URLs: by their entry)."""
+def _validate_score_source(plugin_options: dict, G):
+    """A named or local score source fits the generator's resolution, channels and labels (URLs: by their entry);
+    returns its registry entry or the loaded local model (None: Gaussian, or a URL outside the registry)."""
     smart = plugin_options.get(SMaRt.name)
     if smart is None or smart.dpm == 'gaussian':
-        return
+        return None
     from edm_bridge import checks, loading, registry  # Deferred: only a named score source needs them.
     try:
         entry, source = registry.resolve(smart.dpm)
@@ -339,6 +341,7 @@ def _validate_score_source(plugin_options: dict, G) -> None:
         checks.check_compatible(entry, G.img_resolution, G.img_channels, G.c_dim)
     except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as err:  # Unpickling: the safe loader.
         raise FlagError('--smart-dpm', str(err)) from None
+    return entry
 
 
 def _validate_detectors(config: dict) -> None:
@@ -354,17 +357,22 @@ def _validate_detectors(config: dict) -> None:
             raise FlagError(err.flag, str(err)) from None
 
 
-def validate_setup(config: dict, plugin_options: dict) -> None:
+def validate_setup(config: dict, plugin_options: dict) -> list[str]:
     """Every check of the data, networks, score source, resume file and detectors that can be made before training,
-    on CPU copies of the networks; called before the run dir is made, and by --dry-run. Errors name the flag."""
+    on CPU copies of the networks; called before the run dir is made, and by --dry-run. Errors name the flag.
+    Returns SMaRt's start-up line and band warning as the run will print them (smart_plugin/preview.py)."""
     training_set = dnnlib.util.construct_class_by_name(**config['training_set_kwargs'])
     extra_c_dim = sum(plugin.extra_c_dim for plugin in build_plugins(plugin_options))
     with torch.random.fork_rng():  # Building networks draws initial weights; leave the global RNG as it was.
         G, D, G_ema = train_state.build_networks(training_set, config['G_kwargs'], config['D_kwargs'], extra_c_dim,
                                                  torch.device('cpu'))
     _validate_resume(config, G, D, G_ema)
-    _validate_score_source(plugin_options, G)
+    source = _validate_score_source(plugin_options, G)
     _validate_detectors(config)
+    try:
+        return smart_preview.startup_lines(plugin_options.get(SMaRt.name), source, len(training_set))
+    except OptionError as err:
+        raise FlagError(PLUGIN_FLAGS.get(err.field, '--smart-*'), str(err)) from None
 
 
 def _num_gpus(opts, world_size: int) -> int:
@@ -480,7 +488,9 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
 @threads_option
 # SMaRt.
 @click.option('--smart-lambda', type=float, default=SMaRtOptions.lam, show_default=True,
-              help='SMaRt weight lambda (0 = off)')
+              help='SMaRt weight lambda (0 = off; its scale depends on --smart-param). Choose it so that the '
+                   "per-tick line's 'lambda x loss' starts at about 0.1-1x its 'G adversarial' (above 10x a warning "
+                   'says SMaRt drives G); --dry-run shows the band; see docs/smart-settings.md')
 @click.option('--smart-freq', type=int, default=SMaRtOptions.freq, show_default=True,
               help='Apply SMaRt every N iterations')
 @click.option('--smart-t', type=IntPair(), default=None, show_default='per score source',
@@ -546,7 +556,7 @@ def _main(opts: dnnlib.EasyDict) -> None:
         raise FlagError('--gpus', str(err)) from None
     self_launch_procs = opts.gpus if opts.gpus and opts.gpus > 1 and not self_launch.under_launcher() else None
     config, desc, plugin_options = build_config(opts, _num_gpus(opts, self_launch_procs or ranks[2]))
-    validate_setup(config, plugin_options)
+    smart_lines = validate_setup(config, plugin_options)
     if self_launch_procs and not opts.dry_run:  # StyleGAN2-ADA's --gpus=N: start the N processes ourselves.
         _self_launch(self_launch_procs)
         return
@@ -559,7 +569,7 @@ def _main(opts: dnnlib.EasyDict) -> None:
         print(f'Output directory: {run_dir}')
     if opts.dry_run:
         if ranks[0] == 0:
-            print('Dry run; exiting.')
+            print('\n'.join([*smart_lines, 'Dry run; exiting.']))
         return
     cpu_threads.set_threads(opts.threads)
     try:

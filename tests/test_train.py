@@ -114,6 +114,20 @@ def test_dry_run_suffixes_overrides_and_plugins(data, tmp_path):
                                                  beta_end=0.02, ada_augpipe=None, ada_maxp=0.25)
 
 
+def test_dry_run_prints_smarts_startup_line_and_band_warning(data, tmp_path):
+    result = _invoke('--outdir', tmp_path, '--dry-run', '--data', data.ds, '--smart-lambda', '0.1',
+                     '--smart-t', '25,35')
+    assert result.exit_code == 0, result.output
+    tail = result.output.split('\nOutput directory: ', 1)[1].splitlines()[1:]
+    assert tail[0] == ("SMaRt: lambda 0.1 (eps form), every 8 steps, t 25..35 on karras-1000 -> sigma "
+                       "0.003625..0.004538 (schedule not given: the score source's own), score source gaussian (per-pixel fit to 16 "
+                       'images), 1 draw per sample, grad full')
+    assert tail[1].startswith('WARNING: SMaRt: the sigma band ends at 0.004538') and tail[2:] == ['Dry run; exiting.']
+    assert _dry_run(tmp_path, '--data', data.ds)  # SMaRt off: no line.
+    assert 'SMaRt' not in _invoke('--outdir', tmp_path, '--dry-run', '--data', data.ds).output.split('Output dir')[1]
+    assert not os.listdir(tmp_path)
+
+
 def test_dry_run_diffgan_alone_has_no_ada(data, tmp_path):
     options = _dry_run(tmp_path, '--data', data.ds, '--diffgan')  # The released default: --aug no.
     assert (options['augment_kwargs'], options['augment_p'], options['ada_target']) == (None, 0, None)
@@ -182,6 +196,8 @@ ERRORS = [
     (['--data', '{ds}', '--smart-t', '35,25'], '--smart-t', 'expected an integer >= t_lo (35)'),
     (['--data', '{ds}', '--smart-t', '25'], '--smart-t', 'is not a range LO,HI'),
     (['--data', '{ds}', '--smart-schedule', 'bogus'], '--smart-schedule', 'SMaRtOptions.schedule'),
+    (['--data', '{ds}', '--smart-lambda', '0.1', '--smart-t', '25,1000'], '--smart-t',
+     'SMaRtOptions.t_hi is 1000; expected an integer < 1000, the number of steps of schedule karras'),
     (['--data', '{ds}', '--smart-batch', '0'], '--smart-batch', 'None (whole round) or an integer >= 1'),
     (['--data', '{ds}', '--smart-lambda', '0.1', '--smart-dpm', '{missing}.pkl'], '--smart-dpm', 'does not exist'),
     (['--data', '{ds}', '--smart-draws', '0'], '--smart-draws', 'SMaRtOptions.draws is 0; expected an integer >= 1'),
