@@ -120,8 +120,8 @@ def test_dry_run_prints_smarts_startup_line_and_band_warning(data, tmp_path):
     assert result.exit_code == 0, result.output
     tail = result.output.split('\nOutput directory: ', 1)[1].splitlines()[1:]
     assert tail[0] == ("SMaRt: lambda 0.1 (eps form), every 8 steps, t 25..35 on karras-1000 -> sigma "
-                       "0.003625..0.004538 (schedule not given: the score source's own), score source gaussian (per-pixel fit to 16 "
-                       'images), 1 draw per sample, grad full')
+                       "0.003625..0.004538 (schedule not given: the score source's own), score source gaussian "
+                       '(per-pixel fit to 16 images), 1 draw per sample, grad full')
     assert tail[1].startswith('WARNING: SMaRt: the sigma band ends at 0.004538') and tail[2:] == ['Dry run; exiting.']
     assert _dry_run(tmp_path, '--data', data.ds)  # SMaRt off: no line.
     assert 'SMaRt' not in _invoke('--outdir', tmp_path, '--dry-run', '--data', data.ds).output.split('Output dir')[1]
