@@ -158,7 +158,7 @@ def test_resume_refuses_a_diffgan_state_trained_on_scaled_t(data, tmp_path):
     assert first.exit_code == 0, first.output
     (run,) = os.listdir(tmp_path / 'first')
     written = snapshot.load_network_pkl(tmp_path / 'first' / run / 'network-snapshot-000000.pkl')
-    old_state = {'p': 0.01, 'T': 20, 'step': 8, 't_table': [0] * 32 + [5] * 32}  # Version 1: no 'version' key, D saw t / t_max.
+    old_state = {'p': 0.01, 'T': 20, 'step': 8, 't_table': [0] * 32 + [5] * 32}  # Version 1 (no 'version' key).
     pkl = tmp_path / 'old.pkl'
     snapshot.save_network_pkl(pkl, dict(written, plugins={'diffgan': old_state}))
     result = _invoke('--outdir', tmp_path / 'out', '--data', data.ds, '--diffgan', '--resume', pkl, '--dry-run',
