@@ -351,7 +351,7 @@ def test_loop_writes_outputs_and_crash_resume_matches_uninterrupted(data_zip, tm
     assert [snapshot.load_network_pkl(tmp_path / 'full' / name)['training_state']['cur_nimg'] for name in names
             if name.startswith('network-')] == [12, 20, 24, 4]
     assert full.snapshot_pkl == str(tmp_path / 'full' / 'network-snapshot-000000.024.pkl')
-    assert PIL.Image.open(tmp_path / 'full' / 'reals.png').size == (32, 32)  # 4x4 grid of 8x8 images
+    assert PIL.Image.open(tmp_path / 'full' / 'reals.png').size == (256, 256)  # 4x4 grid of 8x8 images, 8x
     stats = _stats(tmp_path / 'full')
     # Ticks end after step 1 (tick 0), at 12 >= 4 + 8, at 20 >= 12 + 8, and when done at 24 images.
     assert [s['Progress/kimg']['mean'] for s in stats] == [0.004, 0.012, 0.02, 0.024]
