@@ -254,6 +254,24 @@ def test_two_plus_two_steps_equal_four_steps(data_zip, tmp_path):
     assert not torch.equal(_tensors(weights_only.G)[name], expected['G'][name])
 
 
+def test_start_up_says_the_augment_p_the_run_starts_at(data_zip, tmp_path):
+    two = _setup(data_zip, **_resume_config(data_zip))
+    training_loop.training_step(two)
+    two.augment_pipe.p.fill_(0.0123)
+    pkl = tmp_path / 'snap.pkl'
+    snapshot.save_network_pkl(pkl, run_outputs.snapshot_data(two, next_tick=1))
+    lines = []
+    config = dict(_resume_config(data_zip), augment_p=0.0)
+    train_state.setup_training(**_config(data_zip, resume_pkl=str(pkl), **config), log=lines.append)
+    assert [line for line in lines if line.startswith('Augmentation:')] == [
+        'Augmentation: p = 0.012, adaptive, restored from the snapshot']
+    lines = []
+    train_state.setup_training(**_config(data_zip, **config), log=lines.append)
+    assert 'Augmentation: p = 0.000, adaptive' in lines
+    summary = train_state.network_summary(two.G, two.D, 2, torch.device('cpu'))
+    assert summary.startswith('Module') and '\n\n\n' not in summary and summary.count('\n\nModule') == 1
+
+
 def test_weights_only_resume_must_cover_the_networks_unless_partial(data_zip, tmp_path):
     deep = _setup(data_zip, G_kwargs=dict(z_dim=16, w_dim=16, mapping_kwargs=dict(num_layers=4),
                                           synthesis_kwargs=dict(channel_base=128, channel_max=16)))
