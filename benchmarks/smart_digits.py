@@ -1,11 +1,13 @@
 """SMaRt on scikit-learn's handwritten digits: a small image-level study with paired controls, as one resumable command.
 
+\b
     python benchmarks/smart_digits.py --outdir=runs/smart-digits            # the study (3 seeds)
     python benchmarks/smart_digits.py --outdir=runs/smart-digits-quick --quick  # a smoke run (minutes)
 
 Stages, each driving the project's own CLIs as subprocesses (logs in <outdir>/logs/); a finished stage is recorded in
 <outdir>/state.json and skipped when the command is run again, so an interrupted study continues where it stopped:
 
+\b
 1. `dataset_tool.py --source=sklearn-digits`: 1797 digits, 16x16 grey (nearest-neighbour upscaling), labels.
 2. A small CNN classifier trained here on 80% of the real digits (test accuracy on the other 20% is reported),
    saved as TorchScript (<outdir>/classifier.pt) with a raw-pixel extractor (<outdir>/pixels.pt): any metric of
