@@ -46,7 +46,8 @@ def _check_source(flag: str, source: str | None) -> None:
 
 
 def resolve_dataset_kwargs(data: str | None, mirror: bool | None, pkl_data: dict, G) -> dict:
-    """Dataset kwargs: --data, else the snapshot's training_set_kwargs; resolution and labels follow G (spec 7.3)."""
+    """Dataset kwargs: --data, else the snapshot's training_set_kwargs; resolution and labels follow G
+    (docs/spec/stylegan2-ada.md section 7)."""
     if data is not None:
         kwargs = dict(class_name='training.dataset.ImageFolderDataset', path=data)
     elif pkl_data.get('training_set_kwargs'):

@@ -1,6 +1,7 @@
 """Train a StyleGAN2-ADA GAN, optionally with the SMaRt score-matching regularizer and Diffusion-GAN noise.
 
-Options follow StyleGAN2-ADA's train.py (spec 3.5-3.6) plus StyleGAN3's --batch-gpu, --cbase, --cmax, --map-depth,
+Options follow StyleGAN2-ADA's train.py (docs/spec/stylegan2-ada.md 3.5-3.6)
+plus StyleGAN3's --batch-gpu, --cbase, --cmax, --map-depth,
 --mbstd-group, --glr, --dlr, --tick. A run goes to <outdir>/<id>-<desc>: training_options.json, log.txt,
 stats.jsonl, image grids and network snapshots. Examples:
 
@@ -44,7 +45,7 @@ from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir
 from training.dataset import ImageFolderDataset
 from training.dataset_images import ImageFileError
 
-# --cfg presets (spec 3.5); None in 'auto' = derived from the resolution and the number of GPUs (_preset).
+# --cfg presets (docs/spec/stylegan2-ada.md 3.5); None in 'auto' = derived from the resolution and GPU count (_preset).
 PRESET_FIELDS = ('ref_gpus', 'kimg', 'mb', 'mbstd', 'fmaps', 'lrate', 'gamma', 'ema', 'ramp', 'map')
 CONFIG_SPECS = {name: dict(zip(PRESET_FIELDS, values)) for name, values in {
     #            ref_gpus  kimg    mb    mbstd fmaps lrate   gamma ema   ramp  map
@@ -95,7 +96,7 @@ def _load_dataset(opts) -> tuple[dict, ImageFolderDataset]:
 
 
 def _preset(opts, resolution: int, num_gpus: int) -> dnnlib.EasyDict:
-    """The --cfg preset with 'auto' resolved for this resolution and GPU count (spec 3.5)."""
+    """The --cfg preset with 'auto' resolved for this resolution and GPU count (docs/spec/stylegan2-ada.md 3.5)."""
     spec = dnnlib.EasyDict(CONFIG_SPECS[opts.cfg])
     if opts.cfg == 'auto':
         spec.ref_gpus = num_gpus
@@ -110,7 +111,8 @@ def _preset(opts, resolution: int, num_gpus: int) -> dnnlib.EasyDict:
 
 def _batch(opts, spec, num_gpus: int) -> tuple[int, int]:
     """(batch_size, batch_gpu) from the preset, --batch and --batch-gpu; checks divisibility."""
-    # batch_gpu = mb // ref_gpus (spec 3.5), at most the per-process batch: the released loop then runs one round.
+    # batch_gpu = mb // ref_gpus (docs/spec/stylegan2-ada.md 3.5), at most the per-process batch: the released loop
+    # then runs one round.
     batch_size, batch_gpu = spec.mb, min(spec.mb // spec.ref_gpus, max(spec.mb // num_gpus, 1))
     if opts.batch is not None:
         batch_size, batch_gpu = opts.batch, opts.batch // num_gpus
@@ -265,7 +267,8 @@ def _plugin_options(opts) -> tuple[SMaRtOptions, DiffGANOptions]:
 
 
 def _describe(opts, dataset_name: str, num_gpus: int, smart: SMaRtOptions, diffgan: DiffGANOptions) -> str:
-    """Run name after the id: dataset plus a suffix per option given (spec 3.6), then -smart / -diffgan."""
+    """Run name after the id: dataset plus a suffix per option given (docs/spec/stylegan2-ada.md 3.6), then -smart /
+    -diffgan."""
     desc = dataset_name + ('-cond' if opts.cond else '') + (f'-subset{opts.subset}' if opts.subset else '')
     desc += ('-mirror' if opts.mirror else '') + f'-{opts.cfg}' + (str(num_gpus) if opts.cfg == 'auto' else '')
     for flag, fmt in (('gamma', '-gamma{:g}'), ('kimg', '-kimg{:g}'), ('batch', '-batch{}'), ('aug', '-{}'),

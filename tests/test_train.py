@@ -58,7 +58,7 @@ def test_help():
 
 def test_dry_run_cifar_preset_and_run_name(data, tmp_path):
     options = _dry_run(tmp_path, '--data', data.ds, '--cfg', 'cifar', '--kimg', '1', '--batch', '8')
-    assert os.path.basename(options['run_dir']) == '00000-ds-cifar-kimg1-batch8'  # the official name (spec 3.6)
+    assert os.path.basename(options['run_dir']) == '00000-ds-cifar-kimg1-batch8'  # docs/spec/stylegan2-ada.md 3.6
     assert not os.listdir(tmp_path)  # A dry run creates nothing.
     assert (options['batch_size'], options['batch_gpu'], options['total_kimg']) == (8, 8, 1)
     assert options['loss_kwargs'] == dict(r1_gamma=0.01, pl_no_weight_grad=True, pl_weight=0, style_mixing_prob=0)
@@ -76,7 +76,7 @@ def test_dry_run_cifar_preset_and_run_name(data, tmp_path):
 
 def test_dry_run_auto_preset_at_32(data, tmp_path):
     options = _dry_run(tmp_path, '--data', data.ds32)
-    # spec 3.5: auto at 32x32 on 1 GPU gives mb 32, mbstd 4, gamma 0.0064, ema 10, fmaps 0.5.
+    # docs/spec/stylegan2-ada.md 3.5: auto at 32x32 on 1 GPU gives mb 32, mbstd 4, gamma 0.0064, ema 10, fmaps 0.5.
     assert (options['batch_size'], options['batch_gpu']) == (32, 32)
     assert options['D_kwargs']['epilogue_kwargs']['mbstd_group_size'] == 4
     assert options['loss_kwargs']['r1_gamma'] == pytest.approx(0.0064) and options['ema_kimg'] == 10

@@ -77,7 +77,7 @@ class DiscriminatorBlock(torch.nn.Module):
 
     def forward(self, x, img, force_fp32=False):
         """(x [N, tmp, res, res] or None, img [N, C, res, res] or None) -> (x [N, out, res/2, res/2], img or None)."""
-        # fp16 only on CUDA: on CPU half-precision convolutions are orders of magnitude slower (spec, measured).
+        # fp16 only on CUDA: on CPU half-precision convolutions are far slower (measured: docs/spec/stylegan2-ada.md).
         use_fp16 = self.use_fp16 and not force_fp32 and (x if x is not None else img).device.type == 'cuda'
         dtype = torch.float16 if use_fp16 else torch.float32
         memory_format = torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format

@@ -260,7 +260,7 @@ class SynthesisBlock(torch.nn.Module):
         callers; synthesis keeps no running averages."""
         misc.assert_shape(ws, [None, self.num_conv + self.num_torgb, self.w_dim])
         w_iter = iter(ws.unbind(dim=1))
-        # fp16 only on CUDA: on CPU half-precision convolutions are orders of magnitude slower (spec, measured).
+        # fp16 only on CUDA: on CPU half-precision convolutions are far slower (measured: docs/spec/stylegan2-ada.md).
         use_fp16 = self.use_fp16 and not force_fp32 and ws.device.type == 'cuda'
         dtype = torch.float16 if use_fp16 else torch.float32
         memory_format = torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format

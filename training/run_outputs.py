@@ -1,4 +1,5 @@
-"""What a StyleGAN2-ADA training run writes besides stats: image grids, network snapshots and metrics (spec section 5).
+"""What a StyleGAN2-ADA training run writes besides stats: image grids, network snapshots and metrics
+(docs/spec/stylegan2-ada.md section 5).
 
 Grids: reals.png (dataset images, [0, 255]) and fakes_init.png / fakes{kimg:06d}.png (G_ema with noise_mode
 'const' on fixed z and c, [-1, 1]); conditional datasets show one class per row. Snapshots:

@@ -67,7 +67,7 @@ def test_phases_and_lazy_regularization_ratios():
     assert [(p.name, p.interval) for p in phases] == [('Gmain', 1), ('Greg', 4), ('Dmain', 1), ('Dreg', 16)]
     assert phases[0].opt is phases[1].opt is opts['G'] and phases[2].opt is phases[3].opt is opts['D']
     G_group, D_group = opts['G'].param_groups[0], opts['D'].param_groups[0]
-    # spec 4.5: G lr 0.0020 / beta2 0.991992, D lr 0.0023529 / beta2 0.990585 for lr 0.0025, eps 1e-8.
+    # docs/spec/stylegan2-ada.md 4.5: G lr 0.0020, beta2 0.991992; D lr 0.0023529, beta2 0.990585 (lr 0.0025).
     assert G_group['lr'] == pytest.approx(0.0020) and G_group['betas'][1] == pytest.approx(0.991992, abs=1e-6)
     assert D_group['lr'] == pytest.approx(0.0023529, abs=1e-7) and D_group['betas'][1] == pytest.approx(0.990585,
                                                                                                         abs=1e-6)
