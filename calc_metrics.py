@@ -47,7 +47,7 @@ def _check_source(flag: str, source: str | None) -> None:
 
 def resolve_dataset_kwargs(data: str | None, mirror: bool | None, pkl_data: dict, G, trusted: bool = False) -> dict:
     """Dataset kwargs: --data, else the snapshot's training_set_kwargs (known dataset classes and keys only, unless
-    `trusted`: torch_utils.dataset_classes); resolution and labels follow G (spec 7.3)."""
+    `trusted`: torch_utils.dataset_classes); resolution and labels follow G (docs/spec/stylegan2-ada.md section 7)."""
     if data is not None:
         kwargs = dict(class_name='training.dataset.ImageFolderDataset', path=data)
     elif pkl_data.get('training_set_kwargs'):

@@ -155,6 +155,8 @@ def _main(source, dest, max_images, transform, resolution, width, height, overwr
         opened.close()
     c, h, w = summary.image_shape
     skipped = f', {summary.num_skipped} skipped by the transform' if summary.num_skipped else ''
+    if summary.num_alpha:  # Said once for the whole source, not per image.
+        print(f'{summary.num_alpha} image(s) had an alpha channel; composited over black (RGBA -> RGB, LA -> L)')
     print(f'Wrote {summary.num_images} images ({w}x{h}, {c} channel(s), labels: '
           f'{"yes" if summary.has_labels else "no"}{skipped}) to {dest}')
 

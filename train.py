@@ -1,6 +1,7 @@
 """Train a StyleGAN2-ADA GAN, optionally with the SMaRt score-matching regularizer and Diffusion-GAN noise.
 
-Options follow StyleGAN2-ADA's train.py (spec 3.5-3.6) plus StyleGAN3's --batch-gpu, --cbase, --cmax, --map-depth,
+Options follow StyleGAN2-ADA's train.py (docs/spec/stylegan2-ada.md 3.5-3.6)
+plus StyleGAN3's --batch-gpu, --cbase, --cmax, --map-depth,
 --mbstd-group, --glr, --dlr, --tick. A run goes to <outdir>/<id>-<desc>: training_options.json, log.txt,
 stats.jsonl, image grids and network snapshots. Examples:
 
@@ -33,6 +34,7 @@ import dnnlib
 from metrics import detectors, metric_main
 from metrics.detectors import DetectorUnavailableError
 from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRtOptions
+from smart_plugin import preview as smart_preview
 from smart_plugin.diffgan_betas import BETA_SCHEDULES
 from torch_utils import dataset_classes, distributed, safe_pickle, signals
 from torch_utils.finite import NonFiniteError
@@ -43,7 +45,7 @@ from training.cli_common import FlagError, IntPair, create_run_dir, next_run_dir
 from training.dataset import ImageFolderDataset
 from training.dataset_images import ImageFileError
 
-# --cfg presets (spec 3.5); None in 'auto' = derived from the resolution and the number of GPUs (_preset).
+# --cfg presets (docs/spec/stylegan2-ada.md 3.5); None in 'auto' = derived from the resolution and GPU count (_preset).
 PRESET_FIELDS = ('ref_gpus', 'kimg', 'mb', 'mbstd', 'fmaps', 'lrate', 'gamma', 'ema', 'ramp', 'map')
 CONFIG_SPECS = {name: dict(zip(PRESET_FIELDS, values)) for name, values in {
     #            ref_gpus  kimg    mb    mbstd fmaps lrate   gamma ema   ramp  map
@@ -94,7 +96,7 @@ def _load_dataset(opts) -> tuple[dict, ImageFolderDataset]:
 
 
 def _preset(opts, resolution: int, num_gpus: int) -> dnnlib.EasyDict:
-    """The --cfg preset with 'auto' resolved for this resolution and GPU count (spec 3.5)."""
+    """The --cfg preset with 'auto' resolved for this resolution and GPU count (docs/spec/stylegan2-ada.md 3.5)."""
     spec = dnnlib.EasyDict(CONFIG_SPECS[opts.cfg])
     if opts.cfg == 'auto':
         spec.ref_gpus = num_gpus
@@ -109,7 +111,8 @@ def _preset(opts, resolution: int, num_gpus: int) -> dnnlib.EasyDict:
 
 def _batch(opts, spec, num_gpus: int) -> tuple[int, int]:
     """(batch_size, batch_gpu) from the preset, --batch and --batch-gpu; checks divisibility."""
-    # batch_gpu = mb // ref_gpus (spec 3.5), at most the per-process batch: the released loop then runs one round.
+    # batch_gpu = mb // ref_gpus (docs/spec/stylegan2-ada.md 3.5), at most the per-process batch: the released loop
+    # then runs one round.
     batch_size, batch_gpu = spec.mb, min(spec.mb // spec.ref_gpus, max(spec.mb // num_gpus, 1))
     if opts.batch is not None:
         batch_size, batch_gpu = opts.batch, opts.batch // num_gpus
@@ -264,7 +267,8 @@ def _plugin_options(opts) -> tuple[SMaRtOptions, DiffGANOptions]:
 
 
 def _describe(opts, dataset_name: str, num_gpus: int, smart: SMaRtOptions, diffgan: DiffGANOptions) -> str:
-    """Run name after the id: dataset plus a suffix per option given (spec 3.6), then -smart / -diffgan."""
+    """Run name after the id: dataset plus a suffix per option given (docs/spec/stylegan2-ada.md 3.6), then -smart /
+    -diffgan."""
     desc = dataset_name + ('-cond' if opts.cond else '') + (f'-subset{opts.subset}' if opts.subset else '')
     desc += ('-mirror' if opts.mirror else '') + f'-{opts.cfg}' + (str(num_gpus) if opts.cfg == 'auto' else '')
     for flag, fmt in (('gamma', '-gamma{:g}'), ('kimg', '-kimg{:g}'), ('batch', '-batch{}'), ('aug', '-{}'),
@@ -326,11 +330,12 @@ def _validate_resume(config: dict, G, D, G_ema) -> None:
         raise FlagError('--resume', str(err)) from None
 
 
-def _validate_score_source(plugin_options: dict, G) -> None:
-    """A named or local score source fits the generator's resolution, channels and labels (URLs: by their entry)."""
+def _validate_score_source(plugin_options: dict, G):
+    """A named or local score source fits the generator's resolution, channels and labels (URLs: by their entry);
+    returns its registry entry or the loaded local model (None: Gaussian, or a URL outside the registry)."""
     smart = plugin_options.get(SMaRt.name)
     if smart is None or smart.dpm == 'gaussian':
-        return
+        return None
     from edm_bridge import checks, loading, registry  # Deferred: only a named score source needs them.
     try:
         entry, source = registry.resolve(smart.dpm)
@@ -339,6 +344,7 @@ def _validate_score_source(plugin_options: dict, G) -> None:
         checks.check_compatible(entry, G.img_resolution, G.img_channels, G.c_dim)
     except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as err:  # Unpickling: the safe loader.
         raise FlagError('--smart-dpm', str(err)) from None
+    return entry
 
 
 def _validate_detectors(config: dict) -> None:
@@ -354,17 +360,22 @@ def _validate_detectors(config: dict) -> None:
             raise FlagError(err.flag, str(err)) from None
 
 
-def validate_setup(config: dict, plugin_options: dict) -> None:
+def validate_setup(config: dict, plugin_options: dict) -> list[str]:
     """Every check of the data, networks, score source, resume file and detectors that can be made before training,
-    on CPU copies of the networks; called before the run dir is made, and by --dry-run. Errors name the flag."""
+    on CPU copies of the networks; called before the run dir is made, and by --dry-run. Errors name the flag.
+    Returns SMaRt's start-up line and band warning as the run will print them (smart_plugin/preview.py)."""
     training_set = dataset_classes.open_dataset(config['training_set_kwargs'], origin='training_set_kwargs')
     extra_c_dim = sum(plugin.extra_c_dim for plugin in build_plugins(plugin_options))
     with torch.random.fork_rng():  # Building networks draws initial weights; leave the global RNG as it was.
         G, D, G_ema = train_state.build_networks(training_set, config['G_kwargs'], config['D_kwargs'], extra_c_dim,
                                                  torch.device('cpu'))
     _validate_resume(config, G, D, G_ema)
-    _validate_score_source(plugin_options, G)
+    source = _validate_score_source(plugin_options, G)
     _validate_detectors(config)
+    try:
+        return smart_preview.startup_lines(plugin_options.get(SMaRt.name), source, len(training_set))
+    except OptionError as err:
+        raise FlagError(PLUGIN_FLAGS.get(err.field, '--smart-*'), str(err)) from None
 
 
 def _num_gpus(opts, world_size: int) -> int:
@@ -400,7 +411,7 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
             raise FlagError(PLUGIN_FLAGS.get(err.field, '--smart-*/--diffgan-*'), str(err)) from None
         except DetectorUnavailableError as err:  # Found at the first metric evaluation (tick 0).
             raise FlagError(err.flag, str(err)) from None
-        except NonFiniteError as err:  # NaN/Inf policy (README): resume weights, snapshots, the SMaRt score source.
+        except NonFiniteError as err:  # docs/nan-policy.md: resume weights, snapshots, the SMaRt score source.
             raise FlagError(err.flag or 'training', str(err)) from None
         except train_state.ResumeError as err:
             raise FlagError('--resume', str(err)) from None
@@ -482,7 +493,9 @@ def _launch(config: dict, options: dict, plugin_options: dict, run_dir: str, ran
 @threads_option
 # SMaRt.
 @click.option('--smart-lambda', type=float, default=SMaRtOptions.lam, show_default=True,
-              help='SMaRt weight lambda (0 = off)')
+              help='SMaRt weight lambda (0 = off; its scale depends on --smart-param). Choose it so that the '
+                   "per-tick line's 'lambda x loss' starts at about 0.1-1x its 'G adversarial' (above 10x a warning "
+                   'says SMaRt drives G); --dry-run shows the band; see docs/smart-settings.md')
 @click.option('--smart-freq', type=int, default=SMaRtOptions.freq, show_default=True,
               help='Apply SMaRt every N iterations')
 @click.option('--smart-t', type=IntPair(), default=None, show_default='per score source',
@@ -548,7 +561,7 @@ def _main(opts: dnnlib.EasyDict) -> None:
         raise FlagError('--gpus', str(err)) from None
     self_launch_procs = opts.gpus if opts.gpus and opts.gpus > 1 and not self_launch.under_launcher() else None
     config, desc, plugin_options = build_config(opts, _num_gpus(opts, self_launch_procs or ranks[2]))
-    validate_setup(config, plugin_options)
+    smart_lines = validate_setup(config, plugin_options)
     if self_launch_procs and not opts.dry_run:  # StyleGAN2-ADA's --gpus=N: start the N processes ourselves.
         _self_launch(self_launch_procs)
         return
@@ -561,7 +574,7 @@ def _main(opts: dnnlib.EasyDict) -> None:
         print(f'Output directory: {run_dir}')
     if opts.dry_run:
         if ranks[0] == 0:
-            print('Dry run; exiting.')
+            print('\n'.join([*smart_lines, 'Dry run; exiting.']))
         return
     cpu_threads.set_threads(opts.threads)
     try:

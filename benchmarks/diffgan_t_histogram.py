@@ -1,6 +1,6 @@
 """How well Diffusion-GAN's per-sample t follows its intended distribution over a stretch of constant T.
 
-The released Diffusion-GAN (Wang et al., ICLR 2023; spec/diffusion.md section 6) draws t from a 64-entry table: 32
+The released Diffusion-GAN (Wang et al., ICLR 2023; docs/spec/diffusion.md section 6) draws t from a 64-entry table: 32
 entries 0, 32 drawn from {1..T} (uniformly, or with priority weights P(t) ~ t - 1), the table being redrawn every
 `interval` (4) iterations. So the t that D sees should follow the mixture
 

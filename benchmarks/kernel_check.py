@@ -23,7 +23,7 @@ import torch
 from torch_utils.ops import bias_act, checked_plugin, upfirdn2d
 from training import discriminator, networks
 
-CONFIGS = {  # train.py presets (spec 3.5) on one GPU: batch_gpu = mb / ref_gpus.
+CONFIGS = {  # train.py presets (docs/spec/stylegan2-ada.md 3.5) on one GPU: batch_gpu = mb / ref_gpus.
     'cifar': dict(res=32, c_dim=10, batch=32, cbase=32768, map=2, D_arch='orig', mbstd=32),
     'paper256': dict(res=256, c_dim=0, batch=8, cbase=16384, map=8, D_arch='resnet', mbstd=8),
 }

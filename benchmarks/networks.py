@@ -6,7 +6,7 @@ channel_max 512, D 'orig' with minibatch-std groups of 32), in fp32, and prints 
   - G forward in training mode (non-fused modulated convs, autograd recording as in training);
   - G forward + backward of img.sum();
   - D forward + backward of logits.sum() (w.r.t. D's parameters);
-plus the parameter counts. For comparison, spec/stylegan2-ada.md measured the official code on a 2-core CPU at
+plus the parameter counts. For comparison, docs/spec/stylegan2-ada.md measured the official code on a 2-core CPU at
 G fwd 660 ms, G fwd+bwd 2518 ms, D fwd+bwd 853 ms.
 
     python benchmarks/networks.py [--device cpu|cuda] [--batch 8] [--reps 7] [--warmup 2] [--threads N]

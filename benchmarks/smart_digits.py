@@ -1,11 +1,13 @@
 """SMaRt on scikit-learn's handwritten digits: a small image-level study with paired controls, as one resumable command.
 
+\b
     python benchmarks/smart_digits.py --outdir=runs/smart-digits            # the study (3 seeds)
     python benchmarks/smart_digits.py --outdir=runs/smart-digits-quick --quick  # a smoke run (minutes)
 
 Stages, each driving the project's own CLIs as subprocesses (logs in <outdir>/logs/); a finished stage is recorded in
 <outdir>/state.json and skipped when the command is run again, so an interrupted study continues where it stopped:
 
+\b
 1. `dataset_tool.py --source=sklearn-digits`: 1797 digits, 16x16 grey (nearest-neighbour upscaling), labels.
 2. A small CNN classifier trained here on 80% of the real digits (test accuracy on the other 20% is reported),
    saved as TorchScript (<outdir>/classifier.pt) with a raw-pixel extractor (<outdir>/pixels.pt): any metric of
@@ -26,7 +28,7 @@ Stages, each driving the project's own CLIs as subprocesses (logs in <outdir>/lo
    <outdir>/table.md, results.json, grids.png (reals and every arm's fakes side by side), curves.png.
 
 SMaRt settings (why): the eps-form loss at t 40..60 on the DDPM-linear schedule, i.e. sigma 0.144..0.209 in [-1, 1]
-units (18 to 27 grey levels), train.py's default for these score sources (README, SMaRt section): on Karras-1000
+units (18 to 27 grey levels), train.py's default for these score sources (docs/training.md): on Karras-1000
 (what EDM-type nets and `gaussian` map a --smart-t alone to) t 25..35 is sigma 0.004, below one grey level of 8-bit
 data, where the eps-form loss is huge and meaningless (train.py warns at start-up). The score source is trained with band sampling on exactly this
 band. lambda 0.1 every 4th iteration (--smart-lambda, --smart-freq): the README's tiny CPU example uses lambda 0.1;

@@ -1,6 +1,6 @@
 """Miscellaneous helpers used by training code and by NVIDIA network pickles (`dnnlib.util`).
 
-The names, signatures and keyword names here are a compatibility contract (spec/nvidia-pickles.md section 2):
+The names, signatures and keyword names here are a compatibility contract (docs/spec/nvidia-pickles.md section 2):
 pickles refer to `dnnlib.util.EasyDict`, and NVIDIA-style kwargs dicts are turned into objects with
 `construct_class_by_name(class_name=...)` / `call_func_by_name(func_name=...)`. `open_url` is the one cached
 download path of the project; it also accepts local paths so library functions can take either.

@@ -1,6 +1,6 @@
 """Outputs of a diffusion-model training run: EDM-format network snapshots and exact-resume training states.
 
-network-snapshot-<kimg:06d>.pkl is EDM's format (spec/diffusion.md section 2), a plain pickle of a dict:
+network-snapshot-<kimg:06d>.pkl is EDM's format (docs/spec/diffusion.md section 2), a plain pickle of a dict:
 
   ema             the EMA network: a persistent preconditioner (EDMPrecond / VPPrecond / VEPrecond /
                   NCSNv2Precond) in eval mode without gradients, on the CPU

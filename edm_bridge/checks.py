@@ -3,7 +3,7 @@
 `check_compatible` compares image size, channels and labels and raises with a hint when they cannot work together.
 `check_sigma_band` warns when the noise levels SMaRt will query lie where the denoiser was not (or hardly) trained:
 outside its [sigma_min, sigma_max], or, for networks trained with EDM's losses, below sigma = 0.01, which EDM's
-default log-normal sigma distribution almost never draws (spec/diffusion.md section 3).
+default log-normal sigma distribution almost never draws (docs/spec/diffusion.md section 3).
 
 Label policy (decided here, used by FrozenDenoiser):
   - conditional denoiser, unconditional GAN: refused. The denoiser would get all-zero labels, which it never saw

@@ -3,7 +3,7 @@
 A diffusion model enters this codebase as a denoiser D(x; sigma) in EDM's convention (Karras et al., "Elucidating
 the Design Space of Diffusion-Based Generative Models", NeurIPS 2022): x = y + sigma * n with the clean image y in
 [-1, 1] and n ~ N(0, I); D(x; sigma) estimates E[y | x]. The noise prediction and the score follow from D alone
-(Tweedie's formula, EDM eq. 3; spec/diffusion.md section 1):
+(Tweedie's formula, EDM eq. 3; docs/spec/diffusion.md section 1):
 
     eps(x; sigma)   = (x - D(x; sigma)) / sigma
     score(x; sigma) = grad_x log p(x; sigma) = (D(x; sigma) - x) / sigma^2 = -eps(x; sigma) / sigma

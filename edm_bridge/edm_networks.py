@@ -4,7 +4,7 @@ Nichol 2021) and the four preconditioners that turn a backbone F into a denoiser
 
 Class names, constructor keywords (names and defaults), submodule names and the names and shapes of every parameter
 and buffer follow EDM's `training/networks.py`, so that a released EDM pickle rebuilds these classes from its recorded
-init kwargs and loads its state dict strictly, and computes the same outputs (spec/diffusion.md section 2).
+init kwargs and loads its state dict strictly, and computes the same outputs (docs/spec/diffusion.md section 2).
 
 Why one module of more than 400 lines: a pickled persistent object stores the source text of its own module only,
 and loading re-executes that text where perhaps only torch_utils and dnnlib are importable. Every class must

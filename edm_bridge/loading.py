@@ -1,6 +1,6 @@
 """Load released diffusion models (EDM pickles, ADM and NCSNv2 checkpoints) as one frozen Denoiser for SMaRt.
 
-EDM pickles (Karras et al. 2022; spec/diffusion.md section 2) are dicts whose 'ema' entry is a persistent EDM
+EDM pickles (Karras et al. 2022; docs/spec/diffusion.md section 2) are dicts whose 'ema' entry is a persistent EDM
 preconditioner. By default they are read with `torch_utils.safe_pickle`, which runs no code from the file: the
 network is rebuilt from OUR classes (edm_bridge.edm_networks) with the recorded constructor kwargs and loaded with
 a strict state dict. `trusted=True` unpickles normally instead, which executes the source stored in the pickle.

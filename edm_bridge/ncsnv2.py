@@ -1,5 +1,5 @@
 """NCSNv2 as an EDM-style denoiser (Song & Ermon 2020, "Improved Techniques for Training Score-Based Generative
-Models"; spec/diffusion.md section 5).
+Models"; docs/spec/diffusion.md section 5).
 
 NCSNv2 works on data in [0, 1] and conditions on the noise level only by division (its technique 3):
 s(x, sigma) = f(x) / sigma, with f a RefineNet-style score network. It trains on a geometric ladder of noise levels

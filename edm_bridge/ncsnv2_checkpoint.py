@@ -1,5 +1,5 @@
 """Official NCSNv2 checkpoints (Song & Ermon 2020; ermongroup/ncsnv2) as frozen score sources: checkpoint.pth plus
-its config.yml -> an edm_bridge Denoiser D(x; sigma) on [-1, 1] images (spec/diffusion.md section 5).
+its config.yml -> an edm_bridge Denoiser D(x; sigma) on [-1, 1] images (docs/spec/diffusion.md section 5).
 
 The release's runner saves `checkpoint.pth` as the list [model state_dict (DataParallel, 'module.' prefix),
 optimizer state_dict, epoch, step, EMA shadow (parameters only)]; it is read here with torch.load(weights_only=True),

@@ -1,5 +1,5 @@
 """NCSNv2's released score networks, rebuilt clean-room so that official checkpoints load by name (Song & Ermon 2020,
-"Improved Techniques for Training Score-Based Generative Models"; spec/diffusion.md section 5).
+"Improved Techniques for Training Score-Based Generative Models"; docs/spec/diffusion.md section 5).
 
 Three RefineNet variants, chosen in the release by the dataset: `NCSNv2` (CIFAR-10, CelebA), `NCSNv2Deeper` (LSUN)
 and `NCSNv2Deepest` (FFHQ). All compute s(x, sigma) = f(x) / sigma (technique 3: the network is unconditional and the

@@ -5,7 +5,7 @@ is the DDPM++/NCSN++ architecture, "adm" the ADM UNet. guided-diffusion checkpoi
 Models Beat GANs on Image Synthesis", NeurIPS 2021) are plain state dicts that need an architecture preset
 (edm_bridge.adm). NCSNv2 checkpoints (Song & Ermon, NeurIPS 2020) are the release's checkpoint.pth lists; their
 entries carry the released config (data and model sections), and since the release is a shared folder without
-file URLs they are read from a local copy (NCSNV2_CACHE below). Facts: spec/diffusion.md sections 1-2 and 5.
+file URLs they are read from a local copy (NCSNV2_CACHE below). Facts: docs/spec/diffusion.md sections 1-2 and 5.
 Nothing here downloads anything; loading.py opens the URLs through dnnlib.util.open_url, which caches them.
 """
 

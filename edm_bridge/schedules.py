@@ -2,7 +2,7 @@
 
 Every schedule is a grid of `num_steps` EDM-equivalent noise levels sigma_hat_t = sigma_t / alpha_t (Karras et al.
 2022, "Elucidating the Design Space of Diffusion-Based Generative Models", eq. 12 with data in [-1, 1]), ascending in
-t. The same integer t means very different noise in different schedules (spec/diffusion.md section 1), so callers
+t. The same integer t means very different noise in different schedules (docs/spec/diffusion.md section 1), so callers
 pick one explicitly and print `describe()` at start-up.
 
   ddpm-linear  Ho et al. 2020: beta = linspace(1e-4, 0.02) * 1000 / num_steps, alpha_bar_t = prod_{s<=t} (1 - beta_s).

@@ -1,10 +1,11 @@
 """Feature detectors of the StyleGAN2-ADA / StyleGAN3 / EDM metrics: Inception-v3 (FID, KID, IS) and VGG16 (PR).
 
-Call convention (spec 7.2): `detector(images, **kwargs)` on uint8 [N, 3, H, W] images at their native resolution
+Call convention (docs/spec/stylegan2-ada.md section 7):
+`detector(images, **kwargs)` on uint8 [N, 3, H, W] images at their native resolution
 (the detector resizes itself); `return_features=True` -> float [N, F] (2048 pool features for Inception);
 `no_output_bias=True` -> class probabilities [N, 1008] (IS).
 
-Where a detector comes from, first match wins (spec 7.4):
+Where a detector comes from, first match wins (docs/metrics.md):
   1. an explicit path or URL (`--detector` / `--detector-vgg16`);
   2. $SMART_DETECTOR_DIR holding `inception-2015-12-05.pt` / `.pkl` or `vgg16.pt` / `.pkl`;
   3. a file already in the download cache ($DNNLIB_CACHE_DIR/downloads/<md5 of URL>_<name>) for any official URL;

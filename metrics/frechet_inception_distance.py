@@ -26,7 +26,8 @@ class RefStatsError(ValueError):
 def sqrtm_real(matrix: np.ndarray) -> np.ndarray:
     """Real part of the principal square root of `matrix`, like scipy.linalg.sqrtm(..., disp=False) officially.
 
-    `disp` is deprecated from SciPy 1.17 (removal in 1.18, spec section 8); without it the same root is returned.
+    `disp` is deprecated from SciPy 1.17 (removal in 1.18, docs/spec/stylegan2-ada.md section 8); without
+    it the same root is returned.
     """
     if _SCIPY_VERSION >= (1, 17):
         root = scipy.linalg.sqrtm(matrix)

@@ -1,4 +1,4 @@
-"""Metric registry and reporting, with StyleGAN2-ADA's names and output format (spec section 7.1).
+"""Metric registry and reporting, with StyleGAN2-ADA's names and output format (docs/spec/stylegan2-ada.md section 7).
 
 Primary metrics: fid50k_full, kid50k_full, pr50k3_full, is50k, ppl2_wend. Legacy ones (fid50k, kid50k, pr50k3) use
 50k reals and keep the dataset's x-flips; legacy ppl_zfull, ppl_wfull, ppl_zend, ppl_wend crop to the face. Quick
@@ -97,7 +97,7 @@ def _no_xflip(opts: metric_utils.MetricOptions) -> None:
     opts.dataset_kwargs.update(max_size=None, xflip=False)
 
 
-# Primary metrics (spec 7.1).
+# Primary metrics (docs/spec/stylegan2-ada.md section 7).
 
 @register_metric
 def fid50k_full(opts):
@@ -159,7 +159,7 @@ def pr50k3(opts):
     return dict(pr50k3_precision=precision, pr50k3_recall=recall)
 
 
-# Legacy PPL: face crop (spec 7.1).
+# Legacy PPL: face crop (docs/spec/stylegan2-ada.md section 7).
 
 def _legacy_ppl(opts, space: str, sampling: str) -> float:
     return perceptual_path_length.compute_ppl(opts, num_samples=50000, epsilon=1e-4, space=space, sampling=sampling,

@@ -1,6 +1,6 @@
-"""SMaRt's t band and t -> sigma schedule, with a default per score source (issue 21).
+"""SMaRt's t band and t -> sigma schedule, with a default per score source (docs/smart-settings.md).
 
-The same integer t is a very different noise level on different schedules (spec/diffusion.md section 1): the paper's
+The same integer t is a very different noise level on different schedules (docs/spec/diffusion.md §1): the paper's
 t 25..35 is sigma 0.0955..0.128 on ADM's native DDPM-linear steps but 0.0036..0.0045 on Karras-1000, below one grey
 level of 8-bit data, where the eps-form loss is huge and meaningless. So the band the user does not give is chosen
 for the score source (SMaRtOptions.t_lo / t_hi / schedule None):
@@ -8,7 +8,7 @@ for the score source (SMaRtOptions.t_lo / t_hi / schedule None):
   neither given       a source whose own schedule is a DDPM one (ADM checkpoints) keeps the paper's t 25..35 on it;
                       every other source (EDM pickles, train_dpm.py snapshots, NCSNv2, the Gaussian) gets t 40..60 on
                       DDPM-linear-1000, sigma 0.1437..0.2085 (what the README's examples and the digits study use).
-  only t given        the source's own schedule, as before (resolve_schedule).
+  only t given        the source's own schedule (resolve_schedule).
   only schedule given the steps of that schedule nearest (in log sigma) to the source's default sigma band.
 
 Every default band lies above one grey level (QUANTISATION_SIGMA), so band_warning never fires for one.

@@ -1,5 +1,5 @@
 """Diffusion-GAN discriminator noise (Wang et al., "Diffusion-GAN: Training GANs with Diffusion", ICLR 2023) as a
-LossPlugin, following the released diffusion-stylegan2 (spec/diffusion.md section 6).
+LossPlugin, following the released diffusion-stylegan2 (docs/spec/diffusion.md section 6).
 
 Every image D sees, real or fake, is diffused to a random step t of a forward chain of adaptive length T (paper eq. 3):
 
@@ -34,7 +34,7 @@ from training.loss_plugin import LossPlugin
 
 TABLE_SIZE = 64     # Entries of the t table; half are 0 (the release's t_epl).
 SIGNS_NAME = 'Loss/signs/real'  # The loss reports sign(D(real)) here (the ADA signal).
-STATE_VERSION = 2   # 2: raw or scaled t per options.t_embed; 1 (no 'version' key, before issue 17): t / t_max.
+STATE_VERSION = 2   # 2: raw or scaled t per options.t_embed; 1 (no 'version' key): t / t_max.
 
 
 def diffusion_length(p: float, t_min: int, t_max: int) -> int:

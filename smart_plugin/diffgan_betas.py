@@ -1,5 +1,5 @@
 """Beta schedules of Diffusion-GAN's forward chain (Wang et al., "Diffusion-GAN: Training GANs with Diffusion", ICLR
-2023), the seven its release offers (`--beta_schedule`; spec/diffusion.md section 6), each re-spaced over the current
+2023), the seven its release offers (--beta_schedule; docs/spec/diffusion.md §6), each re-spaced over the current
 chain length T:
 
     linear        beta_t = linspace(beta_start, beta_end, T)                        (the released default)

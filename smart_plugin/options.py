@@ -143,7 +143,7 @@ class SMaRtOptions:
 @dataclasses.dataclass(frozen=True)
 class DiffGANOptions:
     """Diffusion-GAN instance noise on D's inputs with an adaptive diffusion length T (paper section 3); the defaults
-    are the released diffusion-stylegan2's (spec/diffusion.md section 6)."""
+    are the released diffusion-stylegan2's (docs/spec/diffusion.md section 6)."""
 
     enabled: bool = False           # Off = D sees clean images and no t (bit-identical to the baseline).
     noise_sd: float = 0.05          # Scale of the diffusion noise (data in [-1, 1]).

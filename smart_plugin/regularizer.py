@@ -3,7 +3,7 @@ Regularity", ICML 2024), as a LossPlugin.
 
 A frozen diffusion model (a denoiser D(x; sigma) from edm_bridge, or the closed-form Gaussian of smart_plugin.gaussian)
 scores noised generated images; its denoising error is added to G's loss so that G's samples move toward where the
-data score points (spec/diffusion.md section 1). Per sample, with t ~ U{t_lo..t_hi}, sigma = sigma_hat(t) from the
+data score points (docs/spec/diffusion.md section 1). Per sample, with t ~ U{t_lo..t_hi}, sigma = sigma_hat(t) from the
 chosen schedule (band and schedule default per score source, smart_plugin.band), eps ~ N(0, I) and
 x_hat = G(z) + sigma * eps:
 
@@ -46,9 +46,9 @@ import torch
 
 from edm_bridge import checks, loading, registry
 from edm_bridge.denoiser import FrozenDenoiser
-# QUANTISATION_SIGMA: one grey level; below it the score source's noise prediction is mostly a guess (issue 21: the
-# former default band, t 25..35 on Karras-1000 = sigma 0.0036..0.0045, gave an eps-form loss of 1e4 and wrecked
-# training). Re-exported here with resolve_schedule, where they used to live.
+# QUANTISATION_SIGMA: one grey level; below it the score source's noise prediction is mostly a guess (t 25..35 on
+# Karras-1000 = sigma 0.0036..0.0045 gave an eps-form loss of 1e4 and wrecked training; docs/smart-settings.md).
+# Re-exported here with resolve_schedule.
 from smart_plugin.band import QUANTISATION_SIGMA, resolve_band, resolve_schedule  # noqa: F401
 from smart_plugin.gaussian import degenerate_fit_warning, fit_gaussian_denoiser
 from smart_plugin.options import OptionError, SMaRtOptions
@@ -56,7 +56,7 @@ from torch_utils import training_stats
 from torch_utils.finite import NonFiniteError
 from training.loss_plugin import LossPlugin
 
-# NaN/Inf policy (README): non-finite samples are dropped from the step; a tick with more than this share of them stops
+# docs/nan-policy.md: non-finite samples are dropped from the step; a tick with more than this share of them stops
 # the run, since the term would then regularize a small, biased part of the batch.
 NONFINITE_LIMIT = 0.25
 # The first tick's lambda * SMaRt/loss above this multiple of G's adversarial loss gets a warning.
@@ -76,7 +76,7 @@ def score_matching_loss(denoiser: torch.nn.Module, x0: torch.Tensor, sigma: torc
         denoised = denoiser(x_hat, sigma.reshape(-1), labels)
     err = (denoised - x0).square()                                           # [N, C, H, W]
     if param == 'eps':
-        err = err / sigma.square()  # (x_hat - D) / sigma - eps == (x0 - D) / sigma: no alpha needed (spec 1).
+        err = err / sigma.square()  # (x_hat - D) / sigma - eps == (x0 - D) / sigma: no alpha (docs/spec/diffusion.md).
     return err.flatten(1).mean(dim=1)                                         # [N]
 
 

@@ -392,12 +392,33 @@ def test_source_errors(tmp_path):
     ([(16, 16, 3), (16, 16, 1)], ['img1.png', '16x16x1', '16x16x3']),
     ([(16, 8, 3)], ['img0.png', '8x16 (WxH)', 'square', '--transform center-crop']),
     ([(12, 12, 3)], ['img0.png', '12x12', 'power-of-two']),
-    ([(8, 8, 4)], ['img0.png', 'PNG with 4 channels', 'expected 1 (grayscale) or 3 (RGB)']),
 ])
 def test_image_errors_name_the_source_image(tmp_path, shapes, parts):
     _image_folder(tmp_path / 'src', shapes=shapes)
     _fails('--source', parts, '--source', tmp_path / 'src', '--dest', tmp_path / 'out' / 'o.zip')
     assert not (tmp_path / 'out' / 'o.zip').exists() and os.listdir(tmp_path / 'out') == []
+
+
+def test_alpha_is_composited_over_black_and_said_once(tmp_path):
+    # RGBA -> RGB and LA -> L as colour * alpha / 255 (rounded); one line for the whole source.
+    rgba = _image_folder(tmp_path / 'src', shapes=[(8, 8, 4), (8, 8, 4), (8, 8, 3)])
+    result = _run('--source', tmp_path / 'src', '--dest', tmp_path / 'o.zip')
+    assert result.exit_code == 0, result.output
+    assert result.output.count('alpha channel') == 1
+    assert '2 image(s) had an alpha channel; composited over black (RGBA -> RGB, LA -> L)' in result.output
+    with zipfile.ZipFile(tmp_path / 'o.zip') as archive:
+        first = np.asarray(PIL.Image.open(io.BytesIO(archive.read('00000/img00000000.png'))))
+        third = np.asarray(PIL.Image.open(io.BytesIO(archive.read('00000/img00000002.png'))))
+    expected = (rgba[0][:, :, :3].astype(np.uint16) * rgba[0][:, :, 3:] + 127) // 255
+    assert first.shape == (8, 8, 3) and np.array_equal(first, expected.astype(np.uint8))
+    assert np.array_equal(third, rgba[2])
+    la = np.stack([np.full((4, 4), 200, np.uint8), np.full((4, 4), 51, np.uint8)], axis=2)   # [H, W, 2]
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(la, 'LA').save(buffer, format='PNG')
+    image = dataset_images.decode_image(buffer.getvalue(), 'la.png', flatten_alpha=True)
+    assert image.shape == (4, 4, 1) and int(image[0, 0, 0]) == 40                            # 200 * 51 / 255
+    with pytest.raises(dataset_images.ImageFileError, match='la.png: PNG with 2 channels'):
+        dataset_images.decode_image(buffer.getvalue(), 'la.png')  # A dataset reader still refuses alpha.
 
 
 def test_malformed_source_labels(tmp_path):

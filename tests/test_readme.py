@@ -1,12 +1,39 @@
-"""The README's Quickstart is true: two commands, CI runs the test command verbatim, the main job runs."""
+"""The README is the front door: at most 12 KB, its Quickstart true (two commands, CI runs the test command verbatim,
+the main job runs), and every docs/ page it or the code names exists."""
 
 import json
 import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README_MAX_BYTES = 12 * 1024
+LINK = re.compile(r'\]\(([^)#\s]+)(?:#[^)]*)?\)')               # Markdown link or image target, anchor left off.
+DOCS_PATH = re.compile(r'\bdocs/[\w./-]*\w')                    # A docs/... path named in code or a comment.
+CODE_SUFFIXES = ('.py', '.sh', '.cu', '.h', '.cpp', '.toml')
+
+
+def readme_size_error(text: str) -> str | None:
+    """None when the README fits README_MAX_BYTES (UTF-8), else a message saying by how much it does not."""
+    size = len(text.encode('utf-8'))
+    if size <= README_MAX_BYTES:
+        return None
+    return f'README.md is {size} bytes; at most {README_MAX_BYTES} (move detail to docs/)'
+
+
+def missing_links(page: Path) -> list[str]:
+    """Local link targets of the markdown file `page` (relative to it) that do not exist."""
+    targets = LINK.findall(page.read_text(encoding='utf-8'))
+    return [t for t in targets if '://' not in t and not t.startswith('mailto:') and not (page.parent / t).exists()]
+
+
+def code_files() -> list[Path]:
+    """The repository's source files (not its markdown), tests included."""
+    skip = {'.git', 'docs', '__pycache__', 'runs', 'out', 'datasets'}
+    return sorted(p for p in Path(ROOT).rglob('*') if p.suffix in CODE_SUFFIXES and p.is_file()
+                  and not skip & set(p.relative_to(ROOT).parts) and p != Path(__file__).resolve())
 
 
 def _quickstart_commands():
@@ -60,3 +87,30 @@ def test_main_job_runs(tmp_path):
                                                             ("vanilla", "diffgan", "smart", "smart_diffgan")}
     assert names <= set(os.listdir(out)), sorted(os.listdir(out))
     assert set(json.load(open(out / "results.json"))["summary"]) == {"vanilla", "diffgan", "smart", "smart_diffgan"}
+
+
+def test_readme_is_at_most_12_kb():
+    assert readme_size_error(open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()) is None
+    assert readme_size_error("x" * README_MAX_BYTES) is None
+    assert readme_size_error("é" * (README_MAX_BYTES // 2 + 1)) == (
+        f"README.md is {README_MAX_BYTES + 2} bytes; at most {README_MAX_BYTES} (move detail to docs/)")
+
+
+def test_links_of_the_readme_and_docs_exist(tmp_path):
+    pages = [Path(ROOT) / "README.md", *sorted((Path(ROOT) / "docs").rglob("*.md"))]
+    missing = {str(page.relative_to(ROOT)): missing_links(page) for page in pages}
+    assert {page: links for page, links in missing.items() if links} == {}
+    assert "docs/smart-settings.md" in LINK.findall(pages[0].read_text(encoding="utf-8"))
+    (tmp_path / "a.md").write_text("[x](b.md) [y](c.md#part) ![z](d.png) [w](https://e.org/f.md)\n")
+    (tmp_path / "b.md").write_text("")
+    assert missing_links(tmp_path / "a.md") == ["c.md", "d.png"]
+
+
+def test_every_docs_path_named_in_code_exists():
+    named = {(str(path.relative_to(ROOT)), found) for path in code_files()
+             for found in DOCS_PATH.findall(path.read_text(encoding="utf-8", errors="replace"))}
+    assert len(named) >= 20, sorted(named)  # The code does cite docs/ pages (e.g. docs/spec/diffusion.md).
+    missing = sorted((where, found) for where, found in named if not os.path.exists(os.path.join(ROOT, found)))
+    assert missing == []
+    assert DOCS_PATH.findall("see docs/spec/diffusion.md section 1. And docs/x.png, docs/") == [
+        "docs/spec/diffusion.md", "docs/x.png"]

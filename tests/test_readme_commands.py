@@ -1,17 +1,19 @@
-"""Every command in the README's ```bash blocks runs as written, in order, in a fresh copy of the repository (issue 21).
+"""Every command in the ```bash blocks of README.md and docs/*.md runs as written, in order, in a fresh copy of the
+repository: README.md first, then the docs pages in name order.
 
-COMMANDS is the explicit table: one entry per README command (continuation lines joined, whitespace collapsed, the
-trailing comment left off). A README command without an entry fails the test naming it, and so does an entry whose
-command the README no longer has. Kinds:
+COMMANDS is the explicit table: one entry per documented command (continuation lines joined, whitespace collapsed,
+the trailing comment left off). A command without an entry fails the test naming it and its page, and so does an
+entry whose command no page has. Kinds:
   run      run as written with bash in the copy (cwd = its root, HOME = an empty folder, so `~/...` and the download
            cache start empty); `makes` lists files it must leave ('~/' = HOME), `shows` text its output must hold.
-  dry-run  as written its budget is a real training run: run with --dry-run appended (options and set-up checks).
-  marked   needs a download or a GPU, so not run; the README line must end with a comment saying so (`needs
-           download` / `needs GPU`). pip lines are of this kind and are checked textually instead.
+  dry-run  run with --dry-run appended (options and set-up checks; train.py also prints SMaRt's start-up line).
+  marked   needs a download or a GPU, so not run; the line must end with a comment saying so (`needs download` /
+           `needs GPU`). pip lines are of this kind and are checked textually instead.
   covered  run by the named test, at a budget the suite can afford.
-The chain runs in one test (slow: a few minutes); the table checks are cheap. The environment adds
-OMP_NUM_THREADS=1 (the suite shares a small machine); the commands themselves are the README's, character for
-character.
+Every train.py / train_dpm.py command that would train on this CPU (not marked, or on the bundled digits) is
+bounded: small networks and a short budget, so that pasting it finishes in minutes. The chain runs in one test
+(slow: a few minutes); the table checks are cheap. The environment adds OMP_NUM_THREADS=1; the commands themselves
+are the pages', character for character.
 """
 
 import ast
@@ -30,9 +32,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MARK = re.compile(r'\bneeds (download|GPU)')
 CPU_INDEX = '--extra-index-url https://download.pytorch.org/whl/cpu'
-SNAP = 'runs/00000-digits-16x16-auto1-kimg0.2-batch8-smart0.1/network-snapshot-000000.200.pkl'
+SNAP = 'runs/00001-digits-16x16-auto1-kimg0.2-batch8-smart0.1/network-snapshot-000000.200.pkl'
 DPM = 'runs/dpm/00000-digits-16x16-uncond-ddpmpp-edm-tiny-batch16-stf-band0.5'
 TINY_DPM = '--data=datasets/digits-16x16.zip --preset=tiny --stf --rbatch=64 --band-share=0.5'
+TINY_GAN = '--data=datasets/digits-16x16.zip --cbase=512 --cmax=32 --map-depth=2 --batch=8'
+GAUSS = '--smart-lambda=0.1 --smart-freq=2 --smart-dpm=gaussian'
+BAND = '--smart-schedule=ddpm-linear --smart-t=40,60'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +45,7 @@ class Entry:
     kind: str               # 'run', 'dry-run', 'marked' or 'covered' (module docstring).
     makes: tuple = ()       # run: files the command must leave, relative to the copy ('~/' = HOME).
     shows: str = ''         # run, dry-run: text the command's output must contain.
-    need: str = ''          # marked: 'download' or 'GPU' (the README comment says `needs <need>`).
+    need: str = ''          # marked: 'download' or 'GPU' (the comment says `needs <need>`).
     by: str = ''            # covered: 'tests/<file>.py::<test>' that runs it.
     before: str = ''        # run: a precondition the test makes first ('photos': ~/photos holds 4 images).
 
@@ -50,38 +55,68 @@ def download(*_):
 
 
 COMMANDS = {
-    # Quickstart: pip (checked textually); the main job runs in tests/test_readme.py, the suite is this suite.
+    # README: Quickstart (pip: checked textually; the main job runs in tests/test_readme.py, the suite is this suite).
     'python -m pip install torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu && python -m pip '
     'install -e . && python -m smart_plugin.toy': download(),
     'python -m pip install -e ".[test]" && python -m pytest': download(),
-    # Datasets and images.
-    'python dataset_tool.py --source=~/downloads/cifar-10-python.tar.gz --dest=~/datasets/cifar10-32x32.zip':
-        download(),
-    'python dataset_tool.py --source=~/photos --dest=~/datasets/photos-64.zip --transform=center-crop '
-    '--resolution=64x64': Entry('run', makes=('~/datasets/photos-64.zip',), before='photos',
-                                shows='Wrote 4 images (64x64, 3 channel(s), labels: no)'),
+    # README: Train a GAN on CPU.
     'python dataset_tool.py --source=sklearn-digits --dest=datasets/digits-16x16.zip':
         Entry('run', makes=('datasets/digits-16x16.zip',),
               shows='Wrote 1797 images (16x16, 1 channel(s), labels: yes)'),
-    'python generate.py --network=https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metfaces.pkl '
-    '--seeds=85,265,297,849 --outdir=out/metfaces': download(),
-    # Training with SMaRt.
-    'python train.py --outdir=runs --data=datasets/digits-16x16.zip --cbase=512 --cmax=32 --map-depth=2 --batch=8 '
-    '--kimg=0.2 --tick=0.05 --smart-lambda=0.1 --smart-freq=2 --smart-dpm=gaussian --smart-schedule=ddpm-linear '
-    '--smart-t=40,60 --workers=0':
+    f'python train.py --outdir=runs {TINY_GAN} --kimg=0.2 --tick=0.05 --workers=0':
+        Entry('run', makes=('runs/00000-digits-16x16-auto1-kimg0.2-batch8/network-snapshot-000000.200.pkl',)),
+    # README: Train with SMaRt.
+    f'python train.py --outdir=runs {TINY_GAN} --kimg=0.2 --tick=0.05 {GAUSS} {BAND} --workers=0':
         Entry('run', makes=(SNAP,), shows='t 40..60 on ddpm-linear-1000 -> sigma 0.1437..0.2085'),
     f'python generate.py --network={SNAP} --seeds=0-7 --grid --outdir=out/images':
         Entry('run', makes=('out/images/seed0007.png', 'out/images/grid.png')),
     'python train.py --outdir=runs --data=~/datasets/cifar10-32x32.zip --cfg=cifar --cond --smart-lambda=0.01 '
     '--smart-schedule=ddpm-linear --smart-t=40,60 --smart-freq=8 --smart-dpm=edm-cifar10-32x32-cond-vp': download(),
-    'torchrun --standalone --nproc_per_node=2 train.py --outdir=runs --data=datasets/digits-16x16.zip --gpus=2 '
-    '--batch=32': Entry('dry-run', shows='Dry run; exiting.'),
-    'python train.py --outdir=runs --data=datasets/digits-16x16.zip --cbase=512 --cmax=32 --map-depth=2 --batch=8 '
-    '--kimg=0.3 --tick=0.05 --smart-lambda=0.1 --smart-freq=2 --smart-dpm=gaussian --smart-schedule=ddpm-linear '
-    f'--smart-t=40,60 --workers=0 --resume={SNAP}':
-        Entry('run', makes=('runs/00001-digits-16x16-auto1-kimg0.3-batch8-resumecustom-smart0.1/'
-                            'network-snapshot-000000.pkl',), shows='weights and training state (exact)'),
-    # The 2-D toy: the default command runs in tests/test_readme.py (at a short budget), the others resolve.
+    # docs/datasets.md.
+    'python dataset_tool.py --source=~/downloads/cifar-10-python.tar.gz --dest=~/datasets/cifar10-32x32.zip':
+        download(),
+    'python dataset_tool.py --source=~/photos --dest=~/datasets/photos-64.zip --transform=center-crop '
+    '--resolution=64x64': Entry('run', makes=('~/datasets/photos-64.zip',), before='photos',
+                                shows='Wrote 4 images (64x64, 3 channel(s), labels: no)'),
+    'python dataset_tool.py --source=sklearn-digits --dest=datasets/digits-32x32-rgb.zip --resolution=32x32 '
+    '--channels=3': Entry('run', makes=('datasets/digits-32x32-rgb.zip',),
+                          shows='Wrote 1797 images (32x32, 3 channel(s), labels: yes)'),
+    'python generate.py --network=https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metfaces.pkl '
+    '--seeds=85,265,297,849 --outdir=out/metfaces': download(),
+    # docs/diffusion-gan.md.
+    f'python train.py --outdir=runs {TINY_GAN} --kimg=0.1 --tick=0.05 --workers=0 --diffgan {GAUSS}':
+        Entry('dry-run', shows='SMaRt: lambda 0.1 (eps form), every 2 steps, t 40..60 on ddpm-linear-1000'),
+    # docs/metrics.md: the Inception detector is a download.
+    f'python calc_metrics.py --metrics=fid50k_full,kid50k_full --network={SNAP}': download(),
+    f'python train.py --outdir=runs {TINY_GAN} --kimg=0.2 --tick=0.05 --workers=0 --metrics=fid50k_full '
+    '--detector=inception-2015-12-05.pt': download(),
+    'python fid.py ref --data=datasets/digits-16x16.zip --dest=refs/digits.npz': download(),
+    'python fid.py calc --images=out/images --ref=refs/digits.npz': download(),
+    # docs/score-sources.md.
+    'python -m edm_bridge models': Entry('run', shows='edm-cifar10-32x32-cond-vp'),
+    'python -m edm_bridge info edm-cifar10-32x32-cond-vp': download(),
+    'python -m edm_bridge sigmas --schedule ddpm-cosine --t 25,35': Entry('run', shows='25 0.05154'),
+    # docs/smart-digits.md: the --quick study runs in its own test; the full study is about 20 minutes.
+    'python -m pip install -e ".[bench]"': download(),
+    'python benchmarks/smart_digits.py --outdir=runs/smart-digits':
+        Entry('covered', by='tests/test_smart_digits.py::test_quick_study_end_to_end'),
+    'python benchmarks/smart_digits.py --outdir=runs/smart-digits-quick --quick':
+        Entry('covered', by='tests/test_smart_digits.py::test_quick_study_end_to_end'),
+    # docs/stylegan2-ada-users.md: released command lines, verbatim (tests/test_released_cli.py resolves them on tiny
+    # fixtures with --dry-run); the projector needs the VGG16 detector, the projected-w render its output.
+    'python train.py --outdir=~/training-runs --gpus=2 --data=~/datasets/cifar10.zip --cfg=cifar --cond=1': download(),
+    'python train.py --outdir=~/training-runs --gpus=8 --data=~/datasets/metfaces.zip --cfg=paper1024 --mirror=1 '
+    '--resume=ffhq1024 --snap=10': download(),
+    'python train.py --outdir=training-runs --data="~/cifar10.zip" --gpus=4 --cfg cifar --kimg 50000 --aug no '
+    '--target 0.6 --noise_sd 0.05 --ts_dist priority': download(),
+    'python dataset_tool.py --source=~/downloads/lsun/raw/church_lmdb --dest=~/datasets/lsun_church200k.zip '
+    '--transform=center-crop-wide --width=256 --height=256 --max_images=200000': download(),
+    f'python projector.py --outdir=out --target=out/images/seed0000.png --num-steps=1000 --seed=303 '
+    f'--network={SNAP}': download(),
+    f'python generate.py --outdir=out --projected-w=out/projected_w.npz --network={SNAP}': download(),
+    f'python style_mixing.py --outdir=out --rows=85,100,75,458,1500 --cols=55,821,1789,293 --styles=0-3 '
+    f'--network={SNAP}': Entry('run', makes=('out/grid.png', 'out/1500-293.png'), shows='Wrote 29 images'),
+    # docs/toy-tables.md: the default command runs in tests/test_readme.py (at a short budget), the others resolve.
     'python -m smart_plugin.toy --quick': Entry('covered', by='tests/test_readme.py::test_main_job_runs'),
     'python -m smart_plugin.toy': Entry('covered', by='tests/test_readme.py::test_main_job_runs'),
     'python -m smart_plugin.toy --finetune-from 6000 --steps 2000 --sweep smart-lam=0.03,0.1,0.3,1,3':
@@ -91,48 +126,25 @@ COMMANDS = {
     'python -m smart_plugin.toy.pull_only --seed 0':
         Entry('covered', by='tests/smart_plugin/test_toy_trainer.py::test_pull_only_reports_both_phases_and_moves_G'),
     'python benchmarks/toy_speed.py': Entry('dry-run', shows='toy speed: 12 runs'),
-    # SMaRt on scikit-learn digits: the --quick study runs in its own test; the full study is 60 minutes.
-    'python -m pip install -e ".[bench]"': download(),
-    'python benchmarks/smart_digits.py --outdir=runs/smart-digits':
-        Entry('covered', by='tests/test_smart_digits.py::test_quick_study_end_to_end'),
-    'python benchmarks/smart_digits.py --outdir=runs/smart-digits-quick --quick':
-        Entry('covered', by='tests/test_smart_digits.py::test_quick_study_end_to_end'),
-    # Diffusion models as score sources.
-    'python -m edm_bridge models': Entry('run', shows='edm-cifar10-32x32-cond-vp'),
-    'python -m edm_bridge info edm-cifar10-32x32-cond-vp': download(),
-    'python -m edm_bridge sigmas --schedule ddpm-cosine --t 25,35': Entry('run', shows='25 0.05154'),
-    # Metrics: the Inception detector is a download.
-    f'python calc_metrics.py --metrics=fid50k_full,kid50k_full --network={SNAP}': download(),
-    'python train.py --outdir=runs --data=datasets/digits-16x16.zip --metrics=fid50k_full '
-    '--detector=inception-2015-12-05.pt': download(),
-    'python fid.py ref --data=datasets/digits-16x16.zip --dest=refs/digits.npz': download(),
-    'python fid.py calc --images=out/images --ref=refs/digits.npz': download(),
-    # Released command lines, verbatim (tests/test_released_cli.py resolves them on tiny fixtures with --dry-run).
-    'python train.py --outdir=~/training-runs --gpus=2 --data=~/datasets/cifar10.zip --cfg=cifar --cond=1': download(),
-    'python train.py --outdir=~/training-runs --gpus=8 --data=~/datasets/metfaces.zip --cfg=paper1024 --mirror=1 '
-    '--resume=ffhq1024 --snap=10': download(),
-    'python train.py --outdir=training-runs --data="~/cifar10.zip" --gpus=4 --cfg cifar --kimg 50000 --aug no '
-    '--target 0.6 --noise_sd 0.05 --ts_dist priority': download(),
-    'python dataset_tool.py --source=~/downloads/lsun/raw/church_lmdb --dest=~/datasets/lsun_church200k.zip '
-    '--transform=center-crop-wide --width=256 --height=256 --max_images=200000': download(),
-    # Companion tools: the projector needs the VGG16 detector, the projected-w render its output.
-    f'python projector.py --outdir=out --target=out/images/seed0000.png --num-steps=1000 --seed=303 '
-    f'--network={SNAP}': download(),
-    f'python generate.py --outdir=out --projected-w=out/projected_w.npz --network={SNAP}': download(),
-    f'python style_mixing.py --outdir=out --rows=85,100,75,458,1500 --cols=55,821,1789,293 --styles=0-3 '
-    f'--network={SNAP}': Entry('run', makes=('out/grid.png', 'out/1500-293.png'), shows='Wrote 29 images'),
-    # Training your own score source.
+    # docs/train-dpm.md.
     f'python train_dpm.py --outdir=runs/dpm {TINY_DPM}':
         Entry('run', makes=(f'{DPM}/network-snapshot-000003.pkl', f'{DPM}/training-state-000003.pt')),
     f'python train_dpm.py --outdir=runs/dpm {TINY_DPM} --duration=4 --resume={DPM}/training-state-000003.pt':
         Entry('run', makes=(DPM.replace('00000', '00001') + '/network-snapshot-000004.pkl',)),
     f'python generate_dpm.py --network={DPM}/network-snapshot-000003.pkl --seeds=0-15 --grid --outdir=out/dpm':
         Entry('run', makes=('out/dpm/seed0015.png', 'out/dpm/grid.png')),
-    f'python train.py --outdir=runs --data=datasets/digits-16x16.zip --smart-lambda=0.01 '
+    f'python train.py --outdir=runs {TINY_GAN} --kimg=0.2 --tick=0.05 --workers=0 --smart-lambda=0.01 '
     f'--smart-dpm={DPM}/network-snapshot-000003.pkl --smart-schedule=ddpm-linear --smart-t=40,60':
-        Entry('dry-run', shows='Dry run; exiting.'),
+        Entry('dry-run', shows='t 40..60 on ddpm-linear-1000 -> sigma 0.1437..0.2085'),
     'torchrun --standalone --nproc_per_node=2 train_dpm.py --outdir=runs --data=~/datasets/cifar10-32x32.zip '
     '--preset=cifar --stf': download(),
+    # docs/training.md.
+    f'torchrun --standalone --nproc_per_node=2 train.py --outdir=runs --data=datasets/digits-16x16.zip --gpus=2 '
+    f'--batch=8 --cbase=512 --cmax=32 --map-depth=2 --kimg=0.1 --tick=0.05 --workers=0':
+        Entry('dry-run', shows='Dry run; exiting.'),
+    f'python train.py --outdir=runs {TINY_GAN} --kimg=0.3 --tick=0.05 {GAUSS} {BAND} --workers=0 --resume={SNAP}':
+        Entry('run', makes=('runs/00002-digits-16x16-auto1-kimg0.3-batch8-resumecustom-smart0.1/'
+                            'network-snapshot-000000.pkl',), shows='weights and training state (exact)'),
 }
 
 
@@ -156,9 +168,24 @@ def split_commands(block: str) -> list[tuple[str, str]]:
     return commands
 
 
+def documented_pages() -> list[Path]:
+    """README.md, then every docs/*.md page (subfolders included) in name order."""
+    return [ROOT / 'README.md', *sorted((ROOT / 'docs').rglob('*.md'))]
+
+
+def documented_commands() -> list[tuple[str, str, str]]:
+    """(page, command, trailing comment) for every command of every ```bash block of the documented pages."""
+    found = []
+    for page in documented_pages():
+        text = page.read_text(encoding='utf-8')
+        for block in re.findall(r'^```bash\n(.*?)^```', text, re.S | re.M):
+            found += [(str(page.relative_to(ROOT)), command, comment) for command, comment in split_commands(block)]
+    return found
+
+
 def readme_commands() -> list[tuple[str, str]]:
-    text = (ROOT / 'README.md').read_text(encoding='utf-8')
-    return [c for block in re.findall(r'^```bash\n(.*?)^```', text, re.S | re.M) for c in split_commands(block)]
+    """(command, comment) of every documented command, README.md first."""
+    return [(command, comment) for _, command, comment in documented_commands()]
 
 
 def test_split_commands_joins_continuations_and_keeps_the_comment():
@@ -170,15 +197,46 @@ def test_split_commands_joins_continuations_and_keeps_the_comment():
         split_commands('python a.py \\\n')
 
 
-def test_every_readme_command_has_an_entry():
-    commands = [command for command, _ in readme_commands()]
-    assert len(commands) == len(set(commands)), 'a README command appears twice; the table needs them distinct'
-    missing = [command for command in commands if command not in COMMANDS]
-    assert not missing, ('README commands with no entry in tests/test_readme_commands.py COMMANDS (say how the '
-                         'test runs each):\n' + '\n'.join(missing))
+def test_every_documented_command_has_an_entry():
+    found = documented_commands()
+    commands = [command for _, command, _ in found]
+    assert len(commands) == len(set(commands)), 'a command appears twice in the pages; the table needs them distinct'
+    missing = [f'{page}: {command}' for page, command, _ in found if command not in COMMANDS]
+    assert not missing, ('commands with no entry in tests/test_readme_commands.py COMMANDS (say how the test runs '
+                         'each):\n' + '\n'.join(missing))
     stale = [command for command in COMMANDS if command not in commands]
-    assert not stale, 'COMMANDS entries whose command is no longer in the README:\n' + '\n'.join(stale)
-    assert [command for command in COMMANDS] == commands, 'COMMANDS must list the commands in README order'
+    assert not stale, 'COMMANDS entries whose command is no longer in README.md or docs/:\n' + '\n'.join(stale)
+    assert [command for command in COMMANDS] == commands, 'COMMANDS must list the commands in page order'
+    assert {page for page, _, _ in found} >= {'README.md', 'docs/training.md', 'docs/train-dpm.md'}
+
+
+# A training CLI and the flags that bound it on CPU: small networks (or the tiny preset) and a short budget.
+BOUNDS = {'train.py': (('--cbase=', '--cmax='), ('--kimg=',)), 'train_dpm.py': (('--preset=tiny',), ())}
+
+
+def unbounded(command: str) -> list[str]:
+    """The bounding flags a CPU training command lacks ([] when bounded or not a training command)."""
+    words = shlex.split(command)
+    script = next((os.path.basename(w) for w in words if os.path.basename(w) in BOUNDS), None)
+    if script is None:
+        return []
+    wanted = [flag for group in BOUNDS[script] for flag in group]
+    return [flag for flag in wanted if not any(word.startswith(flag) for word in words)]
+
+
+def test_every_cpu_training_command_is_bounded():
+    checked = 0
+    for page, command, _ in documented_commands():
+        entry = COMMANDS[command]
+        if entry.kind == 'marked' and 'datasets/digits' not in command:
+            continue  # Needs a download or GPUs: a released or GPU-sized run, not a paste on this CPU.
+        checked += bool(set(BOUNDS) & {os.path.basename(w) for w in shlex.split(command)})
+        assert unbounded(command) == [], f'{page}: a CPU training command without {unbounded(command)}: {command}'
+    assert checked >= 8, checked
+    assert unbounded('torchrun --nproc_per_node=2 train.py --data=d.zip --gpus=2 --batch=32') == [
+        '--cbase=', '--cmax=', '--kimg=']
+    assert unbounded('python train_dpm.py --data=d.zip --preset=cifar') == ['--preset=tiny']
+    assert unbounded('python generate.py --network=x.pkl') == []
 
 
 def test_unrunnable_commands_carry_the_mark_and_runnable_ones_do_not():
@@ -274,10 +332,10 @@ def test_readme_commands_run_in_order(tmp_path):
         result = subprocess.run(['bash', '-c', script], cwd=clone, env=env, capture_output=True, text=True,
                                 timeout=3600)
         output = result.stdout + result.stderr
-        assert result.returncode == 0, f'README command failed ({result.returncode}): {script}\n{output[-4000:]}'
+        assert result.returncode == 0, f'documented command failed ({result.returncode}): {script}\n{output[-4000:]}'
         assert entry.shows in output, f'{script}: expected "{entry.shows}" in its output\n{output[-4000:]}'
         for path in entry.makes:
             made = home / path[2:] if path.startswith('~/') else clone / path
             assert made.is_file(), f'{script}: expected it to make {path}'
         ran.append(command)
-    assert ran == [c for c, e in COMMANDS.items() if e.kind in ('run', 'dry-run')] and len(ran) == 16, ran
+    assert ran == [c for c, e in COMMANDS.items() if e.kind in ('run', 'dry-run')] and len(ran) == 19, ran

@@ -45,6 +45,16 @@ def test_stages_and_arm_flags():
     assert smart_digits._arm_args('smart-gauss', 'd.pkl', o)[-1] == '--smart-dpm=gaussian'
 
 
+def test_help_keeps_the_numbered_stages_one_per_line():
+    from click.testing import CliRunner
+    result = CliRunner().invoke(smart_digits.main, ['--help'], terminal_width=80)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    starts = [next(i for i, line in enumerate(lines) if line.startswith(f'  {k}. ')) for k in range(1, 8)]
+    assert starts == sorted(starts) and lines[starts[0]].startswith('  1. `dataset_tool.py --source=sklearn-digits`')
+    assert '  python benchmarks/smart_digits.py --outdir=runs/smart-digits-quick --quick' in result.output
+
+
 def test_outdir_with_other_options_is_refused(tmp_path):
     (tmp_path / 'state.json').write_text(json.dumps(dict(options=dict(seeds=3), stages={})))
     with pytest.raises(Exception, match=r'--outdir: .* holds a study with other options'):

@@ -1,4 +1,4 @@
-"""Every name that ../shared/spec/nvidia-pickles.md section 2 lists exists with the listed signature.
+"""Every name that docs/spec/nvidia-pickles.md section 2 lists exists with the listed signature.
 
 Pickled NVIDIA source calls these by name and keyword, so a renamed parameter or a changed default breaks
 official pickles silently. The table below is transcribed from the spec; `...` means "required, no default".

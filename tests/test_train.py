@@ -58,7 +58,7 @@ def test_help():
 
 def test_dry_run_cifar_preset_and_run_name(data, tmp_path):
     options = _dry_run(tmp_path, '--data', data.ds, '--cfg', 'cifar', '--kimg', '1', '--batch', '8')
-    assert os.path.basename(options['run_dir']) == '00000-ds-cifar-kimg1-batch8'  # the official name (spec 3.6)
+    assert os.path.basename(options['run_dir']) == '00000-ds-cifar-kimg1-batch8'  # docs/spec/stylegan2-ada.md 3.6
     assert not os.listdir(tmp_path)  # A dry run creates nothing.
     assert (options['batch_size'], options['batch_gpu'], options['total_kimg']) == (8, 8, 1)
     assert options['loss_kwargs'] == dict(r1_gamma=0.01, pl_no_weight_grad=True, pl_weight=0, style_mixing_prob=0)
@@ -76,7 +76,7 @@ def test_dry_run_cifar_preset_and_run_name(data, tmp_path):
 
 def test_dry_run_auto_preset_at_32(data, tmp_path):
     options = _dry_run(tmp_path, '--data', data.ds32)
-    # spec 3.5: auto at 32x32 on 1 GPU gives mb 32, mbstd 4, gamma 0.0064, ema 10, fmaps 0.5.
+    # docs/spec/stylegan2-ada.md 3.5: auto at 32x32 on 1 GPU gives mb 32, mbstd 4, gamma 0.0064, ema 10, fmaps 0.5.
     assert (options['batch_size'], options['batch_gpu']) == (32, 32)
     assert options['D_kwargs']['epilogue_kwargs']['mbstd_group_size'] == 4
     assert options['loss_kwargs']['r1_gamma'] == pytest.approx(0.0064) and options['ema_kimg'] == 10
@@ -114,6 +114,20 @@ def test_dry_run_suffixes_overrides_and_plugins(data, tmp_path):
                                                  beta_end=0.02, ada_augpipe=None, ada_maxp=0.25)
 
 
+def test_dry_run_prints_smarts_startup_line_and_band_warning(data, tmp_path):
+    result = _invoke('--outdir', tmp_path, '--dry-run', '--data', data.ds, '--smart-lambda', '0.1',
+                     '--smart-t', '25,35')
+    assert result.exit_code == 0, result.output
+    tail = result.output.split('\nOutput directory: ', 1)[1].splitlines()[1:]
+    assert tail[0] == ("SMaRt: lambda 0.1 (eps form), every 8 steps, t 25..35 on karras-1000 -> sigma "
+                       "0.003625..0.004538 (schedule not given: the score source's own), score source gaussian "
+                       '(per-pixel fit to 16 images), 1 draw per sample, grad full')
+    assert tail[1].startswith('WARNING: SMaRt: the sigma band ends at 0.004538') and tail[2:] == ['Dry run; exiting.']
+    assert _dry_run(tmp_path, '--data', data.ds)  # SMaRt off: no line.
+    assert 'SMaRt' not in _invoke('--outdir', tmp_path, '--dry-run', '--data', data.ds).output.split('Output dir')[1]
+    assert not os.listdir(tmp_path)
+
+
 def test_dry_run_diffgan_alone_has_no_ada(data, tmp_path):
     options = _dry_run(tmp_path, '--data', data.ds, '--diffgan')  # The released default: --aug no.
     assert (options['augment_kwargs'], options['augment_p'], options['ada_target']) == (None, 0, None)
@@ -144,7 +158,7 @@ def test_resume_refuses_a_diffgan_state_trained_on_scaled_t(data, tmp_path):
     assert first.exit_code == 0, first.output
     (run,) = os.listdir(tmp_path / 'first')
     written = snapshot.load_network_pkl(tmp_path / 'first' / run / 'network-snapshot-000000.pkl')
-    old_state = {'p': 0.01, 'T': 20, 'step': 8, 't_table': [0] * 32 + [5] * 32}  # Written before issue 17.
+    old_state = {'p': 0.01, 'T': 20, 'step': 8, 't_table': [0] * 32 + [5] * 32}  # Version 1 (no 'version' key).
     pkl = tmp_path / 'old.pkl'
     snapshot.save_network_pkl(pkl, dict(written, plugins={'diffgan': old_state}))
     result = _invoke('--outdir', tmp_path / 'out', '--data', data.ds, '--diffgan', '--resume', pkl, '--dry-run',
@@ -182,6 +196,8 @@ ERRORS = [
     (['--data', '{ds}', '--smart-t', '35,25'], '--smart-t', 'expected an integer >= t_lo (35)'),
     (['--data', '{ds}', '--smart-t', '25'], '--smart-t', 'is not a range LO,HI'),
     (['--data', '{ds}', '--smart-schedule', 'bogus'], '--smart-schedule', 'SMaRtOptions.schedule'),
+    (['--data', '{ds}', '--smart-lambda', '0.1', '--smart-t', '25,1000'], '--smart-t',
+     'SMaRtOptions.t_hi is 1000; expected an integer < 1000, the number of steps of schedule karras'),
     (['--data', '{ds}', '--smart-batch', '0'], '--smart-batch', 'None (whole round) or an integer >= 1'),
     (['--data', '{ds}', '--smart-lambda', '0.1', '--smart-dpm', '{missing}.pkl'], '--smart-dpm', 'does not exist'),
     (['--data', '{ds}', '--smart-draws', '0'], '--smart-draws', 'SMaRtOptions.draws is 0; expected an integer >= 1'),

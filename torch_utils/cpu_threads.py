@@ -3,7 +3,7 @@
 torch's CPU ops run on an OpenMP pool with one thread per physical core. By default GNU OpenMP lets idle workers
 spin for a while after every parallel region; with small tensors a training step is thousands of short regions, so
 on a machine where another process also wants the cores the spinning workers and the real work take turns and a
-run gets many times slower (measured by benchmarks/cpu_contention.py, figures in the README). OMP_WAIT_POLICY=PASSIVE
+run gets many times slower (benchmarks/cpu_contention.py; figures in docs/cpu-threads.md). OMP_WAIT_POLICY=PASSIVE
 makes idle workers sleep at once, which removes most of that loss while keeping the threads for large tensors.
 
 The OpenMP runtime reads OMP_WAIT_POLICY once, when it is loaded with torch, so this module must be imported

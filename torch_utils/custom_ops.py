@@ -4,7 +4,7 @@
 directory named after a digest of their contents and of the Python/torch/CUDA versions, so an edited source or a
 torch upgrade builds afresh while an unchanged plugin is reused across runs. `load_or_warn` is what ops call: it
 returns None, with one warning per plugin, when the plugin cannot be built, and the op then uses its reference path.
-Names follow StyleGAN2-ADA's `torch_utils.custom_ops` (spec/nvidia-pickles.md section 2).
+Names follow StyleGAN2-ADA's `torch_utils.custom_ops` (docs/spec/nvidia-pickles.md section 2).
 """
 
 import hashlib

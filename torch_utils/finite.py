@@ -1,6 +1,6 @@
 """The NaN/Inf policy's shared pieces: one error type for non-finite values and a check of a network's tensors.
 
-Used where non-finite numbers would otherwise pass silently (README, "NaN and Inf"): resuming from a snapshot,
+Used where non-finite numbers would otherwise pass silently (docs/nan-policy.md): resuming from a snapshot,
 writing a snapshot, generating images, and SMaRt's per-tick check of its score source.
 """
 

@@ -33,8 +33,10 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
 
 
 def save_image_grid(img: np.ndarray | torch.Tensor, path: str | os.PathLike, drange: tuple[float, float],
-                    grid_size: tuple[int, int]) -> None:
-    """Tile [N, C, H, W] images (values in `drange`) row-major into a grid_size = (gw, gh) PNG; N must be gw * gh."""
+                    grid_size: tuple[int, int], min_cell: int = 1) -> None:
+    """Tile [N, C, H, W] images (values in `drange`) row-major into a grid_size = (gw, gh) PNG; N must be gw * gh.
+    Images smaller than `min_cell` pixels are enlarged by the largest whole factor that keeps them within it
+    (nearest neighbour: each pixel becomes a square block), so that a grid of 16x16 images is readable."""
     img = np.asarray(img.detach().cpu() if isinstance(img, torch.Tensor) else img, dtype=np.float32)
     gw, gh = grid_size
     n, c, h, w = img.shape
@@ -42,6 +44,10 @@ def save_image_grid(img: np.ndarray | torch.Tensor, path: str | os.PathLike, dra
         raise ValueError(f"grid_size {gw}x{gh} needs {gw * gh} images, got {n}")
     lo, hi = drange
     img = np.rint((img - lo) * (255 / (hi - lo))).clip(0, 255).astype(np.uint8)  # [N, C, H, W]
+    scale = max(1, min_cell // max(h, w))
+    if scale > 1:
+        img = img.repeat(scale, axis=2).repeat(scale, axis=3)                 # [N, C, H * s, W * s]
+        h, w = h * scale, w * scale
     img = img.reshape(gh, gw, c, h, w).transpose(0, 3, 1, 4, 2).reshape(gh * h, gw * w, c)
     save_png(img, path)
 

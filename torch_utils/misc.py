@@ -2,7 +2,7 @@
 
 `constant`, `assert_shape`, `suppress_tracer_warnings` and `profiled_function` are called by the source code stored
 inside NVIDIA network pickles, so their names and keyword names are a compatibility contract
-(spec/nvidia-pickles.md section 2). The rest serves the training loop: an infinite distributed sampler, copying
+(docs/spec/nvidia-pickles.md section 2). The rest serves the training loop: an infinite distributed sampler, copying
 parameters by name, DDP helpers and a module summary table.
 """
 

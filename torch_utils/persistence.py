@@ -6,7 +6,7 @@ makes its instances pickle as
 `_reconstruct_persistent_obj({type: 'class', version: 6, module_src, class_name, state})`:
 the pickle never names the class, so it loads without the original source tree. Loading runs the
 stored source with `exec`; only load pickles you trust (see `torch_utils.safe_pickle` for a reader
-that never runs code). The format is a contract: see spec/nvidia-pickles.md section 1.
+that never runs code). The format is a contract: see docs/spec/nvidia-pickles.md section 1.
 """
 
 import copy

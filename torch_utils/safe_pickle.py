@@ -4,7 +4,7 @@
 `safe_load` instead uses a restricted unpickler: only an explicit allow-list of data-building globals
 resolves, each to a checked equivalent, and every persistent object (and every plain torch.nn module) comes
 back as a `PersistentRecord` (class name, sha256 of its source, constructor arguments, state dict) without a
-line of the stored code running. Formats: spec/nvidia-pickles.md section 1.
+line of the stored code running. Formats: docs/spec/nvidia-pickles.md section 1.
 """
 
 import _compat_pickle

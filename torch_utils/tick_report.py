@@ -1,6 +1,6 @@
 """Per-tick reporting of the training loop: the fixed-width status line, stats.jsonl and phase timing.
 
-Follows StyleGAN2-ADA's outputs (spec/stylegan2-ada.md section 5): every tick reports Progress/*, Timing/* and
+Follows StyleGAN2-ADA's outputs (docs/spec/stylegan2-ada.md section 5): every tick reports Progress/*, Timing/* and
 Resources/* into `torch_utils.training_stats`, prints one status line on rank 0, then collects everything
 reported since the previous tick (losses included) into one JSON line of stats.jsonl. Unlike the official loop,
 CPU runs work: phase times come from CUDA events on CUDA and from time.perf_counter on the CPU.

@@ -5,7 +5,7 @@ host-device synchronisation. `Collector.update()` gathers the pending moments, s
 multi-process training, over all ranks, hands them to every live Collector whose regex matches, and exposes
 num / mean / std per name for the interval since that Collector's previous update. Names follow the
 project's slash-path convention (`Loss/G/main`, `SMaRt/loss`). The API matches StyleGAN2-ADA's
-`torch_utils.training_stats` (spec/nvidia-pickles.md section 2).
+`torch_utils.training_stats` (docs/spec/nvidia-pickles.md section 2).
 """
 
 import math

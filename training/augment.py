@@ -366,7 +366,7 @@ class AugmentPipe(torch.nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# --augpipe presets (spec/stylegan2-ada.md 3.5): each names its transforms with multiplier 1.
+# --augpipe presets (docs/spec/stylegan2-ada.md 3.5): each names its transforms with multiplier 1.
 
 _blit = dict(xflip=1, rotate90=1, xint=1)
 _geom = dict(scale=1, rotate=1, aniso=1, xfrac=1)

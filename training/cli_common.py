@@ -26,7 +26,7 @@ class FlagError(click.ClickException):
 
 threads_option = click.option(
     '--threads', type=click.IntRange(min=1), default=None, show_default="torch's: cores / processes per machine",
-    help='CPU threads per process (1 is fastest for tiny models on a busy machine; see the README)')
+    help='CPU threads per process (1 is fastest for tiny models on a busy machine; see docs/cpu-threads.md)')
 
 
 class FiniteFloatRange(click.FloatRange):

@@ -20,7 +20,8 @@ import numpy as np
 
 from torch_utils.safe_pickle import SafeUnpickler
 from training import dataset_labels
-from training.dataset_images import ImageFileError, decode_image, file_ext, list_folder, select_images
+from training.dataset_images import (ImageFileError, decode_image, file_ext, has_alpha, list_folder,
+                                     select_images)
 
 CIFAR10_NAME = 'cifar-10-python.tar.gz'
 MNIST_IMAGES_SUFFIX = 'images-idx3-ubyte.gz'  # train-images-idx3-ubyte.gz; its labels: train-labels-idx1-ubyte.gz.
@@ -33,6 +34,7 @@ class SourceImage:
     name: str                   # E.g. 'photos/cat.png' or 'cifar-10-python.tar.gz[17]'.
     image: np.ndarray           # uint8 [H, W, C], C in (1, 3).
     label: Any = None           # int class, list of numbers, or None.
+    had_alpha: bool = False     # The file had an alpha channel, composited over black (decode_image flatten_alpha).
 
 
 @dataclasses.dataclass
@@ -99,7 +101,9 @@ def _member_source(kind: str, path: str, names: list, read_file: Callable[[str],
     def images() -> Iterator[SourceImage]:
         for name, label in zip(image_names, label_of):
             described = f'{path.rstrip("/" + os.sep)}/{name}'
-            yield SourceImage(described, decode_image(read_file(name), described, max_pixels=max_pixels), label)
+            data = read_file(name)
+            image = decode_image(data, described, max_pixels=max_pixels, flatten_alpha=True)
+            yield SourceImage(described, image, label, had_alpha=has_alpha(data, described))
 
     num_labels = sum(label is not None for label in label_of)
     return ImageSource(kind, path, len(image_names), images, num_labels, close)

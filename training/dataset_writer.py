@@ -325,7 +325,7 @@ def convert_dataset(source: ImageSource, dest: str, max_images: Optional[int] = 
     transform_fn = make_transform(transform, resolution)
     check_dest(dest, overwrite, source=source.path if os.path.exists(source.path) else None)  # Not sklearn-digits.
     total = source.num_images if max_images is None else min(source.num_images, max_images)
-    labels, first, num_skipped = [], None, 0
+    labels, first, num_skipped, num_alpha = [], None, 0, 0
     with DatasetWriter(dest, overwrite) as writer, tqdm(total=total, disable=not progress, unit='img') as bar:
         for item in source.images() if total > 0 else ():
             image = transform_fn(item.image)  # [H, W, C]
@@ -333,6 +333,7 @@ def convert_dataset(source: ImageSource, dest: str, max_images: Optional[int] = 
                 num_skipped += 1
                 continue
             _check_image(image, item.name, first)
+            num_alpha += item.had_alpha
             first = first or (item.name, image.shape)
             fname = archive_name(len(labels))
             writer.add(fname, encode_png(image))
@@ -347,4 +348,4 @@ def convert_dataset(source: ImageSource, dest: str, max_images: Optional[int] = 
         writer.commit()
     h, w, c = first[1]
     return dnnlib.EasyDict(dest=dest, num_images=len(labels), image_shape=[c, h, w], has_labels=all_labelled,
-                           num_skipped=num_skipped)
+                           num_skipped=num_skipped, num_alpha=num_alpha)

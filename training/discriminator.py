@@ -4,7 +4,7 @@ StyleGAN2-ADA options: Freeze-D (Mo et al. 2020) and projection conditioning (Mi
 Blocks halve the resolution from img_resolution down to 8; the 4x4 epilogue appends the minibatch standard deviation
 (Karras et al. 2018), then a conv and two dense layers give one logit per image. Constructor keywords and the names,
 shapes and registration order of parameters and buffers match the official StyleGAN2-ADA networks
-(spec/stylegan2-ada.md 3.3-3.4); `training.networks` re-exports every class here.
+(docs/spec/stylegan2-ada.md 3.3-3.4); `training.networks` re-exports every class here.
 
 A pickle of these classes stores this file's source and may be loaded where this repository is absent, so the forward
 passes use only this file and torch_utils; the layer classes from training.layers are needed only to build networks.
@@ -77,7 +77,7 @@ class DiscriminatorBlock(torch.nn.Module):
 
     def forward(self, x, img, force_fp32=False):
         """(x [N, tmp, res, res] or None, img [N, C, res, res] or None) -> (x [N, out, res/2, res/2], img or None)."""
-        # fp16 only on CUDA: on CPU half-precision convolutions are orders of magnitude slower (spec, measured).
+        # fp16 only on CUDA: on CPU half-precision convolutions are far slower (measured: docs/spec/stylegan2-ada.md).
         use_fp16 = self.use_fp16 and not force_fp32 and (x if x is not None else img).device.type == 'cuda'
         dtype = torch.float16 if use_fp16 else torch.float32
         memory_format = torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format

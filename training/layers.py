@@ -4,7 +4,7 @@ Quality of StyleGAN"; ADA variant: Karras et al. 2020, "Training Generative Adve
 Every layer keeps its weights at unit variance and applies the He-init scale at runtime ("equalized learning rate",
 Karras et al. 2018), so Adam sees the same effective step size everywhere. The constructor keywords and the names,
 shapes and registration order of parameters and buffers match the official StyleGAN2-ADA networks, so weights copy
-by name in both directions (spec/stylegan2-ada.md 3.1, spec/nvidia-pickles.md 3.4).
+by name in both directions (docs/spec/stylegan2-ada.md 3.1, docs/spec/nvidia-pickles.md 3.4).
 
 Pickles of these classes store this file's source and rerun it on load: it must import nothing but torch, numpy,
 dnnlib and torch_utils.

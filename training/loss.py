@@ -6,7 +6,7 @@ augmentation of Karras et al., "Training Generative Adversarial Networks with Li
 to every discriminator input. Plugins (`training.loss_plugin.LossPlugin`: SMaRt, Diffusion-GAN) transform D's
 input after the augmentation and add per-sample generator penalties to the main G loss.
 
-Phases (spec/stylegan2-ada.md section 4.5): Gmain, Greg, Gboth, Dmain, Dreg, Dboth. The training loop owns the
+Phases (docs/spec/stylegan2-ada.md section 4.5): Gmain, Greg, Gboth, Dmain, Dreg, Dboth. The training loop owns the
 requires_grad toggling, the optimizers and the cross-rank gradient all_reduce; this module only accumulates
 `.grad` through `.backward()`. Random draws (style mixing, path-length noise, synthesis noise) come from torch's
 global RNG on the device, in the official order, so runs without plugins (or with disabled ones) reproduce the

@@ -4,7 +4,7 @@ StyleGAN2-ADA (Karras et al. 2020, "Training Generative Adversarial Networks wit
 G = synthesis(mapping(z, c)): an MLP (8 layers by default) maps z to w, and a stack of resolution blocks turns a
 learned 4x4 constant into an image, every 3x3 conv modulated by a style from w and followed by per-pixel noise.
 Constructor keywords, forward signatures and the names, shapes and registration order of all parameters and buffers
-match the official StyleGAN2-ADA networks (spec/stylegan2-ada.md 3.1-3.4), so official snapshots resume by name and
+match the official StyleGAN2-ADA networks (docs/spec/stylegan2-ada.md 3.1-3.4), so official snapshots resume by name and
 their recorded init kwargs build these classes. Class names resolve as `training.networks.<Name>` for every network
 class, including the discriminator's (official training options name them so).
 
@@ -260,7 +260,7 @@ class SynthesisBlock(torch.nn.Module):
         callers; synthesis keeps no running averages."""
         misc.assert_shape(ws, [None, self.num_conv + self.num_torgb, self.w_dim])
         w_iter = iter(ws.unbind(dim=1))
-        # fp16 only on CUDA: on CPU half-precision convolutions are orders of magnitude slower (spec, measured).
+        # fp16 only on CUDA: on CPU half-precision convolutions are far slower (measured: docs/spec/stylegan2-ada.md).
         use_fp16 = self.use_fp16 and not force_fp32 and ws.device.type == 'cuda'
         dtype = torch.float16 if use_fp16 else torch.float32
         memory_format = torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format

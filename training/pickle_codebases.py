@@ -1,7 +1,7 @@
 """Which codebase wrote a network record of a snapshot pickle, and its constructor arguments in our classes' terms.
 
 The safe loader (training.snapshot) rebuilds G / D from our classes (training.networks, training.discriminator) with
-the recorded constructor arguments. Two codebases write StyleGAN2 networks into such pickles (spec/nvidia-pickles.md
+the recorded constructor arguments. Two codebases write StyleGAN2 networks in such pickles (docs/spec/nvidia-pickles.md
 section 1.5):
 
 - StyleGAN2-ADA (and ours): `Generator(z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs,

@@ -1,4 +1,5 @@
-"""What a StyleGAN2-ADA training run writes besides stats: image grids, network snapshots and metrics (spec section 5).
+"""What a StyleGAN2-ADA training run writes besides stats: image grids, network snapshots and metrics
+(docs/spec/stylegan2-ada.md section 5).
 
 Grids: reals.png (dataset images, [0, 255]) and fakes_init.png / fakes{kimg:06d}.png (G_ema with noise_mode
 'const' on fixed z and c, [-1, 1]); conditional datasets show one class per row. Snapshots:
@@ -47,6 +48,9 @@ def output_write_error(err: OSError, run_dir: str | None, last_snapshot: str | N
                             'then resume from it)')
 
 
+GRID_CELL_PX = 64  # reals.png / fakes*.png show images smaller than this enlarged (nearest) to at most this size.
+
+
 def grid_shape(resolution: int, num_images: int) -> tuple[int, int]:
     """(gw, gh): clip(7680 // res, 7, 32) x clip(4320 // res, 4, 32) as officially; smaller for tiny datasets."""
     gw = int(np.clip(7680 // resolution, 7, 32))
@@ -84,7 +88,8 @@ def prepare_grid(state: dnnlib.EasyDict, run_dir: str, log=print) -> dnnlib.Easy
     indices = grid_indices(training_set, gw, gh, state.random_seed)
     images = np.stack([training_set[idx][0] for idx in indices])  # [N, C, H, W] uint8
     labels = np.stack([training_set.get_label(idx) for idx in indices]).astype(np.float32)  # [N, c_dim]
-    image_io.save_image_grid(images, os.path.join(run_dir, 'reals.png'), drange=(0, 255), grid_size=(gw, gh))
+    image_io.save_image_grid(images, os.path.join(run_dir, 'reals.png'), drange=(0, 255), grid_size=(gw, gh),
+                             min_cell=GRID_CELL_PX)
     # Own generator: drawing the grid must not move the training RNG streams (exact resume).
     z = torch.randn([gw * gh, state.G.z_dim], generator=torch.Generator().manual_seed(state.random_seed))
     grid = dnnlib.EasyDict(size=(gw, gh), z=z, c=torch.from_numpy(labels))
@@ -100,7 +105,7 @@ def save_fakes(state: dnnlib.EasyDict, grid: dnnlib.EasyDict, path: str) -> None
     finite.check_finite_modules({'G_ema': state.G_ema}, f'{os.path.basename(path)} not written')
     chunks = zip(grid.z.split(state.batch_gpu), grid.c.split(state.batch_gpu))
     images = [state.G_ema(z.to(state.device), c.to(state.device), noise_mode='const').cpu() for z, c in chunks]
-    image_io.save_image_grid(torch.cat(images), path, drange=(-1, 1), grid_size=grid.size)
+    image_io.save_image_grid(torch.cat(images), path, drange=(-1, 1), grid_size=grid.size, min_cell=GRID_CELL_PX)
 
 
 def snapshot_data(state: dnnlib.EasyDict, next_tick: int) -> dict:

@@ -1,7 +1,7 @@
 """Network snapshots: save them atomically, and load StyleGAN2-ADA-format pickles (ours or NVIDIA's), safely by default.
 
 A snapshot is the dict StyleGAN2-ADA writes: G, D, G_ema, augment_pipe and training_set_kwargs
-(spec/nvidia-pickles.md section 1.5). `load_network_pkl` reads it in one of two ways:
+(docs/spec/nvidia-pickles.md section 1.5). `load_network_pkl` reads it in one of two ways:
 
 - safe (default): `torch_utils.safe_pickle` reads the file without running any code from it, and each network is
   rebuilt from our own classes (training.networks) with the recorded constructor arguments, then filled with the

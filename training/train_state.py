@@ -2,7 +2,7 @@
 
 `setup_training` builds everything the loop needs (dataset and loader, G, D, G_ema, augmentation, optimizers and
 phases, loss, plugins) into one `dnnlib.EasyDict`, the *state*, that `training_loop.training_step` advances.
-Resume (spec/stylegan2-ada.md section 5): from any StyleGAN2-ADA-format pickle the weights of G, D and G_ema are
+Resume (docs/spec/stylegan2-ada.md section 5): from any StyleGAN2-ADA-format pickle the weights of G, D and G_ema are
 copied by name, like the official code. Our snapshots also carry a 'training_state' entry (optimizers, counters,
 pl_mean, augment p, ADA statistics, RNG states, sampler position), so that a resumed run continues exactly: on CPU,
 2 steps + snapshot + resume + 2 steps equal 4 steps bit for bit.
@@ -312,9 +312,13 @@ def setup_training(*, training_set_kwargs: dict, G_kwargs: dict, D_kwargs: dict,
     resume_data = _setup_networks(state, G_kwargs, D_kwargs, resume_pkl, resume_partial, log)
     _setup_augment(state, augment_kwargs, augment_p, ada_target, ada_interval, ada_kimg, log)
     _setup_optimization(state, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, loss_kwargs or {}, log)
-    if resume_data is not None and resume_data.get('training_state') is not None:
+    restored = resume_data is not None and resume_data.get('training_state') is not None
+    if restored:
         _restore_plugins(state.plugins, resume_data.get('plugins'), log)
         restore_training_state(state, resume_data['training_state'], log)
+    log('Augmentation: ' + ('none' if state.augment_pipe is None else  # After the restore: the p this run starts at.
+                            f'p = {float(state.augment_pipe.p):.3f}' + (', adaptive' if state.ada else ', fixed') +
+                            (', restored from the snapshot' if restored else '')))
     for module in (state.G, state.D, state.G_ema, state.augment_pipe):
         if module is not None:
             distributed.broadcast_module(module)  # Ranks were seeded differently; rank 0's weights win.
@@ -339,7 +343,7 @@ def network_summary(G, D, batch_gpu: int, device: torch.device) -> str:
     finally:
         G.train(modes[0])
         D.train(modes[1])
-    return out.getvalue().rstrip('\n')
+    return re.sub(r'\n{3,}', '\n\n', out.getvalue()).strip('\n')  # One blank line between the two tables.
 
 
 def _setup_networks(state: dnnlib.EasyDict, G_kwargs: dict, D_kwargs: dict, resume_pkl: str | None,
@@ -367,8 +371,6 @@ def _setup_augment(state: dnnlib.EasyDict, augment_kwargs, augment_p, ada_target
         if state.augment_pipe is None:
             raise ValueError(f'ada_target={ada_target!r} needs an augment pipe; pass augment_kwargs or ada_target=None')
         state.ada = AdaTuner(state.augment_pipe, ada_target, ada_interval, ada_kimg, state.batch_size)
-    log('Augmentation: ' + ('none' if state.augment_pipe is None else
-                            f'p = {float(state.augment_pipe.p):.3f}' + (', adaptive' if state.ada else ', fixed')))
 
 
 def _setup_optimization(state: dnnlib.EasyDict, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval,

@@ -6,7 +6,7 @@ line, image grid, snapshot and metrics, stats.jsonl). One step: fetch reals, dra
 phase that is due (lazy regularization), average gradients over ranks, step the optimizer, update G_ema, count
 images, let ADA and the plugins adapt. The loop never names a plugin: it builds D with their extra label entries, passes
 them to the loss, calls `end_of_step` and saves their state in snapshots. Behaviour follows
-spec/stylegan2-ada.md sections 4.5 and 5.
+docs/spec/stylegan2-ada.md sections 4.5 and 5.
 """
 
 import contextlib

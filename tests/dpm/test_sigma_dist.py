@@ -1,5 +1,5 @@
 """Tests for dpm/sigma_dist.py: each p(sigma) against its closed form, the SMaRt-band share, smart_band's
-sigmas against spec/diffusion.md section 1, describe round trips and errors."""
+sigmas against docs/spec/diffusion.md section 1, describe round trips and errors."""
 
 import math
 import re

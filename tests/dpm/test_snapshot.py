@@ -157,7 +157,7 @@ def test_first_step_has_zero_lr_then_ema_follows_edm_formula(dataset):
 
 
 def test_library_defaults_are_edms_half_life_and_ramp(dataset):
-    # EDM (spec/diffusion.md section 3): EMA half-life 0.5 Mimg = 500 kimg with a 5% ramp, lr ramp 10 Mimg.
+    # EDM (docs/spec/diffusion.md section 3): EMA half-life 0.5 Mimg = 500 kimg with a 5% ramp, lr ramp 10 Mimg.
     config = {k: v for k, v in _config(dataset, stf=False, augment=False).items()
               if k not in ('lr_rampup_kimg', 'ema_halflife_kimg')}
     s = loop.setup(**config)

@@ -90,7 +90,7 @@ def test_sigma_band_outside_range():
 
 
 def test_sigma_band_below_edm_training_support():
-    band = [0.00363, 0.00406, 0.00454]  # Karras-1000 t = 25, 30, 35 (spec/diffusion.md).
+    band = [0.00363, 0.00406, 0.00454]  # Karras-1000 t = 25, 30, 35 (docs/spec/diffusion.md).
     expected = ("sigma band [0.00363, 0.00454] reaches below 0.01, which an EDM-trained network rarely sees: EDM's "
                 "default training (ln sigma ~ N(-1.2, 1.2^2)) puts 0.012% of its samples in this band, so the score "
                 "there is poorly trained; query larger sigmas or use a model trained with extra weight on this band")

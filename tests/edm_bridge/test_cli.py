@@ -27,7 +27,7 @@ def test_help(command):
 def test_sigmas_ddpm_linear_values():
     result = run('sigmas', '--schedule', 'ddpm-linear', '--t', '25,27')
     assert result.exit_code == 0, result.output
-    assert result.output == '25 0.09548\n26 0.09870\n27 0.1019\n'  # spec/diffusion.md: t = 25 -> 0.0955.
+    assert result.output == '25 0.09548\n26 0.09870\n27 0.1019\n'  # docs/spec/diffusion.md: t = 25 -> 0.0955.
 
 
 def test_sigmas_defaults_are_karras_25_to_35():

@@ -271,7 +271,7 @@ def test_cifar10_ddpmpp_parameter_count():
         adm = nets.EDMPrecond(64, 3, label_dim=1000, model_type='DhariwalUNet', model_channels=192,
                               channel_mult=[1, 2, 3, 4])
     assert next(net.parameters()).device.type == 'meta'
-    # spec/diffusion.md: about 56M for EDM's CIFAR-10 models (55.73M for DDPM++ in the EDM paper, as recalled
+    # docs/spec/diffusion.md: about 56M for EDM's CIFAR-10 models (55.73M for DDPM++ in the EDM paper, as recalled
     # offline, unverified); ADM ImageNet-64 is quoted at about 296M. The exact counts pin this implementation.
     assert sum(p.numel() for p in net.parameters()) == 55_735_299
     assert sum(p.numel() for p in adm.parameters()) == 295_899_267

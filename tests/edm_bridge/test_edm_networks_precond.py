@@ -51,7 +51,7 @@ def test_preconditioner_output_shapes(cls, backbone, label_dim, augment_dim):
 
 
 def _expected_coefficients(cls, s):
-    """c_skip, c_out, c_in, c_noise of EDM Table 1 (spec/diffusion.md section 2) in float64, for sigma s [N].
+    """c_skip, c_out, c_in, c_noise of EDM Table 1 (docs/spec/diffusion.md section 2) in float64, for sigma s [N].
 
     VP and iDDPM return c_noise None: their tests derive it from t and from the grid index instead."""
     one = torch.ones_like(s)
@@ -113,7 +113,7 @@ def test_iddpm_grid_is_the_cosine_schedule():
     u = net.u.double().numpy()
     np.testing.assert_allclose(u[:T], sigma_hat[::-1], rtol=1e-6)  # u_j = sigma_hat(999 - j)
     assert u[T] == 0 and np.all(np.diff(u) < 0)
-    # spec/diffusion.md: ADM's timestep t -> sigma u[999 - t]; cosine t = 25 -> 0.0515, t = 60 -> 0.1072.
+    # docs/spec/diffusion.md: ADM's timestep t -> sigma u[999 - t]; cosine t = 25 -> 0.0515, t = 60 -> 0.1072.
     assert round(float(u[999 - 25]), 4) == 0.0515 and round(float(u[999 - 60]), 4) == 0.1072
     # round_sigma snaps to the nearest grid value and keeps shape and dtype; return_index gives j.
     sig = torch.tensor([[u[10] * 1.001, u[700]], [1e9, 0.0]], dtype=torch.float64)

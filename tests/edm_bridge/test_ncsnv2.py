@@ -1,5 +1,5 @@
 """Tests for edm_bridge/ncsnv2.py: shapes, the [0, 1] <-> [-1, 1] denoiser identity in float64, the sigma ladder, the
-DSM loss against NCSNv2's formula, a short training run, the eps form of spec section 5, pickling, errors."""
+DSM loss against NCSNv2's formula, a short training run, the eps form (docs/spec/diffusion.md §5), pickling, errors."""
 
 import pickle
 
@@ -63,7 +63,7 @@ def test_eps_form_is_minus_sigma_x_times_score():
     g, sigma_hat = batch(dtype=torch.float64)
     eps = denoiser.denoised_to_eps(g, net(g, sigma_hat), sigma_hat)
     sigma_x = sigma_hat / 2
-    expected = -sigma_x.reshape(-1, 1, 1, 1) * net.score01((g + 1) / 2, sigma_x)  # spec section 5
+    expected = -sigma_x.reshape(-1, 1, 1, 1) * net.score01((g + 1) / 2, sigma_x)  # docs/spec/diffusion.md section 5
     torch.testing.assert_close(eps, expected, rtol=1e-10, atol=1e-12)
 
 

@@ -12,7 +12,7 @@ from edm_bridge.schedules import (DDPMSchedule, KarrasSchedule, ListSchedule, VP
 
 ALL_NAMES = ['ddpm-linear', 'ddpm-cosine', 'karras', 'vp']
 
-# spec/diffusion.md section 1: EDM-equivalent sigma_hat = sigma_t / alpha_t, as printed there.
+# docs/spec/diffusion.md section 1: EDM-equivalent sigma_hat = sigma_t / alpha_t, as printed there.
 SPEC_TABLE = {  # t: (DDPM linear, DDPM cosine, Karras-1000)
     25: ('0.0955', '0.0515', '0.00363'),
     30: ('0.1116', '0.0596', '0.00406'),

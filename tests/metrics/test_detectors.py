@@ -11,7 +11,7 @@ import torch
 import tiny_metrics
 from metrics import detectors
 
-SPEC_MD5 = {  # spec 7.4: md5 of the official URLs, the prefixes of their download-cache file names.
+SPEC_MD5 = {  # docs/spec/stylegan2-ada.md 7: md5 of the official URLs, the prefixes of their download-cache file names.
     'inception-2015-12-05.pt': 'a866f8d678872dcf6fcf60ddd09807ab',
     'vgg16.pt': '5982b9427714baaab6e0a48ef3b1dbfd',
     'inception-2015-12-05.pkl': '18d9c1159d16cd4cc6adf7db0f2dd2a9',

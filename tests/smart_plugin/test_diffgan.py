@@ -273,7 +273,7 @@ def test_state_dict_round_trip_resumes_exactly():
     assert torch.equal(outputs[0][0], outputs[1][0]) and torch.equal(outputs[0][1], outputs[1][1])
 
 
-OLD_STATE = {'p': 0.01, 'T': 20, 'step': 8, 't_table': [0] * 32 + [5] * 32}  # Written before issue 17.
+OLD_STATE = {'p': 0.01, 'T': 20, 'step': 8, 't_table': [0] * 32 + [5] * 32}  # Version 1 (no 'version' key).
 
 
 def test_old_state_loads_with_scaled_t_and_is_refused_with_raw_t():

@@ -1,4 +1,4 @@
-"""SMaRt's default t band per score source (smart_plugin/band.py, issue 21): ADM's native DDPM steps keep the paper's
+"""SMaRt's default t band per score source (smart_plugin/band.py): ADM's native DDPM steps keep the paper's
 t 25..35, every other source gets t 40..60 on DDPM-linear; the partial overrides (only t, only the schedule); the
 start-up line says how the band was chosen; and no default band lies below one grey level."""
 

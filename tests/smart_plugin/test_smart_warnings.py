@@ -1,4 +1,4 @@
-"""SMaRt settings that cannot wreck training unnoticed (issue 21): the start-up warning for a sigma band below one
+"""SMaRt settings that cannot wreck training unnoticed: the start-up warning for a sigma band below one
 grey level, the first-tick warning when lambda x SMaRt/loss dwarfs G's adversarial loss, and the per-tick line
 that puts SMaRt/loss beside the adversarial loss."""
 

@@ -40,6 +40,16 @@ def test_grid_layout_is_row_major(tmp_path):
     assert grid[::2, ::3].tolist() == [[0, 1, 2], [3, 4, 5]]
 
 
+def test_small_images_are_enlarged_by_whole_factors(tmp_path):
+    tiles = np.arange(6, dtype=np.float32).reshape(6, 1, 1, 1) * np.ones([6, 1, 2, 3], np.float32)   # 2x3 tiles
+    image_io.save_image_grid(tiles, tmp_path / "grid.png", drange=(0, 255), grid_size=(3, 2), min_cell=7)
+    grid = np.asarray(PIL.Image.open(tmp_path / "grid.png"))
+    assert grid.shape == (8, 18)  # 7 // 3 = 2: each pixel becomes a 2x2 block.
+    assert grid[::4, ::6].tolist() == [[0, 1, 2], [3, 4, 5]] and (grid[4:8, 6:12] == 4).all()
+    image_io.save_image_grid(tiles, tmp_path / "same.png", drange=(0, 255), grid_size=(3, 2), min_cell=5)
+    assert np.asarray(PIL.Image.open(tmp_path / "same.png")).shape == (4, 9)  # 5 // 3 = 1: unchanged.
+
+
 def test_grid_drange_and_count(tmp_path):
     img = torch.full([2, 3, 2, 2], -1.0)
     img[1] = 1.0

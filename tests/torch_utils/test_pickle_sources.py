@@ -1,7 +1,7 @@
 """Pickles whose stored source calls the torch_utils API the way StyleGAN3, EDM and the SG2-ADA augment pipe do.
 
 Each source below is a small stand-in written for this test that uses the calls the spec lists for that producer
-(spec/nvidia-pickles.md section 2): keyword calls such as `conv2d_gradfix.conv2d(input=..., weight=...)`,
+(docs/spec/nvidia-pickles.md section 2): keyword calls such as `conv2d_gradfix.conv2d(input=..., weight=...)`,
 `filtered_lrelu`, `misc.constant` with a negatively strided array, positional `grid_sample`, EDM's
 `from torch.nn.functional import silu`, `torch.nn.ModuleDict` nesting and a persistent non-module `loss_fn`.
 The trusted load must exec the stored text and reproduce the outputs bit for bit; the safe load must give the same

@@ -1,5 +1,5 @@
 """training.dataset: ImageFolderDataset reads folders and zips exactly, with subsets, x-flip, labels, pickling,
-and a named-file error for every malformed dataset (spec/stylegan2-ada.md section 6)."""
+and a named-file error for every malformed dataset (docs/spec/stylegan2-ada.md section 6)."""
 
 import io
 import json

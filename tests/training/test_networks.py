@@ -42,7 +42,7 @@ def _set_noise_strength(G, value):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# The official numbers (spec/stylegan2-ada.md 3.5) and names (spec/nvidia-pickles.md 3.4).
+# The official numbers (docs/spec/stylegan2-ada.md 3.5) and names (docs/spec/nvidia-pickles.md 3.4).
 
 CIFAR_G = dict(z_dim=512, w_dim=512, img_resolution=32, img_channels=3, mapping_kwargs=dict(num_layers=2),
                synthesis_kwargs=dict(channel_base=32768, channel_max=512, num_fp16_res=4, conv_clamp=256))

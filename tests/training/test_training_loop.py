@@ -67,7 +67,7 @@ def test_phases_and_lazy_regularization_ratios():
     assert [(p.name, p.interval) for p in phases] == [('Gmain', 1), ('Greg', 4), ('Dmain', 1), ('Dreg', 16)]
     assert phases[0].opt is phases[1].opt is opts['G'] and phases[2].opt is phases[3].opt is opts['D']
     G_group, D_group = opts['G'].param_groups[0], opts['D'].param_groups[0]
-    # spec 4.5: G lr 0.0020 / beta2 0.991992, D lr 0.0023529 / beta2 0.990585 for lr 0.0025, eps 1e-8.
+    # docs/spec/stylegan2-ada.md 4.5: G lr 0.0020, beta2 0.991992; D lr 0.0023529, beta2 0.990585 (lr 0.0025).
     assert G_group['lr'] == pytest.approx(0.0020) and G_group['betas'][1] == pytest.approx(0.991992, abs=1e-6)
     assert D_group['lr'] == pytest.approx(0.0023529, abs=1e-7) and D_group['betas'][1] == pytest.approx(0.990585,
                                                                                                         abs=1e-6)
@@ -254,6 +254,24 @@ def test_two_plus_two_steps_equal_four_steps(data_zip, tmp_path):
     assert not torch.equal(_tensors(weights_only.G)[name], expected['G'][name])
 
 
+def test_start_up_says_the_augment_p_the_run_starts_at(data_zip, tmp_path):
+    two = _setup(data_zip, **_resume_config(data_zip))
+    training_loop.training_step(two)
+    two.augment_pipe.p.fill_(0.0123)
+    pkl = tmp_path / 'snap.pkl'
+    snapshot.save_network_pkl(pkl, run_outputs.snapshot_data(two, next_tick=1))
+    lines = []
+    config = dict(_resume_config(data_zip), augment_p=0.0)
+    train_state.setup_training(**_config(data_zip, resume_pkl=str(pkl), **config), log=lines.append)
+    assert [line for line in lines if line.startswith('Augmentation:')] == [
+        'Augmentation: p = 0.012, adaptive, restored from the snapshot']
+    lines = []
+    train_state.setup_training(**_config(data_zip, **config), log=lines.append)
+    assert 'Augmentation: p = 0.000, adaptive' in lines
+    summary = train_state.network_summary(two.G, two.D, 2, torch.device('cpu'))
+    assert summary.startswith('Module') and '\n\n\n' not in summary and summary.count('\n\nModule') == 1
+
+
 def test_weights_only_resume_must_cover_the_networks_unless_partial(data_zip, tmp_path):
     deep = _setup(data_zip, G_kwargs=dict(z_dim=16, w_dim=16, mapping_kwargs=dict(num_layers=4),
                                           synthesis_kwargs=dict(channel_base=128, channel_max=16)))
@@ -351,7 +369,7 @@ def test_loop_writes_outputs_and_crash_resume_matches_uninterrupted(data_zip, tm
     assert [snapshot.load_network_pkl(tmp_path / 'full' / name)['training_state']['cur_nimg'] for name in names
             if name.startswith('network-')] == [12, 20, 24, 4]
     assert full.snapshot_pkl == str(tmp_path / 'full' / 'network-snapshot-000000.024.pkl')
-    assert PIL.Image.open(tmp_path / 'full' / 'reals.png').size == (32, 32)  # 4x4 grid of 8x8 images
+    assert PIL.Image.open(tmp_path / 'full' / 'reals.png').size == (256, 256)  # 4x4 grid of 8x8 images, 8x
     stats = _stats(tmp_path / 'full')
     # Ticks end after step 1 (tick 0), at 12 >= 4 + 8, at 20 >= 12 + 8, and when done at 24 images.
     assert [s['Progress/kimg']['mean'] for s in stats] == [0.004, 0.012, 0.02, 0.024]

@@ -2,7 +2,7 @@
 
 The ADA pipe resamples the discriminator's input with `grid_sample`, and the R1 penalty differentiates the image
 gradient a second time, so the sampler needs double backward w.r.t. its input. StyleGAN2-ADA reached for a private
-aten op to get it, which broke on newer PyTorch (spec/nvidia-pickles.md, stylegan2-ada.md section 8.1). Current
+aten op to get it, which broke on newer PyTorch (docs/spec/stylegan2-ada.md section 8). Current
 PyTorch's own `grid_sample` differentiates twice w.r.t. both input and grid, so this module calls only the public
 op. `enabled` is kept because NVIDIA's training code sets it; it selects nothing any more.
 `grid_sample(input, grid)` is a compatibility contract with NVIDIA network pickles (called positionally).
