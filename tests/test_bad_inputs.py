@@ -1,4 +1,4 @@
-"""Bad inputs across the CLIs, table-driven (issue 29): every row asserts the exit code and that the output holds
+"""Bad inputs across the CLIs, table-driven: every row asserts the exit code and that the output holds
 exactly one 'Error: ...' line naming the input, and no traceback. The rows are those of the issue's campaign
 (malformed, huge-integer and deeply nested dataset.json with and without --cond, deep stats lines, NaN floats,
 object npz, files where folders belong, ...) plus a sample of the clear-error cases the per-CLI tests pin. Below the

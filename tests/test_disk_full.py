@@ -1,6 +1,5 @@
 """A full disk or read-only output folder gives one line naming --outdir / --dest (train.py names the last good
-snapshot, which stays intact), the log file gives up quietly, and dataset_tool's temp zip is removed (issue 29,
-item 4). The failures are simulated by making the writes raise ENOSPC / EACCES (tests run as root)."""
+snapshot, which stays intact), the log file gives up quietly, and dataset_tool's temp zip is removed. The failures are simulated by making the writes raise ENOSPC / EACCES (tests run as root)."""
 
 import errno
 import glob

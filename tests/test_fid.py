@@ -50,7 +50,7 @@ def test_ref_then_calc(tmp_path, monkeypatch):
 @pytest.mark.parametrize('args, message', [
     (['ref', '--data', '{missing}', '--dest', '{tmp}/r.npz'], "--data: '{missing}' does not exist"),
     (['ref', '--data', '{missing}', '--dest', '{tmp}/r.npz', '--detector', '{missing}'], '--detector: '),
-    (['calc', '--images', '{missing}', '--ref', '{missing}'], "--images: '{missing}' does not exist"),  # Issue 29.
+    (['calc', '--images', '{missing}', '--ref', '{missing}'], "--images: '{missing}' does not exist"),
     (['calc', '--images', '{data}', '--ref', '{missing}'], '--ref: '),
     (['ref', '--data', '{data}', '--dest', '{tmp}/r.npz', '--detector', '{junk}', '--workers', '0', '--trust-detector'],
      "--detector: detector '{junk}' is neither a TorchScript archive"),

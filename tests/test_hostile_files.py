@@ -1,5 +1,5 @@
 """Hostile files at every entry point that reads a network, snapshot, detector, score source, resume state,
-checkpoint, config or npz (issue 29): payloads of each kind -- a pickle __reduce__ that calls a function, a
+checkpoint, config or npz: payloads of each kind -- a pickle __reduce__ that calls a function, a
 persistent object whose stored source runs when loaded, a callable named in stored kwargs (training_set_kwargs),
 and the same through torch.save, npz and YAML -- must never run. Each payload creates its own marker file when
 run; first each payload is shown to be live (the unsafe loader of its format creates the marker), then every

@@ -1,5 +1,5 @@
 """torch_utils.dataset_classes: dataset kwargs read from a file name only known classes, keys and plain values; nothing
-they name is imported or called unless trusted (issue 29, item 1)."""
+they name is imported or called unless trusted."""
 
 import os
 import sys

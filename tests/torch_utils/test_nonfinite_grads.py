@@ -1,6 +1,5 @@
 """Scrubbed non-finite gradients are counted per phase (stat Grad/<phase>/nonfinite), warned about at the tick, and
-stop training with the last good snapshot named when a phase's whole update was non-finite for a tick (issue 29,
-item 2)."""
+stop training with the last good snapshot named when a phase's whole update was non-finite for a tick."""
 
 import json
 import os

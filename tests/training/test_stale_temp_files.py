@@ -1,5 +1,5 @@
 """Temp files of killed writers are removed from the whole --outdir when a run starts (train.py and train_dpm.py
-through cli_common.create_run_dir), and train_dpm removes a dead writer's temp file however young (issue 29, item 5).
+through cli_common.create_run_dir), and train_dpm removes a dead writer's temp file however young.
 """
 
 import os
