@@ -110,7 +110,11 @@ def gan_args(o: dict, data: str, folder: str, seed: int, kimg: float, tick: floa
 
 
 def _run_result(folder: str) -> Callable:
-    return lambda lk: dict(run_dir=folder, pkl=last_snapshot(folder))
+    """A training stage's result: its run dir (train.py makes <folder>/<id>-<desc>) and last snapshot."""
+    def collect(lookup):
+        pkl = last_snapshot(folder)
+        return dict(run_dir=os.path.dirname(pkl), pkl=pkl)
+    return collect
 
 
 def build_graph(o: dict, outdir: str) -> list:
@@ -271,7 +275,10 @@ class Study:
     def record(self, stage: str, result: dict, wall_sec: float) -> None:
         with self.lock:
             self.state['stages'][stage] = dict(result=result, time_sec=wall_sec)
-            dnnlib.util.write_atomically(self.state_path, json.dumps(self.state, indent=2).encode('utf-8'))
+            self.record_state()
+
+    def record_state(self) -> None:
+        dnnlib.util.write_atomically(self.state_path, json.dumps(self.state, indent=2).encode('utf-8'))
 
     def run_cli(self, stage: str, args: list) -> None:
         """Run `python <args>` in the repository root, output to logs/<stage>.log; one line on failure."""
@@ -286,6 +293,18 @@ class Study:
                 tail = f.read()[-2000:]
             raise click.ClickException(f'stage {stage}: `python {args[0]} {args[1] if args[0] == "-m" else ""}` '
                                        f'exited with {proc.returncode}; log {log_path} ends with:\n{tail}')
+
+    def forget_stale(self, stages: list) -> list:
+        """Drop the records of finished stages that need a stage not finished (it will run again, so what was
+        made from its old output is stale); stages in graph order. Returns their names."""
+        stale = []
+        for stage in stages:
+            if self.done(stage.name) and not all(self.done(n) for n in stage.needs):
+                del self.state['stages'][stage.name]
+                stale.append(stage.name)
+        if stale:
+            self.record_state()
+        return stale
 
     def run_stage(self, stage: Stage) -> None:
         """Run one stage unless state.json has it; record its result and wall time."""
@@ -408,6 +427,9 @@ def main(outdir, quick, jobs, dry_run, **given):
     import torch
     torch.set_num_threads(o['threads'])
     study = Study(outdir, o)                         # --jobs changes the speed, not the results: not stored.
+    stale = study.forget_stale(stages)
+    if stale:
+        print(f'Running again, as a stage they need is not finished: {", ".join(stale)}')
     start = time.time()
     total = len(stages)
 

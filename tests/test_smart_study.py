@@ -125,6 +125,17 @@ def test_resume_after_an_interrupted_stage(tmp_path):
         smart_study.Study(str(tmp_path), dict(x=2))
 
 
+def test_stages_made_from_a_lost_stage_run_again(tmp_path):
+    calls = []
+    stages = [_stage('a', (), calls), _stage('b', ('a',), calls), _stage('c', ('b',), calls),
+              _stage('d', ('a',), calls)]
+    study = smart_study.Study(str(tmp_path), {})
+    smart_study.run_graph(stages, study.run_stage, 1)
+    del study.state['stages']['b']
+    assert study.forget_stale(stages) == ['c']
+    assert sorted(json.loads((tmp_path / 'state.json').read_text())['stages']) == ['a', 'd']
+
+
 def test_interrupted_cli_stage_starts_over_in_an_empty_folder(tmp_path):
     folder = tmp_path / 'run'
     folder.mkdir()
@@ -286,3 +297,41 @@ def test_truncated_evaluation_matches_the_metric_code_at_psi_1(tmp_path):
     assert at_0['fd'] != at_1['fd']
     with pytest.raises(ValueError, match=r'psi=0: expected a truncation in \(0, 1\]'):
         sm.evaluate_truncated(pkl, detector, data, 64, 0)
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end_with_stand_in_metric_commands(tmp_path, monkeypatch):
+    """The wiring, not the science: scikit-learn digits, tiny budgets and networks, the metric commands replaced
+    by tests/support/standin_*.py; then a rerun skips every stage, and one that lost two stages runs just those."""
+    pytest.importorskip('sklearn')
+    import standin_compare
+    monkeypatch.setattr(sm, 'DETECTOR_MODULE', 'standin_train_classifier')
+    monkeypatch.setattr(sm, 'COMPARE_MODULE', 'standin_compare')
+    monkeypatch.setattr(sm, 'evaluate', lambda pkl, det, num_gen, seed=0: standin_compare.evaluate_snapshot(
+        pkl, det, num_gen=num_gen, seed=seed))
+    monkeypatch.setenv('PYTHONPATH', os.pathsep.join([str(ROOT / 'tests' / 'support'), str(ROOT)]))
+    out = tmp_path / 'study'
+    args = [f'--outdir={out}', '--data=sklearn-digits', '--quick', '--seeds=1', '--lambdas=0.1,1', '--num-gen=64',
+            '--gan-flags=--cbase=256 --cmax=16 --map-depth=2 --batch=8 --aug=noaug', '--jobs=2']
+    result = CliRunner().invoke(smart_study.main, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    state = json.loads((out / 'state.json').read_text())['stages']
+    assert 0 < state['dpm']['result']['band_error'] < 2 and 'band error' in result.output
+    assert state['pick']['result']['lambdas'] in ([0.1, 1.0], [1.0, 0.1])
+    table = (out / 'table.md').read_text().splitlines()
+    assert [line.split(' | ')[0] for line in table[2:]] == [
+        '| ft-control', '| ft-smart-l0.1-d1 (fine-tune)', '| ft-smart-l1-d1 (fine-tune)',
+        '| ft-gauss-l0.3 (fine-tune)', '| scratch-smart-A (from scratch)', '| scratch-smart-B (from scratch)',
+        '| scratch-diffgan (from scratch)']
+    frontier = json.loads((out / 'frontier.json').read_text())
+    assert [q['psi'] for q in frontier['truncation'][0]] == [1.0, 0.5] and len(frontier['trajectory'][0]) == 3
+    assert all(stage in (out / 'timing.md').read_text() for stage in state)
+    logs = {p.name: p.stat().st_mtime_ns for p in (out / 'logs').iterdir()}
+    assert CliRunner().invoke(smart_study.main, args).exit_code == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (out / 'logs').iterdir()} == logs   # Every stage skipped.
+    saved = json.loads((out / 'state.json').read_text())
+    del saved['stages']['scratch-diffgan-s0'], saved['stages']['report']  # As if interrupted in that run.
+    (out / 'state.json').write_text(json.dumps(saved))
+    assert CliRunner().invoke(smart_study.main, args).exit_code == 0
+    changed = {p.name for p in (out / 'logs').iterdir() if p.stat().st_mtime_ns != logs.get(p.name)}
+    assert changed == {'scratch-diffgan-s0.log', 'eval-scratch-diffgan-s0.log'}   # And what was made from it.
