@@ -47,10 +47,10 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, 'benchmarks')]
 import dnnlib  # noqa: E402
 import smart_study_metrics as sm  # noqa: E402  (the adapter to the metric commands)
 import smart_study_report as report  # noqa: E402
+from edm_bridge.schedules import parse_schedule  # noqa: E402
 from smart_digits_eval import band_error, last_snapshot, snapshots  # noqa: E402
 
 BAND = dict(schedule='ddpm-linear', t='40,60')
-X0_PER_EPS = 33.51                                   # Mean of 1 / sigma_t^2 over t 40..60 on DDPM-linear.
 SOURCES = ('mnist5k', 'sklearn-digits')              # --data names that dataset_tool.py makes.
 SCRATCH_ARMS = ('scratch-smart-A', 'scratch-smart-B', 'scratch-diffgan')
 GAN_FLAGS = dict(default='--cfg=cpu')                # The base GAN's train.py flags (--gan-flags overrides).
@@ -73,6 +73,14 @@ class Stage:
     folder: str | None = None                        # The CLI's output folder (emptied before it runs).
     collect: Callable | None = None                  # collect(lookup) -> the CLI stage's result (after it ran).
     describe: str = ''                               # What a Python step does (--dry-run).
+
+
+def x0_per_eps() -> float:
+    """Mean of 1 / sigma_t^2 over SMaRt's band (t uniform): the eps form's weight on the x0 error, i.e. eps-form
+    lambda L ~ x0-form lambda L * this (33.5 for t 40..60 on DDPM-linear)."""
+    sigma = parse_schedule(BAND['schedule']).sigma_grid.astype('float64')
+    lo, hi = (int(t) for t in BAND['t'].split(','))
+    return float((1 / sigma[lo:hi + 1] ** 2).mean())
 
 
 def parse_floats(text: str, flag: str) -> list:
@@ -184,7 +192,7 @@ def build_graph(o: dict, outdir: str) -> list:
         refs += [f'trajectory-s{seed}', f'truncation-s{seed}']
     stages.append(Stage('report', ('dpm', 'pick') + tuple(evals) + tuple(refs), describe=(
         'table.md, frontier.png, frontier.json, timing.md, results.json'),
-        fn=lambda lk: report.write_report(o, lk, outdir, [n for n in trained], X0_PER_EPS)))
+        fn=lambda lk: report.write_report(o, lk, outdir, trained, x0_per_eps())))
     return order_stages(stages)
 
 
@@ -365,6 +373,8 @@ def check_options(o: dict) -> None:
     """One line naming the flag for a list option that does not parse or does not fit the study."""
     for flag in ('lambdas', 'draws', 'psis') + (() if o['scratch_lambdas'] == 'auto' else ('scratch_lambdas',)):
         parse_floats(o[flag], '--' + flag.replace('_', '-'))
+    if any(k != int(k) for k in parse_floats(o['draws'], '')):
+        raise click.BadParameter(f'{o["draws"]!r}: expected whole numbers of draws', param_hint='--draws')
     if o['scratch_lambdas'] != 'auto' and len(parse_floats(o['scratch_lambdas'], '')) != 2:
         raise click.BadParameter(f'{o["scratch_lambdas"]!r}: expected two lambdas or auto',
                                  param_hint='--scratch-lambdas')

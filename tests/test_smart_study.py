@@ -90,7 +90,8 @@ def test_dry_run_prints_the_graph_and_writes_nothing(tmp_path):
 
 @pytest.mark.parametrize('args, flag', [(['--lambdas=0.1,x'], '--lambdas'), (['--data=missing.zip'], '--data'),
                                         (['--scratch-lambdas=1'], '--scratch-lambdas'),
-                                        (['--lambdas=0.1'], '--lambdas')])
+                                        (['--lambdas=0.1'], '--lambdas'), (['--draws=1.5'], '--draws'),
+                                        (['--psis=1.2'], '--psis')])
 def test_bad_options_name_the_flag(tmp_path, args, flag):
     result = CliRunner().invoke(smart_study.main, [f'--outdir={tmp_path}', '--dry-run'] + args)
     assert result.exit_code == 2 and flag in result.output and 'Traceback' not in result.output
@@ -267,6 +268,10 @@ def test_adapter_reads_the_compare_json(tmp_path):
         sm.read_compare(str(path))
 
 
+def test_x0_per_eps_is_the_band_mean_of_inverse_sigma_squared():
+    assert smart_study.x0_per_eps() == pytest.approx(33.5127, abs=1e-4)   # sigma 0.1437..0.2085 (README, SMaRt)
+
+
 def test_recognisable_share():
     probs = np.array([[0.95, 0.05], [0.5, 0.5], [0.1, 0.9], [0.2, 0.8]])
     assert sm.recognisable_share(probs) == 0.5
@@ -319,7 +324,7 @@ def test_tiny_study_end_to_end_with_stand_in_metric_commands(tmp_path, monkeypat
     assert 0 < state['dpm']['result']['band_error'] < 2 and 'band error' in result.output
     assert state['pick']['result']['lambdas'] in ([0.1, 1.0], [1.0, 0.1])
     table = (out / 'table.md').read_text().splitlines()
-    assert [line.split(' | ')[0] for line in table[2:]] == [
+    assert [line.split(' | ')[0] for line in table[2:9]] == [
         '| ft-control', '| ft-smart-l0.1-d1 (fine-tune)', '| ft-smart-l1-d1 (fine-tune)',
         '| ft-gauss-l0.3 (fine-tune)', '| scratch-smart-A (from scratch)', '| scratch-smart-B (from scratch)',
         '| scratch-diffgan (from scratch)']
