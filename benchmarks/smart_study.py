@@ -233,19 +233,27 @@ def pick_lambdas(o: dict, lookup: Callable) -> dict:
     return dict(lambdas=best, how='auto', mean_fd_difference=score)
 
 
+# In-process evaluations one at a time: G's noise inputs draw from torch's global RNG, which the metric code seeds;
+# two threads drawing from it at once would make the numbers depend on the interleaving.
+EVAL_LOCK = threading.Lock()
+
+
 def trajectory(o: dict, lookup: Callable, detector: str, seed: int) -> dict:
     """The control's metrics at up to trajectory_points of its snapshots (base run, then ft-control), evenly spaced."""
     found = snapshots(lookup(f'base-s{seed}', 'run_dir')) + [
         (k, p) for k, p in snapshots(lookup(f'ft-control-s{seed}', 'run_dir')) if k > o['base_kimg'] + 1e-9]
     count = min(o['trajectory_points'], len(found))
     picks = sorted({round(i * (len(found) - 1) / max(count - 1, 1)) for i in range(count)})
-    points = [dict(kimg=found[i][0], **sm.evaluate(found[i][1], detector, o['num_gen'])) for i in picks]
+    with EVAL_LOCK:
+        points = [dict(kimg=found[i][0], **sm.evaluate(found[i][1], detector, o['num_gen'])) for i in picks]
     return dict(points=points)
 
 
 def truncation(o: dict, pkl: str, detector: str, data: str) -> dict:
-    return dict(points=[dict(psi=psi, **sm.evaluate_truncated(pkl, detector, data, o['num_gen'], psi))
-                        for psi in parse_floats(o['psis'], '--psis')])
+    """The control's final metrics at every truncation psi of --psis."""
+    with EVAL_LOCK:
+        return dict(points=[dict(psi=psi, **sm.evaluate_truncated(pkl, detector, data, o['num_gen'], psi))
+                            for psi in parse_floats(o['psis'], '--psis')])
 
 
 def score_source(folder: str, data: str) -> dict:

@@ -57,10 +57,14 @@ def paired(rows: dict, arm: str, key: str) -> list:
     return [rows[arm][s][key] - rows[CONTROL][s][key] for s in seeds]
 
 
-def better_than_spread(rows: dict, arm: str) -> bool:
-    """The arm's mean paired FD difference is an improvement larger than the std of the control's FD over seeds."""
+def better_than_spread(rows: dict, arm: str) -> bool | None:
+    """Whether the arm's mean paired FD difference is an improvement larger than the std of the control's FD over
+    seeds; None with fewer than two paired seeds (no spread to compare with)."""
+    diffs = paired(rows, arm, 'fd')
+    if len(diffs) < 2:
+        return None
     spread = _mean_std([m['fd'] for m in rows[CONTROL].values()])[1]
-    return -statistics.mean(paired(rows, arm, 'fd')) > spread
+    return -statistics.mean(diffs) > spread
 
 
 def paired_table(rows: dict, scratch_lambdas: list, x0_per_eps: float) -> str:
@@ -79,7 +83,7 @@ def paired_table(rows: dict, scratch_lambdas: list, x0_per_eps: float) -> str:
             cells += ['-'] * (len(PAIRED) + 1)
         else:
             cells += [_fmt(paired(rows, arm, key), digits, sign=True) for key, digits in PAIRED]
-            cells.append('**yes**' if better_than_spread(rows, arm) else 'no')
+            cells.append({True: '**yes**', False: 'no', None: 'n/a (1 seed)'}[better_than_spread(rows, arm)])
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
@@ -175,4 +179,4 @@ def write_report(o: dict, lookup: Callable, outdir: str, runs: list, x0_per_eps:
                        ('results.json', json.dumps(dict(options=o, rows=rows), indent=2))):
         dnnlib.util.write_atomically(os.path.join(outdir, name), text.encode('utf-8'))
     write_frontier(os.path.join(outdir, 'frontier.png'), data)
-    return dict(table='table.md', flagged=[arm for arm in rows if arm != CONTROL and better_than_spread(rows, arm)])
+    return dict(table='table.md', flagged=[arm for arm in rows if arm != CONTROL and better_than_spread(rows, arm) is True])

@@ -248,6 +248,8 @@ def test_write_report_from_stand_in_stages(tmp_path):
             for s in (0, 1)]
     out = report.write_report(dict(OPTS, ref_seeds=1), lookup, str(tmp_path), runs, 33.51)
     assert out['flagged'] == ['ft-smart-l1-d1']
+    one_seed = {arm: {0: per_seed[0]} for arm, per_seed in ROWS.items()}
+    assert report.paired_table(one_seed, [1.0, 0.1], 33.51).splitlines()[3].endswith('| n/a (1 seed) |')
     table = (tmp_path / 'table.md').read_text()
     assert table.splitlines()[2].startswith('| ft-control | - | 12.00 ± 2.83 |')  # The control comes first.
     assert 'band error 0.2500' in table
@@ -330,7 +332,12 @@ def test_tiny_study_end_to_end_with_stand_in_metric_commands(tmp_path, monkeypat
         '| scratch-diffgan (from scratch)']
     frontier = json.loads((out / 'frontier.json').read_text())
     assert [q['psi'] for q in frontier['truncation'][0]] == [1.0, 0.5] and len(frontier['trajectory'][0]) == 3
-    assert all(stage in (out / 'timing.md').read_text() for stage in state)
+    timing = (out / 'timing.md').read_text()
+    assert all(f'| {stage} |' in timing for stage in state if stage != 'report')   # Written within 'report'.
+    # One snapshot, three routes (compare's subprocess, the trajectory, psi 1 of the sweep): the same numbers.
+    fd = state['eval-ft-control-s0']['result']['fd']
+    assert frontier['truncation'][0][0]['fd'] == fd and frontier['trajectory'][0][-1]['fd'] == fd
+    assert table[2].split(' | ')[-1] == '- |' and table[3].split(' | ')[-1] == 'n/a (1 seed) |'
     logs = {p.name: p.stat().st_mtime_ns for p in (out / 'logs').iterdir()}
     assert CliRunner().invoke(smart_study.main, args).exit_code == 0
     assert {p.name: p.stat().st_mtime_ns for p in (out / 'logs').iterdir()} == logs   # Every stage skipped.
