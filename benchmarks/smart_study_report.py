@@ -179,4 +179,5 @@ def write_report(o: dict, lookup: Callable, outdir: str, runs: list, x0_per_eps:
                        ('results.json', json.dumps(dict(options=o, rows=rows), indent=2))):
         dnnlib.util.write_atomically(os.path.join(outdir, name), text.encode('utf-8'))
     write_frontier(os.path.join(outdir, 'frontier.png'), data)
-    return dict(table='table.md', flagged=[arm for arm in rows if arm != CONTROL and better_than_spread(rows, arm) is True])
+    flagged = [arm for arm in rows if arm != CONTROL and better_than_spread(rows, arm) is True]
+    return dict(table='table.md', flagged=flagged)

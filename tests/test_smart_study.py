@@ -16,6 +16,7 @@ sys.path.insert(0, str(ROOT / 'benchmarks'))
 import smart_study  # noqa: E402
 import smart_study_metrics as sm  # noqa: E402
 import smart_study_report as report  # noqa: E402
+import smart_study_stages as st  # noqa: E402
 
 OPTS = dict(smart_study.QUICK, data='mnist5k', resolution='16x16', gan_flags='--cbase=64 --cmax=16', seeds=2,
             lambdas='0.1,1', draws='1,4', smart_freq=4, threads=1, quick=True)
@@ -104,34 +105,34 @@ def _stage(name, needs, calls, fail=None):
             fail.pop()
             raise RuntimeError(f'{name} interrupted')
         return dict(value=len(name) + sum(lookup(n, 'value') for n in needs))
-    return smart_study.Stage(name, needs, fn=fn)
+    return st.Stage(name, needs, fn=fn)
 
 
 def test_resume_after_an_interrupted_stage(tmp_path):
     calls, fail = [], ['b']
     stages = [_stage('a', (), calls), _stage('b', ('a',), calls, fail), _stage('c', ('b',), calls),
               _stage('d', ('a',), calls)]
-    study = smart_study.Study(str(tmp_path), dict(x=1))
+    study = st.Study(str(tmp_path), dict(x=1))
     with pytest.raises(RuntimeError, match='^b interrupted$'):
-        smart_study.run_graph(stages, study.run_stage, 1)
+        st.run_graph(stages, study.run_stage, 1)
     assert calls == ['a', 'b']   # Nothing starts after the failure.
     state = json.loads((tmp_path / 'state.json').read_text())['stages']
     assert list(state) == ['a'] and state['a']['result'] == dict(value=1) and state['a']['time_sec'] >= 0
     calls.clear()
-    study = smart_study.Study(str(tmp_path), dict(x=1))
-    smart_study.run_graph(stages, study.run_stage, 2)
+    study = st.Study(str(tmp_path), dict(x=1))
+    st.run_graph(stages, study.run_stage, 2)
     assert sorted(calls) == ['b', 'c', 'd']   # 'a' is not run again.
     assert study.lookup('c', 'value') == 1 + (1 + 1) and study.lookup('d', 'value') == 2
     with pytest.raises(Exception, match=r'--outdir: .* holds a study with other options'):
-        smart_study.Study(str(tmp_path), dict(x=2))
+        st.Study(str(tmp_path), dict(x=2))
 
 
 def test_stages_made_from_a_lost_stage_run_again(tmp_path):
     calls = []
     stages = [_stage('a', (), calls), _stage('b', ('a',), calls), _stage('c', ('b',), calls),
               _stage('d', ('a',), calls)]
-    study = smart_study.Study(str(tmp_path), {})
-    smart_study.run_graph(stages, study.run_stage, 1)
+    study = st.Study(str(tmp_path), {})
+    st.run_graph(stages, study.run_stage, 1)
     del study.state['stages']['b']
     assert study.forget_stale(stages) == ['c']
     assert sorted(json.loads((tmp_path / 'state.json').read_text())['stages']) == ['a', 'd']
@@ -143,13 +144,13 @@ def test_interrupted_cli_stage_starts_over_in_an_empty_folder(tmp_path):
     (folder / 'left-over.pkl').write_text('partial')
     script = (f'import os; n = len(os.listdir({str(folder)!r})); '
               f'open(os.path.join({str(folder)!r}, "out.txt"), "w").write(str(n))')
-    stage = smart_study.Stage('cli', (), args=lambda lk: ['-c', script], folder=str(folder),
+    stage = st.Stage('cli', (), args=lambda lk: ['-c', script], folder=str(folder),
                               collect=lambda lk: dict(files=sorted(os.listdir(folder))))
-    study = smart_study.Study(str(tmp_path), {})
+    study = st.Study(str(tmp_path), {})
     study.run_stage(stage)
     assert study.lookup('cli', 'files') == ['out.txt'] and (folder / 'out.txt').read_text() == '0'
     assert (tmp_path / 'logs' / 'cli.log').read_text().startswith('$ python -c ')
-    broken = smart_study.Stage('broken', (), args=lambda lk: ['-c', 'raise SystemExit("no data")'])
+    broken = st.Stage('broken', (), args=lambda lk: ['-c', 'raise SystemExit("no data")'])
     with pytest.raises(Exception, match=r'stage broken: `python -c ` exited with 1; log .*broken.log ends with'):
         study.run_stage(broken)
 
@@ -169,8 +170,8 @@ def test_parallel_stages_respect_needs_and_the_job_limit():
             live[0] -= 1
             log.append(('end', stage.name))
 
-    stages = [smart_study.Stage(n, needs) for n, needs in (('a', ()), ('b', ()), ('c', ('a', 'b')), ('d', ('a',)))]
-    smart_study.run_graph(stages, run, 2)
+    stages = [st.Stage(n, needs) for n, needs in (('a', ()), ('b', ()), ('c', ('a', 'b')), ('d', ('a',)))]
+    st.run_graph(stages, run, 2)
     assert peak[0] == 2 and sorted(n for e, n in log if e == 'end') == ['a', 'b', 'c', 'd']
     assert log.index(('start', 'c')) > max(log.index(('end', 'a')), log.index(('end', 'b')))
     assert log.index(('start', 'd')) > log.index(('end', 'a'))
