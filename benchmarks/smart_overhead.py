@@ -52,12 +52,12 @@ import PIL.Image
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import dnnlib  # noqa: E402
 import train  # noqa: E402  (the CLI's config builder: the same networks as `train.py --cfg cifar`)
 from edm_bridge.denoiser import FrozenDenoiser  # noqa: E402
 from edm_bridge.edm_networks import EDMPrecond  # noqa: E402
 from smart_plugin import SMaRt, SMaRtOptions  # noqa: E402
 from training import train_state, training_loop  # noqa: E402
+from training.train_options import TrainOptions  # noqa: E402
 
 BLOCK = 16        # Iterations per timed block: lcm of the lazy intervals (Greg 4, Dreg 16, SMaRt freq 8).
 NUM_CLASSES = 10  # Labels of the cifar configuration's dataset (and of the conditional DDPM++ denoiser).
@@ -93,8 +93,8 @@ def _cifar_config(data_path: str, device: str, batch: int, outdir: str) -> dict:
     """setup_training kwargs of `train.py --cfg cifar --cond --batch B` (the preset's networks, loss and ADA)."""
     args = ['--outdir', outdir, '--data', data_path, '--cfg', 'cifar', '--cond', '--batch', str(batch),
             '--workers', '0']
-    opts = dnnlib.EasyDict(train.main.make_context('train.py', args).params)
-    config, _desc, _plugins = train.build_config(opts, num_gpus=1)
+    opts = TrainOptions.from_params(train.main.make_context('train.py', args).params)
+    config = train.build_config(opts, num_gpus=1)[0].loop_kwargs
     accepted = inspect.signature(train_state.setup_training).parameters
     config = {key: value for key, value in config.items() if key in accepted}
     config.update(device=device, data_loader_kwargs=dict(pin_memory=device == 'cuda'))

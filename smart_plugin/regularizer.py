@@ -44,6 +44,7 @@ from typing import Any
 
 import torch
 
+import dnnlib
 from edm_bridge import checks, loading, registry
 from edm_bridge.denoiser import FrozenDenoiser
 # QUANTISATION_SIGMA: one grey level; below it the score source's noise prediction is mostly a guess (issue 21: the
@@ -135,6 +136,7 @@ class SMaRt(LossPlugin):
         self.step = 0                 # Iterations finished; the penalty is active when step % freq == 0.
         self.cur_nimg = 0             # Images shown before the current iteration (from end_of_step).
         self._compared = False        # Whether a tick has compared SMaRt/loss with G's adversarial loss yet.
+        self._source = None           # Name of a score source that preflight() loaded.
 
     @property
     def schedule(self):
@@ -150,6 +152,21 @@ class SMaRt(LossPlugin):
     def t_hi(self) -> int | None:
         """The resolved band's highest t, None before setup()."""
         return None if self.band is None else self.band.t_hi
+
+    def preflight(self, *, G: torch.nn.Module, training_set: Any) -> None:
+        """Check the score source against G before the run dir exists: a registry entry by its description, a local
+        file by loading it (on the CPU; kept for setup, so it is read once). 'gaussian' and URLs wait for setup."""
+        dpm = self.options.dpm
+        if not self.options.enabled or self.denoiser is not None or dpm == 'gaussian':
+            return
+        try:
+            entry, source = registry.resolve(dpm)
+            if entry is None and not dnnlib.util.is_url(source, allow_file_urls=True):
+                self.denoiser = loading.load_denoiser(source, device='cpu')
+                self._source = dpm
+            checks.check_compatible(entry or self.denoiser, G.img_resolution, G.img_channels, G.c_dim)
+        except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as err:
+            raise OptionError('dpm', dpm, str(err)) from None
 
     def setup(self, *, G: torch.nn.Module, D: torch.nn.Module, training_set: Any, device: torch.device,
               rank: int, num_gpus: int) -> None:
@@ -187,7 +204,7 @@ class SMaRt(LossPlugin):
         dpm, entry = self.options.dpm, None
         if self.denoiser is not None:
             net = getattr(self.denoiser, 'net', self.denoiser)
-            source = f'{type(net).__name__} (given)'
+            source = self._source or f'{type(net).__name__} (given)'
         elif dpm == 'gaussian':
             self.denoiser = fit_gaussian_denoiser(training_set)
             source = f'gaussian (per-pixel fit to {len(training_set)} images)'

@@ -310,9 +310,9 @@ def test_metrics_at_each_snapshot_with_tiny_detectors(data, tmp_path, monkeypatc
     inception = tiny_metrics.save_torchscript(tmp_path / 'inception.pt')
     vgg16 = tiny_metrics.save_torchscript(tmp_path / 'vgg16.pt', num_features=6, seed=1)
     options = _dry_run(tmp_path / 'dry', '--data', data.ds, '--metrics', 'fid2k_full,pr2k3_full', '--detector',
-                       inception, *TINY)
+                       inception, '--detector-vgg16', vgg16, *TINY)
     assert options['metrics'] == ['fid2k_full', 'pr2k3_full']
-    assert options['metric_kwargs'] == dict(detector=inception, detector_vgg16=None, trust_detector=False,
+    assert options['metric_kwargs'] == dict(detector=inception, detector_vgg16=vgg16, trust_detector=False,
                                             num_workers=0)
     result = _invoke('--outdir', tmp_path, '--data', data.ds, '--kimg', '0.004', '--metrics', 'fid2k_full,pr2k3_full',
                      '--detector', inception, '--detector-vgg16', vgg16, *TINY)
@@ -340,6 +340,16 @@ def test_missing_detector_offline_names_the_flag(data, tmp_path, monkeypatch):
     assert result.exit_code != 0
     assert ('--detector: the inception detector file inception-2015-12-05.pt is not available offline'
             in result.output), result.output
+    assert not (tmp_path / '00000-ds-stylegan2-kimg0.004-batch4').exists()  # Found in pre-flight (issue 29 item 9).
+    # Also under --dry-run, and PPL asks for the VGG16 detector (the metric registry says which one each needs).
+    inception = tiny_metrics.save_torchscript(tmp_path / 'inception.pt')
+    for metric, flag in (('fid50k_full', '--detector'), ('ppl2_wend_2k', '--detector-vgg16')):
+        result = _invoke('--outdir', tmp_path / 'dry', '--data', data.ds, '--metrics', metric, '--dry-run', *TINY)
+        assert result.exit_code == 1 and f'Error: {flag}: the {flag[11:] or "inception"} detector' in result.output
+        assert 'Training options' not in result.output and not (tmp_path / 'dry').exists()
+    result = _invoke('--outdir', tmp_path / 'dry', '--data', data.ds, '--metrics', 'ppl2_wend_2k', '--dry-run',
+                     '--detector', inception, *TINY)
+    assert result.output.startswith('Error: --detector: no metric in --metrics=ppl2_wend_2k uses this detector')
 
 
 def test_official_ncsnv2_checkpoint_as_score_source(data, tmp_path):

@@ -14,6 +14,7 @@ import dnnlib
 from torch_utils import distributed
 from training import snapshot
 from training.dataset import ImageFolderDataset
+from training.option_fields import ConfigError
 
 
 class FlagError(click.ClickException):
@@ -61,20 +62,12 @@ def create_run_dir(run_dir: str, options: dict, rank: int) -> str:
 
 def open_dataset(data: str, cond: bool) -> ImageFolderDataset:
     """The dataset at --data (labels not loaded); FlagError naming --data if it cannot be read, --cond if it has no
-    labels but a conditional model was asked for."""
+    labels but a conditional model was asked for (training.preflight.open_dataset)."""
+    from training import preflight  # Deferred: preflight imports the metrics and networks.
     try:
-        dataset = ImageFolderDataset(path=data, use_labels=False, xflip=False)
-    except (OSError, ValueError, TypeError) as err:
-        raise FlagError('--data', str(err)) from None
-    if cond and not dataset.has_stored_labels:
-        raise FlagError('--cond', f'{data} has no labels (no dataset.json with "labels"); train unconditionally '
-                                  'or add labels with dataset_tool.py')
-    if cond:
-        try:
-            dataset.check_labels()
-        except OSError as err:
-            raise FlagError('--data', f'{err} (--cond needs valid labels)') from None
-    return dataset
+        return preflight.open_dataset(data, cond)
+    except ConfigError as err:
+        raise FlagError(err.flag, str(err)) from None
 
 
 def load_G_ema(network_pkl: str, trusted: bool, device: str) -> tuple[torch.nn.Module, torch.device]:

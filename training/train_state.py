@@ -162,19 +162,27 @@ def coverage_report(data: dict, networks: dict) -> tuple[list[str], list[str]]:
     return lines, list(dict.fromkeys(flags))
 
 
-def load_resume(resume_pkl: str, G, D, G_ema, partial: bool = False, log=print) -> dict:
-    """Load a snapshot (safely) and copy the weights of G, D and G_ema by name; return the loaded dict.
+def read_resume(resume_pkl: str, raw: bytes | None = None) -> dict:
+    """The snapshot at resume_pkl (or its bytes `raw`, already read) loaded safely, networks rebuilt."""
+    try:
+        source = resume_pkl if raw is None else io.BytesIO(raw)
+        return snapshot.load_network_pkl(source, trust_flag=None)  # --resume never runs code from a file.
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f'resume_pkl {resume_pkl!r}: {err}') from err
+    except (OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        raise ResumeError(f'resume_pkl {resume_pkl!r}: cannot load it as a network snapshot ({err})') from err
+
+
+def load_resume(resume_pkl: str, G, D, G_ema, partial: bool = False, log=print, data: dict | None = None) -> dict:
+    """Load a snapshot (safely; `data`: read_resume's result, already loaded) and copy the weights of G, D and
+    G_ema by name; return the loaded dict.
 
     Unless `partial`, raises ResumeCoverageError (listing both sides and the flags that probably differ) when any
     snapshot tensor would be left unused or any network tensor unfilled; with `partial` the lists are logged and
     the training state is dropped (it belongs to other networks), so the resume is weights-only.
     """
-    try:
-        data = snapshot.load_network_pkl(resume_pkl, trust_flag=None)  # --resume never runs code from a file.
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f'resume_pkl {resume_pkl!r}: {err}') from err
-    except (OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
-        raise ResumeError(f'resume_pkl {resume_pkl!r}: cannot load it as a network snapshot ({err})') from err
+    if data is None:
+        data = read_resume(resume_pkl)
     if all(data.get(name) is None for name in ('G', 'D', 'G_ema')):
         raise ResumeError(f'{resume_pkl} holds no networks (keys {sorted(map(str, data))}); expected a snapshot with '
                           f'G, D and G_ema')
@@ -291,11 +299,13 @@ def setup_training(*, training_set_kwargs: dict, G_kwargs: dict, D_kwargs: dict,
                    ema_rampup: float | None = 0.05, G_reg_interval: int | None = 4, D_reg_interval: int | None = 16,
                    augment_p: float = 0, ada_target: float | None = None, ada_interval: int = 4,
                    ada_kimg: float = 500, resume_pkl: str | None = None, resume_partial: bool = False,
-                   log=print) -> dnnlib.EasyDict:
+                   training_set=None, resume_data: dict | None = None, log=print) -> dnnlib.EasyDict:
     """Build the training state (see the module docstring); `log` prints one line per set-up phase (rank 0).
 
     Arguments as in StyleGAN2-ADA's training_loop; G_kwargs / D_kwargs are the Generator / Discriminator kwargs
     without the dataset-given c_dim, img_resolution and img_channels; augment_kwargs None = no augmentation.
+    training_set / resume_data: the dataset built from training_set_kwargs and train_state.read_resume(resume_pkl),
+    when the caller already has them (train.py's pre-flight read them); None = read them here.
     """
     rounds = check_batch(batch_size, batch_gpu, num_gpus)
     device = resolve_device(device, rank)
@@ -306,10 +316,11 @@ def setup_training(*, training_set_kwargs: dict, G_kwargs: dict, D_kwargs: dict,
                             ema_rampup=ema_rampup, plugins=list(plugins), cur_nimg=0, batch_idx=0, cur_tick=0,
                             tick_start_nimg=0, elapsed_sec=0.0, reporter=None)
     state.training_set_kwargs = dict(training_set_kwargs)
-    state.training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
+    state.training_set = (training_set if training_set is not None else
+                          dnnlib.util.construct_class_by_name(**training_set_kwargs))
     log(f'Training set: {len(state.training_set)} images of shape {state.training_set.image_shape}, '
         f'label dim {state.training_set.label_dim} ({training_set_kwargs.get("path")})')
-    resume_data = _setup_networks(state, G_kwargs, D_kwargs, resume_pkl, resume_partial, log)
+    resume_data = _setup_networks(state, G_kwargs, D_kwargs, resume_pkl, resume_partial, resume_data, log)
     _setup_augment(state, augment_kwargs, augment_p, ada_target, ada_interval, ada_kimg, log)
     _setup_optimization(state, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, loss_kwargs or {}, log)
     if resume_data is not None and resume_data.get('training_state') is not None:
@@ -343,7 +354,7 @@ def network_summary(G, D, batch_gpu: int, device: torch.device) -> str:
 
 
 def _setup_networks(state: dnnlib.EasyDict, G_kwargs: dict, D_kwargs: dict, resume_pkl: str | None,
-                    resume_partial: bool, log):
+                    resume_partial: bool, resume_data: dict | None, log):
     """Build G, D, G_ema into `state` and copy resumed weights; return the loaded resume snapshot (or None)."""
     extra_c_dim = sum(plugin.extra_c_dim for plugin in state.plugins)
     state.G, state.D, state.G_ema = build_networks(state.training_set, G_kwargs, D_kwargs, extra_c_dim, state.device)
@@ -352,7 +363,8 @@ def _setup_networks(state: dnnlib.EasyDict, G_kwargs: dict, D_kwargs: dict, resu
         f'{state.D.c_dim}), on {state.device}')
     if resume_pkl is None:
         return None
-    resume_data = load_resume(resume_pkl, state.G, state.D, state.G_ema, partial=resume_partial, log=log)
+    resume_data = load_resume(resume_pkl, state.G, state.D, state.G_ema, partial=resume_partial, log=log,
+                              data=resume_data)
     exact = resume_data.get('training_state') is not None
     log(f'Resuming from "{resume_pkl}": ' + ('weights and training state (exact)' if exact else
                                              'weights only (counters, optimizers and augment p start afresh)'))
