@@ -18,9 +18,8 @@ stats.jsonl, image grids and network snapshots. Examples:
   python train.py --outdir=runs --data=ds.zip --resume=runs/00000-ds-auto1/network-snapshot-000200.pkl
 """
 
-from torch_utils import cpu_threads  # First: OpenMP's wait policy must be set before torch loads (see there).
+from torch_utils import cpu_threads  # noqa: F401  (first: it sets OpenMP's wait policy before torch loads)
 
-import json
 import os
 import sys
 
@@ -29,10 +28,10 @@ import torch
 
 from metrics.detectors import DetectorUnavailableError
 from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRtOptions
-from torch_utils import distributed, signals
+from torch_utils import distributed
 from torch_utils.finite import NonFiniteError
 from training import config, preflight, self_launch, train_state, training_loop
-from training.cli_common import FlagError, create_run_dir, next_run_dir, threads_option
+from training.cli_common import FlagError, create_run_dir, launch_tail, next_run_dir, show_options, threads_option
 from training.cli_compat import expand_user_paths, released_aliases, resolve_aliases
 from training.cli_options import click_options
 from training.config import CONFIG_SPECS, RESUME_SPECS  # noqa: F401  (the tables, where users and tests look)
@@ -151,21 +150,12 @@ def _main(opts: TrainOptions) -> None:
         _self_launch(self_launch_procs)
         return
     run_dir = next_run_dir(opts.outdir, plan.desc) if ranks[0] == 0 else None
-    if ranks[0] == 0:
-        print('Training options:')
-        print(json.dumps(plan.options_json(run_dir), indent=2))
-        print(f'Output directory: {run_dir}')
+    show_options(plan.options_json(run_dir), run_dir, ranks[0])
     if opts.dry_run:
         if ranks[0] == 0:
             print('Dry run; exiting.')
         return
-    cpu_threads.set_threads(opts.threads)
-    try:
-        with signals.sigterm_as_interrupt():  # SIGTERM stops like Ctrl-C: clean writes, the last snapshot named.
-            _launch(plan, inputs, plugins, run_dir, ranks)
-    except KeyboardInterrupt as err:  # Before the training loop took over (set-up).
-        print(f'Interrupted ({signals.signal_name(err)}) during set-up; no snapshot written', file=sys.stderr)
-        raise SystemExit(signals.exit_code(err)) from None
+    launch_tail(opts.threads, lambda: _launch(plan, inputs, plugins, run_dir, ranks))
 
 
 if __name__ == '__main__':

@@ -1,7 +1,7 @@
 """SMaRt: the score-matching regularizer of the generator (Xia et al., "SMaRt: Improving GANs with Score Matching
 Regularity", ICML 2024), as a LossPlugin.
 
-A frozen diffusion model (a denoiser D(x; sigma) from edm_bridge, or the closed-form Gaussian of smart_plugin.gaussian)
+A frozen diffusion model (a denoiser D(x; sigma) from edm_bridge, or the closed-form Gaussian of edm_bridge.gaussian)
 scores noised generated images; its denoising error is added to G's loss so that G's samples move toward where the
 data score points (spec/diffusion.md section 1). Per sample, with t ~ U{t_lo..t_hi}, sigma = sigma_hat(t) from the
 chosen schedule (band and schedule default per score source, smart_plugin.band), eps ~ N(0, I) and
@@ -44,14 +44,12 @@ from typing import Any
 
 import torch
 
-import dnnlib
-from edm_bridge import checks, loading, registry
+from edm_bridge import checks, factory, registry
 from edm_bridge.denoiser import FrozenDenoiser
 # QUANTISATION_SIGMA: one grey level; below it the score source's noise prediction is mostly a guess (issue 21: the
 # former default band, t 25..35 on Karras-1000 = sigma 0.0036..0.0045, gave an eps-form loss of 1e4 and wrecked
 # training). Re-exported here with resolve_schedule, where they used to live.
 from smart_plugin.band import QUANTISATION_SIGMA, resolve_band, resolve_schedule  # noqa: F401
-from smart_plugin.gaussian import fit_gaussian_denoiser
 from smart_plugin.options import OptionError, SMaRtOptions
 from torch_utils import training_stats
 from torch_utils.finite import NonFiniteError
@@ -136,7 +134,7 @@ class SMaRt(LossPlugin):
         self.step = 0                 # Iterations finished; the penalty is active when step % freq == 0.
         self.cur_nimg = 0             # Images shown before the current iteration (from end_of_step).
         self._compared = False        # Whether a tick has compared SMaRt/loss with G's adversarial loss yet.
-        self._source = None           # Name of a score source that preflight() loaded.
+        self._source = None           # edm_bridge.factory.ScoreSource that preflight() loaded, if any.
 
     @property
     def schedule(self):
@@ -154,19 +152,17 @@ class SMaRt(LossPlugin):
         return None if self.band is None else self.band.t_hi
 
     def preflight(self, *, G: torch.nn.Module, training_set: Any) -> None:
-        """Check the score source against G before the run dir exists: a registry entry by its description, a local
-        file by loading it (on the CPU; kept for setup, so it is read once). 'gaussian' and URLs wait for setup."""
-        dpm = self.options.dpm
-        if not self.options.enabled or self.denoiser is not None or dpm == 'gaussian':
+        """Check the score source against G before the run dir exists (edm_bridge.factory, local_only): a registry
+        entry by its description, a local file by loading it on the CPU, kept for setup so it is read once."""
+        if not self.options.enabled or self.denoiser is not None:
             return
         try:
-            entry, source = registry.resolve(dpm)
-            if entry is None and not dnnlib.util.is_url(source, allow_file_urls=True):
-                self.denoiser = loading.load_denoiser(source, device='cpu')
-                self._source = dpm
-            checks.check_compatible(entry or self.denoiser, G.img_resolution, G.img_channels, G.c_dim)
+            self._source = factory.load_score_source(self.options.dpm, G.img_resolution, G.img_channels, G.c_dim,
+                                                     local_only=True)
+            if self._source is not None:
+                checks.check_compatible(self._source.denoiser, G.img_resolution, G.img_channels, G.c_dim)
         except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as err:
-            raise OptionError('dpm', dpm, str(err)) from None
+            raise OptionError('dpm', self.options.dpm, str(err)) from None
 
     def setup(self, *, G: torch.nn.Module, D: torch.nn.Module, training_set: Any, device: torch.device,
               rank: int, num_gpus: int) -> None:
@@ -201,23 +197,16 @@ class SMaRt(LossPlugin):
     def _build_denoiser(self, G: torch.nn.Module, training_set: Any,
                         device: torch.device) -> tuple[str, registry.ModelEntry | None]:
         """Set self.denoiser (frozen, on device); return a name for the score source and its registry entry."""
-        dpm, entry = self.options.dpm, None
         if self.denoiser is not None:
             net = getattr(self.denoiser, 'net', self.denoiser)
-            source = self._source or f'{type(net).__name__} (given)'
-        elif dpm == 'gaussian':
-            self.denoiser = fit_gaussian_denoiser(training_set)
-            source = f'gaussian (per-pixel fit to {len(training_set)} images)'
-        else:
-            entry, _ = registry.resolve(dpm)
-            if entry is not None:  # Refuse a known misfit before downloading or loading it.
-                checks.check_compatible(entry, G.img_resolution, G.img_channels, G.c_dim)
-            self.denoiser = loading.load_denoiser(dpm, device=device)
-            source = dpm
-        if not isinstance(self.denoiser, FrozenDenoiser):
-            self.denoiser = FrozenDenoiser(self.denoiser)
-        self.denoiser.to(device)
-        return source, entry
+            if not isinstance(self.denoiser, FrozenDenoiser):
+                self.denoiser = FrozenDenoiser(self.denoiser)
+            self.denoiser.to(device)
+            return f'{type(net).__name__} (given)', None
+        source = self._source or factory.load_score_source(self.options.dpm, G.img_resolution, G.img_channels,
+                                                            G.c_dim, training_set=training_set, device=device)
+        self.denoiser = source.denoiser.to(device)
+        return source.label, source.entry
 
     def describe(self, sigma_lo: float, sigma_hi: float, source: str, notes: list[str]) -> str:
         """The start-up line: lambda with its form, frequency, t band -> sigma band (and, for a band or schedule not

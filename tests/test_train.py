@@ -391,15 +391,15 @@ def test_untrusted_pickle_in_the_download_cache_is_refused_before_it_runs(data, 
 
 def _nan_score_source(monkeypatch):
     """Make the Gaussian score source answer NaN for every sample."""
-    from smart_plugin import regularizer
-    fit = regularizer.fit_gaussian_denoiser
+    from edm_bridge import factory
+    fit = factory.fit_gaussian_denoiser
 
     def broken_fit(training_set):
         denoiser = fit(training_set)
         forward = denoiser.forward
         denoiser.forward = lambda x, sigma, labels=None: forward(x, sigma, labels) * float('nan')
         return denoiser
-    monkeypatch.setattr(regularizer, 'fit_gaussian_denoiser', broken_fit)
+    monkeypatch.setattr(factory, 'fit_gaussian_denoiser', broken_fit)
 
 
 def test_nonfinite_score_source_stops_the_run(data, tmp_path, monkeypatch):
@@ -594,3 +594,19 @@ def test_late_failure_is_in_log_txt_and_setup_interrupt_exits_130(data, tmp_path
     result = _invoke('--outdir', tmp_path / 'int', '--data', data.ds, '--kimg', '0.004', *TINY)
     assert result.exit_code == 130 and result.output == 'Interrupted during set-up; exiting.\n', result.output
     assert not (tmp_path / 'int').exists()
+
+
+def test_every_flag_is_declared_once_on_an_option_field():
+    """Issue 31: train.py's flags come from the option dataclasses (training/option_fields.py), each declared once;
+    the error -> flag map is generated from the same fields."""
+    from smart_plugin import DiffGANOptions, SMaRtOptions
+    from training.option_fields import option_fields, param_name
+    from training.train_options import TrainOptions
+    fields = [field for cls in (TrainOptions, SMaRtOptions, DiffGANOptions) for field in option_fields(cls)]
+    declared = [param_name(field.metadata['flag']) for field in fields if field.metadata['cli']]
+    params = [param.name for param in train.main.params if not param.name.startswith('released_alias__')]
+    assert sorted(params) == sorted(declared + ['threads']) and len(set(declared)) == len(declared)
+    assert train.PLUGIN_FLAGS['t_lo'] == train.PLUGIN_FLAGS['t_hi'] == '--smart-t'
+    assert (train.PLUGIN_FLAGS['enabled'], train.PLUGIN_FLAGS['ada_augpipe']) == ('--diffgan', '--augpipe')
+    assert set(train.PLUGIN_FLAGS) == {field.name for cls in (SMaRtOptions, DiffGANOptions)
+                                       for field in option_fields(cls)}

@@ -6,12 +6,14 @@ import json
 import os
 import pickle
 import re
+import sys
+from typing import Callable
 
 import click
 import torch
 
 import dnnlib
-from torch_utils import distributed
+from torch_utils import cpu_threads, distributed, signals
 from training import snapshot
 from training.dataset import ImageFolderDataset
 from training.option_fields import ConfigError
@@ -58,6 +60,28 @@ def create_run_dir(run_dir: str, options: dict, rank: int) -> str:
         dnnlib.util.write_atomically(os.path.join(run_dir, 'training_options.json'),
                                      (json.dumps(options, indent=2) + '\n').encode())
     return distributed.broadcast_object(run_dir)
+
+
+def show_options(options: dict, run_dir: str | None, rank: int, notes: tuple[str, ...] = ()) -> None:
+    """Rank 0 prints the resolved options (training_options.json), `notes`, and the run directory."""
+    if rank == 0:
+        print('Training options:')
+        print(json.dumps(options, indent=2))
+        for note in notes:
+            print(note)
+        print(f'Output directory: {run_dir}')
+
+
+def launch_tail(threads: int | None, launch: Callable[[], None]) -> None:
+    """Set --threads, then run `launch` with SIGTERM stopping like Ctrl-C (clean writes, the last snapshot named);
+    an interrupt before the training loop took over exits with the signal's code."""
+    cpu_threads.set_threads(threads)
+    try:
+        with signals.sigterm_as_interrupt():
+            launch()
+    except KeyboardInterrupt as err:  # Before the training loop took over (set-up).
+        print(f'Interrupted ({signals.signal_name(err)}) during set-up; no snapshot written', file=sys.stderr)
+        raise SystemExit(signals.exit_code(err)) from None
 
 
 def open_dataset(data: str, cond: bool) -> ImageFolderDataset:

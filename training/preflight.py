@@ -23,6 +23,7 @@ from training import train_state
 from training.config import DataFacts, ResumeFacts, RESUME_SPECS, RunPlan, resume_pkl
 from training.dataset import ImageFolderDataset
 from training.option_fields import ConfigError
+from training.resume import load_resume, read_resume
 
 
 @dataclasses.dataclass
@@ -33,7 +34,7 @@ class Inputs:
     resume: ResumeFacts | None = None
     resume_raw: bytes | None = None             # The snapshot's bytes, read once.
     resume_entries: dict | None = None          # Its top-level dict, safely unpickled (plugins, training_state).
-    resume_data: dict | None = None             # Networks rebuilt (train_state.read_resume), after validate().
+    resume_data: dict | None = None             # Networks rebuilt (resume.read_resume), after validate().
     training_set: Any = None                    # The dataset as training_set_kwargs asks (after validate()).
     metrics: list[str] = dataclasses.field(default_factory=list)
     detector_kinds: set[str] = dataclasses.field(default_factory=set)
@@ -128,7 +129,7 @@ def _check_detectors(plan: RunPlan, kinds: set[str]) -> None:
 def check_resume_fit(inputs: Inputs, G, D, G_ema, partial: bool) -> None:
     """The resume weights fill the configured networks one to one (or --resume-partial), with matching shapes."""
     try:
-        train_state.load_resume(inputs.resume.pkl, G, D, G_ema, partial=partial, log=lambda *args: None,
+        load_resume(inputs.resume.pkl, G, D, G_ema, partial=partial, log=lambda *args: None,
                                 data=inputs.resume_data)  # With --resume-partial, set-up prints the lists.
     except (OSError, ValueError) as err:
         raise ConfigError('--resume', str(err)) from None
@@ -148,7 +149,7 @@ def validate(plan: RunPlan, inputs: Inputs, plugins: list, flags: dict[str, str]
                                                  extra_c_dim, torch.device('cpu'))
     if inputs.resume is not None:
         try:
-            inputs.resume_data = train_state.read_resume(inputs.resume.pkl, inputs.resume_raw)
+            inputs.resume_data = read_resume(inputs.resume.pkl, inputs.resume_raw)
         except (OSError, ValueError) as err:
             raise ConfigError('--resume', str(err)) from None
         inputs.resume_raw = None  # Read once; set-up uses resume_data.
