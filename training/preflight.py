@@ -23,7 +23,8 @@ from training import train_state
 from training.config import DataFacts, ResumeFacts, RESUME_SPECS, RunPlan, resume_pkl
 from training.dataset import ImageFolderDataset
 from training.option_fields import ConfigError
-from training.resume import load_resume, read_resume
+from training.resume import ResumeCoverageError, coverage_message, load_resume, read_resume
+from training.train_options import RESUME_HINT_FLAGS
 
 
 @dataclasses.dataclass
@@ -130,7 +131,11 @@ def check_resume_fit(inputs: Inputs, G, D, G_ema, partial: bool) -> None:
     """The resume weights fill the configured networks one to one (or --resume-partial), with matching shapes."""
     try:
         load_resume(inputs.resume.pkl, G, D, G_ema, partial=partial, log=lambda *args: None,
-                                data=inputs.resume_data)  # With --resume-partial, set-up prints the lists.
+                    data=inputs.resume_data)  # With --resume-partial, set-up prints the lists.
+    except ResumeCoverageError as err:  # Its hints come back as data; here they are worded with train.py's flags.
+        raise ConfigError('--resume', coverage_message(err.resume_pkl, err.lines,
+                                                       [RESUME_HINT_FLAGS[hint] for hint in err.hints],
+                                                       'flags that probably differ', '--resume-partial')) from None
     except (OSError, ValueError) as err:
         raise ConfigError('--resume', str(err)) from None
 

@@ -17,26 +17,49 @@ class ResumeError(ValueError):
 _RESUME_ATTRS = ('img_resolution', 'img_channels', 'c_dim')  # Set by the data: a mismatch is no architecture flag.
 
 
+# Settings that probably differ when a resume leaves tensors unused or unfilled: hint key -> words. The hints come
+# back as data (ResumeCoverageError.hints); a CLI words them with its own flags (training/train_options.py).
+HINTS = {
+    'labels': "the label input (G_kwargs / D labels; D's mapping exists only with labels)",
+    'map_depth': 'the mapping depth (mapping_kwargs.num_layers)',
+    'd_architecture': "D's architecture (D_kwargs.architecture: orig or resnet)",
+    'layers': 'the resolution or the channels per resolution (channel_base, channel_max)',
+}
+
+
 class ResumeCoverageError(ResumeError):
-    """The resume snapshot's tensors and the configured networks' tensors do not match one to one."""
+    """The resume snapshot's tensors and the configured networks' tensors do not match one to one; `lines` describe
+    each network's unused and unfilled tensors, `hints` are HINTS keys of the settings that probably differ."""
+
+    def __init__(self, resume_pkl: str, lines: list[str], hints: list[str]) -> None:
+        self.resume_pkl, self.lines, self.hints = resume_pkl, lines, hints
+        super().__init__(coverage_message(resume_pkl, lines, [HINTS[hint] for hint in hints],
+                                          'settings that probably differ', 'resume_partial=True'))
+
+
+def coverage_message(resume_pkl: str, lines: list[str], hints: list[str], hints_are: str, partial: str) -> str:
+    """The refusal of a resume that does not fill the networks one to one, with `hints` worded by the caller."""
+    hint = f'{hints_are} from the run that wrote it: {", ".join(hints)}; ' if hints else ''
+    return (f'resume_pkl {resume_pkl!r} does not match the configured networks one to one:\n' + '\n'.join(lines)
+            + f'\n{hint}or pass {partial} if only part of the weights is meant to be resumed')
 
 
 def _coverage_hint(network: str, tensor_name: str) -> str:
-    """The train.py flag that probably differs when `tensor_name` of `network` is unused or unfilled on resume."""
+    """The HINTS key of the setting that probably differs when `tensor_name` of `network` is unused or unfilled."""
     if 'embed.' in tensor_name or (network == 'D' and tensor_name.startswith('mapping.')):
-        return "--cond or --diffgan (the label input; D's mapping exists only with labels)"
+        return 'labels'
     if re.match(r'mapping\.fc\d+\.', tensor_name):
-        return '--map-depth (mapping layers)'
+        return 'map_depth'
     if re.search(r'(^|\.)b\d+\.skip\.', tensor_name):
-        return '--cfg (D architecture: cifar uses orig, the others resnet)'
-    return '--data (resolution) or --cfg / --cbase / --cmax (layers per resolution)'
+        return 'd_architecture'
+    return 'layers'
 
 
 def coverage_report(data: dict, networks: dict) -> tuple[list[str], list[str]]:
-    """(lines describing each network's unused snapshot tensors and unfilled network tensors, flags that probably
-    differ); both empty when the snapshot `data` fills `networks` ({name: module}) exactly. A network missing from
-    the snapshot counts as wholly unfilled."""
-    lines, flags = [], []
+    """(lines describing each network's unused snapshot tensors and unfilled network tensors, HINTS keys of the
+    settings that probably differ); both empty when the snapshot `data` fills `networks` ({name: module}) exactly.
+    A network missing from the snapshot counts as wholly unfilled."""
+    lines, hints = [], []
     for name, module in networks.items():
         if data.get(name) is None:
             unused, unfilled = [], [tensor_name for tensor_name, _ in misc.named_params_and_buffers(module)]
@@ -45,8 +68,8 @@ def coverage_report(data: dict, networks: dict) -> tuple[list[str], list[str]]:
         if unused or unfilled:
             lines.append(f'  {name}: {len(unused)} tensor(s) of the snapshot not used: {", ".join(unused) or "-"}; '
                          f'{len(unfilled)} of the network not filled: {", ".join(unfilled) or "-"}')
-            flags += [_coverage_hint(name, tensor_name) for tensor_name in unused + unfilled]
-    return lines, list(dict.fromkeys(flags))
+            hints += [_coverage_hint(name, tensor_name) for tensor_name in unused + unfilled]
+    return lines, list(dict.fromkeys(hints))
 
 
 def read_resume(resume_pkl: str, raw: bytes | None = None) -> dict:
@@ -80,14 +103,11 @@ def load_resume(resume_pkl: str, G, D, G_ema, partial: bool = False, log=print, 
             if stored is not None and stored != wanted:
                 raise ResumeError(f'{resume_pkl}: {name} has {attr} {stored} but this run needs {wanted} (set by '
                                   f'--data and --cond); resume with a snapshot trained on data like this')
-    lines, flags = coverage_report(data, dict(G=G, D=D, G_ema=G_ema))
+    lines, hints = coverage_report(data, dict(G=G, D=D, G_ema=G_ema))
     if lines and not partial:
-        hint = f'flags that probably differ from the run that wrote it: {", ".join(flags)}; ' if flags else ''
-        raise ResumeCoverageError(f'resume_pkl {resume_pkl!r} does not match the configured networks one to one:\n'
-                                  + '\n'.join(lines) + f'\n{hint}or pass --resume-partial if only part of the '
-                                  'weights is meant to be resumed')
+        raise ResumeCoverageError(resume_pkl, lines, hints)
     if lines:  # Optimizer and plugin states belong to the other networks: weights only.
-        log(f'Partial resume from "{resume_pkl}" (--resume-partial; weights only):\n' + '\n'.join(lines))
+        log(f'Partial resume from "{resume_pkl}" (partial; weights only):\n' + '\n'.join(lines))
         data = dict(data, training_state=None)
     for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
         if data.get(name) is None:

@@ -7,6 +7,13 @@ from training.augment import augpipe_specs
 from training.config import CONFIG_SPECS, RESUME_SPECS
 from training.option_fields import option
 
+# training.resume.HINTS keys -> train.py's words for them (the library returns the keys as data).
+RESUME_HINT_FLAGS = {
+    'labels': "--cond or --diffgan (the label input; D's mapping exists only with labels)",
+    'map_depth': '--map-depth (mapping layers)',
+    'd_architecture': '--cfg (D architecture: cifar uses orig, the others resnet)',
+    'layers': '--data (resolution) or --cfg / --cbase / --cmax (layers per resolution)',
+}
 _POS = dict(min=1)
 _POS_FLOAT = dict(min=0, min_open=True)
 
