@@ -16,11 +16,9 @@ code) and training-state-<kimg>.pt (--resume). Examples:
   python train_dpm.py --outdir=runs --data=ds.zip --preset=tiny --resume=runs/00000-.../training-state-000001.pt
 """
 
-from torch_utils import cpu_threads  # First: OpenMP's wait policy must be set before torch loads (see there).
+from torch_utils import cpu_threads  # noqa: F401  (first: it sets OpenMP's wait policy before torch loads)
 
-import json
 import os
-import sys
 
 import click
 import torch
@@ -30,8 +28,8 @@ from dpm import sigma_dist, snapshot as dpm_snapshot, training_loop as dpm_train
 from smart_plugin.band import DEFAULT_SCHEDULE, DEFAULT_T
 from torch_utils import distributed, signals
 from torch_utils.finite import NonFiniteError
-from training.cli_common import (FiniteFloatRange, FlagError, IntPair, create_run_dir, next_run_dir, open_dataset,
-                                 threads_option)
+from training.cli_common import (FiniteFloatRange, FlagError, IntPair, create_run_dir, launch_tail, next_run_dir,
+                                 open_dataset, show_options, threads_option)
 from training.dataset import ImageFolderDataset
 
 # --preset: EDM-like settings (EDM's CIFAR-10 and 64x64 FFHQ/AFHQ configs) and a tiny CPU preset.
@@ -303,25 +301,15 @@ def main(**kwargs):
     config, desc, band = build_config(opts, ranks[2])
     run_dir = next_run_dir(opts.outdir, desc) if ranks[0] == 0 else None
     options = dict(config, run_dir=run_dir, smart_band=band)
-    if ranks[0] == 0:
-        print('Training options:')
-        print(json.dumps(options, indent=2))
-        if band is not None:
-            print(f'SMaRt band: {band["schedule"]} t {band["t"][0]}..{band["t"][1]} -> sigma {band["sigma_lo"]:.4g}'
-                  f'..{band["sigma_hi"]:.4g}; P(sigma in band) = {band["band_mass"]:.3f} '
-                  f'(base {band["base_mass"]:.3f})')
-        print(f'Output directory: {run_dir}')
+    notes = () if band is None else (
+        f'SMaRt band: {band["schedule"]} t {band["t"][0]}..{band["t"][1]} -> sigma {band["sigma_lo"]:.4g}'
+        f'..{band["sigma_hi"]:.4g}; P(sigma in band) = {band["band_mass"]:.3f} (base {band["base_mass"]:.3f})',)
+    show_options(options, run_dir, ranks[0], notes)
     if opts.dry_run:
         if ranks[0] == 0:
             print('Dry run; exiting.')
         return
-    cpu_threads.set_threads(opts.threads)
-    try:
-        with signals.sigterm_as_interrupt():  # SIGTERM stops like Ctrl-C: clean writes, the last snapshot named.
-            _launch(config, options, run_dir, ranks)
-    except KeyboardInterrupt as err:  # Before the training loop took over (set-up).
-        print(f'Interrupted ({signals.signal_name(err)}) during set-up; no snapshot written', file=sys.stderr)
-        raise SystemExit(signals.exit_code(err)) from None
+    launch_tail(opts.threads, lambda: _launch(config, options, run_dir, ranks))
 
 
 if __name__ == '__main__':

@@ -20,9 +20,9 @@ Configurations (a random 32x32 RGB dataset of 64 images, written to a temp dir):
   small  G and D with channel_base 8192 / channel_max 128, z = w = 128, 2 mapping layers, lazy R1 / path length,
          no augmentation, unconditional.
   cifar  train.py's --cfg cifar preset (StyleGAN2-ADA's CIFAR-10 networks, ADA, no path length), built by
-         train.build_config, class-conditional (10 classes) as in the paper's CIFAR-10 setting.
+         training.config.build_plan, class-conditional (10 classes) as in the paper's CIFAR-10 setting.
 Score sources:
-  gaussian  the closed-form per-pixel Gaussian fitted to the dataset (smart_plugin/gaussian.py).
+  gaussian  the closed-form per-pixel Gaussian fitted to the dataset (edm_bridge/gaussian.py).
   ddpmpp    EDM's CIFAR-10 DDPM++ denoiser (EDMPrecond + SongUNet, 55.7 M parameters, the configuration of
             benchmarks/denoiser.py) with random weights: the speed of the real score source; conditional for cifar.
 SMaRt runs with lambda 0.1 (eps form) on Karras t 40..60, the paper's CIFAR-10 band. Per SMaRt iteration it costs
@@ -52,12 +52,11 @@ import PIL.Image
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import dnnlib  # noqa: E402
-import train  # noqa: E402  (the CLI's config builder: the same networks as `train.py --cfg cifar`)
 from edm_bridge.denoiser import FrozenDenoiser  # noqa: E402
 from edm_bridge.edm_networks import EDMPrecond  # noqa: E402
 from smart_plugin import SMaRt, SMaRtOptions  # noqa: E402
-from training import train_state, training_loop  # noqa: E402
+from training import config as training_config, preflight, train_state, training_loop  # noqa: E402
+from training.train_options import TrainOptions  # noqa: E402
 
 BLOCK = 16        # Iterations per timed block: lcm of the lazy intervals (Greg 4, Dreg 16, SMaRt freq 8).
 NUM_CLASSES = 10  # Labels of the cifar configuration's dataset (and of the conditional DDPM++ denoiser).
@@ -91,10 +90,10 @@ def _small_config(data_path: str, device: str, batch: int) -> dict:
 
 def _cifar_config(data_path: str, device: str, batch: int, outdir: str) -> dict:
     """setup_training kwargs of `train.py --cfg cifar --cond --batch B` (the preset's networks, loss and ADA)."""
-    args = ['--outdir', outdir, '--data', data_path, '--cfg', 'cifar', '--cond', '--batch', str(batch),
-            '--workers', '0']
-    opts = dnnlib.EasyDict(train.main.make_context('train.py', args).params)
-    config, _desc, _plugins = train.build_config(opts, num_gpus=1)
+    opts = TrainOptions(outdir=outdir, data=data_path, cfg='cifar', cond=True, batch=batch, workers=0,
+                        extra=dict(diffgan=False, diffgan_ada_maxp=None))  # Plugins off (SMaRt is set per setting).
+    data = preflight.read_inputs(opts).data
+    config = training_config.build_plan(opts, 1, data, None, [], set(), {}).loop_kwargs
     accepted = inspect.signature(train_state.setup_training).parameters
     config = {key: value for key, value in config.items() if key in accepted}
     config.update(device=device, data_loader_kwargs=dict(pin_memory=device == 'cuda'))

@@ -1,4 +1,4 @@
-"""Does SMaRt help a StyleGAN2 that learns? The image-level study (issue 27) as one resumable command.
+"""Does SMaRt help a StyleGAN2 that learns? The image-level study as one resumable command.
 
     python benchmarks/smart_study.py --outdir=runs/smart-study                  # MNIST-5k 16x16, 3 seeds
     python benchmarks/smart_study.py --outdir=runs/smart-study --dry-run        # the stage graph and its commands

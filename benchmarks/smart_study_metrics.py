@@ -1,4 +1,4 @@
-"""The one place where benchmarks/smart_study.py meets the metric commands (issue 26): the detector command, the
+"""The one place where benchmarks/smart_study.py meets the metric commands: the detector command, the
 compare command and its JSON, metrics of one snapshot, and metrics of a truncated generator (the frontier's
 reference). Every name of those interfaces is spelled here once, so a rename is a one-line change."""
 

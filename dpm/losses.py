@@ -12,9 +12,9 @@ dpm.stf). The three losses differ only in the default p(sigma) and the weight la
   EDMLoss  ln sigma ~ N(-1.2, 1.2^2)                    lambda = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2
 
 `sigma_dist` replaces p(sigma) (e.g. a SMaRt-band mixture, dpm.sigma_dist); the weight stays a function of
-sigma. Random draws, in this order, from the global RNG (or the device's): the augment pipe, sigma, n. The losses
-are plain classes: snapshots store `describe()` (plain data) instead of the object, so that the safe loader can
-read them without running code.
+sigma. Random draws, in this order, from the global RNG (or the device's): the augment pipe, sigma, n. NCSNv2Loss
+is NCSNv2's own sigma^2-weighted DSM on its noise ladder. The losses are plain classes: snapshots store `describe()`
+(plain data) instead of the object, so that the safe loader can read them without running code.
 """
 
 import abc
@@ -23,6 +23,7 @@ import torch
 
 from dpm import stf as stf_lib
 from dpm.sigma_dist import LogNormalSigma, LogUniformSigma, SigmaDistribution, VPSigma
+from edm_bridge.ncsnv2 import ncsnv2_sigmas
 
 
 class _DenoisingLoss(abc.ABC):
@@ -133,4 +134,56 @@ class EDMLoss(_DenoisingLoss):
         return (sigma ** 2 + self.sigma_data ** 2) / (sigma * self.sigma_data) ** 2
 
 
-LOSSES = {'vp': VPLoss, 've': VELoss, 'edm': EDMLoss}  # --precond name -> loss class.
+
+
+class NCSNv2Loss:
+    """NCSNv2's denoising score matching with sigma^2 weighting (its eq. 2 with lambda(sigma) = sigma^2), per element.
+
+    sigma01 is drawn uniformly from the ladder (sigma = 2 sigma01 in [-1, 1] units), z ~ N(0, I), x = y + sigma z.
+    Since D - y = sigma (sigma01 s(x01, sigma01) + z), the per-element loss 1/2 ((D - y) / sigma)^2 equals
+    1/2 (sigma01 s + z)^2: summed over C, H, W it is exactly NCSNv2's per-image loss 1/2 ||sigma s + z||^2
+    (EDM's VE loss weight 1/sigma^2, times 1/2).
+    """
+
+    def __init__(self,
+        sigma_max: float = 50.0,            # sigma_1 of the ladder, [0, 1]-data units.
+        sigma_min: float = 0.01,            # sigma_L of the ladder, [0, 1]-data units.
+        num_scales: int = 232,              # L.
+        sigma_dist=None,                    # Has sample(n, device) -> sigma [n], [-1, 1] units; None = the ladder.
+        sigma_data: float = 0.5,            # Unused; accepted for the trainer's common loss arguments.
+        stf: bool = False,                  # Stable targets are not supported for NCSNv2 (must be False).
+        **unused,
+    ):
+        if stf:
+            raise ValueError('NCSNv2Loss: stf=True is not supported; NCSNv2 trains on its own DSM target '
+                             '(use an EDM, VP or VE loss for STF: train_dpm.py --arch ddpmpp, ncsnpp or adm)')
+        if sigma_dist is not None and not callable(getattr(sigma_dist, 'sample', None)):
+            raise TypeError(f'sigma_dist is a {type(sigma_dist).__name__}; expected None or an object with '
+                            'sample(n, device) (dpm.sigma_dist)')
+        self.ladder = 2 * ncsnv2_sigmas(sigma_max, sigma_min, num_scales)  # [L], [-1, 1] units
+        self.sigma_dist = sigma_dist
+
+    def describe(self) -> dict:
+        """Plain-data description stored in snapshots as 'loss_fn' (p(sigma) None = the ladder of the net)."""
+        return dict(class_name=type(self).__name__,
+                    sigma_dist=None if self.sigma_dist is None else self.sigma_dist.describe())
+
+    def sample_sigma(self, n: int, device: torch.device) -> torch.Tensor:
+        """sigma [n] in [-1, 1] units: uniform over the ladder (or from sigma_dist)."""
+        if self.sigma_dist is not None:
+            return self.sigma_dist.sample(n, device).to(torch.float32)
+        return self.ladder.to(device)[torch.randint(len(self.ladder), [n], device=device)]
+
+    def __call__(self, net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None,
+                 augment_pipe=None, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-element loss [N, C, H, W] for clean images [N, C, H, W] in [-1, 1]."""
+        if reference is not None:
+            raise ValueError('NCSNv2Loss: reference (the STF batch) must be None; NCSNv2 does not use stable targets')
+        sigma = self.sample_sigma(images.shape[0], images.device).reshape(-1, 1, 1, 1)  # [N, 1, 1, 1]
+        y, augment_labels = augment_pipe(images) if augment_pipe is not None else (images, None)
+        n = torch.randn_like(y) * sigma
+        D = net(y + n, sigma, labels, augment_labels=augment_labels)
+        return 0.5 * ((D - y) / sigma).square()
+
+
+LOSSES = {'vp': VPLoss, 've': VELoss, 'edm': EDMLoss, 'ncsnv2': NCSNv2Loss}  # --precond name -> loss class.

@@ -52,9 +52,6 @@ def build_network(precond: str, network_kwargs: dict, training_set) -> torch.nn.
 def build_loss(precond: str, sigma_dist: dict | None, loss_kwargs: dict):
     """The loss of `precond` with p(sigma) from its description (None = the loss's default)."""
     dist = None if sigma_dist is None else sigma_dist_from_dict(sigma_dist)
-    if precond == 'ncsnv2':
-        from edm_bridge import ncsnv2
-        return ncsnv2.NCSNv2Loss(sigma_dist=dist, **loss_kwargs)
     if precond not in dpm_losses.LOSSES:
         raise ValueError(f'precond={precond!r}: expected one of {list(PRECONDS)}')
     return dpm_losses.LOSSES[precond](sigma_dist=dist, **loss_kwargs)
@@ -261,10 +258,6 @@ def _train(s: dnnlib.EasyDict, run: dnnlib.EasyDict) -> None:
                              err.flag) from None
 
 
-def _silent(*_args, **_kwargs) -> None:
-    pass
-
-
 def training_loop(
     run_dir: str | None = '.',              # Output directory (rank 0 writes); None = write nothing.
     total_kimg: float = 200000,             # Train until this many thousand images have been shown.
@@ -275,7 +268,7 @@ def training_loop(
     """Train; return EasyDict(state, snapshot_pkl and state_pt (the last ones written on rank 0, else None),
     interrupted, exit_code (130 for SIGINT, 143 for SIGTERM, when interrupted))."""
     rank = setup_kwargs.get('rank', 0)
-    log = setup_kwargs.pop('log', None) or (print if rank == 0 else _silent)
+    log = setup_kwargs.pop('log', None) or distributed.print0(rank)
     writes = run_dir is not None and rank == 0
     logger = None
     if writes:

@@ -1,9 +1,10 @@
 """Start-up checks that a pretrained denoiser fits the GAN it regularises (SMaRt, Xia et al., ICML 2024).
 
 `check_compatible` compares image size, channels and labels and raises with a hint when they cannot work together.
-`check_sigma_band` warns when the noise levels SMaRt will query lie where the denoiser was not (or hardly) trained:
-outside its [sigma_min, sigma_max], or, for networks trained with EDM's losses, below sigma = 0.01, which EDM's
-default log-normal sigma distribution almost never draws (docs/spec/diffusion.md section 3).
+`check_tensors` names the tensors of a strict load that do not match. `check_sigma_band` warns when the noise levels
+SMaRt will query lie where the denoiser was not (or hardly) trained: outside its [sigma_min, sigma_max], or, for
+networks trained with EDM's losses, below sigma = 0.01, which EDM's default log-normal sigma distribution almost
+never draws (docs/spec/diffusion.md section 3).
 
 Label policy (decided here, used by FrozenDenoiser):
   - conditional denoiser, unconditional GAN: refused. The denoiser would get all-zero labels, which it never saw
@@ -122,3 +123,14 @@ def check_sigma_band(denoiser_or_range: Any, sigmas: Sequence[float] | torch.Ten
     text = '; '.join(problems)
     warnings.warn(text, stacklevel=2)
     return text
+
+
+def check_tensors(expected: dict[str, torch.Tensor], stored: dict[str, torch.Tensor], what: str, hint: str) -> None:
+    """Raise ValueError naming the missing, unexpected and wrongly shaped tensors (up to 4 each) of a strict load."""
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    wrong_shape = sorted(f'{name} {list(stored[name].shape)} != {list(expected[name].shape)}'
+                         for name in set(expected) & set(stored) if stored[name].shape != expected[name].shape)
+    if missing or unexpected or wrong_shape:
+        raise ValueError(f'the stored tensors do not match {what} (missing {missing[:4]}, unexpected '
+                         f'{unexpected[:4]}, wrong shape {wrong_shape[:4]}); {hint}')

@@ -18,6 +18,7 @@ import torch
 
 import dnnlib
 from edm_bridge import adm, edm_networks, ncsnv2_checkpoint, registry, schedules
+from edm_bridge.checks import check_tensors
 from edm_bridge.denoiser import FrozenDenoiser
 from torch_utils import finite, safe_pickle
 
@@ -41,17 +42,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(_plain(v) for v in value)
     return value
-
-
-def check_tensors(expected: dict[str, torch.Tensor], stored: dict[str, torch.Tensor], what: str, hint: str) -> None:
-    """Raise ValueError naming the missing, unexpected and wrongly shaped tensors (up to 4 each) of a strict load."""
-    missing = sorted(set(expected) - set(stored))
-    unexpected = sorted(set(stored) - set(expected))
-    wrong_shape = sorted(f'{name} {list(stored[name].shape)} != {list(expected[name].shape)}'
-                         for name in set(expected) & set(stored) if stored[name].shape != expected[name].shape)
-    if missing or unexpected or wrong_shape:
-        raise ValueError(f'the stored tensors do not match {what} (missing {missing[:4]}, unexpected '
-                         f'{unexpected[:4]}, wrong shape {wrong_shape[:4]}); {hint}')
 
 
 def _safe_classes() -> dict[str, type]:

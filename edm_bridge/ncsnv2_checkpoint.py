@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 import torch
 
 from edm_bridge import ncsnv2_official
+from edm_bridge.checks import check_tensors
 
 CHECKPOINT_LENGTH = 5  # [state_dict, optimizer, epoch, step, ema shadow]
 DATASET_ARCHITECTURES = {'CIFAR10': 'NCSNv2', 'CELEBA': 'NCSNv2', 'LSUN': 'NCSNv2Deeper', 'FFHQ': 'NCSNv2Deepest'}
@@ -200,7 +201,6 @@ class NCSNv2CheckpointDenoiser(torch.nn.Module):
 def build_denoiser(ckpt: list, config: NCSNv2Config, source: str, ema: bool | None = None,
                    load_weights: bool = True) -> NCSNv2CheckpointDenoiser:
     """The Denoiser for a read checkpoint: architecture from the config, tensors checked by name and shape."""
-    from edm_bridge.loading import check_tensors  # Deferred: loading imports this module.
     use_ema = config.ema if ema is None else bool(ema)
     state = model_state(ckpt, use_ema, source)
     arch = architecture_for(config, state)

@@ -15,7 +15,6 @@ the config says `rescaled` (x in [-1, 1]) or `logit_transform` (both then use x 
 
 import functools
 
-import numpy as np
 import torch
 from torch.nn.functional import interpolate
 
@@ -43,11 +42,6 @@ _REFINES = {
     'NCSNv2Deepest': [('refine1', [4], 4, 'res5'), ('refine2', [4, 4], 2, 'res4'), ('refine3', [2, 2], 2, 'res3'),
                       ('refine31', [2, 2], 2, 'res31'), ('refine4', [2, 2], 1, 'res2'), ('refine5', [1, 1], 1, 'res1')],
 }
-
-
-def geometric_sigmas(sigma_begin: float, sigma_end: float, num_classes: int) -> torch.Tensor:
-    """The geometric ladder exp(linspace(ln sigma_begin, ln sigma_end, L)) [L] float32 (NCSNv2 technique 2)."""
-    return torch.tensor(np.exp(np.linspace(np.log(sigma_begin), np.log(sigma_end), num_classes))).float()
 
 
 def _conv3x3(c_in: int, c_out: int, bias: bool = True, dilation: int = 1) -> torch.nn.Conv2d:

@@ -23,10 +23,23 @@ from torch_utils import distributed
 _metric_dict: dict[str, Callable[[metric_utils.MetricOptions], dict]] = {}
 
 
-def register_metric(fn: Callable[[metric_utils.MetricOptions], dict]) -> Callable:
-    """Register `fn(opts) -> dict of results` under its function name."""
-    _metric_dict[fn.__name__] = fn
-    return fn
+_metric_detectors: dict[str, str] = {}  # Metric name -> the detector kind it needs (metrics.detectors.DETECTORS).
+
+
+def register_metric(fn: Callable[[metric_utils.MetricOptions], dict] | None = None, *,
+                    detector: str = 'inception') -> Callable:
+    """Register `fn(opts) -> dict of results` under its function name, needing detector kind `detector`; usable
+    bare (@register_metric: the Inception network) or as @register_metric(detector='vgg16')."""
+    def register(fn):
+        _metric_dict[fn.__name__] = fn
+        _metric_detectors[fn.__name__] = detector
+        return fn
+    return register if fn is None else register(fn)
+
+
+def detectors_for(metrics: list[str]) -> set[str]:
+    """The detector kinds ('inception', 'vgg16') that the registered `metrics` need."""
+    return {_metric_detectors[metric] for metric in metrics}
 
 
 def is_valid_metric(metric: str) -> bool:
@@ -113,7 +126,7 @@ def kid50k_full(opts):
     return dict(kid50k_full=kid)
 
 
-@register_metric
+@register_metric(detector='vgg16')
 def pr50k3_full(opts):
     _no_xflip(opts)
     precision, recall = precision_recall.compute_pr(opts, max_real=200000, num_gen=50000, nhood_size=3,
@@ -128,7 +141,7 @@ def is50k(opts):
     return dict(is50k_mean=mean, is50k_std=std)
 
 
-@register_metric
+@register_metric(detector='vgg16')
 def ppl2_wend(opts):
     ppl = perceptual_path_length.compute_ppl(opts, num_samples=50000, epsilon=1e-4, space='w', sampling='end',
                                              crop=False, batch_size=2)
@@ -151,7 +164,7 @@ def kid50k(opts):
     return dict(kid50k=kid)
 
 
-@register_metric
+@register_metric(detector='vgg16')
 def pr50k3(opts):
     opts.dataset_kwargs.update(max_size=None)
     precision, recall = precision_recall.compute_pr(opts, max_real=50000, num_gen=50000, nhood_size=3,
@@ -166,22 +179,22 @@ def _legacy_ppl(opts, space: str, sampling: str) -> float:
                                               crop=True, batch_size=2)
 
 
-@register_metric
+@register_metric(detector='vgg16')
 def ppl_zfull(opts):
     return dict(ppl_zfull=_legacy_ppl(opts, 'z', 'full'))
 
 
-@register_metric
+@register_metric(detector='vgg16')
 def ppl_wfull(opts):
     return dict(ppl_wfull=_legacy_ppl(opts, 'w', 'full'))
 
 
-@register_metric
+@register_metric(detector='vgg16')
 def ppl_zend(opts):
     return dict(ppl_zend=_legacy_ppl(opts, 'z', 'end'))
 
 
-@register_metric
+@register_metric(detector='vgg16')
 def ppl_wend(opts):
     return dict(ppl_wend=_legacy_ppl(opts, 'w', 'end'))
 
@@ -202,7 +215,7 @@ def kid2k_full(opts):
     return dict(kid2k_full=kid)
 
 
-@register_metric
+@register_metric(detector='vgg16')
 def pr2k3_full(opts):
     _no_xflip(opts)
     precision, recall = precision_recall.compute_pr(opts, max_real=2000, num_gen=2000, nhood_size=3,
@@ -217,7 +230,7 @@ def is2k(opts):
     return dict(is2k_mean=mean, is2k_std=std)
 
 
-@register_metric
+@register_metric(detector='vgg16')
 def ppl2_wend_2k(opts):
     ppl = perceptual_path_length.compute_ppl(opts, num_samples=2000, epsilon=1e-4, space='w', sampling='end',
                                              crop=False, batch_size=2)

@@ -13,6 +13,21 @@ from typing import Any
 
 from edm_bridge import schedules
 from smart_plugin.diffgan_betas import BETA_SCHEDULES
+from training.option_fields import option
+
+# Help texts of the longer flags (each field below carries its flag, help and default: training/option_fields.py).
+SMART_T_HELP = ('Integer timestep band LO,HI on --smart-schedule. Unset with --smart-schedule unset: t 25..35 on '
+                "the source's own DDPM steps for ADM checkpoints (the paper), else t 40..60 on ddpm-linear (sigma "
+                '0.144..0.209); unset with --smart-schedule set: the steps of that schedule nearest to the '
+                'default sigma band')
+SMART_SCHEDULE_HELP = ("t -> sigma map, e.g. ddpm-linear or karras. Unset with --smart-t set: the source's own (ADM: "
+                       'its DDPM steps; EDM pickles, train_dpm.py snapshots, gaussian: karras); both unset: see '
+                       '--smart-t')
+SMART_DPM_HELP = 'Score source: diffusion model file, registry name (python -m edm_bridge models) or gaussian'
+SMART_DRAWS_HELP = '(t, eps) draws per scored sample, averaged (costs this many denoiser evaluations per sample)'
+SMART_GRAD_HELP = 'full: through the denoiser (paper); sds: denoiser output held constant (no denoiser backward)'
+SMART_DIAGNOSTICS_HELP = 'Report SMaRt/grad_norm and Loss/G/grad_norm (an extra autograd pass)'
+_OPEN01 = dict(min=0, max=1, min_open=True, max_open=True)
 
 
 class OptionError(ValueError):
@@ -76,24 +91,39 @@ class SMaRtOptions:
     per score source (smart_plugin.band): ADM's native DDPM steps keep the paper's t 25..35, other sources get
     t 40..60 on DDPM-linear."""
 
-    lam: float = 0.0                # Weight lambda of the score-matching loss; 0 = plugin disabled.
-    freq: int = 8                   # Apply on every freq-th iteration (lazy; not multiplied by freq).
-    t_lo: int | None = None         # Lowest integer timestep t of the band (inclusive); None (with t_hi) = the
-                                    # default band for the score source (smart_plugin.band, resolved at setup).
-    t_hi: int | None = None         # Highest integer timestep t of the band (inclusive); None together with t_lo.
-    schedule: str | None = None     # t -> sigma map ('karras', 'ddpm-linear', 'karras:1000,0.002,80,7', ...);
-                                    # None = chosen with the band: with t given, the score source's own (registry /
-                                    # ADM native; karras for EDM, gaussian); with neither, the source's default.
-    param: str = 'eps'              # 'eps': ||eps_pred - eps||^2 (paper); 'x0': ||D - G(z)||^2 (EDM release).
-    batch: int | None = None        # Samples per round that get the loss; None = the whole Gmain round.
-    start_kimg: float = 0           # Off until this many thousand images have been shown.
-    dpm: str = 'gaussian'           # Score source: registry name, path or URL, or 'gaussian' (fit to the dataset).
-    draws: int = 1                  # Independent (t, eps) draws per scored sample, averaged per sample; 1 = paper.
-                                    # Costs draws x the denoiser evaluations (one batched call of draws * batch).
-    antithetic: bool = False        # Draws in pairs (eps, -eps) sharing t; draws must then be even.
-    grad: str = 'full'              # 'full': gradient through the denoiser (paper); 'sds': denoiser output held
-                                    # constant (score distillation; no denoiser backward).
-    diagnostics: bool = False       # Report SMaRt/grad_norm and Loss/G/grad_norm (costs an extra autograd pass).
+    # Weight lambda of the score-matching loss; 0 = plugin disabled.
+    lam: float = option(0.0, '--smart-lambda',
+                        "SMaRt weight lambda (0 = off; its scale depends on --smart-param). Choose it so that the "
+                        "per-tick line's 'lambda x loss' starts at about 0.1-1x its 'G adversarial' (above 10x a "
+                        'warning says SMaRt drives G); --dry-run shows the band; see docs/smart-settings.md', 'float')
+    # Apply on every freq-th iteration (lazy; not multiplied by freq).
+    freq: int = option(8, '--smart-freq', 'Apply SMaRt every N iterations', 'int')
+    # The integer timestep band t_lo..t_hi (inclusive); both None = the default band for the score source
+    # (smart_plugin.band, resolved at setup).
+    t_lo: int | None = option(None, '--smart-t', SMART_T_HELP, 'pair', part=0, show_default='per score source')
+    t_hi: int | None = option(None, '--smart-t', SMART_T_HELP, 'pair', part=1)
+    # t -> sigma map ('karras', 'ddpm-linear', 'karras:1000,0.002,80,7', ...); None = chosen with the band: with t
+    # given, the score source's own (registry / ADM native; karras for EDM, gaussian); with neither, its default.
+    schedule: str | None = option(None, '--smart-schedule', SMART_SCHEDULE_HELP, show_default='per score source')
+    # 'eps': ||eps_pred - eps||^2 (paper); 'x0': ||D - G(z)||^2 (EDM release).
+    param: str = option('eps', '--smart-param', 'Loss form (lambda means something only with it)', 'choice',
+                        choices=('eps', 'x0'))
+    # Samples per round that get the loss; None = the whole Gmain round.
+    batch: int | None = option(None, '--smart-batch', 'SMaRt samples per round', 'int', show_default='whole round')
+    # Off until this many thousand images have been shown.
+    start_kimg: float = option(0, '--smart-start-kimg', 'Start SMaRt after this many kimg', 'float')
+    # Score source: registry name, path or URL, or 'gaussian' (fit to the dataset).
+    dpm: str = option('gaussian', '--smart-dpm', SMART_DPM_HELP, metavar='PATH|NAME|gaussian')
+    # Independent (t, eps) draws per scored sample, averaged per sample; 1 = paper. Costs draws x the denoiser
+    # evaluations (one batched call of draws * batch).
+    draws: int = option(1, '--smart-draws', SMART_DRAWS_HELP, 'int')
+    # Draws in pairs (eps, -eps) sharing t; draws must then be even.
+    antithetic: bool = option(False, '--smart-antithetic', 'Draws in pairs (eps, -eps) with the same t (even draws)',
+                              'flag')
+    # 'full': gradient through the denoiser (paper); 'sds': denoiser output held constant (score distillation).
+    grad: str = option('full', '--smart-grad', SMART_GRAD_HELP, 'choice', choices=('full', 'sds'))
+    # Report SMaRt/grad_norm and Loss/G/grad_norm (costs an extra autograd pass).
+    diagnostics: bool = option(False, '--smart-diagnostics', SMART_DIAGNOSTICS_HELP, 'flag')
 
     def __post_init__(self) -> None:
         lam = _number(self, 'lam')
@@ -145,24 +175,37 @@ class DiffGANOptions:
     """Diffusion-GAN instance noise on D's inputs with an adaptive diffusion length T (paper section 3); the defaults
     are the released diffusion-stylegan2's (docs/spec/diffusion.md section 6)."""
 
-    enabled: bool = False           # Off = D sees clean images and no t (bit-identical to the baseline).
-    noise_sd: float = 0.05          # Scale of the diffusion noise (data in [-1, 1]).
-    t_min: int = 10                 # Shortest diffusion length T (at p = 0).
-    t_max: int = 1000               # Longest diffusion length T (at p = 1).
-    ts_dist: str = 'priority'       # How the noised half of the t table is drawn: 'priority' (P(t) ~ t - 1, so
-                                    # P(1) = 0, as released) or 'uniform' over 1..T.
-    t_embed: str = 'raw'            # D's t input: 'raw' = the integer t (0..T) appended to c, as released;
-                                    # 'scaled' = t / t_max (in [0, 1]).
-    target: float = 0.6             # Target of E[sign(D(real))]; above it T grows, below it T shrinks.
-    ada_kimg: float = 100           # p moves by at most 1 in this many thousand images.
+    # Off = D sees clean images and no t (bit-identical to the baseline).
+    enabled: bool = option(False, '--diffgan/--no-diffgan', 'Diffusion-GAN noise on D inputs', 'switch')
+    # Scale of the diffusion noise (data in [-1, 1]).
+    noise_sd: float = option(0.05, '--diffgan-noise-sd', 'Diffusion noise scale', 'float')
+    # Shortest (at p = 0) and longest (at p = 1) diffusion length T.
+    t_min: int = option(10, '--diffgan-tmin', 'Shortest diffusion length T', 'int')
+    t_max: int = option(1000, '--diffgan-tmax', 'Longest diffusion length T', 'int')
+    # How the noised half of the t table is drawn: 'priority' (P(t) ~ t - 1, so P(1) = 0, as released) or 'uniform'.
+    ts_dist: str = option('priority', '--diffgan-ts-dist', 'How t is drawn', 'choice', choices=('priority', 'uniform'))
+    # D's t input: 'raw' = the integer t (0..T) appended to c, as released; 'scaled' = t / t_max (in [0, 1]).
+    t_embed: str = option('raw', '--diffgan-t-embed', "D's t input: raw integer t (as released) or t / t_max",
+                          'choice', choices=('raw', 'scaled'))
+    # Target of E[sign(D(real))]; above it T grows, below it T shrinks.
+    target: float = option(0.6, '--diffgan-target', 'Target of E[sign D(real)] for the adaptive T', 'float')
+    # p moves by at most 1 in this many thousand images.
+    ada_kimg: float = option(100, '--diffgan-ada-kimg', 'Thousands of images for the diffusion p to go from 0 to 1',
+                             'float', min=0, min_open=True)
     interval: int = 4               # Update p and redraw the t table every this many iterations.
-    beta_schedule: str = 'linear'   # Forward-chain betas over the current T (smart_plugin.diffgan_betas).
-    beta_start: float = 1e-4        # First beta (linear, quad, sigmoid).
-    beta_end: float = 0.02          # Last beta (linear, quad, sigmoid; the constant of const).
-    ada_augpipe: str | None = None  # ADA pipeline (training.augment.augpipe_specs) run on D's inputs before the
-                                    # diffusion with probability min(p, ada_maxp), as the release's --aug=ada;
-                                    # None = no augmentation inside the plugin.
-    ada_maxp: float = 0.25          # Cap of that ADA probability.
+    # Forward-chain betas over the current T (smart_plugin.diffgan_betas): schedule, first and last beta.
+    beta_schedule: str = option('linear', '--diffgan-beta-schedule', 'Forward-chain beta schedule', 'choice',
+                                choices=tuple(BETA_SCHEDULES))
+    beta_start: float = option(1e-4, '--diffgan-beta-start', 'First beta (linear, quad, sigmoid)', 'float', **_OPEN01)
+    beta_end: float = option(0.02, '--diffgan-beta-end', 'Last beta (linear, quad, sigmoid; const)', 'float',
+                             **_OPEN01)
+    # ADA pipeline (training.augment.augpipe_specs) run on D's inputs before the diffusion with probability
+    # min(p, ada_maxp), as the release's --aug=ada; None = no augmentation inside the plugin. Derived by train.py
+    # from --aug and --augpipe.
+    ada_augpipe: str | None = option(None, '--augpipe', 'Augmentation pipeline', cli=False)
+    # Cap of that ADA probability.
+    ada_maxp: float = option(0.25, '--diffgan-ada-maxp', 'With --diffgan --aug=ada: the ADA probability is '
+                             'min(diffusion p, this)', 'float', unset=True, min=0, max=1, min_open=True)
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):

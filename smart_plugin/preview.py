@@ -33,3 +33,17 @@ def startup_lines(options: SMaRtOptions | None, source: Any = None, num_images: 
     name = f'gaussian (per-pixel fit to {num_images} images)' if options.dpm == 'gaussian' else options.dpm
     warning = band_warning(sigma_hi, band.schedule.name)
     return [plugin.describe(sigma_lo, sigma_hi, name, [])] + ([warning] if warning is not None else [])
+
+
+def plugin_startup_lines(plugins: list, num_images: int) -> list[str]:
+    """startup_lines of the SMaRt plugin among `plugins` after its preflight(): the local model that preflight
+    loaded, else the registry entry of its --smart-dpm (named models are not downloaded), else none (Gaussian)."""
+    smart = next((plugin for plugin in plugins if isinstance(plugin, SMaRt)), None)
+    if smart is None:
+        return []
+    loaded = smart._source  # edm_bridge.factory.ScoreSource of a local file, or None.
+    if loaded is not None:
+        source = loaded.entry or loaded.denoiser
+    else:
+        source = None if smart.options.dpm == 'gaussian' else registry.resolve(smart.options.dpm)[0]
+    return startup_lines(smart.options, source, num_images)

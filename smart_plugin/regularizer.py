@@ -1,41 +1,10 @@
 """SMaRt: the score-matching regularizer of the generator (Xia et al., "SMaRt: Improving GANs with Score Matching
 Regularity", ICML 2024), as a LossPlugin.
 
-A frozen diffusion model (a denoiser D(x; sigma) from edm_bridge, or the closed-form Gaussian of smart_plugin.gaussian)
-scores noised generated images; its denoising error is added to G's loss so that G's samples move toward where the
-data score points (docs/spec/diffusion.md section 1). Per sample, with t ~ U{t_lo..t_hi}, sigma = sigma_hat(t) from the
-chosen schedule (band and schedule default per score source, smart_plugin.band), eps ~ N(0, I) and
-x_hat = G(z) + sigma * eps:
-
-    eps form (paper):    L = mean_{C,H,W} (eps_pred - eps)^2 = mean_{C,H,W} (D(x_hat; sigma) - G(z))^2 / sigma^2
-    x0 form (EDM code):  L = mean_{C,H,W} (D(x_hat; sigma) - G(z))^2
-
-The two differ by 1 / sigma^2 (62,500 at sigma 0.004), so lambda is meaningful only together with its form; both are
-printed at start-up. The gradient reaches G through G(z) and through x_hat; the denoiser's weights are frozen.
-
-Scaling of lambda: the term lambda * L is added to the Gmain loss on every freq-th iteration, *without* multiplying
-by freq (the paper's pseudo-code does the same), so its per-iteration average weight is lambda / freq. There is no
-learning-rate correction (unlike lazy R1 / path length), because the term is folded into the Gmain step: SMaRt adds
-no optimizer step of its own.
-
-Estimator options (SMaRtOptions; the defaults are the paper's single-draw, full-gradient estimator):
-  draws K       K independent (t, eps) per scored sample; L is the per-sample mean of the K values. Same expectation
-                as one draw, variance / K. Cost: K denoiser evaluations per scored sample (one batched call of K * b
-                images, b = the --smart-batch cap), forward and backward for grad 'full', forward only for 'sds'.
-  antithetic    the K draws come in K / 2 pairs (eps, -eps) sharing t (K even). Still unbiased; the first-order noise
-                term of D(x0 + sigma eps) - x0, sigma J_D eps, cancels within a pair, and with it most of the
-                gradient's noise at small sigma. The loss value's squared noise term does not cancel, and the part of
-                the variance that comes from t is averaged over K / 2 values only.
-  grad 'full'   the exact gradient of lambda * L in x0, through both the target and the denoiser's input: an
-                unbiased estimate of grad_x0 E_{t,eps}[lambda * L], i.e. 2 lambda w(sigma) (J_D - I)^T (D - x0) / CHW.
-  grad 'sds'    D's output is a constant (score-distillation sampling, Poole et al. 2022): the gradient is
-                2 lambda w(sigma) (x0 - D) / CHW, w = 1 / sigma^2 (eps form) or 1 (x0 form). Its expectation is
-                -2 lambda w sigma^2 E_eps[grad log p_sigma(x0 + sigma eps)] / CHW (Tweedie): a descent step follows the
-                noised data score. It drops the denoiser Jacobian, so it is not the gradient of any L in general, and
-                needs no backward pass through the denoiser. The reported SMaRt/loss is the same value in both modes.
-Statistics (torch_utils.training_stats): SMaRt/loss (L per scored sample, K-draw mean), SMaRt/sigma (every draw), and
-with diagnostics on SMaRt/grad_norm: per-sample norm of d(lambda * L_i) / d x_i (before the N / b reweighting of
---smart-batch), computed by an extra autograd pass; the loss then reports Loss/G/grad_norm for the adversarial term.
+A frozen denoiser D(x; sigma) (edm_bridge.factory: a diffusion model, or the closed-form Gaussian) scores noised
+generated images x_hat = G(z) + sigma * eps; lambda times its denoising error, in eps form (paper) or x0 form (EDM
+code), is added to G's loss on every freq-th iteration. The derivation, the scaling of lambda, the estimator options
+and the statistics are in docs/smart-regularizer.md.
 """
 
 import math
@@ -44,13 +13,13 @@ from typing import Any
 
 import torch
 
-from edm_bridge import checks, loading, registry
+from edm_bridge import checks, factory, registry
 from edm_bridge.denoiser import FrozenDenoiser
 # QUANTISATION_SIGMA: one grey level; below it the score source's noise prediction is mostly a guess (t 25..35 on
 # Karras-1000 = sigma 0.0036..0.0045 gave an eps-form loss of 1e4 and wrecked training; docs/smart-settings.md).
 # Re-exported here with resolve_schedule.
 from smart_plugin.band import QUANTISATION_SIGMA, resolve_band, resolve_schedule  # noqa: F401
-from smart_plugin.gaussian import degenerate_fit_warning, fit_gaussian_denoiser
+from edm_bridge.gaussian import degenerate_fit_warning
 from smart_plugin.options import OptionError, SMaRtOptions
 from torch_utils import training_stats
 from torch_utils.finite import NonFiniteError
@@ -65,8 +34,8 @@ DOMINANCE_RATIO = 10.0
 
 def score_matching_loss(denoiser: torch.nn.Module, x0: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor,
                         labels: torch.Tensor | None = None, param: str = 'eps', grad: str = 'full') -> torch.Tensor:
-    """SMaRt loss per sample [N] of clean images x0 [N, C, H, W] at noise levels sigma [N] with noise eps (see the
-    module docstring); differentiable in x0, through the target and (grad 'full') the denoiser's input too."""
+    """SMaRt loss per sample [N] of clean images x0 [N, C, H, W] at noise levels sigma [N] with noise eps (see
+    docs/smart-regularizer.md); differentiable in x0, through the target and (grad 'full') the denoiser's input too."""
     sigma = sigma.reshape(-1, 1, 1, 1)                                        # [N, 1, 1, 1]
     x_hat = x0 + sigma * eps                                                  # [N, C, H, W]
     if grad == 'sds':
@@ -118,7 +87,8 @@ def dominance_warning(weighted_loss: float, adversarial_loss: float, lam: float,
 
 
 class SMaRt(LossPlugin):
-    """Adds lambda * L_score per generated sample to the Gmain loss on every freq-th iteration (module docstring)."""
+    """Adds lambda * L_score per generated sample to the Gmain loss on every freq-th iteration
+    (docs/smart-regularizer.md)."""
 
     name = 'smart'
 
@@ -135,6 +105,7 @@ class SMaRt(LossPlugin):
         self.step = 0                 # Iterations finished; the penalty is active when step % freq == 0.
         self.cur_nimg = 0             # Images shown before the current iteration (from end_of_step).
         self._compared = False        # Whether a tick has compared SMaRt/loss with G's adversarial loss yet.
+        self._source = None           # edm_bridge.factory.ScoreSource that preflight() loaded, if any.
 
     @property
     def schedule(self):
@@ -150,6 +121,19 @@ class SMaRt(LossPlugin):
     def t_hi(self) -> int | None:
         """The resolved band's highest t, None before setup()."""
         return None if self.band is None else self.band.t_hi
+
+    def preflight(self, *, G: torch.nn.Module, training_set: Any) -> None:
+        """Check the score source against G before the run dir exists (edm_bridge.factory, local_only): a registry
+        entry by its description, a local file by loading it on the CPU, kept for setup so it is read once."""
+        if not self.options.enabled or self.denoiser is not None:
+            return
+        try:
+            self._source = factory.load_score_source(self.options.dpm, G.img_resolution, G.img_channels, G.c_dim,
+                                                     local_only=True)
+            if self._source is not None:
+                checks.check_compatible(self._source.denoiser, G.img_resolution, G.img_channels, G.c_dim)
+        except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as err:
+            raise OptionError('dpm', self.options.dpm, str(err)) from None
 
     def setup(self, *, G: torch.nn.Module, D: torch.nn.Module, training_set: Any, device: torch.device,
               rank: int, num_gpus: int) -> None:
@@ -186,23 +170,16 @@ class SMaRt(LossPlugin):
     def _build_denoiser(self, G: torch.nn.Module, training_set: Any,
                         device: torch.device) -> tuple[str, registry.ModelEntry | None]:
         """Set self.denoiser (frozen, on device); return a name for the score source and its registry entry."""
-        dpm, entry = self.options.dpm, None
         if self.denoiser is not None:
             net = getattr(self.denoiser, 'net', self.denoiser)
-            source = f'{type(net).__name__} (given)'
-        elif dpm == 'gaussian':
-            self.denoiser = fit_gaussian_denoiser(training_set)
-            source = f'gaussian (per-pixel fit to {len(training_set)} images)'
-        else:
-            entry, _ = registry.resolve(dpm)
-            if entry is not None:  # Refuse a known misfit before downloading or loading it.
-                checks.check_compatible(entry, G.img_resolution, G.img_channels, G.c_dim)
-            self.denoiser = loading.load_denoiser(dpm, device=device)
-            source = dpm
-        if not isinstance(self.denoiser, FrozenDenoiser):
-            self.denoiser = FrozenDenoiser(self.denoiser)
-        self.denoiser.to(device)
-        return source, entry
+            if not isinstance(self.denoiser, FrozenDenoiser):
+                self.denoiser = FrozenDenoiser(self.denoiser)
+            self.denoiser.to(device)
+            return f'{type(net).__name__} (given)', None
+        source = self._source or factory.load_score_source(self.options.dpm, G.img_resolution, G.img_channels,
+                                                            G.c_dim, training_set=training_set, device=device)
+        self.denoiser = source.denoiser.to(device)
+        return source.label, source.entry
 
     def describe(self, sigma_lo: float, sigma_hi: float, source: str, notes: list[str]) -> str:
         """The start-up line: lambda with its form, frequency, t band -> sigma band (and, for a band or schedule not

@@ -14,7 +14,7 @@ import calc_metrics  # noqa: E402  (top-level scripts, importable from the repos
 import dataset_tool  # noqa: E402
 import train  # noqa: E402
 from tiny_datasets import make_zip  # noqa: E402
-from training import networks, snapshot  # noqa: E402
+from training import networks, preflight, snapshot  # noqa: E402
 
 
 @pytest.fixture(scope='module')
@@ -69,7 +69,7 @@ def resume_shortcuts(tmp_path, monkeypatch):
     for name in ('ffhq1024', 'ffhq512'):
         monkeypatch.setitem(train.RESUME_SPECS, name, str(path))
     # The stand-in cannot fill the official 1024/512 networks; whether a resume fits is tested in test_train.py.
-    monkeypatch.setattr(train, '_validate_resume', lambda *args: None)
+    monkeypatch.setattr(preflight, 'check_resume_fit', lambda *args, **kwargs: None)
 
 
 @pytest.mark.parametrize('released, ours', RELEASED, ids=[r.split('--cfg')[-1][:40] for r, _ in RELEASED])

@@ -326,9 +326,9 @@ def test_metrics_at_each_snapshot_with_tiny_detectors(data, tmp_path, monkeypatc
     inception = tiny_metrics.save_torchscript(tmp_path / 'inception.pt')
     vgg16 = tiny_metrics.save_torchscript(tmp_path / 'vgg16.pt', num_features=6, seed=1)
     options = _dry_run(tmp_path / 'dry', '--data', data.ds, '--metrics', 'fid2k_full,pr2k3_full', '--detector',
-                       inception, *TINY)
+                       inception, '--detector-vgg16', vgg16, *TINY)
     assert options['metrics'] == ['fid2k_full', 'pr2k3_full']
-    assert options['metric_kwargs'] == dict(detector=inception, detector_vgg16=None, trust_detector=False,
+    assert options['metric_kwargs'] == dict(detector=inception, detector_vgg16=vgg16, trust_detector=False,
                                             num_workers=0)
     result = _invoke('--outdir', tmp_path, '--data', data.ds, '--kimg', '0.004', '--metrics', 'fid2k_full,pr2k3_full',
                      '--detector', inception, '--detector-vgg16', vgg16, *TINY)
@@ -356,6 +356,16 @@ def test_missing_detector_offline_names_the_flag(data, tmp_path, monkeypatch):
     assert result.exit_code != 0
     assert ('--detector: the inception detector file inception-2015-12-05.pt is not available offline'
             in result.output), result.output
+    assert not (tmp_path / '00000-ds-stylegan2-kimg0.004-batch4').exists()  # Found in pre-flight.
+    # Also under --dry-run, and PPL asks for the VGG16 detector (the metric registry says which one each needs).
+    inception = tiny_metrics.save_torchscript(tmp_path / 'inception.pt')
+    for metric, flag in (('fid50k_full', '--detector'), ('ppl2_wend_2k', '--detector-vgg16')):
+        result = _invoke('--outdir', tmp_path / 'dry', '--data', data.ds, '--metrics', metric, '--dry-run', *TINY)
+        assert result.exit_code == 1 and f'Error: {flag}: the {flag[11:] or "inception"} detector' in result.output
+        assert 'Training options' not in result.output and not (tmp_path / 'dry').exists()
+    result = _invoke('--outdir', tmp_path / 'dry', '--data', data.ds, '--metrics', 'ppl2_wend_2k', '--dry-run',
+                     '--detector', inception, *TINY)
+    assert result.output.startswith('Error: --detector: no metric in --metrics=ppl2_wend_2k uses this detector')
 
 
 def test_official_ncsnv2_checkpoint_as_score_source(data, tmp_path):
@@ -397,15 +407,15 @@ def test_untrusted_pickle_in_the_download_cache_is_refused_before_it_runs(data, 
 
 def _nan_score_source(monkeypatch):
     """Make the Gaussian score source answer NaN for every sample."""
-    from smart_plugin import regularizer
-    fit = regularizer.fit_gaussian_denoiser
+    from edm_bridge import factory
+    fit = factory.fit_gaussian_denoiser
 
     def broken_fit(training_set):
         denoiser = fit(training_set)
         forward = denoiser.forward
         denoiser.forward = lambda x, sigma, labels=None: forward(x, sigma, labels) * float('nan')
         return denoiser
-    monkeypatch.setattr(regularizer, 'fit_gaussian_denoiser', broken_fit)
+    monkeypatch.setattr(factory, 'fit_gaussian_denoiser', broken_fit)
 
 
 def test_nonfinite_score_source_stops_the_run(data, tmp_path, monkeypatch):
@@ -600,3 +610,19 @@ def test_late_failure_is_in_log_txt_and_setup_interrupt_exits_130(data, tmp_path
     result = _invoke('--outdir', tmp_path / 'int', '--data', data.ds, '--kimg', '0.004', *TINY)
     assert result.exit_code == 130 and result.output == 'Interrupted during set-up; exiting.\n', result.output
     assert not (tmp_path / 'int').exists()
+
+
+def test_every_flag_is_declared_once_on_an_option_field():
+    """train.py's flags come from the option dataclasses (training/option_fields.py), each declared once;
+    the error -> flag map is generated from the same fields."""
+    from smart_plugin import DiffGANOptions, SMaRtOptions
+    from training.option_fields import option_fields, param_name
+    from training.train_options import TrainOptions
+    fields = [field for cls in (TrainOptions, SMaRtOptions, DiffGANOptions) for field in option_fields(cls)]
+    declared = [param_name(field.metadata['flag']) for field in fields if field.metadata['cli']]
+    params = [param.name for param in train.main.params if not param.name.startswith('released_alias__')]
+    assert sorted(params) == sorted(declared + ['threads']) and len(set(declared)) == len(declared)
+    assert train.PLUGIN_FLAGS['t_lo'] == train.PLUGIN_FLAGS['t_hi'] == '--smart-t'
+    assert (train.PLUGIN_FLAGS['enabled'], train.PLUGIN_FLAGS['ada_augpipe']) == ('--diffgan', '--augpipe')
+    assert set(train.PLUGIN_FLAGS) == {field.name for cls in (SMaRtOptions, DiffGANOptions)
+                                       for field in option_fields(cls)}

@@ -25,6 +25,15 @@ import torch
 from torch_utils import misc
 
 
+def _silent(*_args, **_kwargs) -> None:
+    pass
+
+
+def print0(rank: int):
+    """The rank-0 print helper of the training loops: `print` on rank 0, a no-op elsewhere."""
+    return print if rank == 0 else _silent
+
+
 def is_initialized() -> bool:
     """True when torch.distributed has a process group (i.e. we run as one of several ranks)."""
     return torch.distributed.is_available() and torch.distributed.is_initialized()

@@ -7,14 +7,17 @@ import math
 import os
 import pickle
 import re
+import sys
+from typing import Callable
 
 import click
 import torch
 
 import dnnlib
-from torch_utils import distributed
+from torch_utils import cpu_threads, distributed, signals
 from training import snapshot
 from training.dataset import ImageFolderDataset
+from training.option_fields import ConfigError
 
 
 class FlagError(click.ClickException):
@@ -76,30 +79,36 @@ def create_run_dir(run_dir: str, options: dict, rank: int) -> str:
     return distributed.broadcast_object(run_dir)
 
 
+def show_options(options: dict, run_dir: str | None, rank: int, notes: tuple[str, ...] = ()) -> None:
+    """Rank 0 prints the resolved options (training_options.json), `notes`, and the run directory."""
+    if rank == 0:
+        print('Training options:')
+        print(json.dumps(options, indent=2))
+        for note in notes:
+            print(note)
+        print(f'Output directory: {run_dir}')
+
+
+def launch_tail(threads: int | None, launch: Callable[[], None]) -> None:
+    """Set --threads, then run `launch` with SIGTERM stopping like Ctrl-C (clean writes, the last snapshot named);
+    an interrupt before the training loop took over exits with the signal's code."""
+    cpu_threads.set_threads(threads)
+    try:
+        with signals.sigterm_as_interrupt():
+            launch()
+    except KeyboardInterrupt as err:  # Before the training loop took over (set-up).
+        print(f'Interrupted ({signals.signal_name(err)}) during set-up; no snapshot written', file=sys.stderr)
+        raise SystemExit(signals.exit_code(err)) from None
+
+
 def open_dataset(data: str, cond: bool) -> ImageFolderDataset:
     """The dataset at --data (labels not loaded); FlagError naming --data if it cannot be read, --cond if it has no
-    labels but a conditional model was asked for. A dataset.json that does not parse is an error with --cond and
-    a warning without."""
+    labels but a conditional model was asked for (training.preflight.open_dataset)."""
+    from training import preflight  # Deferred: preflight imports the metrics and networks.
     try:
-        dataset = ImageFolderDataset(path=data, use_labels=False, xflip=False)
-    except (OSError, ValueError, TypeError) as err:
-        raise FlagError('--data', str(err)) from None
-    try:
-        has_labels = dataset.has_stored_labels
-    except OSError as err:  # A dataset.json that does not parse.
-        if cond:
-            raise FlagError('--data', f'{err} (--cond needs valid labels)') from None
-        print(f'Warning: --data: {err}; ignored, since labels are used only with --cond')
-        has_labels = False
-    if cond and not has_labels:
-        raise FlagError('--cond', f'{data} has no labels (no dataset.json with "labels"); train unconditionally '
-                                  'or add labels with dataset_tool.py')
-    if cond:
-        try:
-            dataset.check_labels()
-        except OSError as err:
-            raise FlagError('--data', f'{err} (--cond needs valid labels)') from None
-    return dataset
+        return preflight.open_dataset(data, cond)
+    except ConfigError as err:
+        raise FlagError(err.flag, str(err)) from None
 
 
 def load_G_ema(network_pkl: str, trusted: bool, device: str) -> tuple[torch.nn.Module, torch.device]:

@@ -11,6 +11,7 @@ JPEGs. Pixels are decoded only when an item is loaded, and the decoded shape is 
 """
 
 import abc
+import copy
 import numbers
 import os
 import zipfile
@@ -77,6 +78,9 @@ class Dataset(torch.utils.data.Dataset, abc.ABC):
     def close(self) -> None:
         """Release open files; the dataset reopens them on the next access."""
 
+    def _take_handles(self, other: 'Dataset') -> None:
+        """Take over the open files of `other` (a dataset of the same collection), which reopens them if used."""
+
     @abc.abstractmethod
     def _load_raw_image(self, raw_idx: int) -> np.ndarray:
         """Image `raw_idx` of the underlying collection as uint8 [C, H, W]."""
@@ -97,6 +101,22 @@ class Dataset(torch.utils.data.Dataset, abc.ABC):
 
     def __len__(self) -> int:
         return self._raw_idx.size
+
+    @property
+    def num_raw_images(self) -> int:
+        """Images in the underlying collection, before max_size and xflip."""
+        return self._raw_shape[0]
+
+    def view(self, max_size=None, use_labels=False, xflip=False, random_seed=0) -> 'Dataset':
+        """The same collection with other subset / label / x-flip options, without scanning its files again."""
+        clone = copy.copy(self)
+        clone.__dict__.update(self.__getstate__())  # No shared open handles ...
+        clone._take_handles(self)                    # ... but the open ones move over: the files are opened once.
+        Dataset.__init__(clone, name=self._name, raw_shape=self._raw_shape, max_size=max_size, use_labels=use_labels,
+                         xflip=xflip, random_seed=random_seed)
+        if clone._use_labels:
+            clone._get_raw_labels()  # Fail now, as the constructor does.
+        return clone
 
     def __getitem__(self, idx):
         """Return (uint8 [C, H, W] image, float32 label); flipped items are mirrored along W."""
@@ -248,6 +268,10 @@ class ImageFolderDataset(Dataset):
         if getattr(self, '_zipfile', None) is not None and self._zipfile_pid == os.getpid():
             self._zipfile.close()
         self._zipfile = None
+
+    def _take_handles(self, other: Dataset) -> None:
+        if getattr(other, '_zipfile', None) is not None and other._zipfile_pid == os.getpid():
+            self._zipfile, self._zipfile_pid, other._zipfile = other._zipfile, other._zipfile_pid, None
 
     def __getstate__(self):
         return dict(super().__getstate__(), _zipfile=None, _zipfile_pid=None)  # A zip handle stays in its process.

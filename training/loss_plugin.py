@@ -10,7 +10,8 @@ Call order per training iteration (every rank calls every hook, in the same orde
      it, `wants_G_grad_norm`: if any plugin says yes, the loss reports Loss/G/grad_norm);
   2. the loop calls `end_of_step` once after all phases of the iteration (optimizer steps and EMA done);
   3. at the end of every tick the loop calls `end_of_tick` with the tick's collected stats (the same on all ranks).
-`setup` runs once, after the networks exist and before the first iteration (also after a resume).
+`preflight` runs before the run dir exists (on CPU copies of the networks); `setup` runs once, after the networks
+exist and before the first iteration (also after a resume).
 """
 
 from typing import Any
@@ -23,6 +24,10 @@ class LossPlugin:
 
     name: str = "plugin"   # Key of this plugin's state in snapshots and options; unique per run.
     extra_c_dim: int = 0   # Conditioning entries appended to D's labels by transform_D_input (D is built with them).
+
+    def preflight(self, *, G: torch.nn.Module, training_set: Any) -> None:
+        """Check the plugin against the configured generator and data before anything is written; raise ValueError
+        (an OptionError naming the field) on a misfit. What it loads it may keep for `setup`."""
 
     def setup(self, *, G: torch.nn.Module, D: torch.nn.Module, training_set: Any, device: torch.device,
               rank: int, num_gpus: int) -> None:

@@ -23,7 +23,7 @@ import torch
 
 import dnnlib
 from metrics import metric_main
-from torch_utils import finite, image_io, misc, safe_pickle, training_stats
+from torch_utils import finite, image_io, misc, training_stats
 from training import snapshot, train_state
 
 DDP_IGNORE_REGEX = r'.*\.[^.]+_(avg|ema)'  # Running averages (w_avg) legitimately differ between ranks.
@@ -178,20 +178,3 @@ def evaluate_metrics(state: dnnlib.EasyDict, metrics: list[str], metric_kwargs: 
             values[name] = value
     return values
 
-
-def resume_summary(pkl: str) -> dnnlib.EasyDict:
-    """What a resume snapshot (path or URL) holds: exact (ours, with a training_state), cur_nimg (exact only, else
-    None), networks (which of G, D, G_ema) and entries (all keys). Read with the safe loader (nothing in it runs)."""
-    with dnnlib.util.open_url(pkl) as f:
-        data = safe_pickle.safe_load(f)
-    data = data if isinstance(data, dict) else {}
-    state = data.get('training_state')
-    exact = state is not None
-    cur_nimg = state.get('cur_nimg') if exact and isinstance(state, dict) else None
-    return dnnlib.EasyDict(exact=exact, cur_nimg=cur_nimg, entries=sorted(map(str, data)),
-                           networks=[name for name in ('G', 'D', 'G_ema') if data.get(name) is not None])
-
-
-def has_training_state(pkl: str) -> bool:
-    """Whether a snapshot (path or URL) is one of ours with a training_state entry, i.e. can resume exactly."""
-    return resume_summary(pkl).exact

@@ -2,26 +2,25 @@
 
 `setup_training` builds everything the loop needs (dataset and loader, G, D, G_ema, augmentation, optimizers and
 phases, loss, plugins) into one `dnnlib.EasyDict`, the *state*, that `training_loop.training_step` advances.
-Resume (docs/spec/stylegan2-ada.md section 5): from any StyleGAN2-ADA-format pickle the weights of G, D and G_ema are
-copied by name, like the official code. Our snapshots also carry a 'training_state' entry (optimizers, counters,
-pl_mean, augment p, ADA statistics, RNG states, sampler position), so that a resumed run continues exactly: on CPU,
-2 steps + snapshot + resume + 2 steps equal 4 steps bit for bit.
+Resume: the weights of G, D and G_ema are copied by name (training/resume.py). Our snapshots also carry a
+'training_state' entry (optimizers, counters, pl_mean, augment p, ADA statistics, RNG states, sampler position), so
+that a resumed run continues exactly: on CPU, 2 steps + snapshot + resume + 2 steps equal 4 steps bit for bit.
 """
 
 import contextlib
 import copy
 import io
-import pickle
-import re
 
 import numpy as np
 import torch
 
 import dnnlib
-from torch_utils import dataset_classes, distributed, finite, misc, training_stats
+from torch_utils import dataset_classes, distributed, misc, training_stats
 from torch_utils.data_iter import check_batch, make_data_iterator, resolve_device
-from training import networks, snapshot
+from training import networks
 from training.loss import StyleGAN2Loss
+from training.resume import (ResumeCoverageError, ResumeError, coverage_report, load_resume,  # noqa: F401
+                             read_resume)
 
 TRAINING_STATE_VERSION = 1
 
@@ -123,90 +122,6 @@ def build_augment_pipe(augment_kwargs: dict | None, augment_p: float, device: to
     return augment_pipe
 
 
-class ResumeError(ValueError):
-    """The resume snapshot cannot continue this run (unreadable, no networks, another resolution or label set)."""
-
-
-_RESUME_ATTRS = ('img_resolution', 'img_channels', 'c_dim')  # Set by the data: a mismatch is no architecture flag.
-
-
-class ResumeCoverageError(ResumeError):
-    """The resume snapshot's tensors and the configured networks' tensors do not match one to one."""
-
-
-def _coverage_hint(network: str, tensor_name: str) -> str:
-    """The train.py flag that probably differs when `tensor_name` of `network` is unused or unfilled on resume."""
-    if 'embed.' in tensor_name or (network == 'D' and tensor_name.startswith('mapping.')):
-        return "--cond or --diffgan (the label input; D's mapping exists only with labels)"
-    if re.match(r'mapping\.fc\d+\.', tensor_name):
-        return '--map-depth (mapping layers)'
-    if re.search(r'(^|\.)b\d+\.skip\.', tensor_name):
-        return '--cfg (D architecture: cifar uses orig, the others resnet)'
-    return '--data (resolution) or --cfg / --cbase / --cmax (layers per resolution)'
-
-
-def coverage_report(data: dict, networks: dict) -> tuple[list[str], list[str]]:
-    """(lines describing each network's unused snapshot tensors and unfilled network tensors, flags that probably
-    differ); both empty when the snapshot `data` fills `networks` ({name: module}) exactly. A network missing from
-    the snapshot counts as wholly unfilled."""
-    lines, flags = [], []
-    for name, module in networks.items():
-        if data.get(name) is None:
-            unused, unfilled = [], [tensor_name for tensor_name, _ in misc.named_params_and_buffers(module)]
-        else:
-            unused, unfilled = misc.param_coverage(data[name], module)
-        if unused or unfilled:
-            lines.append(f'  {name}: {len(unused)} tensor(s) of the snapshot not used: {", ".join(unused) or "-"}; '
-                         f'{len(unfilled)} of the network not filled: {", ".join(unfilled) or "-"}')
-            flags += [_coverage_hint(name, tensor_name) for tensor_name in unused + unfilled]
-    return lines, list(dict.fromkeys(flags))
-
-
-def load_resume(resume_pkl: str, G, D, G_ema, partial: bool = False, log=print) -> dict:
-    """Load a snapshot (safely) and copy the weights of G, D and G_ema by name; return the loaded dict.
-
-    Unless `partial`, raises ResumeCoverageError (listing both sides and the flags that probably differ) when any
-    snapshot tensor would be left unused or any network tensor unfilled; with `partial` the lists are logged and
-    the training state is dropped (it belongs to other networks), so the resume is weights-only.
-    """
-    try:
-        data = snapshot.load_network_pkl(resume_pkl, trust_flag=None)  # --resume never runs code from a file.
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f'resume_pkl {resume_pkl!r}: {err}') from err
-    except (OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
-        raise ResumeError(f'resume_pkl {resume_pkl!r}: cannot load it as a network snapshot ({err})') from err
-    if all(data.get(name) is None for name in ('G', 'D', 'G_ema')):
-        raise ResumeError(f'{resume_pkl} holds no networks (keys {sorted(map(str, data))}); expected a snapshot with '
-                          f'G, D and G_ema')
-    for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
-        for attr in _RESUME_ATTRS if data.get(name) is not None else ():
-            # Set by the data, not by an architecture flag: say so before the coverage lists would.
-            stored, wanted = getattr(data[name], attr, None), getattr(module, attr)
-            if stored is not None and stored != wanted:
-                raise ResumeError(f'{resume_pkl}: {name} has {attr} {stored} but this run needs {wanted} (set by '
-                                  f'--data and --cond); resume with a snapshot trained on data like this')
-    lines, flags = coverage_report(data, dict(G=G, D=D, G_ema=G_ema))
-    if lines and not partial:
-        hint = f'flags that probably differ from the run that wrote it: {", ".join(flags)}; ' if flags else ''
-        raise ResumeCoverageError(f'resume_pkl {resume_pkl!r} does not match the configured networks one to one:\n'
-                                  + '\n'.join(lines) + f'\n{hint}or pass --resume-partial if only part of the '
-                                  'weights is meant to be resumed')
-    if lines:  # Optimizer and plugin states belong to the other networks: weights only.
-        log(f'Partial resume from "{resume_pkl}" (--resume-partial; weights only):\n' + '\n'.join(lines))
-        data = dict(data, training_state=None)
-    for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
-        if data.get(name) is None:
-            continue
-        try:
-            misc.copy_params_and_buffers(data[name], module, require_all=False)
-        except ValueError as err:
-            raise ResumeError(f'resume_pkl {resume_pkl!r}: {name} does not fit the configured network ({err}); '
-                              'resume needs the same architecture, resolution and label dimension') from err
-    finite.check_finite_modules({name: data.get(name) for name in ('G', 'D', 'G_ema')},
-                                f'{resume_pkl}: refusing to resume from non-finite weights', flag='--resume')
-    return data
-
-
 def to_cpu(obj):
     """Deep copy of nested dicts/lists/tuples with every tensor cloned to the CPU."""
     if isinstance(obj, torch.Tensor):
@@ -291,11 +206,13 @@ def setup_training(*, training_set_kwargs: dict, G_kwargs: dict, D_kwargs: dict,
                    ema_rampup: float | None = 0.05, G_reg_interval: int | None = 4, D_reg_interval: int | None = 16,
                    augment_p: float = 0, ada_target: float | None = None, ada_interval: int = 4,
                    ada_kimg: float = 500, resume_pkl: str | None = None, resume_partial: bool = False,
-                   log=print) -> dnnlib.EasyDict:
+                   training_set=None, resume_data: dict | None = None, log=print) -> dnnlib.EasyDict:
     """Build the training state (see the module docstring); `log` prints one line per set-up phase (rank 0).
 
     Arguments as in StyleGAN2-ADA's training_loop; G_kwargs / D_kwargs are the Generator / Discriminator kwargs
     without the dataset-given c_dim, img_resolution and img_channels; augment_kwargs None = no augmentation.
+    training_set / resume_data: the dataset built from training_set_kwargs and train_state.read_resume(resume_pkl),
+    when the caller already has them (train.py's pre-flight read them); None = read them here.
     """
     rounds = check_batch(batch_size, batch_gpu, num_gpus)
     device = resolve_device(device, rank)
@@ -306,10 +223,11 @@ def setup_training(*, training_set_kwargs: dict, G_kwargs: dict, D_kwargs: dict,
                             ema_rampup=ema_rampup, plugins=list(plugins), cur_nimg=0, batch_idx=0, cur_tick=0,
                             tick_start_nimg=0, elapsed_sec=0.0, reporter=None)
     state.training_set_kwargs = dict(training_set_kwargs)
-    state.training_set = dataset_classes.open_dataset(training_set_kwargs, origin='training_set_kwargs')
+    state.training_set = (training_set if training_set is not None else
+                          dataset_classes.open_dataset(training_set_kwargs, origin='training_set_kwargs'))
     log(f'Training set: {len(state.training_set)} images of shape {state.training_set.image_shape}, '
         f'label dim {state.training_set.label_dim} ({training_set_kwargs.get("path")})')
-    resume_data = _setup_networks(state, G_kwargs, D_kwargs, resume_pkl, resume_partial, log)
+    resume_data = _setup_networks(state, G_kwargs, D_kwargs, resume_pkl, resume_partial, resume_data, log)
     _setup_augment(state, augment_kwargs, augment_p, ada_target, ada_interval, ada_kimg, log)
     _setup_optimization(state, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval, loss_kwargs or {}, log)
     restored = resume_data is not None and resume_data.get('training_state') is not None
@@ -347,7 +265,7 @@ def network_summary(G, D, batch_gpu: int, device: torch.device) -> str:
 
 
 def _setup_networks(state: dnnlib.EasyDict, G_kwargs: dict, D_kwargs: dict, resume_pkl: str | None,
-                    resume_partial: bool, log):
+                    resume_partial: bool, resume_data: dict | None, log):
     """Build G, D, G_ema into `state` and copy resumed weights; return the loaded resume snapshot (or None)."""
     extra_c_dim = sum(plugin.extra_c_dim for plugin in state.plugins)
     state.G, state.D, state.G_ema = build_networks(state.training_set, G_kwargs, D_kwargs, extra_c_dim, state.device)
@@ -356,7 +274,8 @@ def _setup_networks(state: dnnlib.EasyDict, G_kwargs: dict, D_kwargs: dict, resu
         f'{state.D.c_dim}), on {state.device}')
     if resume_pkl is None:
         return None
-    resume_data = load_resume(resume_pkl, state.G, state.D, state.G_ema, partial=resume_partial, log=log)
+    resume_data = load_resume(resume_pkl, state.G, state.D, state.G_ema, partial=resume_partial, log=log,
+                              data=resume_data)
     exact = resume_data.get('training_state') is not None
     log(f'Resuming from "{resume_pkl}": ' + ('weights and training state (exact)' if exact else
                                              'weights only (counters, optimizers and augment p start afresh)'))

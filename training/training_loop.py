@@ -172,10 +172,6 @@ def speed_flags(cudnn_benchmark: bool, allow_tf32: bool):
          conv2d_gradfix.enabled, grid_sample_gradfix.enabled) = saved
 
 
-def _silent(*_args, **_kwargs) -> None:
-    pass
-
-
 def _remove_stale_temp_files(run_dir: str, resume_pkl: str | None, log) -> None:
     """Delete temp files that killed writes left in the run dir and in the folder of the snapshot resumed from
     (dnnlib.util.remove_stale_temp_files); one line per folder that had any."""
@@ -209,7 +205,7 @@ def training_loop(
     metrics = list(metrics)
     for metric in metrics:
         metric_main.check_metric(metric)  # Fail before training, not at the first snapshot.
-    log = print if rank == 0 else _silent
+    log = distributed.print0(rank)
     writes = run_dir is not None and rank == 0
     if writes:
         os.makedirs(run_dir, exist_ok=True)

@@ -9,7 +9,8 @@ import torch
 
 from edm_bridge import denoiser, ncsnv2
 from dpm.augment import AugmentPipe
-from edm_bridge.ncsnv2 import NCSNv2Loss, NCSNv2Precond
+from dpm.losses import NCSNv2Loss
+from edm_bridge.ncsnv2 import NCSNv2Precond
 
 TINY = dict(img_resolution=8, img_channels=3, ngf=8, sigma_max=1.0, sigma_min=0.01, num_scales=10)
 

@@ -1,4 +1,4 @@
-"""Stand-in for `python -m metrics.compare RUN_DIR... --detector=PATH --num-gen N --json OUT` (issue 26) in the
+"""Stand-in for `python -m metrics.compare RUN_DIR... --detector=PATH --num-gen N --json OUT` in the
 study's wiring test: each run's last snapshot through smart_study_metrics.evaluate_truncated at psi 1, the dataset
 from the run's training_options.json; writes the 'runs' part of the JSON."""
 

@@ -1,4 +1,4 @@
-"""Stand-in for `python -m metrics.train_classifier --data=ZIP --out=PATH.pt` (issue 26) in the study's wiring test:
+"""Stand-in for `python -m metrics.train_classifier --data=ZIP --out=PATH.pt` in the study's wiring test:
 the small digit classifier of metrics/classifier_features.py, 3 epochs, saved as TorchScript."""
 
 import sys

@@ -361,3 +361,28 @@ def test_damaged_zip_member_found_at_load_time_names_the_file(tmp_path):
     with pytest.raises(ImageFileError, match=re.escape(f"{path}/b.png: cannot read the file (BadZipFile: Bad CRC-32 "
                                                        f"for file 'b.png')")):
         ds[1]
+
+
+def test_view_equals_a_fresh_dataset_and_reopens_nothing(tmp_path):
+    """train.py's pre-flight scans the files once and hands a view with the run's options to set-up."""
+    root = tmp_path / 'src'
+    names = [f'{i}.png' for i in range(6)]
+    _make_folder(root, names=names, size=8, labels=[[name, i % 3] for i, name in enumerate(names)])
+    path = str(_zip_folder(root, tmp_path / 'v.zip'))
+    probe = ImageFolderDataset(path)
+    opened = []
+    hook_on = [True]
+
+    def hook(event, args):
+        if hook_on[0] and event == 'open' and isinstance(args[0], str) and args[0] == path:
+            opened.append(args[0])
+    import sys
+    sys.addaudithook(hook)
+    view = probe.view(max_size=4, use_labels=True, xflip=True, random_seed=3)
+    items = [view[i] for i in range(len(view))]
+    hook_on[0] = False
+    fresh = ImageFolderDataset(path, max_size=4, use_labels=True, xflip=True, random_seed=3)
+    assert opened == [] and probe.num_raw_images == 6 and len(view) == len(fresh) == 8
+    for i, (image, label) in enumerate(items):
+        assert np.array_equal(image, fresh[i][0]) and np.array_equal(label, fresh[i][1])
+    assert view.label_dim == 3 and probe.label_dim == 0  # The probe keeps its own options.

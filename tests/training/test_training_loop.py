@@ -283,21 +283,24 @@ def test_weights_only_resume_must_cover_the_networks_unless_partial(data_zip, tm
     assert str(info.value) == (f"resume_pkl '{pkl}' does not match the configured networks one to one:\n"
                                f'  G: 4 tensor(s) of the snapshot not used: {unused}; 0 of the network not filled: -\n'
                                f'  G_ema: 4 tensor(s) of the snapshot not used: {unused}; 0 of the network not '
-                               'filled: -\nflags that probably differ from the run that wrote it: --map-depth '
-                               '(mapping layers); or pass --resume-partial if only part of the weights is meant to '
-                               'be resumed')
+                               'filled: -\nsettings that probably differ from the run that wrote it: the mapping '
+                               'depth (mapping_kwargs.num_layers); or pass resume_partial=True if only part of the '
+                               'weights is meant to be resumed')
+    assert (info.value.hints, len(info.value.lines)) == (['map_depth'], 2)  # Hints as data: the CLI words them.
     lines = []
     partial = train_state.setup_training(**_config(data_zip), resume_pkl=str(pkl), resume_partial=True,
                                          log=lines.append)
-    assert lines[3] == (f'Partial resume from "{pkl}" (--resume-partial; weights only):\n  G: 4 tensor(s) of the snapshot not '
+    assert lines[3] == (f'Partial resume from "{pkl}" (partial; weights only):\n  G: 4 tensor(s) of the snapshot not '
                         f'used: {unused}; 0 of the network not filled: -\n  G_ema: 4 tensor(s) of the snapshot not '
                         f'used: {unused}; 0 of the network not filled: -')
     assert torch.equal(partial.G.mapping.fc1.weight, deep.G.mapping.fc1.weight)  # What matches is resumed.
     snapshot.save_network_pkl(tmp_path / 'no_D.pkl', dict(G=deep.G, G_ema=deep.G_ema))
     with pytest.raises(train_state.ResumeCoverageError, match=r"(?s)  D: 0 tensor\(s\) of the snapshot not used: -; "
                                                                r"\d+ of the network not filled: b8.fromrgb.weight, .*"
-                                                               r"--map-depth \(mapping layers\), --data"):
+                                                               r"the mapping depth \(mapping_kwargs.num_layers\), the "
+                                                               r"resolution") as info:
         _setup(data_zip, resume_pkl=str(tmp_path / 'no_D.pkl'))
+    assert info.value.hints == ['map_depth', 'layers', 'd_architecture']
 
 
 def test_snapshot_contents(data_zip, tmp_path):
