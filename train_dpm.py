@@ -26,7 +26,7 @@ import torch
 import dnnlib
 from dpm import sigma_dist, snapshot as dpm_snapshot, training_loop as dpm_training_loop
 from smart_plugin.band import DEFAULT_SCHEDULE, DEFAULT_T
-from torch_utils import distributed, signals
+from torch_utils import distributed
 from torch_utils.finite import NonFiniteError
 from training.cli_common import (FiniteFloatRange, FlagError, IntPair, create_run_dir, launch_tail, next_run_dir,
                                  open_dataset, show_options, threads_option)

@@ -10,6 +10,7 @@ that a resumed run continues exactly: on CPU, 2 steps + snapshot + resume + 2 st
 import contextlib
 import copy
 import io
+import re
 
 import numpy as np
 import torch
