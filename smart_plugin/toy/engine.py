@@ -250,8 +250,9 @@ class BatchedToy:
         return {'loss_D': loss_D.detach(), 'loss_G': loss_G.detach()}
 
     @torch.no_grad()
-    def sample(self, n: int, seed_offset: int) -> torch.Tensor:
-        """n points [R, n, 2] per run from fixed latents (seed_offset + the run's seed)."""
+    def sample(self, n: int, seed_offset: int, psi: float = 1.0) -> torch.Tensor:
+        """n points [R, n, 2] per run from fixed latents (seed_offset + the run's seed) scaled by psi (truncation: psi
+        < 1 pulls every latent toward the mean latent 0)."""
         z = torch.stack([torch.randn([n, self.z_dim], generator=torch.Generator().manual_seed(seed_offset + s.seed))
                          for s in self.specs])
-        return self.G_forward(z)
+        return self.G_forward(z * psi)
