@@ -75,8 +75,9 @@ def _curve(by_seed: dict, key: str, x: str) -> dict | None:
 def frontier_data(runs: dict) -> dict | None:
     """The frontier of runs (label -> seed -> run with metrics, and for the control trajectory and truncation):
     per arm the mean and std of AXES, the control's two reference curves and the arms that beat it; None without a
-    plain 'vanilla' control."""
-    if 'vanilla' not in runs:
+    plain 'vanilla' control or without the AXES metrics."""
+    if 'vanilla' not in runs or any(k not in r['metrics'] for by_seed in runs.values() for r in by_seed.values()
+                                    for k in AXES):
         return None
     control = runs['vanilla']
     return {'control': 'vanilla',
