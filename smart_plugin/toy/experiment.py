@@ -1,10 +1,11 @@
-"""The 2-D toy experiment of SMaRt (Xia et al., ICML 2024, Figure 2): one call that trains every method for several
-seeds (and sweep points) and writes results.json, samples-<label>-seed<k>.npz and the figures.
+"""The 2-D toy experiment of SMaRt (Xia et al., ICML 2024, Figure 2): one call that trains every arm (a method and
+its config overrides) for several seeds and writes results.json, samples-<label>-seed<k>.npz and the figures.
 
 All runs of one network shape train as one batched computation (smart_plugin.toy.engine), split over `workers`
 processes (one intra-op thread each). With `finetune_from` > 0, a vanilla GAN per seed trains that many steps first
-and every method branches from that same state (weights, Adam moments, random streams); the continued vanilla run
-is each seed's paired control, and `paired` holds each method's difference from it.
+and every arm branches from that same state (weights, Adam moments, random streams); the continued vanilla run is
+each seed's paired control, `paired` holds each arm's difference from it and `frontier` (smart_plugin.toy.frontier)
+the data of frontier.png.
 """
 
 import dataclasses
