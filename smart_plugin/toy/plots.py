@@ -31,10 +31,14 @@ def panel_caption(m: dict) -> str:
     return f'hq share {m["hq_share"]:.2f}, {m["modes"]} modes'
 
 
+GREENS = np.array([(161, 217, 155), (100, 185, 100), (35, 139, 69), (0, 95, 45), (0, 45, 20)], float)
+
+
 def _greens(n: int) -> list[tuple]:
-    """n greens from light to dark (a lambda ladder reads from weak to strong)."""
-    light, dark = np.array([161, 217, 155]), np.array([0, 90, 50])
-    return [tuple(int(c) for c in light + (dark - light) * (i / max(n - 1, 1))) for i in range(n)]
+    """n greens from light to dark (a lambda ladder reads from weak to strong), spread over GREENS."""
+    at = np.linspace(0, len(GREENS) - 1, n) if n > 1 else np.zeros(1)
+    return [tuple(int(round(c)) for c in (GREENS[int(np.floor(a))] * (1 - a % 1) +
+                                         GREENS[min(int(np.floor(a)) + 1, len(GREENS) - 1)] * (a % 1))) for a in at]
 
 
 def arm_colors(names: list[str], labels: list[str]) -> dict:
@@ -138,12 +142,14 @@ class Axes:
     def v(self, y) -> np.ndarray:
         return self.y1 - (np.asarray(y, float) - self.ya) / (self.yb - self.ya) * (self.y1 - self.y0)
 
-    def line(self, xs, ys, color: tuple, width: int = 2) -> None:
+    def line(self, xs, ys, color: tuple, width: int = 3, marks: int = 0) -> None:
+        """A polyline through (xs, ys); a dot of radius `marks` at every point (a lone point always gets one)."""
         points = list(zip(self.u(xs).tolist(), self.v(ys).tolist()))
         if len(points) > 1:
-            self.draw.line(points, fill=color, width=width)
-        for u, v in points[:1] if len(points) == 1 else []:
-            self.draw.ellipse([u - 3, v - 3, u + 3, v + 3], fill=color)
+            self.draw.line(points, fill=color, width=width, joint='curve')
+        r = marks or (3 if len(points) == 1 else 0)
+        for u, v in points if r else []:
+            self.draw.ellipse([u - r, v - r, u + r, v + r], fill=color)
 
     def point(self, x: dict, y: dict, color: tuple, size: int = 6) -> None:
         """A marker at the means of x and y ({'mean', 'std'}) with +-std error bars in both directions."""
@@ -154,8 +160,8 @@ class Axes:
         self.draw.line([u, v - dv, u, v + dv], fill=color, width=2)
         self.draw.ellipse([u - size, v - size, u + size, v + size], fill=color, outline='black')
 
-    def text(self, x: float, y: float, text: str, color: tuple, dx: int = 6, dy: int = -14) -> None:
-        self.draw.text((float(self.u(x)) + dx, float(self.v(y)) + dy), text, fill=color, font=_font(12))
+    def text(self, x: float, y: float, text: str, color: tuple, dx: int = 6, dy: int = -14, size: int = 12) -> None:
+        self.draw.text((float(self.u(x)) + dx, float(self.v(y)) + dy), text, fill=color, font=_font(size))
 
 
 def _span(values, lo: float | None = None, pad: float = 0.05) -> tuple[float, float]:
@@ -198,6 +204,11 @@ def curve_panels(curves: dict[str, dict], colors: dict[str, tuple]) -> Image.Ima
     return img
 
 
+def _short(name: str) -> str:
+    """A point's annotation: 'SMaRt lam 30, draws 1' -> 'lam 30, draws 1', 'Diffusion-GAN' as is."""
+    return name.removeprefix('SMaRt ') if name.startswith('SMaRt lam') else name
+
+
 def frontier_panels(front: dict, names: dict[str, str], seeds: int, colors: dict[str, tuple]) -> Image.Image:
     """hq share against modes and against kl_hq: every arm's mean +- std over seeds, the control's trajectory over
     training (grey, step labels) and its psi truncation sweep (black, psi labels); the legend beside them."""
@@ -214,17 +225,21 @@ def frontier_panels(front: dict, names: dict[str, str], seeds: int, colors: dict
         ax = Axes(img, i * width, 0, x_range, (0.0, 1.0), f'hq share vs {x_key}, mean +- std over {seeds} seed(s)',
                   x_label, 'high-quality share')
         if traj:
-            ax.line(traj[x_key]['mean'], traj['hq_share']['mean'], GREY)
-            marks = sorted({0, len(traj['step']) // 2, len(traj['step']) - 1})
-            for j in marks:
-                ax.text(traj[x_key]['mean'][j], traj['hq_share']['mean'][j], f'step {traj["step"][j]}', GREY,
-                        dy=4)
+            ax.line(traj[x_key]['mean'], traj['hq_share']['mean'], GREY, marks=2)
+            for j in (0, len(traj['step']) - 1):
+                ax.text(traj[x_key]['mean'][j], traj['hq_share']['mean'][j], f'step {traj["step"][j]}', GREY, dy=6)
         if trunc:
-            ax.line(trunc[x_key]['mean'], trunc['hq_share']['mean'], (0, 0, 0))
-            for j in (0, len(trunc['psi']) - 1):
-                ax.text(trunc[x_key]['mean'][j], trunc['hq_share']['mean'][j], f'psi {trunc["psi"][j]:g}', (0, 0, 0))
+            ax.line(trunc[x_key]['mean'], trunc['hq_share']['mean'], (0, 0, 0), width=2, marks=3)
+            ax.text(trunc[x_key]['mean'][-1], trunc['hq_share']['mean'][-1], f'psi {trunc["psi"][-1]:g}', (0, 0, 0),
+                    dx=8, dy=0)
+        placed = []
         for label, stats in front['arms'].items():
             ax.point(stats[x_key], stats['hq_share'], colors[names[label]])
+            u, v = float(ax.u(stats[x_key]['mean'])), float(ax.v(stats['hq_share']['mean']))
+            if label != front['control'] and all(abs(u - a) > 60 or abs(v - b) > 16 for a, b in placed):
+                ax.text(stats[x_key]['mean'], stats['hq_share']['mean'], _short(names[label]),
+                        colors[names[label]], dx=9, dy=-18, size=13)
+                placed.append((u, v))
     entries = [(names[label], colors[names[label]], 'dot') for label in front['arms']]
     if traj:
         entries.append(('control over training', GREY, 'line'))
