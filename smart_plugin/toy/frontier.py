@@ -104,5 +104,6 @@ def table_lines(summary: dict, frontier: dict | None, seeds: int) -> list[str]:
                                                           for k in TABLE))
     if frontier is not None:
         winners = ', '.join(names[lb] for lb in frontier['beats_control']) or 'none'
-        lines.append(f'beats the control on both axes (hq_share and modes higher on every seed): {winners}')
+        lines.append(f'beats the control on both axes (hq_share and modes higher on every seed): {winners}'
+                     + (' (1 seed: one draw of the noise)' if seeds == 1 and frontier['beats_control'] else ''))
     return lines

@@ -247,6 +247,7 @@ def frontier_panels(front: dict, names: dict[str, str], seeds: int, colors: dict
         entries.append(('control, latent x psi', (0, 0, 0), 'line'))
     _legend(draw, 2 * width + 8, PAD[1] + 10, entries)
     beats = ', '.join(names[lb] for lb in front['beats_control']) or 'none'
+    beats += ' (1 seed: one draw of the noise)' if seeds == 1 and front['beats_control'] else ''
     draw.text((PAD[0], height + 4), f'beats the control on both axes (hq share and modes higher on every seed): '
               f'{beats}', fill='black', font=_font(15))
     return img

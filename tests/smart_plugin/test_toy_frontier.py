@@ -65,6 +65,7 @@ def test_beats_control_needs_both_axes_on_every_seed():
                for label, stats in front['arms'].items()}
     lines = frontier.table_lines(summary, front, seeds=2)
     assert lines[-1] == 'beats the control on both axes (hq_share and modes higher on every seed): Diffusion-GAN'
+    assert frontier.table_lines(summary, front, seeds=1)[-1].endswith(': Diffusion-GAN (1 seed: one draw of the noise)')
     del runs['diffgan']
     assert frontier.table_lines(summary, frontier.frontier_data(runs), 2)[-1].endswith('on every seed): none')
     assert frontier.frontier_data({'smart': runs['smart[smart_lam=1.0]']}) is None   # No control, no frontier.
