@@ -1,18 +1,19 @@
-"""Speed of the 2-D toy of SMaRt (Xia et al., ICML 2024, Figure 2): the batched engine against one-run-at-a-time
-training, on an idle machine and with one CPU-bound busy process that this script starts itself.
+"""Speed of the 2-D toy of SMaRt (Xia et al., ICML 2024, Figure 2): the batched engine with all runs stacked against
+the same engine with one run at a time, on an idle machine and with one CPU-bound busy process that this script
+starts itself.
 
-The runs are those of the default `python -m smart_plugin.toy` (4 methods x 3 seeds, batch 256, SMaRt on from the
-first step so that every step costs what the second half of a default run costs). Each setting trains a few steps
-after a warm-up; the figure is seconds per iteration of all 12 runs and, extrapolated, the 6000-step command (curve
-evaluations and the final metrics excluded). Settings:
+The runs are the fine-tune arms of the default `python -m smart_plugin.toy` (the lambda frontier: 8 arms x 3 seeds,
+batch 256, SMaRt on from the first step as after the branch). Each setting trains a few steps after a warm-up; the
+figure is seconds per iteration of all 24 runs and, extrapolated, the fine-tune phase of the default command (the
+vanilla pretraining, curve evaluations and final metrics excluded). Settings:
 
 - batched: smart_plugin.toy's engine, the runs split over --workers processes of one intra-op thread each;
-- one run at a time: the one-run trainer (smart_plugin.toy.trainer, torch.nn modules and torch.optim.Adam) with
-  torch's default intra-op threads, run by run, as the toy trained before the batched engine.
+- one run at a time: the same engine (smart_plugin.toy.engine.BatchedToy) holding one run, run after run, with
+  torch's default intra-op threads, as the toy trained before runs were stacked.
 
-The whole default command, `python -m smart_plugin.toy` (training, curves, final metrics, figures), is also timed
-end to end, idle and loaded (`--command`, on by default; `--no-command` skips it): its wall time and the CPU time
-of its processes.
+The whole default command, `python -m smart_plugin.toy` (pretraining, fine-tuning, curves, final metrics, figures),
+is also timed end to end, idle and loaded (`--command`, on by default; `--no-command` skips it): its wall time and
+the CPU time of its processes.
 
     python benchmarks/toy_speed.py [--steps 60] [--old-steps 10] [--workers 2] [--no-command]
 """
@@ -31,20 +32,23 @@ import click
 import torch
 
 from smart_plugin.toy import workers as pool
-from smart_plugin.toy.config import METHODS, ToyConfig, build_plugins
+from smart_plugin.toy.config import FRONTIER, PRESETS, ToyConfig
+from smart_plugin.toy.engine import BatchedToy
 from smart_plugin.toy.experiment import plan_runs
-from smart_plugin.toy.mixture import GridMixture
-from smart_plugin.toy.trainer import build_gan, train_step
 
 SEEDS = (0, 1, 2)
-DEFAULT_STEPS = ToyConfig().steps
+DEFAULT = dataclasses.replace(ToyConfig(**PRESETS['default']), smart_start=0.0)
+DEFAULT_STEPS = DEFAULT.steps
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _specs(cfg: ToyConfig) -> list:
+    return plan_runs(cfg, list(SEEDS), FRONTIER)
 
 
 def time_batched(steps: int, num_workers: int) -> float:
     """Seconds per iteration of all runs, batched (warm-up: process start and the first steps, timed apart)."""
-    cfg = dataclasses.replace(ToyConfig(), smart_start=0.0, eval_every=10 ** 9, num_samples=100)
-    specs = plan_runs(cfg, list(SEEDS), METHODS)
+    specs = _specs(dataclasses.replace(DEFAULT, eval_every=10 ** 9, num_samples=100))
 
     def run(n: int) -> float:
         start = time.perf_counter()
@@ -58,22 +62,16 @@ def time_batched(steps: int, num_workers: int) -> float:
 
 
 def time_one_at_a_time(steps: int) -> float:
-    """Seconds per iteration of all runs trained one after the other with the one-run trainer."""
-    cfg = ToyConfig(smart_start=0.0)
-    mixture = GridMixture(cfg.grid, cfg.spacing, cfg.std)
+    """Seconds per iteration of all runs, each trained alone by the engine, one after the other."""
     total = 0.0
-    for seed in SEEDS:
-        for method in METHODS:
-            torch.manual_seed(seed)
-            with contextlib.redirect_stdout(io.StringIO()):   # The plugins' start-up lines.
-                gan = build_gan(build_plugins(method, cfg, mixture), cfg.z_dim, cfg.lr_G, cfg.lr_D, cfg.betas, None,
-                                cfg.net_scale)
-            gen = torch.Generator().manual_seed(seed)
-            train_step(gan, mixture.sample(cfg.batch, gen).reshape(-1, 2, 1, 1))   # warm-up
-            start = time.perf_counter()
-            for _ in range(steps):
-                train_step(gan, mixture.sample(cfg.batch, gen).reshape(-1, 2, 1, 1))
-            total += (time.perf_counter() - start) / steps
+    for spec in _specs(DEFAULT):
+        with contextlib.redirect_stdout(io.StringIO()):   # The plugins' start-up lines.
+            toy = BatchedToy([spec])
+        toy.step()   # warm-up
+        start = time.perf_counter()
+        for _ in range(steps):
+            toy.step()
+        total += (time.perf_counter() - start) / steps
     return total
 
 
@@ -106,19 +104,19 @@ def measure(steps: int, old_steps: int, num_workers: int, threads: int) -> dict:
 @click.option('--workers', type=click.IntRange(min=1), default=min(2, os.cpu_count() or 1), show_default=True,
               help='Processes of the batched engine')
 @click.option('--threads', type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True,
-              help='Intra-op threads of the one-run-at-a-time trainer (torch\'s default: one per core)')
+              help='Intra-op threads of the one-run-at-a-time setting (torch\'s default: one per core)')
 @click.option('--command/--no-command', default=True, show_default=True,
               help='Also time the whole default command end to end, idle and loaded')
 @click.option('--dry-run', is_flag=True, help='Print what would be timed and exit')
 def main(steps, old_steps, workers, threads, command, dry_run):
     """Print idle and loaded timings of the toy side by side."""
-    print(f'toy speed: {len(METHODS) * len(SEEDS)} runs (4 methods x 3 seeds), batch 256; {os.cpu_count()} CPUs; '
-          f'load average before: {os.getloadavg()[0]:.2f}', flush=True)
+    print(f'toy speed: {len(FRONTIER) * len(SEEDS)} runs ({len(FRONTIER)} arms x {len(SEEDS)} seeds), batch 256; '
+          f'{os.cpu_count()} CPUs; load average before: {os.getloadavg()[0]:.2f}', flush=True)
     if dry_run:
         print(f'would time {steps} batched steps ({workers} workers x 1 thread) and {old_steps} steps per run one at '
               f'a time ({threads} threads), idle and with one busy process' +
-              (f'; then `python -m smart_plugin.toy` ({DEFAULT_STEPS} steps) end to end, idle and loaded'
-               if command else ''))
+              (f'; then `python -m smart_plugin.toy` ({DEFAULT.finetune_from} + {DEFAULT_STEPS} steps) end to end, '
+               f'idle and loaded' if command else ''))
         return
     idle = measure(steps, old_steps, workers, threads)
     idle_cmd = time_command(workers) if command else None
@@ -131,7 +129,7 @@ def main(steps, old_steps, workers, threads, command, dry_run):
         busy.kill()
         busy.wait()
     print(f'{"setting":34s} {"idle s/step":>12s} {"loaded s/step":>14s} {"loaded/idle":>12s} '
-          f'{f"{DEFAULT_STEPS} steps idle":>16s} {f"{DEFAULT_STEPS} steps loaded":>18s}')
+          f'{f"{DEFAULT_STEPS} steps idle":>16s} {f"{DEFAULT_STEPS} steps loaded":>18s}   (the fine-tune phase)')
     for name in idle:
         label = f'{name} ({workers} workers x 1 thread)' if name == 'batched' else f'{name} ({threads} threads)'
         print(f'{label:34s} {idle[name]:12.4f} {loaded[name]:14.4f} {loaded[name] / idle[name]:12.2f} '
@@ -140,7 +138,7 @@ def main(steps, old_steps, workers, threads, command, dry_run):
           f'{loaded["one run at a time"] / loaded["batched"]:.1f}x loaded; load average after: '
           f'{os.getloadavg()[0]:.2f} (a shared machine inflates every figure)')
     if command:
-        print(f'python -m smart_plugin.toy ({DEFAULT_STEPS} steps, --workers {workers}): idle {idle_cmd[0]:.1f} s wall '
+        print(f'python -m smart_plugin.toy (--workers {workers}, pretraining included): idle {idle_cmd[0]:.1f} s wall '
               f'({idle_cmd[1]:.1f} s CPU), with one busy process {loaded_cmd[0]:.1f} s wall ({loaded_cmd[1]:.1f} s '
               f'CPU): loaded/idle {loaded_cmd[0] / idle_cmd[0]:.2f}')
 

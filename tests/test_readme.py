@@ -65,28 +65,34 @@ def _main_job():
     return [sys.executable, *job[1:]]
 
 
+FRONTIER_ARMS = ["vanilla", "diffgan", "smart[smart_lam=1.0]", "smart[smart_lam=3.0]", "smart[smart_lam=10.0]",
+                 "smart[smart_lam=30.0]", "smart[smart_lam=100.0]", "smart[smart_lam=30.0,smart_draws=1]"]
+
+
 def test_main_job_default_config(tmp_path):
-    # The exact command, resolved only: the built-in default is 3 seeds of the 4 methods, written to runs/toy.
+    # The exact command, resolved only: the built-in default is the lambda frontier study (3 seeds, a vanilla GAN of
+    # 6000 steps per seed, then 8 arms of 2000 steps), written to runs/toy.
     result = subprocess.run([*_main_job(), "--dry-run"], cwd=tmp_path, capture_output=True, text=True, timeout=1200,
                             env=dict(os.environ, PYTHONPATH=ROOT))
     assert result.returncode == 0, result.stderr
     config = json.loads(result.stdout)
-    assert config["seeds"] == [0, 1, 2] and config["methods"] == ["vanilla", "diffgan", "smart", "smart_diffgan"]
-    assert config["steps"] == 2000
+    assert config["seeds"] == [0, 1, 2] and [arm["label"] for arm in config["arms"]] == FRONTIER_ARMS
+    assert (config["finetune_from"], config["steps"], config["smart_draws"]) == (6000, 2000, 16)
     assert not os.path.exists(tmp_path / "runs")
 
 
 def test_main_job_runs(tmp_path):
     # The same command with a shortened budget writes every output into runs/toy. The timeout only guards against a
     # hang: a busy machine may make this many times slower than idle.
-    result = subprocess.run([*_main_job(), "--quick", "--steps", "60"], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=3600, env=dict(os.environ, PYTHONPATH=ROOT))
+    result = subprocess.run([*_main_job(), "--quick", "--finetune-from", "60", "--steps", "60"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=3600, env=dict(os.environ, PYTHONPATH=ROOT))
     assert result.returncode == 0, result.stderr
     out = tmp_path / "runs" / "toy"
-    names = {"results.json", "figure.png", "curves.png"} | {f"samples-{m}-seed0.npz" for m in
-                                                            ("vanilla", "diffgan", "smart", "smart_diffgan")}
+    names = {"results.json", "figure.png", "frontier.png", "curves.png"} | {f"samples-{a}-seed0.npz"
+                                                                           for a in FRONTIER_ARMS}
     assert names <= set(os.listdir(out)), sorted(os.listdir(out))
-    assert set(json.load(open(out / "results.json"))["summary"]) == {"vanilla", "diffgan", "smart", "smart_diffgan"}
+    assert list(json.load(open(out / "results.json"))["summary"]) == FRONTIER_ARMS
+    assert "beats the control on both axes" in result.stdout
 
 
 def test_readme_is_at_most_12_kb():

@@ -122,10 +122,10 @@ COMMANDS = {
     'python -m smart_plugin.toy --finetune-from 6000 --steps 2000 --sweep smart-lam=0.03,0.1,0.3,1,3':
         Entry('dry-run', shows='"finetune_from": 6000'),
     'python -m smart_plugin.toy --methods vanilla,smart --sweep smart-lam=0.1,0.3,1':
-        Entry('dry-run', shows='"methods": ['),
+        Entry('dry-run', shows='"arms": ['),
     'python -m smart_plugin.toy.pull_only --seed 0':
-        Entry('covered', by='tests/smart_plugin/test_toy_trainer.py::test_pull_only_reports_both_phases_and_moves_G'),
-    'python benchmarks/toy_speed.py': Entry('dry-run', shows='toy speed: 12 runs'),
+        Entry('covered', by='tests/smart_plugin/test_toy_plugins.py::test_pull_only_reports_both_phases_and_moves_G'),
+    'python benchmarks/toy_speed.py': Entry('dry-run', shows='toy speed: 24 runs'),
     # docs/train-dpm.md.
     f'python train_dpm.py --outdir=runs/dpm {TINY_DPM}':
         Entry('run', makes=(f'{DPM}/network-snapshot-000003.pkl', f'{DPM}/training-state-000003.pt')),

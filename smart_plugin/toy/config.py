@@ -1,5 +1,6 @@
-"""Configuration of the 2-D toy of SMaRt (Xia et al., ICML 2024, Figure 2): ToyConfig, the four methods and the
-plugins each method trains with (the image trainer's own SMaRt and Diffusion-GAN LossPlugins).
+"""Configuration of the 2-D toy of SMaRt (Xia et al., ICML 2024, Figure 2): ToyConfig, the four methods, the arms of
+a command (a method and its config overrides; the default command's lambda frontier) and the plugins each method
+trains with (the image trainer's own SMaRt and Diffusion-GAN LossPlugins).
 """
 
 import dataclasses
@@ -27,7 +28,6 @@ class ToyConfig:
     depth: int = 2                   # Hidden layers of G and D (paper: 2).
     batch: int = 256                 # Real and generated points per step.
     steps: int = 2000                # Training iterations (one D and one G step each); after finetune_from if set.
-                                     # 2000 keeps the default command (12 runs) under a minute on 2 idle cores.
     finetune_from: int = 0           # > 0: train vanilla this many steps first, then branch every method from it.
     lr_G: float = 1e-3               # Adam learning rate of G.
     lr_D: float = 1e-3               # Adam learning rate of D.
@@ -84,10 +84,42 @@ class ToyConfig:
         return self.spacing * max(self.grid - 1, 1) / 4
 
 
+# The default command is the fine-tune frontier study: a vanilla GAN per seed trains `finetune_from` steps, then
+# every arm of FRONTIER branches from it for `steps` (SMaRt on from the branch, 16 draws unless the arm says 1).
 PRESETS = {
-    'quick':   dict(steps=1500, num_samples=5000, eval_every=250, eval_samples=1000),
-    'default': dict(),
+    'quick':   dict(finetune_from=3000, steps=1000, smart_draws=16, num_samples=5000, eval_samples=1000),
+    'default': dict(finetune_from=6000, steps=2000, smart_draws=16),
 }
+FRONTIER_LAMS = (1.0, 3.0, 10.0, 30.0, 100.0)   # x0-form lambdas of the default ladder: no effect .. collapse.
+PAPER_LAM = 30.0                                 # Where the default also trains the paper's 1-draw estimator.
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One branch of a command: a method and the ToyConfig fields it sets on top of the command's config."""
+    method: str
+    overrides: tuple = ()   # ((field, value), ...), in label order.
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f'method is {self.method!r}; expected one of {list(METHODS)}')
+
+    @property
+    def label(self) -> str:
+        """Its key in the results: the method, with the overrides in brackets (e.g. smart[smart_lam=10.0])."""
+        if not self.overrides:
+            return self.method
+        return f'{self.method}[' + ','.join(f'{k}={v}' for k, v in self.overrides) + ']'
+
+
+FRONTIER = (Arm('vanilla'), Arm('diffgan')) + tuple(Arm('smart', (('smart_lam', lam),)) for lam in FRONTIER_LAMS) \
+    + (Arm('smart', (('smart_lam', PAPER_LAM), ('smart_draws', 1))),)
+
+
+def arms_of(methods: tuple, sweep: tuple[str, list] | None = None) -> tuple[Arm, ...]:
+    """The arms of --methods x --sweep: every method at every sweep point (sweep = (field, values) or None)."""
+    points = [()] if sweep is None else [((sweep[0], v),) for v in sweep[1]]
+    return tuple(Arm(m, point) for point in points for m in methods)
 
 
 def smart_options(cfg: ToyConfig, total_steps: int) -> SMaRtOptions:

@@ -231,27 +231,42 @@ class BatchedToy:
 
         gen = self.G_forward(self.latents(N))                                        # [R, N, 2]
         loss_G = F.softplus(-self.D_forward(self.D_inputs(gen))).mean(dim=1)         # [R]
+        self._G_step(loss_G.sum() + self._penalty(gen))
+        return {'loss_D': loss_D.detach(), 'loss_G': loss_G.detach()}
+
+    def pull_step(self) -> torch.Tensor:
+        """One G step on the plugins' penalties alone (no adversarial loss; D is untouched); returns the total."""
+        penalty = self._penalty(self.G_forward(self.latents(self.N)))
+        self._G_step(penalty)
+        return penalty.detach()
+
+    def _penalty(self, gen: torch.Tensor) -> torch.Tensor:
+        """Sum over runs of the mean plugin penalty (G_penalty) of generated points gen [R, N, 2]; 0 without any."""
         penalties = []
         for r, run in enumerate(self.runs):
             if run.plugins:
                 with run_context(run):
                     for plugin in run.plugins:
-                        penalty = plugin.G_penalty(gen[r].reshape(N, 2, 1, 1), gen.new_zeros([N, 0]))
+                        penalty = plugin.G_penalty(gen[r].reshape(-1, 2, 1, 1), gen.new_zeros([gen.shape[1], 0]))
                         if penalty is not None:
                             penalties.append(penalty.mean())
-        total = loss_G.sum() + (torch.stack(penalties).sum() if penalties else 0)
-        self.opt_G.step(torch.autograd.grad(total, self.G))
-        self.cur_nimg += N
+        return torch.stack(penalties).sum() if penalties else gen.new_zeros([])
+
+    def _G_step(self, loss: torch.Tensor) -> None:
+        """An Adam step of every G on loss, then the plugins' end-of-step hooks."""
+        if loss.requires_grad:
+            self.opt_G.step(torch.autograd.grad(loss, self.G))
+        self.cur_nimg += self.N
         for run in self.runs:
             if run.plugins:
                 with run_context(run):
                     for plugin in run.plugins:
-                        plugin.end_of_step(self.cur_nimg, N)
-        return {'loss_D': loss_D.detach(), 'loss_G': loss_G.detach()}
+                        plugin.end_of_step(self.cur_nimg, self.N)
 
     @torch.no_grad()
-    def sample(self, n: int, seed_offset: int) -> torch.Tensor:
-        """n points [R, n, 2] per run from fixed latents (seed_offset + the run's seed)."""
+    def sample(self, n: int, seed_offset: int, psi: float = 1.0) -> torch.Tensor:
+        """n points [R, n, 2] per run from fixed latents (seed_offset + the run's seed) scaled by psi (truncation: psi
+        < 1 pulls every latent toward the mean latent 0)."""
         z = torch.stack([torch.randn([n, self.z_dim], generator=torch.Generator().manual_seed(seed_offset + s.seed))
                          for s in self.specs])
-        return self.G_forward(z)
+        return self.G_forward(z * psi)

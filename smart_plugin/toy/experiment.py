@@ -1,10 +1,11 @@
-"""The 2-D toy experiment of SMaRt (Xia et al., ICML 2024, Figure 2): one call that trains every method for several
-seeds (and sweep points) and writes results.json, samples-<label>-seed<k>.npz and the figures.
+"""The 2-D toy experiment of SMaRt (Xia et al., ICML 2024, Figure 2): one call that trains every arm (a method and
+its config overrides) for several seeds and writes results.json, samples-<label>-seed<k>.npz and the figures.
 
 All runs of one network shape train as one batched computation (smart_plugin.toy.engine), split over `workers`
 processes (one intra-op thread each). With `finetune_from` > 0, a vanilla GAN per seed trains that many steps first
-and every method branches from that same state (weights, Adam moments, random streams); the continued vanilla run
-is each seed's paired control, and `paired` holds each method's difference from it.
+and every arm branches from that same state (weights, Adam moments, random streams); the continued vanilla run is
+each seed's paired control, `paired` holds each arm's difference from it and `frontier` (smart_plugin.toy.frontier)
+the data of frontier.png.
 """
 
 import dataclasses
@@ -16,12 +17,14 @@ import time
 import numpy as np
 import torch
 
-from smart_plugin.toy import metrics, plots, workers as pool
-from smart_plugin.toy.config import METHODS, PRESETS, SHAPE_FIELDS, ToyConfig, build_plugins
+from smart_plugin.toy import frontier, metrics, plots, workers as pool
+from smart_plugin.toy.config import FRONTIER, METHODS, PRESETS, SHAPE_FIELDS, Arm, ToyConfig, build_plugins
+from smart_plugin.toy.frontier import method_of
 from smart_plugin.toy.engine import RunSpec
 from smart_plugin.toy.mixture import GridMixture
 
-__all__ = ['METHODS', 'PRESETS', 'ToyConfig', 'build_plugins', 'plan_runs', 'run_toy', 'summarize', 'paired']
+__all__ = ['METHODS', 'PRESETS', 'FRONTIER', 'Arm', 'ToyConfig', 'build_plugins', 'plan_runs', 'run_toy', 'summarize',
+           'paired']
 PRETRAIN_FIELDS = ('grid', 'spacing', 'std', 'z_dim', 'width', 'depth', 'batch', 'lr_G', 'lr_D', 'betas',
                    'finetune_from')   # What the shared vanilla start of a fine-tune study depends on.
 UNUSED = {'vanilla': ('smart_', 'diffgan_'), 'diffgan': ('smart_',), 'smart': ('diffgan_',), 'smart_diffgan': ()}
@@ -36,18 +39,13 @@ def effective_key(spec: RunSpec) -> tuple:
     return spec.method, spec.seed, dataclasses.replace(spec.cfg, **unused)
 
 
-def _label(method: str, sweep: tuple[str, list] | None, value) -> str:
-    return method if sweep is None else f'{method}[{sweep[0]}={value}]'
-
-
-def plan_runs(cfg: ToyConfig, seeds: list[int], methods: tuple, sweep: tuple[str, list] | None = None) -> list:
-    """RunSpecs of every (sweep point, method, seed); a sweep (field name, values) replaces that field per point."""
-    for method in methods:
-        if method not in METHODS:
-            raise ValueError(f'method is {method!r}; expected one of {list(METHODS)}')
-    points = [(None, cfg)] if sweep is None else [(v, dataclasses.replace(cfg, **{sweep[0]: v})) for v in sweep[1]]
-    return [RunSpec(m, seed, point_cfg, _label(m, sweep, v)) for v, point_cfg in points for m in methods
-            for seed in seeds]
+def plan_runs(cfg: ToyConfig, seeds: list[int], arms: tuple) -> list:
+    """RunSpecs of every (arm, seed): each arm's overrides replace those fields of cfg."""
+    for arm in arms:
+        if not isinstance(arm, Arm):
+            raise TypeError(f'arms holds {arm!r}; expected smart_plugin.toy.config.Arm instances')
+    return [RunSpec(arm.method, seed, dataclasses.replace(cfg, **dict(arm.overrides)), arm.label)
+            for arm in arms for seed in seeds]
 
 
 def summarize(runs: dict) -> dict:
@@ -60,18 +58,15 @@ def summarize(runs: dict) -> dict:
     return out
 
 
-def _control_label(label: str) -> str:
-    method = label.split('[', 1)[0]
-    return 'vanilla' + label[len(method):]
-
-
 def paired(runs: dict) -> dict:
-    """Per label (vanilla excluded): mean and std over seeds of (metric - the same seed's vanilla control)."""
+    """Per label (its control excluded): mean and std over seeds of (metric - the same seed's vanilla control), the
+    control being the vanilla run at the same sweep point, else the plain 'vanilla' arm."""
     out = {}
     for label, by_seed in runs.items():
-        control = runs.get(_control_label(label))
-        if label == _control_label(label) or control is None:
+        control_name = frontier.control_label(label, runs)
+        if control_name is None or control_name == label or method_of(label) == 'vanilla':
             continue
+        control = runs[control_name]
         common = [s for s in by_seed if s in control]
         if not common:
             continue
@@ -122,6 +117,7 @@ class ResultWriter:
                    'summary': summarize(self.runs)}
         if self.header['config']['finetune_from'] > 0:
             results['paired'] = paired(self.runs)
+        results['frontier'] = frontier.frontier_data(self.runs)
         return results
 
     def write(self) -> None:
@@ -131,38 +127,49 @@ class ResultWriter:
         _atomic_write(os.path.join(self.outdir, 'results.json'), save)
 
 
-def _figures(outdir: str, specs: list[RunSpec], runs: dict) -> None:
+def _figures(outdir: str, specs: list[RunSpec], runs: dict, front: dict | None) -> None:
+    """figure.png (real data and every distinct arm, first seed), curves.png and, with a control, frontier.png."""
     first = specs[0]
     cfg = first.cfg
     mixture = GridMixture(cfg.grid, cfg.spacing, cfg.std)
-    real = mixture.sample(cfg.num_samples, torch.Generator().manual_seed(40_000 + first.seed)).numpy()
-    labels = [s.label for s in specs if s.seed == first.seed]
-    panel_labels = [lb for lb in labels if lb.split('[', 1)[0] in ('vanilla', 'diffgan', 'smart')][:3]
-    panels = [('real data', real)] + [(lb, runs[lb][first.seed]['samples']) for lb in panel_labels
-                                      if first.seed in runs.get(lb, {})]
+    real = mixture.sample(cfg.num_samples, torch.Generator().manual_seed(pool.FINAL_DATA_SEED + first.seed)).numpy()
+    control = front['control'] if front else None
+    labels = [lb for lb in dict.fromkeys(s.label for s in specs if s.seed == first.seed)
+              if first.seed in runs.get(lb, {})][:plots.MAX_PANELS - 1]
+    centers = mixture.centers.numpy()
+    panels = [('real data', real, plots.panel_caption(metrics.mode_metrics(real, centers, cfg.std)))]
+    panels += [(frontier.display_name(lb, control), runs[lb][first.seed]['samples'],
+                plots.panel_caption(runs[lb][first.seed]['metrics'])) for lb in labels]
     half_width = cfg.spacing * (cfg.grid + 1) / 2
     _atomic_write(os.path.join(outdir, 'figure.png'),
-                  lambda tmp: plots.scatter_panels(panels, half_width).save(tmp, format='PNG'))
-    curves = {lb: runs[lb][first.seed]['curves'] for lb in dict.fromkeys(labels) if first.seed in runs.get(lb, {})}
+                  lambda tmp: plots.scatter_panels(panels, half_width, centers).save(tmp, format='PNG'))
+    curves = {frontier.display_name(lb, control): runs[lb][first.seed]['curves'] for lb in labels}
+    colors = plots.arm_colors([frontier.display_name(lb, control) for lb in labels], labels)
     _atomic_write(os.path.join(outdir, 'curves.png'),
-                  lambda tmp: plots.curve_panels(curves).save(tmp, format='PNG'))
+                  lambda tmp: plots.curve_panels(curves, colors).save(tmp, format='PNG'))
+    if front is not None:
+        names = {lb: frontier.display_name(lb, control) for lb in front['arms']}
+        _atomic_write(os.path.join(outdir, 'frontier.png'),
+                      lambda tmp: plots.frontier_panels(front, names, len(runs[control]),
+                                                        plots.arm_colors(list(names.values()), list(names))
+                                                        ).save(tmp, format='PNG'))
 
 
-def run_toy(cfg: ToyConfig, outdir: str, seeds: list[int], methods: tuple = METHODS, progress: bool = True,
-            sweep: tuple[str, list] | None = None, workers: int = 1, pretrain_dir: str | None = None) -> dict:
-    """Train every (sweep point, method, seed); write results.json, samples-<label>-seed<k>.npz (as each run
-    finishes), figure.png (real data, vanilla, Diffusion-GAN, SMaRt) and curves.png into outdir; return the results.
+def run_toy(cfg: ToyConfig, outdir: str, seeds: list[int], arms: tuple = FRONTIER, progress: bool = True,
+            workers: int = 1, pretrain_dir: str | None = None) -> dict:
+    """Train every (arm, seed); write results.json, samples-<label>-seed<k>.npz (as each run finishes), figure.png,
+    curves.png and (with a plain vanilla control) frontier.png into outdir; return the results.
 
     With cfg.finetune_from > 0 the vanilla starts are saved as pretrain-seed<k>-<hash>.pt in pretrain_dir (default
     outdir) and reused by later commands with the same pretraining config."""
-    all_specs = plan_runs(cfg, seeds, methods, sweep)
+    all_specs = plan_runs(cfg, seeds, arms)
     same = {}
     for spec in all_specs:
         same.setdefault(effective_key(spec), []).append(spec)
     specs = [group[0] for group in same.values()]
     os.makedirs(outdir, exist_ok=True)
-    header = {'config': dataclasses.asdict(cfg), 'seeds': list(seeds), 'methods': list(methods),
-              'sweep': None if sweep is None else {'name': sweep[0], 'values': list(sweep[1])}, 'train_sec': None}
+    header = {'config': dataclasses.asdict(cfg), 'seeds': list(seeds), 'arms': [arm.label for arm in arms],
+              'methods': list(dict.fromkeys(arm.method for arm in arms)), 'train_sec': None}
     writer = ResultWriter(outdir, header, [spec.label for spec in all_specs])
     start = time.time()
     groups = _groups(specs)
@@ -174,11 +181,15 @@ def run_toy(cfg: ToyConfig, outdir: str, seeds: list[int], methods: tuple = METH
     with pool.Progress(steps, progress) as bar:
         for group in _groups(pre):
             for spec, result in pool.train(group, cfg.finetune_from, bar, workers, export=True, evaluate=False):
-                states[_pretrain_key(spec)] = result['state']
-                _save_pretrained(pretrain_dir or outdir, spec, result['state'])
+                state = {**result['state'], 'trajectory': result['trajectory']}
+                states[_pretrain_key(spec)] = state
+                _save_pretrained(pretrain_dir or outdir, spec, state)
         for group in groups:
             init = [states[_pretrain_key(s)] for s in group] if cfg.finetune_from > 0 else None
             for spec, result in pool.train(group, group[0].cfg.steps, bar, workers, init=init):
+                if init is not None and 'trajectory' in result:
+                    before = states[_pretrain_key(spec)].get('trajectory', {})
+                    result['trajectory'] = {k: list(before.get(k, [])) + v for k, v in result['trajectory'].items()}
                 for twin in same[effective_key(spec)]:
                     writer.add(twin, result)
                 if progress:
@@ -186,8 +197,9 @@ def run_toy(cfg: ToyConfig, outdir: str, seeds: list[int], methods: tuple = METH
                               ', '.join(f'{k} {v:.4g}' for k, v in result['metrics'].items()))
     writer.header['train_sec'] = time.time() - start
     writer.write()
-    _figures(outdir, all_specs, writer.runs)
-    return writer.results()
+    results = writer.results()
+    _figures(outdir, all_specs, writer.runs, results['frontier'])
+    return results
 
 
 def _pretrain_key(spec: RunSpec) -> tuple:

@@ -13,43 +13,38 @@ import click
 import torch
 
 from smart_plugin.toy import metrics
-from smart_plugin.toy.config import ToyConfig, build_plugins
-from smart_plugin.toy.mixture import GridMixture
-from smart_plugin.toy.trainer import build_gan, generate, train_step
+from smart_plugin.toy.config import ToyConfig
+from smart_plugin.toy.engine import BatchedToy, RunSpec
+from smart_plugin.toy.workers import FINAL_DATA_SEED, FINAL_SEED
 
 
 def pull_only(cfg: ToyConfig, seed: int, gan_steps: int, pull_steps: int, num_evals: int = 4,
               num_samples: int = 5000) -> list[dict]:
     """Metrics after the GAN phase and at num_evals evenly spaced points of the pull-only phase; each entry has
-    'phase' ('gan' | 'pull'), 'step' (steps of that phase) and the toy metrics."""
+    'phase' ('gan' | 'pull'), 'step' (steps of that phase) and the toy metrics. Both phases train with the batched
+    engine: vanilla for gan_steps, then a SMaRt run branched from that state (weights, Adam, random streams) whose G
+    steps on SMaRt's penalty alone (BatchedToy.pull_step)."""
     for name, value, low in (('gan_steps', gan_steps, 0), ('pull_steps', pull_steps, 1), ('num_evals', num_evals, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f'{name} is {value!r}; expected an integer >= {low}')
-    torch.manual_seed(seed)
-    mixture = GridMixture(cfg.grid, cfg.spacing, cfg.std)
-    gan = build_gan([], cfg.z_dim, cfg.lr_G, cfg.lr_D, tuple(cfg.betas), None, cfg.net_scale)
-    smart = build_plugins('smart', dataclasses.replace(cfg, smart_start=0.0), mixture)[0]
-    smart.setup(G=gan.G, D=gan.D, training_set=None, device=torch.device('cpu'), rank=0, num_gpus=1)
-    data_gen = torch.Generator().manual_seed(seed)
-    data = mixture.sample(num_samples, torch.Generator().manual_seed(40_000 + seed)).numpy()
+    cfg = dataclasses.replace(cfg, smart_start=0.0, num_samples=num_samples)
+    gan = BatchedToy([RunSpec('vanilla', seed, cfg, 'gan')])
+    for _ in range(gan_steps):
+        gan.step()
+    mixture = gan.runs[0].mixture
+    data = mixture.sample(num_samples, torch.Generator().manual_seed(FINAL_DATA_SEED + seed)).numpy()
 
-    def measure(phase: str, step: int) -> dict:
-        samples = generate(gan.G, num_samples, 30_000 + seed).numpy()
+    def measure(toy: BatchedToy, phase: str, step: int) -> dict:
+        samples = toy.sample(num_samples, FINAL_SEED)[0].numpy()
         return {'phase': phase, 'step': step, **metrics.all_metrics(samples, data, mixture.centers.numpy(), cfg.std)}
 
-    for _ in range(gan_steps):
-        train_step(gan, mixture.sample(cfg.batch, data_gen).reshape(-1, 2, 1, 1))
-    history = [measure('gan', gan_steps)]
+    history = [measure(gan, 'gan', gan_steps)]
+    pull = BatchedToy([RunSpec('smart', seed, cfg, 'pull')], [gan.export_state(0)], phase_steps=pull_steps)
     evals = {round(pull_steps * (i + 1) / num_evals) for i in range(num_evals)}
     for step in range(1, pull_steps + 1):
-        gen = gan.G(torch.randn([cfg.batch, cfg.z_dim]))                          # [N, 2, 1, 1]
-        loss = smart.G_penalty(gen, gen.new_zeros([cfg.batch, 0])).mean()
-        gan.opt_G.zero_grad(set_to_none=True)
-        loss.backward()
-        gan.opt_G.step()
-        smart.end_of_step(0, cfg.batch)
+        pull.pull_step()
         if step in evals:
-            history.append(measure('pull', step))
+            history.append(measure(pull, 'pull', step))
     return history
 
 

@@ -15,6 +15,7 @@ import tqdm
 
 from smart_plugin.toy import metrics
 from smart_plugin.toy.engine import BatchedToy, RunSpec
+from smart_plugin.toy.frontier import PSI
 from torch_utils import cpu_threads
 
 PROGRESS_EVERY = 25   # Steps between progress messages of a worker.
@@ -55,28 +56,49 @@ def _evaluate(toy: BatchedToy, eval_data: list, centers: list, prev_k: list, cur
             curves[r].setdefault(key, []).append(value)
 
 
+def _reference(toy: BatchedToy, centers: list, key: str, x, records: dict, psi: float = 1.0) -> None:
+    """Append mode metrics of every vanilla run's final latents (scaled by psi) to records[r][key] at x."""
+    vanilla = [r for r, spec in enumerate(toy.specs) if spec.method == 'vanilla']
+    if not vanilla:
+        return
+    points = toy.sample(toy.specs[0].cfg.num_samples, FINAL_SEED, psi).numpy()   # [R, num_samples, 2]
+    for r in vanilla:
+        record = records.setdefault(r, {}).setdefault(key, {})
+        record.setdefault('step' if key == 'trajectory' else 'psi', []).append(x)
+        for k, v in metrics.mode_metrics(points[r], centers[r], toy.specs[r].cfg.std).items():
+            record.setdefault(k, []).append(v)
+
+
 def train_local(specs: list[RunSpec], steps: int, report=None, init: list | None = None, export: bool = False,
                 evaluate: bool = True):
     """Train the runs `specs` as one batched computation for `steps`; yield (index, result) per run at the end.
 
-    result: samples [num_samples, 2] float32, final metrics, curves, train_sec, and `state` (with export)."""
+    result: samples [num_samples, 2] float32, final metrics, curves, train_sec, and `state` (with export); vanilla
+    runs also the mode metrics of their final latents over training (`trajectory`, at the curve steps, counted from
+    the first step of their first phase) and, with evaluate, with the latents scaled by each of frontier.PSI
+    (`truncation`)."""
     start = time.time()
     toy = BatchedToy(specs, init, phase_steps=steps)
     centers = [run.mixture.centers.numpy() for run in toy.runs]
     eval_data = [run.mixture.sample(s.cfg.eval_samples, torch.Generator().manual_seed(EVAL_DATA_SEED + s.seed)).numpy()
                  for run, s in zip(toy.runs, specs)]
-    curves, prev_k = [{'step': []} for _ in specs], [None] * len(specs)
+    curves, prev_k, references = [{'step': []} for _ in specs], [None] * len(specs), {}
     eval_every = specs[0].cfg.eval_every
     for step in range(1, steps + 1):
         toy.step()
-        if evaluate and (step % eval_every == 0 or step == steps):
-            _evaluate(toy, eval_data, centers, prev_k, curves, step)
+        if step % eval_every == 0 or step == steps:
+            _reference(toy, centers, 'trajectory', toy.opt_G.t, references)
+            if evaluate:
+                _evaluate(toy, eval_data, centers, prev_k, curves, step)
         if report is not None and (step % PROGRESS_EVERY == 0 or step == steps):
             report(len(specs) * (PROGRESS_EVERY if step % PROGRESS_EVERY == 0 else step % PROGRESS_EVERY))
+    if evaluate:
+        for psi in PSI:
+            _reference(toy, centers, 'truncation', psi, references, psi)
     train_sec = time.time() - start
     final = toy.sample(specs[0].cfg.num_samples, FINAL_SEED).numpy().astype(np.float32) if evaluate else None
     for r, spec in enumerate(specs):
-        result = {'train_sec': train_sec, 'setup': toy.runs[r].setup_lines}
+        result = {'train_sec': train_sec, 'setup': toy.runs[r].setup_lines, **references.get(r, {})}
         if evaluate:
             data = toy.runs[r].mixture.sample(spec.cfg.num_samples,
                                               torch.Generator().manual_seed(FINAL_DATA_SEED + spec.seed)).numpy()
@@ -128,9 +150,11 @@ def _worker(specs, indices, steps, init, export, evaluate, queue) -> None:
 
 def run_cost(spec: RunSpec) -> float:
     """Relative cost of a run per step, measured on one core (6 runs of one method, SMaRt on at every step): a
-    vanilla step 1, Diffusion-GAN's D-input noise +0.8, SMaRt's penalty +0.8 for the share of steps it is on."""
+    vanilla step 1, Diffusion-GAN's D-input noise +0.8, SMaRt's penalty +0.8 (+0.06 per extra draw) for the share
+    of steps it is on."""
     diffgan, smart = 'diffgan' in spec.method, 'smart' in spec.method   # The plugins of config.METHODS.
-    return 1 + 0.8 * diffgan + 0.8 * smart * (1 - spec.cfg.smart_start)
+    smart_cost = 0.8 + 0.06 * (spec.cfg.smart_draws - 1)   # 16 draws: 2.5x a vanilla step, measured.
+    return 1 + 0.8 * diffgan + smart_cost * smart * (1 - spec.cfg.smart_start)
 
 
 def _shards(specs: list[RunSpec], workers: int) -> list[list[int]]:

@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from smart_plugin.toy import plots
 from smart_plugin.toy.__main__ import main
 from smart_plugin.toy.experiment import METHODS
 
@@ -27,11 +28,12 @@ def test_help():
 
 
 def test_dry_run_quick(tmp_path):
-    result = CliRunner().invoke(main, ['--outdir', str(tmp_path), '--quick', '--dry-run', '--smart-lam', '0.3'])
+    result = CliRunner().invoke(main, ['--outdir', str(tmp_path), '--quick', '--dry-run', '--smart-lam', '0.3',
+                                       '--methods', ','.join(METHODS)])
     assert result.exit_code == 0, result.output
     cfg = json.loads(result.output)
-    assert (cfg['steps'], cfg['num_samples'], cfg['seeds'], cfg['smart_lam']) == (1500, 5000, [0], 0.3)
-    assert cfg['methods'] == list(METHODS)
+    assert (cfg['steps'], cfg['num_samples'], cfg['seeds'], cfg['smart_lam']) == (1000, 5000, [0], 0.3)
+    assert [arm['method'] for arm in cfg['arms']] == list(METHODS)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -56,11 +58,12 @@ def test_user_errors_name_the_flag(tmp_path, args, message):
 
 
 def test_tiny_run_writes_every_output(tmp_path):
-    result = CliRunner().invoke(main, ['--outdir', str(tmp_path), '--quick', '--steps', '40', '--workers', '1'])
+    result = CliRunner().invoke(main, ['--outdir', str(tmp_path), '--quick', '--steps', '40', '--workers', '1',
+                                       '--finetune-from', '0', '--methods', ','.join(METHODS)])
     assert result.exit_code == 0, result.output
     assert f'Outputs are in {tmp_path}' in result.output
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == sorted(['results.json', 'figure.png', 'curves.png'] +
+    assert names == sorted(['results.json', 'figure.png', 'curves.png', 'frontier.png'] +
                            [f'samples-{m}-seed0.npz' for m in METHODS])
     results = json.loads((tmp_path / 'results.json').read_text())
     assert results['seeds'] == [0] and results['config']['steps'] == 40
@@ -73,8 +76,10 @@ def test_tiny_run_writes_every_output(tmp_path):
             assert npz['samples'].shape == (5000, 2) and npz['samples'].dtype == np.float32
             assert npz['centers'].shape == (49, 2)
             assert float(npz['std']) == 0.05
-    assert Image.open(tmp_path / 'figure.png').size == (4 * 320, 320 + 18)
-    assert Image.open(tmp_path / 'curves.png').size == (4 * 320, 320 + 18)
+    assert Image.open(tmp_path / 'figure.png').size == (3 * plots.PANEL, 2 * (plots.PANEL + 44))   # Real data + 4.
+    chart = (plots.PAD[0] + plots.CHART[0] + plots.PAD[2], plots.PAD[1] + plots.CHART[1] + plots.PAD[3])
+    assert Image.open(tmp_path / 'curves.png').size == (2 * chart[0] + plots.LEGEND, 2 * chart[1])
+    assert 'beats the control on both axes' in result.output
 
 
 def test_dry_run_resolves_sweep_and_finetune(tmp_path):
@@ -82,7 +87,9 @@ def test_dry_run_resolves_sweep_and_finetune(tmp_path):
                                        'smart_sigma=0.05/0.2,0.1/0.5', '--lr-G', '2e-4', '--lr', '5e-4'])
     assert result.exit_code == 0, result.output
     cfg = json.loads(result.output)
-    assert cfg['sweep'] == {'name': 'smart_sigma', 'values': [[0.05, 0.2], [0.1, 0.5]]}
+    bands = ('(0.05, 0.2)', '(0.1, 0.5)')
+    assert [arm['label'] for arm in cfg['arms']] == [f'{m}[smart_sigma={band}]' for band in bands for m in METHODS]
+    assert [arm['smart_sigma'] for arm in cfg['arms'][::4]] == [[0.05, 0.2], [0.1, 0.5]]
     assert (cfg['finetune_from'], cfg['smart_start'], cfg['lr_G'], cfg['lr_D']) == (300, 0.0, 2e-4, 5e-4)
 
 

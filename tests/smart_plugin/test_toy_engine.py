@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from smart_plugin.toy import workers
-from smart_plugin.toy.config import METHODS, ToyConfig
+from smart_plugin.toy.config import METHODS, ToyConfig, arms_of
 from smart_plugin.toy.engine import BatchedToy, RunSpec, StackedAdam
 from smart_plugin.toy.experiment import ResultWriter, paired, plan_runs
 
@@ -93,7 +93,7 @@ def test_one_group_needs_one_shape():
 
 
 def test_workers_split_runs_without_changing_them():
-    specs = plan_runs(dataclasses.replace(CFG, steps=6), [0, 1], ('vanilla', 'smart'))
+    specs = plan_runs(dataclasses.replace(CFG, steps=6), [0, 1], arms_of(('vanilla', 'smart')))
     with workers.Progress(24, enabled=False) as bar:
         two = dict((s.label + str(s.seed), r) for s, r in workers.train(specs, 6, bar, workers=2))
         one = dict((s.label + str(s.seed), r) for s, r in workers.train(specs, 6, bar, workers=1))
@@ -106,10 +106,11 @@ def test_workers_split_runs_without_changing_them():
 
 def test_shards_balance_the_run_costs():
     # Method-major order (as plan_runs gives it): contiguous halves would put every SMaRt run on one worker.
-    specs = plan_runs(dataclasses.replace(CFG, smart_start=0.5), [0, 1, 2], METHODS)
+    specs = plan_runs(dataclasses.replace(CFG, smart_start=0.5), [0, 1, 2], arms_of(METHODS))
     costs = [workers.run_cost(s) for s in specs]
     assert costs[:3] == [1.0] * 3 and costs[3:6] == [1.8] * 3 and costs[6:9] == [1.4] * 3
     assert costs[9:] == [pytest.approx(2.2)] * 3
+    assert workers.run_cost(RunSpec('smart', 0, dataclasses.replace(CFG, smart_draws=16), 's')) == pytest.approx(2.7)
     shards = workers._shards(specs, 2)
     assert sorted(shards[0] + shards[1]) == list(range(12)) and all(s == sorted(s) for s in shards)
     loads = [sum(costs[i] for i in shard) for shard in shards]
@@ -156,7 +157,7 @@ def test_estimator_options_reach_the_one_smart_plugin():
 
 
 def test_exported_states_cross_worker_processes():
-    specs = plan_runs(dataclasses.replace(CFG, steps=4), [0, 1], ('vanilla',))
+    specs = plan_runs(dataclasses.replace(CFG, steps=4), [0, 1], arms_of(('vanilla',)))
     with workers.Progress(8, enabled=False) as bar:
         out = {s.seed: r['state'] for s, r in workers.train(specs, 4, bar, workers=2, export=True, evaluate=False)}
     local = BatchedToy(specs)
