@@ -59,6 +59,8 @@ COMMANDS = {
     'python -m pip install torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu && python -m pip '
     'install -e . && python -m smart_plugin.toy': download(),
     'python -m pip install -e ".[test]" && python -m pytest': download(),
+    # README: the main job (its default runs in tests/test_readme.py at a short budget).
+    'python -m smart_plugin.toy': Entry('covered', by='tests/test_readme.py::test_main_job_runs'),
     # README: Train a GAN on CPU.
     'python dataset_tool.py --source=sklearn-digits --dest=datasets/digits-16x16.zip':
         Entry('run', makes=('datasets/digits-16x16.zip',),
@@ -102,6 +104,14 @@ COMMANDS = {
         Entry('covered', by='tests/test_smart_digits.py::test_quick_study_end_to_end'),
     'python benchmarks/smart_digits.py --outdir=runs/smart-digits-quick --quick':
         Entry('covered', by='tests/test_smart_digits.py::test_quick_study_end_to_end'),
+    # docs/smart-study/README.md: the dry run prints the stage graph; the study runs end to end (stand-in metrics,
+    # tiny budgets) in its own test.
+    'python benchmarks/smart_study.py --outdir=runs/smart-study --dry-run': Entry('run', shows='base-s0'),
+    'python benchmarks/smart_study.py --outdir=runs/smart-study':
+        Entry('covered', by='tests/test_smart_study.py::test_tiny_study_end_to_end_with_stand_in_metric_commands'),
+    'python benchmarks/smart_study.py --outdir=runs/smart-study-quick --quick --data=sklearn-digits '
+    '--gan-flags="--cbase=256 --cmax=16 --map-depth=2 --batch=8 --aug=noaug"':
+        Entry('covered', by='tests/test_smart_study.py::test_tiny_study_end_to_end_with_stand_in_metric_commands'),
     # docs/stylegan2-ada-users.md: released command lines, verbatim (tests/test_released_cli.py resolves them on tiny
     # fixtures with --dry-run); the projector needs the VGG16 detector, the projected-w render its output.
     'python train.py --outdir=~/training-runs --gpus=2 --data=~/datasets/cifar10.zip --cfg=cifar --cond=1': download(),
@@ -116,15 +126,22 @@ COMMANDS = {
     f'python generate.py --outdir=out --projected-w=out/projected_w.npz --network={SNAP}': download(),
     f'python style_mixing.py --outdir=out --rows=85,100,75,458,1500 --cols=55,821,1789,293 --styles=0-3 '
     f'--network={SNAP}': Entry('run', makes=('out/grid.png', 'out/1500-293.png'), shows='Wrote 29 images'),
-    # docs/toy-tables.md: the default command runs in tests/test_readme.py (at a short budget), the others resolve.
+    # docs/toy.md: the default runs in tests/test_readme.py (at a short budget), the others resolve.
     'python -m smart_plugin.toy --quick': Entry('covered', by='tests/test_readme.py::test_main_job_runs'),
-    'python -m smart_plugin.toy': Entry('covered', by='tests/test_readme.py::test_main_job_runs'),
-    'python -m smart_plugin.toy --finetune-from 6000 --steps 2000 --sweep smart-lam=0.03,0.1,0.3,1,3':
-        Entry('dry-run', shows='"finetune_from": 6000'),
-    'python -m smart_plugin.toy --methods vanilla,smart --sweep smart-lam=0.1,0.3,1':
-        Entry('dry-run', shows='"arms": ['),
+    'python -m smart_plugin.toy --methods vanilla,smart --smart-lam 30 --smart-draws 4 --pretrain-dir runs/toy '
+    '--outdir runs/toy-draws4': Entry('dry-run', shows='"smart_draws": 4'),
+    'python -m smart_plugin.toy --methods vanilla,smart --smart-lam 30 --smart-draws 4 --smart-antithetic '
+    '--pretrain-dir runs/toy --outdir runs/toy-anti4': Entry('dry-run', shows='"smart_antithetic": true'),
+    'python -m smart_plugin.toy --methods vanilla,smart --smart-lam 30 --smart-draws 1 --smart-grad sds '
+    '--pretrain-dir runs/toy --outdir runs/toy-sds': Entry('dry-run', shows='"smart_grad": "sds"'),
+    'python -m smart_plugin.toy --methods vanilla,diffgan,smart_diffgan --smart-lam 10 --pretrain-dir runs/toy '
+    '--outdir runs/toy-diffgan': Entry('dry-run', shows='"arms": ['),
+    'python -m smart_plugin.toy --methods vanilla,smart --smart-lam 10 --steps 6000 --pretrain-dir runs/toy '
+    '--outdir runs/toy-longer': Entry('dry-run', shows='"steps": 6000'),
     'python -m smart_plugin.toy.pull_only --seed 0':
         Entry('covered', by='tests/smart_plugin/test_toy_plugins.py::test_pull_only_reports_both_phases_and_moves_G'),
+    'python -m smart_plugin.toy --finetune-from 0 --methods vanilla,diffgan,smart,smart_diffgan --smart-lam 0.3 '
+    '--smart-draws 1 --outdir runs/toy-scratch': Entry('dry-run', shows='"finetune_from": 0'),
     'python benchmarks/toy_speed.py': Entry('dry-run', shows='toy speed: 24 runs'),
     # docs/train-dpm.md.
     f'python train_dpm.py --outdir=runs/dpm {TINY_DPM}':
