@@ -18,7 +18,7 @@ import torch
 
 import dnnlib
 from metrics import detectors, digit_metrics, metric_utils
-from training import snapshot
+from training import run_outputs, snapshot
 
 CACHE_NAME = 'compare-metrics.json'
 SNAPSHOT_RE = re.compile(r'network-snapshot-(\d+(?:\.\d+)?)\.pkl')
@@ -33,12 +33,19 @@ def snapshot_kimg(path: str) -> float:
     return float(match.group(1))
 
 
+def exact_kimg(path: str) -> float:
+    """kimg of a snapshot from its training state (train.py names sub-kimg snapshots by their whole kimg first), else
+    from its name."""
+    summary = run_outputs.resume_summary(path)
+    return snapshot_kimg(path) if summary.cur_nimg is None else summary.cur_nimg / 1000
+
+
 def list_snapshots(run_dir: str) -> list[tuple[float, str]]:
     """[(kimg, path)] of the run dir's network-snapshot-*.pkl, ascending; FileNotFoundError naming it if none."""
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f'{run_dir}: not a directory; expected a train.py run directory')
-    found = sorted((snapshot_kimg(name), os.path.join(run_dir, name)) for name in os.listdir(run_dir)
-                   if SNAPSHOT_RE.fullmatch(name))
+    found = sorted((exact_kimg(os.path.join(run_dir, name)), os.path.join(run_dir, name))
+                   for name in os.listdir(run_dir) if SNAPSHOT_RE.fullmatch(name))
     if not found:
         raise FileNotFoundError(f'{run_dir}: holds no network-snapshot-*.pkl; expected a train.py run directory '
                                 f'with at least one snapshot')

@@ -37,11 +37,11 @@ class DetectorInfo:
 
 def read_labelled(data: str) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 [N, C, H, W], int64 [N] class) of a dataset zip or folder with class labels (dataset.json)."""
-    dataset = ImageFolderDataset(data, use_labels=True)
+    dataset = ImageFolderDataset(data, use_labels=True)  # Refuses, naming the file, a dataset without labels.
     try:
-        if not dataset.has_labels or dataset.label_dim < 2:
-            raise ValueError(f'{data}: has no class labels (dataset.json); the digit classifier needs them, e.g. a '
-                             f'zip written by dataset_tool.py --source=mnist5k')
+        if dataset.label_dim < 2:
+            raise ValueError(f'{data}: has labels of dim {dataset.label_dim}; the digit classifier needs class labels '
+                             f'(at least 2 classes), e.g. a zip written by dataset_tool.py --source=mnist5k')
         images = np.stack([dataset[i][0] for i in range(len(dataset))])
         labels = np.array([int(np.argmax(dataset.get_label(i))) for i in range(len(dataset))], np.int64)
     finally:
