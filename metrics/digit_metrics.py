@@ -6,7 +6,8 @@ Metrics (`evaluate_generator`): FD (Frechet distance of the penultimate features
 (Binkowski et al. 2018), precision / recall (k = 3, Kynkaanniemi et al. 2019), the class-histogram KL of generated
 images against the reals, and the share of generated images the classifier labels with probability >= 0.9
 ("recognisable"). FD, KID and PR equal calc_metrics.py's fid/kid/pr at the same number of generated images, seed and
-detector (fid2k_full, kid2k_full, pr2k3_full at num_gen=2000): the same generated images, real images and formulas.
+detector (fid2k_full, kid2k_full, pr2k3_full at num_gen=2000): the same generated images, real images and formulas
+(precision / recall in float32 on the CPU, where calc_metrics uses float16 on CUDA).
 """
 
 import dataclasses
@@ -112,10 +113,8 @@ def evaluate_generator(G, data: str, detector: str, num_gen: int = 2000, seed: i
     fd = frechet_inception_distance.fid_from_stats(*real.get_mean_cov(), *gen.get_mean_cov())
     kid = kernel_inception_distance.kid_from_features(real.get_all(), gen.get_all(), KID_SUBSETS, KID_SUBSET_SIZE,
                                                       seed=seed)
-    dtype = torch.float16 if opts.device.type == 'cuda' else torch.float32  # As precision_recall.compute_pr.
-    real_pr = real.get_all_torch()[:num_gen].to(opts.device, dtype)  # pr*_full: as many reals as generated images.
-    precision, recall = precision_recall.pr_from_features(real_pr, gen.get_all_torch().to(opts.device, dtype),
-                                                          PR_NHOOD, num_gen, num_gen)
+    real_pr = real.get_all_torch()[:num_gen]  # pr*_full: as many reals as generated images (float32, on the CPU).
+    precision, recall = precision_recall.pr_from_features(real_pr, gen.get_all_torch(), PR_NHOOD, num_gen, num_gen)
     p_real = classifier_features.class_histogram(real_probs)
     p_gen = classifier_features.class_histogram(gen_probs, real_probs.shape[1])
     return dict(fd=fd, kid=kid, precision=precision, recall=recall,
