@@ -15,10 +15,11 @@ import dataclasses
 import numpy as np
 import torch
 
+import dnnlib
 from metrics import classifier_features, detectors, frechet_inception_distance, kernel_inception_distance
 from metrics import metric_utils, precision_recall
-from training.dataset import ImageFolderDataset
 
+DATASET_CLASS = 'training.dataset.ImageFolderDataset'
 RECOGNISABLE_P = 0.9  # A generated digit is "recognisable" when the classifier's top class has at least this prob.
 METRIC_KEYS = ('fd', 'kid', 'precision', 'recall', 'class_kl', 'recognisable')
 KID_SUBSETS, KID_SUBSET_SIZE, PR_NHOOD = 100, 1000, 3  # As calc_metrics' kid*_full and pr*3_full.
@@ -38,7 +39,9 @@ class DetectorInfo:
 
 def read_labelled(data: str) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 [N, C, H, W], int64 [N] class) of a dataset zip or folder with class labels (dataset.json)."""
-    dataset = ImageFolderDataset(data, use_labels=True)  # Refuses, naming the file, a dataset without labels.
+    # By name, as metric_utils.open_dataset: metrics/ sits below training/ (tests/test_layout.py). It refuses, naming
+    # the file, a dataset without labels.
+    dataset = dnnlib.util.construct_class_by_name(class_name=DATASET_CLASS, path=data, use_labels=True)
     try:
         if dataset.label_dim < 2:
             raise ValueError(f'{data}: has labels of dim {dataset.label_dim}; the digit classifier needs class labels '
@@ -79,7 +82,7 @@ def check_detector(path: str, resolution: int) -> None:
 
 def metric_options(G, data: str, detector: str, seed: int = 0, device='cpu') -> metric_utils.MetricOptions:
     """MetricOptions with the classifier as both detectors, the dataset as calc_metrics' *_full metrics read it."""
-    dataset_kwargs = dict(class_name='training.dataset.ImageFolderDataset', path=data, use_labels=G.c_dim != 0,
+    dataset_kwargs = dict(class_name=DATASET_CLASS, path=data, use_labels=G.c_dim != 0,
                           resolution=G.img_resolution, max_size=None, xflip=False)
     return metric_utils.MetricOptions(G=G, dataset_kwargs=dataset_kwargs, device=device, detector=detector,
                                       detector_vgg16=detector, random_seed=seed, num_workers=0)
