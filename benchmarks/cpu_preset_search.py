@@ -125,7 +125,10 @@ def job_snapshots(job_dir: str) -> list[tuple[float, str]]:
 
 def _eval_entry(argv: list[str]) -> None:
     """`_eval JOB_DIR DETECTOR NUM_GEN DEVICE`: the digit metrics of every snapshot of a job -> JOB_DIR/curve.json,
-    rewritten after each snapshot; while the training runs (no JOB_DIR/trained flag yet) it waits for new ones."""
+    rewritten after each snapshot; while the training runs (no JOB_DIR/trained flag yet) it waits for new ones. A
+    snapshot whose evaluation fails on CUDA is retried on the CPU (and the CPU is used from then on); the traceback
+    goes to the log."""
+    import traceback
     import dnnlib
     from metrics import compare
     job_dir, detector, num_gen, device = argv[0], argv[1], int(argv[2]), argv[3]
@@ -134,13 +137,35 @@ def _eval_entry(argv: list[str]) -> None:
         trained = os.path.isfile(os.path.join(job_dir, 'trained'))  # Read before listing: no snapshot is missed.
         todo = [(kimg, path) for kimg, path in job_snapshots(job_dir) if kimg not in curve]
         for kimg, path in todo:
-            curve[kimg] = dict(kimg=kimg, **compare.evaluate_snapshot(path, detector, num_gen, seed=0, device=device))
+            started = time.time()
+            try:
+                metrics = compare.evaluate_snapshot(path, detector, num_gen, seed=0, device=device)
+            except Exception:  # noqa: BLE001  Any failure: report it, then fall back to the CPU once.
+                traceback.print_exc()
+                if device == 'cpu':
+                    raise
+                print(f'evaluation of {path} failed on {device}; evaluating on the CPU from now on', flush=True)
+                device = 'cpu'
+                metrics = compare.evaluate_snapshot(path, detector, num_gen, seed=0, device=device)
+            curve[kimg] = dict(kimg=kimg, **metrics)
             points = [curve[k] for k in sorted(curve)]
             dnnlib.util.write_atomically(os.path.join(job_dir, 'curve.json'), json.dumps(points, indent=1).encode())
+            print(f'kimg {kimg:g}: FD {metrics["fd"]:.2f} recall {metrics["recall"]:.3f} ({device}, '
+                  f'{time.time() - started:.1f} s)', flush=True)
         if trained and not todo:
             return
         if not todo:
             time.sleep(2)
+
+
+def log_tail(path: str, lines: int = 6) -> str:
+    """The last lines of a log file, indented, for search.log."""
+    try:
+        with open(path, errors='replace') as f:
+            tail = f.read().replace('\r', '\n').splitlines()[-lines:]
+    except OSError:
+        return '    (no log)'
+    return '\n'.join('    ' + line[:300] for line in tail)
 
 
 def sec_per_kimg(job_dir: str) -> float | None:
@@ -238,12 +263,21 @@ class Search:
             self.log(f'{name}: training to {kimg:g} kimg' + (f' from {resume}' if resume else ''))
             args = [os.path.abspath(__file__), '_train', json.dumps(CONFIGS[config][1])]
             args += train_args(config, self.o[f'data{res}'], job_dir, kimg, self.o['eval_kimg'], seed, resume)
-            self._wait(self._start(args, os.path.join(job_dir, 'train.log')), remaining)
+            code = self._wait(self._start(args, os.path.join(job_dir, 'train.log')), remaining)
+            if code != 0:
+                stopped = remaining is not None and time.time() >= self.deadline - self.o['eval_reserve_sec'] - 5
+                self.log(f'{name}: train.py exited with {code}' + (' (stopped at the time limit)' if stopped else
+                                                                    '; the end of its train.log:\n' +
+                                                                    log_tail(os.path.join(job_dir, 'train.log'))))
             snaps = job_snapshots(job_dir)
             finished = bool(snaps) and snaps[-1][0] >= kimg - 1e-9
         open(flag, 'w').close()
         self.log(f'{name}: evaluating the rest of {len(snaps)} snapshots')
-        self._wait(evaluator, None if self.deadline is None else self.deadline - time.time())
+        code = self._wait(evaluator, None if self.deadline is None else self.deadline - time.time())
+        if code != 0:
+            late = self.deadline is not None and time.time() >= self.deadline - 5
+            self.log(f'{name}: the evaluation exited with {code}' + (' (stopped at the time limit)' if late else '') +
+                     '; the end of its eval.log:\n' + log_tail(os.path.join(job_dir, 'eval.log')))
         curve = []
         if os.path.isfile(os.path.join(job_dir, 'curve.json')):
             with open(os.path.join(job_dir, 'curve.json')) as f:

@@ -18,9 +18,10 @@ import torch
 
 import dnnlib
 from metrics import detectors, digit_metrics, metric_utils
-from training import snapshot
 
 CACHE_NAME = 'compare-metrics.json'
+# Called by name, as metric_utils builds the dataset: metrics/ sits below training/ (tests/test_layout.py).
+LOAD_SNAPSHOT, RESUME_SUMMARY = 'training.snapshot.load_network_pkl', 'training.run_outputs.resume_summary'
 SNAPSHOT_RE = re.compile(r'network-snapshot-(\d+(?:\.\d+)?)\.pkl')
 RUN_SPECIFIC = ('run_dir', 'random_seed', 'metrics', 'metric_kwargs', 'data_loader_kwargs')  # Not in a seed group.
 
@@ -33,12 +34,19 @@ def snapshot_kimg(path: str) -> float:
     return float(match.group(1))
 
 
+def exact_kimg(path: str) -> float:
+    """kimg of a snapshot from its training state (train.py names sub-kimg snapshots by their whole kimg first), else
+    from its name."""
+    summary = dnnlib.util.call_func_by_name(path, func_name=RESUME_SUMMARY)
+    return snapshot_kimg(path) if summary.cur_nimg is None else summary.cur_nimg / 1000
+
+
 def list_snapshots(run_dir: str) -> list[tuple[float, str]]:
     """[(kimg, path)] of the run dir's network-snapshot-*.pkl, ascending; FileNotFoundError naming it if none."""
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f'{run_dir}: not a directory; expected a train.py run directory')
-    found = sorted((snapshot_kimg(name), os.path.join(run_dir, name)) for name in os.listdir(run_dir)
-                   if SNAPSHOT_RE.fullmatch(name))
+    found = sorted((exact_kimg(os.path.join(run_dir, name)), os.path.join(run_dir, name))
+                   for name in os.listdir(run_dir) if SNAPSHOT_RE.fullmatch(name))
     if not found:
         raise FileNotFoundError(f'{run_dir}: holds no network-snapshot-*.pkl; expected a train.py run directory '
                                 f'with at least one snapshot')
@@ -66,7 +74,7 @@ def evaluate_snapshot(snapshot_path: str, detector_path: str, num_gen: int = 200
                       data: str | None = None) -> dict:
     """The digit metrics (digit_metrics.METRIC_KEYS, floats) of a snapshot's G_ema against `data` (default: the
     dataset recorded in the snapshot), cached in <run dir>/compare-metrics.json."""
-    data_pkl = snapshot.load_network_pkl(snapshot_path)
+    data_pkl = dnnlib.util.call_func_by_name(snapshot_path, func_name=LOAD_SNAPSHOT)  # The safe loader.
     G = data_pkl['G_ema']
     if data is None:
         data = (data_pkl.get('training_set_kwargs') or {}).get('path')

@@ -6,7 +6,8 @@ Metrics (`evaluate_generator`): FD (Frechet distance of the penultimate features
 (Binkowski et al. 2018), precision / recall (k = 3, Kynkaanniemi et al. 2019), the class-histogram KL of generated
 images against the reals, and the share of generated images the classifier labels with probability >= 0.9
 ("recognisable"). FD, KID and PR equal calc_metrics.py's fid/kid/pr at the same number of generated images, seed and
-detector (fid2k_full, kid2k_full, pr2k3_full at num_gen=2000): the same generated images, real images and formulas.
+detector (fid2k_full, kid2k_full, pr2k3_full at num_gen=2000): the same generated images, real images and formulas
+(precision / recall in float32 on the CPU, where calc_metrics uses float16 on CUDA).
 """
 
 import dataclasses
@@ -14,10 +15,11 @@ import dataclasses
 import numpy as np
 import torch
 
+import dnnlib
 from metrics import classifier_features, detectors, frechet_inception_distance, kernel_inception_distance
 from metrics import metric_utils, precision_recall
-from training.dataset import ImageFolderDataset
 
+DATASET_CLASS = 'training.dataset.ImageFolderDataset'
 RECOGNISABLE_P = 0.9  # A generated digit is "recognisable" when the classifier's top class has at least this prob.
 METRIC_KEYS = ('fd', 'kid', 'precision', 'recall', 'class_kl', 'recognisable')
 KID_SUBSETS, KID_SUBSET_SIZE, PR_NHOOD = 100, 1000, 3  # As calc_metrics' kid*_full and pr*3_full.
@@ -37,11 +39,13 @@ class DetectorInfo:
 
 def read_labelled(data: str) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 [N, C, H, W], int64 [N] class) of a dataset zip or folder with class labels (dataset.json)."""
-    dataset = ImageFolderDataset(data, use_labels=True)
+    # By name, as metric_utils.open_dataset: metrics/ sits below training/ (tests/test_layout.py). It refuses, naming
+    # the file, a dataset without labels.
+    dataset = dnnlib.util.construct_class_by_name(class_name=DATASET_CLASS, path=data, use_labels=True)
     try:
-        if not dataset.has_labels or dataset.label_dim < 2:
-            raise ValueError(f'{data}: has no class labels (dataset.json); the digit classifier needs them, e.g. a '
-                             f'zip written by dataset_tool.py --source=mnist5k')
+        if dataset.label_dim < 2:
+            raise ValueError(f'{data}: has labels of dim {dataset.label_dim}; the digit classifier needs class labels '
+                             f'(at least 2 classes), e.g. a zip written by dataset_tool.py --source=mnist5k')
         images = np.stack([dataset[i][0] for i in range(len(dataset))])
         labels = np.array([int(np.argmax(dataset.get_label(i))) for i in range(len(dataset))], np.int64)
     finally:
@@ -78,7 +82,7 @@ def check_detector(path: str, resolution: int) -> None:
 
 def metric_options(G, data: str, detector: str, seed: int = 0, device='cpu') -> metric_utils.MetricOptions:
     """MetricOptions with the classifier as both detectors, the dataset as calc_metrics' *_full metrics read it."""
-    dataset_kwargs = dict(class_name='training.dataset.ImageFolderDataset', path=data, use_labels=G.c_dim != 0,
+    dataset_kwargs = dict(class_name=DATASET_CLASS, path=data, use_labels=G.c_dim != 0,
                           resolution=G.img_resolution, max_size=None, xflip=False)
     return metric_utils.MetricOptions(G=G, dataset_kwargs=dataset_kwargs, device=device, detector=detector,
                                       detector_vgg16=detector, random_seed=seed, num_workers=0)
@@ -112,10 +116,8 @@ def evaluate_generator(G, data: str, detector: str, num_gen: int = 2000, seed: i
     fd = frechet_inception_distance.fid_from_stats(*real.get_mean_cov(), *gen.get_mean_cov())
     kid = kernel_inception_distance.kid_from_features(real.get_all(), gen.get_all(), KID_SUBSETS, KID_SUBSET_SIZE,
                                                       seed=seed)
-    dtype = torch.float16 if opts.device.type == 'cuda' else torch.float32  # As precision_recall.compute_pr.
-    real_pr = real.get_all_torch()[:num_gen].to(opts.device, dtype)  # pr*_full: as many reals as generated images.
-    precision, recall = precision_recall.pr_from_features(real_pr, gen.get_all_torch().to(opts.device, dtype),
-                                                          PR_NHOOD, num_gen, num_gen)
+    real_pr = real.get_all_torch()[:num_gen]  # pr*_full: as many reals as generated images (float32, on the CPU).
+    precision, recall = precision_recall.pr_from_features(real_pr, gen.get_all_torch(), PR_NHOOD, num_gen, num_gen)
     p_real = classifier_features.class_histogram(real_probs)
     p_gen = classifier_features.class_histogram(gen_probs, real_probs.shape[1])
     return dict(fd=fd, kid=kid, precision=precision, recall=recall,

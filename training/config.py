@@ -24,7 +24,11 @@ CONFIG_SPECS = {name: dict(zip(PRESET_FIELDS, values)) for name, values in {
     'paper512':  (8,       25000,  64,   8,    1,    0.0025, 0.5,  20,   None, 8),
     'paper1024': (8,       25000,  32,   4,    1,    0.002,  2,    10,   None, 8),
     'cifar':     (2,       100000, 64,   32,   1,    0.0025, 0.01, 500,  0.05, 2),
+    'cpu':       (1,       200,    32,   4,    1/32, 0.002,  1,    10,   0.05, 2),
 }.items()}
+# --cfg=cpu (benchmarks/cpu_preset_search.py, docs/cpu-preset.md): G learning rate below D's; at most 64 channels, so
+# with cbase 1024 every layer of a 16x16 net has 64 channels and a 32x32 net has 32 at 32x32.
+CPU_EXTRA = dict(glrate=0.001, cmax=64)
 
 # --resume shortcuts: StyleGAN2-ADA's transfer-learning source networks.
 RESUME_URL = 'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets'
@@ -94,6 +98,8 @@ def preset(cfg: str, resolution: int, num_gpus: int) -> dnnlib.EasyDict:
         spec.lrate = 0.002 if resolution >= 1024 else 0.0025
         spec.gamma = 0.0002 * (resolution ** 2) / spec.mb
         spec.ema = spec.mb * 10 / 32
+    if cfg == 'cpu':
+        spec.update(CPU_EXTRA)
     return spec
 
 
@@ -122,21 +128,23 @@ def network_config(opts, spec, batch_gpu: int) -> dict:
         raise ConfigError('--mbstd-group', f'{mbstd} does not divide the per-round batch {batch_gpu} (--batch-gpu)')
     channel_base = int(spec.fmaps * 32768) if opts.cbase is None else opts.cbase
     fp16_res, conv_clamp = (0, None) if opts.fp32 else (4, 256)
-    synthesis = dict(channel_base=channel_base, channel_max=opts.cmax, num_fp16_res=fp16_res, conv_clamp=conv_clamp)
+    cmax = spec.get('cmax', 512) if opts.cmax is None else opts.cmax
+    synthesis = dict(channel_base=channel_base, channel_max=cmax, num_fp16_res=fp16_res, conv_clamp=conv_clamp)
     block = dict(freeze_layers=opts.freezed)
     if opts.nhwc:
         synthesis['fp16_channels_last'] = block['fp16_channels_last'] = True
     G_kwargs = dict(z_dim=512, w_dim=512, synthesis_kwargs=synthesis,
                     mapping_kwargs=dict(num_layers=spec.map if opts.map_depth is None else opts.map_depth))
     D_kwargs = dict(architecture='orig' if opts.cfg == 'cifar' else 'resnet', channel_base=channel_base,
-                    channel_max=opts.cmax, num_fp16_res=fp16_res, conv_clamp=conv_clamp, block_kwargs=block,
+                    channel_max=cmax, num_fp16_res=fp16_res, conv_clamp=conv_clamp, block_kwargs=block,
                     mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=mbstd))
     # pl_no_weight_grad: StyleGAN2-ADA always takes the path-length gradient without conv weight gradients.
     loss_kwargs = dict(r1_gamma=spec.gamma if opts.gamma is None else opts.gamma, pl_no_weight_grad=True)
     if opts.cfg == 'cifar':
         loss_kwargs.update(pl_weight=0, style_mixing_prob=0)
     return dict(G_kwargs=G_kwargs, D_kwargs=D_kwargs, loss_kwargs=loss_kwargs,
-                G_opt_kwargs=dict(lr=spec.lrate if opts.glr is None else opts.glr, betas=[0, 0.99], eps=1e-8),
+                G_opt_kwargs=dict(lr=spec.get('glrate', spec.lrate) if opts.glr is None else opts.glr, betas=[0, 0.99],
+                                  eps=1e-8),
                 D_opt_kwargs=dict(lr=spec.lrate if opts.dlr is None else opts.dlr, betas=[0, 0.99], eps=1e-8))
 
 

@@ -53,7 +53,8 @@ class TrainOptions:
                                    show_default='batch / gpus', **_POS)
     cbase: int | None = option(None, '--cbase', 'Channel base (channels at res r = min(cbase / r, cmax))', 'int',
                                show_default='preset', **_POS)
-    cmax: int = option(512, '--cmax', 'Max channels per layer', 'int', **_POS)
+    cmax: int | None = option(None, '--cmax', 'Max channels per layer', 'int', show_default='512; 64 with --cfg=cpu',
+                              **_POS)
     map_depth: int | None = option(None, '--map-depth', 'Mapping network depth', 'int', show_default='preset', **_POS)
     mbstd_group: int | None = option(None, '--mbstd-group', 'Minibatch std group size', 'int', show_default='preset',
                                      **_POS)
