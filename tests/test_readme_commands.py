@@ -74,6 +74,12 @@ COMMANDS = {
         Entry('run', makes=('out/images/seed0007.png', 'out/images/grid.png')),
     'python train.py --outdir=runs --data=~/datasets/cifar10-32x32.zip --cfg=cifar --cond --smart-lambda=0.01 '
     '--smart-schedule=ddpm-linear --smart-t=40,60 --smart-freq=8 --smart-dpm=edm-cifar10-32x32-cond-vp': download(),
+    # docs/cpu-preset.md: the search (hours; its pieces are tested without training).
+    'python benchmarks/cpu_preset_search.py --outdir=runs/cpu-search --prepare-only':
+        Entry('covered', by='tests/test_cpu_preset_search.py::test_cli_refuses_missing_inputs'),
+    'python benchmarks/cpu_preset_search.py --outdir=runs/cpu-search --grid=full --res=16,32 --seeds=2 --jobs=2 '
+    '--kimg16=200 --kimg32=200 --eval-kimg=4':
+        Entry('covered', by='tests/test_cpu_preset_search.py::test_summary_and_table'),
     # docs/datasets.md.
     'python dataset_tool.py --source=~/downloads/cifar-10-python.tar.gz --dest=~/datasets/cifar10-32x32.zip':
         download(),
@@ -155,6 +161,33 @@ COMMANDS = {
         Entry('dry-run', shows='t 40..60 on ddpm-linear-1000 -> sigma 0.1437..0.2085'),
     'torchrun --standalone --nproc_per_node=2 train_dpm.py --outdir=runs --data=~/datasets/cifar10-32x32.zip '
     '--preset=cifar --stf': download(),
+    # docs/train-on-cpu.md: MNIST-5k, --cfg=cpu (a long run: resolved, not run), the detector and compare commands.
+    'python dataset_tool.py --source=mnist5k --resolution=16x16 --dest=datasets/mnist5k-16x16.zip':
+        Entry('covered', by='tests/test_dataset_mnist5k.py::test_cli_writes_5000_digits_500_per_class'),
+    'python dataset_tool.py --source=mnist5k --dest=datasets/mnist5k-32x32.zip':
+        Entry('covered', by='tests/test_dataset_mnist5k.py::test_default_is_32x32'),
+    'python train.py --outdir=runs --data=datasets/mnist5k-16x16.zip --cfg=cpu --aug=noaug --threads=2 --snap=1 '
+    '--tick=4 --kimg=200': Entry('covered', by='tests/test_train_cfg_cpu.py::test_cpu_preset'),
+    'python -m metrics.train_classifier --data=datasets/mnist5k-16x16.zip --out=detectors/mnist5k-16.pt': Entry(
+        'covered',
+        by='tests/metrics/test_compare.py::test_train_classifier_prints_accuracy_and_saves_a_16x16_detector'),
+    'python calc_metrics.py --network=runs/00000-mnist5k-16x16-cpu-kimg200-noaug/network-snapshot-000200.pkl '
+    '--metrics=fid2k_full,kid2k_full,pr2k3_full --detector=detectors/mnist5k-16.pt '
+    '--detector-vgg16=detectors/mnist5k-16.pt':
+        Entry('covered', by='tests/test_calc_metrics.py::test_pickle_detector_data_flag_and_reference_statistics'),
+    'python -m metrics.compare runs/00000-* runs/00001-* --detector=detectors/mnist5k-16.pt --num-gen=2000 '
+    '--json=compare.json --curves=curves.png':
+        Entry('covered', by='tests/metrics/test_compare.py::test_cli_json_table_and_curves'),
+    'python train.py --outdir=runs --data=datasets/mnist5k-16x16.zip --cfg=cpu --aug=noaug --kimg=100 --seed=0':
+        Entry('covered', by='tests/test_train_cfg_cpu.py::test_cpu_preset_flags_override'),
+    'python train.py --outdir=runs --data=datasets/mnist5k-16x16.zip --cfg=cpu --aug=noaug --kimg=140 '
+    '--resume=runs/00000-mnist5k-16x16-cpu-kimg100-noaug/network-snapshot-000100.pkl':
+        Entry('covered', by='tests/metrics/test_compare.py::test_groups_pairs_and_cache'),
+    'python train.py --outdir=runs --data=datasets/mnist5k-16x16.zip --cfg=cpu --aug=noaug --kimg=140 '
+    '--resume=runs/00000-mnist5k-16x16-cpu-kimg100-noaug/network-snapshot-000100.pkl --smart-lambda=0.1 '
+    '--smart-dpm=gaussian': Entry('covered', by='tests/metrics/test_compare.py::test_groups_pairs_and_cache'),
+    'python -m metrics.compare runs/00001-* runs/00002-* --detector=detectors/mnist5k-16.pt':
+        Entry('covered', by='tests/metrics/test_compare.py::test_groups_pairs_and_cache'),
     # docs/training.md.
     f'torchrun --standalone --nproc_per_node=2 train.py --outdir=runs --data=datasets/digits-16x16.zip --gpus=2 '
     f'--batch=8 --cbase=512 --cmax=32 --map-depth=2 --kimg=0.1 --tick=0.05 --workers=0':
@@ -232,12 +265,14 @@ BOUNDS = {'train.py': (('--cbase=', '--cmax='), ('--kimg=',)), 'train_dpm.py': (
 
 
 def unbounded(command: str) -> list[str]:
-    """The bounding flags a CPU training command lacks ([] when bounded or not a training command)."""
+    """The bounding flags a CPU training command lacks ([] when bounded or not a training command); train.py's
+    --cfg=cpu preset has small networks of its own."""
     words = shlex.split(command)
     script = next((os.path.basename(w) for w in words if os.path.basename(w) in BOUNDS), None)
     if script is None:
         return []
-    wanted = [flag for group in BOUNDS[script] for flag in group]
+    groups = BOUNDS[script][1:] if script == 'train.py' and '--cfg=cpu' in words else BOUNDS[script]
+    wanted = [flag for group in groups for flag in group]
     return [flag for flag in wanted if not any(word.startswith(flag) for word in words)]
 
 
@@ -254,6 +289,8 @@ def test_every_cpu_training_command_is_bounded():
         '--cbase=', '--cmax=', '--kimg=']
     assert unbounded('python train_dpm.py --data=d.zip --preset=cifar') == ['--preset=tiny']
     assert unbounded('python generate.py --network=x.pkl') == []
+    assert unbounded('python train.py --data=d.zip --cfg=cpu --kimg=200') == []
+    assert unbounded('python train.py --data=d.zip --cfg=cpu') == ['--kimg=']
 
 
 def test_unrunnable_commands_carry_the_mark_and_runnable_ones_do_not():
