@@ -4,13 +4,17 @@
 dir; per configuration, `train.py` of the working tree (A) and of REV (B) run in turn, A B A B ..., as separate
 processes with the same flags, threads and dataset, each importing its own tree (cwd and PYTHONPATH). A run's figure
 is the median `Timing/sec_per_kimg` of its stats.jsonl ticks after the first (steady state: the first tick holds the
-warm-up); the ratio A/B is taken pair by pair and its median printed. Datasets are scikit-learn's digits written by
+warm-up). On a shared machine wall time drifts with the other load, so each pair also measures CPU seconds
+per kimg, which the load disturbs far less: the CPU time (user + system, data workers included) of a run of
+`ticks` ticks minus that of a 1-tick run of the same tree, over the kimg between them (start-up cancels out). The
+ratios A/B are taken pair by pair and their medians printed. Datasets are scikit-learn's digits written by
 this tree's dataset_tool.py (16x16 grey, and 32x32 RGB for cifar).
 """
 
 import dataclasses
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -62,26 +66,41 @@ def remove_worktree(path: str) -> None:
     subprocess.run(['git', 'worktree', 'remove', '--force', path], cwd=REPO, capture_output=True)
 
 
-def run_once(tree: str, config: LoopConfig, data: str, threads: int, outdir: str) -> float:
-    """Run train.py of `tree` once; return the median steady-state s/kimg from its stats.jsonl."""
-    kimg = config.ticks * config.tick_kimg
+def _children_cpu_sec() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_once(tree: str, config: LoopConfig, data: str, threads: int, outdir: str, ticks: int) -> tuple:
+    """Run train.py of `tree` for `ticks` ticks; return (median steady-state wall s/kimg or None, CPU seconds)."""
+    kimg = ticks * config.tick_kimg
     cmd = [sys.executable, 'train.py', f'--outdir={outdir}', f'--data={data}', f'--kimg={kimg:g}',
            f'--tick={config.tick_kimg:g}', '--snap=100000', f'--threads={threads}', *config.flags]
     env = dict(os.environ, PYTHONPATH=tree, OMP_NUM_THREADS=str(threads))
+    cpu_start = _children_cpu_sec()
     result = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+    cpu_sec = _children_cpu_sec() - cpu_start
     if result.returncode != 0:
         raise RuntimeError(f'train.py in {tree} failed ({" ".join(cmd[1:])}):\n{result.stderr[-2000:]}')
     runs = sorted(os.listdir(outdir))
     with open(os.path.join(outdir, runs[-1], 'stats.jsonl')) as f:
-        ticks = [json.loads(line) for line in f if line.strip()]
-    values = [tick['Timing/sec_per_kimg']['mean'] for tick in ticks[1:] if 'Timing/sec_per_kimg' in tick]
-    if not values:
-        raise RuntimeError(f'train.py in {tree}: no steady-state ticks in stats.jsonl ({len(ticks)} tick(s))')
-    return statistics.median(values)
+        stats = [json.loads(line) for line in f if line.strip()]
+    values = [tick['Timing/sec_per_kimg']['mean'] for tick in stats[1:] if 'Timing/sec_per_kimg' in tick]
+    return (statistics.median(values) if values else None), cpu_sec
+
+
+def _pair(trees: dict, config: LoopConfig, data: str, threads: int, tmp: str, tag: str) -> dict:
+    """One A B pair: per tree a 1-tick and a full run; {tree tag: (wall s/kimg, CPU s/kimg)}."""
+    out = {}
+    for key, tree in trees.items():
+        _, cpu_short = run_once(tree, config, data, threads, os.path.join(tmp, f'{tag}-{key}-short'), 1)
+        wall, cpu_long = run_once(tree, config, data, threads, os.path.join(tmp, f'{tag}-{key}-long'), config.ticks)
+        out[key] = (wall, (cpu_long - cpu_short) / ((config.ticks - 1) * config.tick_kimg))
+    return out
 
 
 def compare(rev: str, names: list, pairs: int, threads: int, log=print) -> list:
-    """For each configuration: A = this tree, B = rev, `pairs` alternating runs; rows with s/kimg and ratios."""
+    """For each configuration, `pairs` alternating A (this tree) / B (rev) measurements; rows with the ratios."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         datasets = make_datasets(tmp)
@@ -89,25 +108,28 @@ def compare(rev: str, names: list, pairs: int, threads: int, log=print) -> list:
         try:
             for name in names:
                 config = CONFIGS[name]
-                a, b = [], []
+                wall, cpu = {'A': [], 'B': []}, {'A': [], 'B': []}
                 for i in range(pairs):
-                    for tree, acc, tag in ((REPO, a, 'A'), (rev_tree, b, 'B')):
-                        outdir = os.path.join(tmp, f'{name}-{tag}-{i}')
-                        acc.append(run_once(tree, config, datasets[config.data], threads, outdir))
-                    log(f'  {name} pair {i + 1}/{pairs}: A {a[-1]:.2f} s/kimg, B {b[-1]:.2f} s/kimg, '
-                        f'A/B {a[-1] / b[-1]:.3f}')
-                ratios = [x / y for x, y in zip(a, b)]
-                rows.append(dict(config=config.name, a=a, b=b, ratio=statistics.median(ratios),
-                                 ratio_min=min(ratios), ratio_max=max(ratios)))
+                    res = _pair({'A': REPO, 'B': rev_tree}, config, datasets[config.data], threads, tmp, f'{name}{i}')
+                    for key in 'AB':
+                        wall[key].append(res[key][0])
+                        cpu[key].append(res[key][1])
+                    log(f'  {name} pair {i + 1}/{pairs}: wall s/kimg A {res["A"][0]:.2f} B {res["B"][0]:.2f}, '
+                        f'CPU s/kimg A {res["A"][1]:.2f} B {res["B"][1]:.2f}')
+                rows.append(dict(config=config.name, wall=wall, cpu=cpu,
+                                 wall_ratio=statistics.median(a / b for a, b in zip(wall['A'], wall['B'])),
+                                 cpu_ratio=statistics.median(a / b for a, b in zip(cpu['A'], cpu['B']))))
         finally:
             remove_worktree(rev_tree)
     return rows
 
 
 def format_rows(rows: list, rev: str) -> str:
-    lines = [f"{'configuration':<50} {'A s/kimg':>9} {'B s/kimg':>9} {'A/B':>6} {'min':>6} {'max':>6}"]
+    """Fixed-width table: per configuration wall and CPU s/kimg of A and B and the median ratios."""
+    lines = [f"{'configuration':<50} {'wall A':>7} {'wall B':>7} {'A/B':>6} {'CPU A':>7} {'CPU B':>7} {'A/B':>6}"]
     for r in rows:
-        lines.append(f"{r['config']:<50} {statistics.median(r['a']):9.2f} {statistics.median(r['b']):9.2f} "
-                     f"{r['ratio']:6.3f} {r['ratio_min']:6.3f} {r['ratio_max']:6.3f}")
-    lines.append(f'A = working tree, B = {rev}; medians over the pairs, A/B taken pair by pair')
+        med = {kind: {key: statistics.median(r[kind][key]) for key in 'AB'} for kind in ('wall', 'cpu')}
+        lines.append(f"{r['config']:<50} {med['wall']['A']:7.2f} {med['wall']['B']:7.2f} {r['wall_ratio']:6.3f} "
+                     f"{med['cpu']['A']:7.2f} {med['cpu']['B']:7.2f} {r['cpu_ratio']:6.3f}")
+    lines.append(f's/kimg; A = working tree, B = {rev}; medians over the pairs, ratios taken pair by pair')
     return '\n'.join(lines)
