@@ -83,9 +83,11 @@ def classify(events) -> dict:
         return result
 
     seq_kind = {}
-    for event in events:  # Forward operators that record an autograd node carry its sequence number.
-        if event.sequence_nr >= 0 and not event.name.startswith('autograd::engine'):
-            seq_kind.setdefault(event.sequence_nr, kind_of(event))
+    for event in sorted(events, key=lambda e: e.time_range.start):
+        # Forward operators carry the sequence number of the next autograd node; the last one before it is created
+        # (the operator that creates it) tells its kind.
+        if event.sequence_nr >= 0 and not event.name.startswith('autograd::engine') and 'Backward' not in event.name:
+            seq_kind[event.sequence_nr] = kind_of(event)
     totals = collections.Counter()
     for event in events:
         if event.name.startswith(KIND_PREFIX) or event.self_cpu_time_total <= 0:
