@@ -10,6 +10,12 @@ the profiler minus all operator self time (interpreter, dispatch, autograd bookk
 
     python benchmarks/train_profile.py --steps 16 -- --data=datasets/digits-16x16.zip --cbase=256 --cmax=32 \
         --map-depth=2 --batch=16
+
+`--ab SWITCH` instead times one CPU fast path on its own: on the same training state, blocks of 16 steps alternate
+with the switch on and off (A B A B ...), timed by the process's CPU clock (a shared machine disturbs it far less
+than the wall clock); it prints the median of the per-pair ratios on/off. SWITCH is one of: gradfix (native conv
+autograd on the CPU), upfirdn2d (strided / transposed depthwise convs), bias_act (bias and gain folded),
+channels_last (NHWC activations), all (the four together, i.e. against the reference paths).
 """
 
 import collections
@@ -21,13 +27,14 @@ import tempfile
 import time
 
 import click
+import statistics
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from torch_utils import training_stats  # noqa: E402
 from torch_utils.ops import bias_act, conv2d_gradfix, fma, upfirdn2d  # noqa: E402
-from training import training_loop  # noqa: E402
+from training import discriminator, networks, training_loop  # noqa: E402
 
 KIND_PREFIX = 'kind:'
 # (module, attribute, kind): forward wrappers; the innermost one wins (upfirdn2d's own convs count as upfirdn2d).
@@ -167,18 +174,58 @@ def profile_steps(state, warmup: int, steps: int, clock: PhaseClock, report: lis
     report.append(table)
 
 
+def _set_switch(name: str, on: bool) -> None:
+    """Turn one CPU fast path on or off (all: every one of them)."""
+    if name in ('gradfix', 'all'):
+        conv2d_gradfix.custom_on_cpu = not on
+    if name in ('upfirdn2d', 'all'):
+        upfirdn2d.fast_conv = on
+    if name in ('bias_act', 'all'):
+        bias_act.fast_fold = on
+    if name in ('channels_last', 'all'):
+        networks.CPU_CHANNELS_LAST = discriminator.CPU_CHANNELS_LAST = on
+
+
+SWITCHES = ('gradfix', 'upfirdn2d', 'bias_act', 'channels_last', 'all')
+
+
+def ab_steps(state, name: str, warmup: int, pairs: int, report: list) -> None:
+    """Alternate blocks of 16 steps with switch `name` on and off; append the CPU-time ratio to `report`."""
+    for _ in range(warmup):
+        training_loop.training_step(state)
+    on, off = [], []
+    for _ in range(pairs):
+        for value, times in ((True, on), (False, off)):
+            _set_switch(name, value)
+            start = time.process_time()
+            for _ in range(16):
+                training_loop.training_step(state)
+            times.append(time.process_time() - start)
+    _set_switch(name, True)
+    ratios = [a / b for a, b in zip(on, off)]
+    report.append(f'{name}: on {statistics.median(on) / 16 * 1e3:.1f} ms/step, off '
+                  f'{statistics.median(off) / 16 * 1e3:.1f} ms/step (CPU); on/off median '
+                  f'{statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}, '
+                  f'{pairs} pairs of 16 steps)')
+
+
 @click.command(context_settings=dict(ignore_unknown_options=True, allow_extra_args=True))
 @click.option('--warmup', type=click.IntRange(min=0), default=16, show_default=True, help='Untimed steps')
 @click.option('--steps', type=click.IntRange(min=1), default=16, show_default=True,
               help='Timed steps, then as many profiled (16 = one lazy-regularization cycle)')
+@click.option('--ab', type=click.Choice(SWITCHES), default=None, help='Instead: time one fast path on vs off')
+@click.option('--pairs', type=click.IntRange(min=1), default=5, show_default=True, help='With --ab: on/off pairs')
 @click.argument('train_args', nargs=-1, type=click.UNPROCESSED)
-def main(warmup, steps, train_args):
+def main(warmup, steps, ab, pairs, train_args):
     """Profile the training steps of `train.py TRAIN_ARGS` (give them after --)."""
     import train  # The repository's train.py, imported here so --help works without its dependencies.
     clock = PhaseClock()
     report = []
-    training_loop._run_phase = clock.wrap_phase(training_loop._run_phase)
-    training_loop._train = lambda state, run: (profile_steps(state, warmup, steps, clock, report), run.result)[1]
+    if ab is not None:
+        training_loop._train = lambda state, run: (ab_steps(state, ab, warmup, pairs, report), run.result)[1]
+    else:
+        training_loop._run_phase = clock.wrap_phase(training_loop._run_phase)
+        training_loop._train = lambda state, run: (profile_steps(state, warmup, steps, clock, report), run.result)[1]
     with tempfile.TemporaryDirectory() as tmp:
         args = [f'--outdir={tmp}', '--snap=1000', '--kimg=1000'] + list(train_args)
         train.main(args, standalone_mode=False)
