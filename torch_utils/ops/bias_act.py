@@ -153,32 +153,23 @@ def _bias_act_ref(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=N
     return x
 
 
-# Fast path without a plugin (the CPU). Linear, ReLU and leaky ReLU (alpha >= 0) are positively homogeneous, so for
-# gain > 0 act(x + b) * gain = act(gain * x + gain * b): the bias and the gain fold into one torch.add, and the clamp
-# is hardtanh (one backward kernel instead of clamp's three). Two kernels forward and two backward instead of four and
-# six; the same values up to float rounding, and the same gradients except exactly at +-clamp (measure zero), where
-# clamp passes the gradient and hardtanh does not. Tests compare it with _bias_act_ref.
+# Fast path without a plugin (the CPU): the clamp as hardtanh, whose backward is one kernel instead of clamp's three
+# (ge, le, where). The same forward bits as _bias_act_ref; the same gradients except exactly at +-clamp (a set of
+# measure zero), where clamp passes the gradient and hardtanh does not. Tests compare it with _bias_act_ref.
 
 fast_fold = True  # False = the reference path everywhere (tests; timing the old path).
 
 
 def _bias_act_fold(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None):
-    """`bias_act` with the bias and gain folded into one add where the activation allows it, else the reference."""
+    """`bias_act` with the clamp as hardtanh; otherwise the reference."""
     spec = activation_funcs[act]
     alpha = float(alpha if alpha is not None else spec.def_alpha)
     gain = float(gain if gain is not None else spec.def_gain)
     clamp = float(clamp if clamp is not None else -1)
-    if spec.cuda_idx not in (1, 2, 3) or gain <= 0 or alpha < 0:
+    if clamp < 0:
         return _bias_act_ref(x, b=b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
-    if b is not None:
-        b = b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
-        x = x + b if gain == 1 else torch.add(b * gain, x, alpha=gain)
-    elif gain != 1:
-        x = x * gain
-    x = spec.func(x, alpha)
-    if clamp >= 0:
-        x = F.hardtanh(x, -clamp, clamp)
-    return x
+    x = _bias_act_ref(x, b=b, dim=dim, act=act, alpha=alpha, gain=gain)
+    return F.hardtanh(x, -clamp, clamp)
 
 
 # CUDA path. The kernel's three modes (bias_act.h): 0 forward, 1 first-order gradient, 2 second-order gradient.
