@@ -14,8 +14,8 @@ the profiler minus all operator self time (interpreter, dispatch, autograd bookk
 `--ab SWITCH` instead times one CPU fast path on its own: on the same training state, blocks of 16 steps alternate
 with the switch on and off (A B A B ...), timed by the process's CPU clock (a shared machine disturbs it far less
 than the wall clock); it prints the median of the per-pair ratios on/off. SWITCH is one of: gradfix (native conv
-autograd on the CPU), upfirdn2d (strided / transposed depthwise convs), bias_act (bias and gain folded),
-channels_last (NHWC activations), all (the four together, i.e. against the reference paths).
+autograd on the CPU), upfirdn2d (strided / transposed depthwise convs), channels_last (NHWC activations), all (the
+three together, i.e. against the reference paths).
 """
 
 import collections
@@ -180,13 +180,11 @@ def _set_switch(name: str, on: bool) -> None:
         conv2d_gradfix.custom_on_cpu = not on
     if name in ('upfirdn2d', 'all'):
         upfirdn2d.fast_conv = on
-    if name in ('bias_act', 'all'):
-        bias_act.fast_fold = on
     if name in ('channels_last', 'all'):
         networks.CPU_CHANNELS_LAST = discriminator.CPU_CHANNELS_LAST = on
 
 
-SWITCHES = ('gradfix', 'upfirdn2d', 'bias_act', 'channels_last', 'all')
+SWITCHES = ('gradfix', 'upfirdn2d', 'channels_last', 'all')
 
 
 def ab_steps(state, name: str, warmup: int, pairs: int, report: list) -> None:

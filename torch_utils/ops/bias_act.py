@@ -130,8 +130,6 @@ def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, 
     plugin = _plugin.get(x.device) if impl == 'cuda' else None
     if plugin is not None:
         return _bias_act_cuda(x, b=b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp, plugin=plugin)
-    if impl == 'cuda' and fast_fold:
-        return _bias_act_fold(x, b=b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
     return _bias_act_ref(x, b=b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
 
 
@@ -151,25 +149,6 @@ def _bias_act_ref(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=N
     if clamp >= 0:
         x = x.clamp(-clamp, clamp)
     return x
-
-
-# Fast path without a plugin (the CPU): the clamp as hardtanh, whose backward is one kernel instead of clamp's three
-# (ge, le, where). The same forward bits as _bias_act_ref; the same gradients except exactly at +-clamp (a set of
-# measure zero), where clamp passes the gradient and hardtanh does not. Tests compare it with _bias_act_ref.
-
-fast_fold = True  # False = the reference path everywhere (tests; timing the old path).
-
-
-def _bias_act_fold(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None):
-    """`bias_act` with the clamp as hardtanh; otherwise the reference."""
-    spec = activation_funcs[act]
-    alpha = float(alpha if alpha is not None else spec.def_alpha)
-    gain = float(gain if gain is not None else spec.def_gain)
-    clamp = float(clamp if clamp is not None else -1)
-    if clamp < 0:
-        return _bias_act_ref(x, b=b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
-    x = _bias_act_ref(x, b=b, dim=dim, act=act, alpha=alpha, gain=gain)
-    return F.hardtanh(x, -clamp, clamp)
 
 
 # CUDA path. The kernel's three modes (bias_act.h): 0 forward, 1 first-order gradient, 2 second-order gradient.

@@ -139,39 +139,3 @@ def test_float16_on_cpu():
     out = ba.bias_act(x.half(), b.half(), act='lrelu', clamp=1.0)
     assert out.dtype == torch.float16
     torch.testing.assert_close(out.float(), ba.bias_act(x, b, act='lrelu', clamp=1.0), atol=2e-3, rtol=2e-3)
-
-
-@pytest.mark.parametrize('act,gain,clamp', [('linear', None, None), ('linear', 0.5, 0.8), ('relu', None, 1.0),
-                                            ('lrelu', None, None), ('lrelu', 2.0, 0.8), ('lrelu', -1.0, None),
-                                            ('tanh', None, 0.5), ('swish', 0.7, None)])
-@pytest.mark.parametrize('dim', [1, 3])
-def test_fold_path_matches_reference(act, gain, clamp, dim):
-    """The CPU fast path (clamp as hardtanh) against _bias_act_ref: the same forward bits, 1st and 2nd order."""
-    eff_gain = gain if gain is not None else ba.activation_funcs[act].def_gain
-    kinks = (0.0,) if clamp is None else (0.0, clamp / abs(eff_gain), -clamp / abs(eff_gain))
-    y = _away_from_kinks((2, 3, 3, 3), seed=20, kinks=kinks)
-    b = _randn(3, seed=21).requires_grad_()
-    x = (y - b.detach().reshape([-1 if i == dim else 1 for i in range(4)])).requires_grad_()
-    out = ba._bias_act_fold(x, b, dim=dim, act=act, gain=gain, clamp=clamp)
-    ref = ba._bias_act_ref(x, b, dim=dim, act=act, gain=gain, clamp=clamp)
-    assert torch.equal(out, ref)
-    dy = _randn(*out.shape, seed=22).requires_grad_()
-    grads = torch.autograd.grad(out, [x, b], dy, create_graph=True)
-    grads_ref = torch.autograd.grad(ref, [x, b], dy, create_graph=True)
-    for got, want in zip(grads, grads_ref):
-        torch.testing.assert_close(got, want)
-    if grads[0].requires_grad:  # Piecewise-linear activations have no second derivative in x; dy still has one.
-        torch.testing.assert_close(torch.autograd.grad(grads[0].square().sum(), [dy])[0],
-                                   torch.autograd.grad(grads_ref[0].square().sum(), [dy])[0])
-
-
-def test_fold_switch(monkeypatch):
-    """bias_act folds unless fast_fold is off or impl='ref'."""
-    calls = []
-    monkeypatch.setattr(ba, '_bias_act_fold', lambda x, **kwargs: calls.append(1) or x)
-    x = _randn(2, 3, seed=23)
-    ba.bias_act(x, act='lrelu')
-    ba.bias_act(x, act='lrelu', impl='ref')
-    monkeypatch.setattr(ba, 'fast_fold', False)
-    ba.bias_act(x, act='lrelu')
-    assert len(calls) == 1
