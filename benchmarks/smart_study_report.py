@@ -1,5 +1,6 @@
-"""Report of benchmarks/smart_study.py: the paired table (docs/smart-study/table.md format), the frontier's data and
-plot (precision vs recall, FD vs lambda, with the control's trajectory and truncation sweep), stage timings."""
+"""Report of benchmarks/smart_study.py: the paired table (the table.md that docs/smart-study/README.md describes),
+the frontier's data and plot (precision vs recall, FD vs lambda, with the control's trajectory and truncation sweep),
+stage timings."""
 
 import io
 import json

@@ -13,6 +13,11 @@ seconds / 1000. Rows that need CUDA (plugins, fp16) are skipped on CPU.
     python benchmarks/train_speed.py [--device cpu|cuda] [--batch 64] [--blocks 3] [--json out.json]
     python benchmarks/train_speed.py --device cpu --batch 4 --batch-gpu 4 --cbase 512 --cmax 16 --dpm-channels 16 \
         --blocks 1 --warmup 0                    # tiny CPU smoke run
+
+With --against REV it instead times the whole train.py loop (s/kimg) of the working tree and of commit REV side by
+side, alternating, per configuration (digits, mnist, cifar), and prints the ratios (benchmarks/loop_speed.py):
+
+    python benchmarks/train_speed.py --against 219d6d5 --configs digits,mnist --pairs 3 --threads 1
 """
 
 import contextlib
@@ -21,6 +26,7 @@ import io
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 import zipfile
@@ -30,6 +36,9 @@ import numpy as np
 import PIL.Image
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import loop_speed  # noqa: E402
 from edm_bridge.edm_networks import EDMPrecond
 from smart_plugin import SMaRt, SMaRtOptions
 from torch_utils.ops import bias_act, checked_plugin, upfirdn2d
@@ -206,8 +215,27 @@ def _write_json(path: str, payload: dict) -> None:
 @click.option('--dpm-channels', type=click.IntRange(min=8), default=128, show_default=True,
               help='DDPM++ model_channels (128 = the 55.7 M CIFAR-10 network)')
 @click.option('--json', 'json_path', type=click.Path(dir_okay=False), default=None, help='Write the table here')
-def main(device, batch, batch_gpu, blocks, warmup, preset, cbase, cmax, dpm_channels, json_path):
+@click.option('--against', metavar='REV', default=None,
+              help='Instead: time the whole train.py loop of the working tree against commit REV, alternating')
+@click.option('--configs', default='digits,mnist,cifar', show_default=True,
+              help=f'With --against: configurations, of {",".join(loop_speed.CONFIGS)}')
+@click.option('--pairs', type=click.IntRange(min=1), default=3, show_default=True, help='With --against: A B pairs')
+@click.option('--threads', type=click.IntRange(min=1), default=1, show_default=True,
+              help='With --against: CPU threads of each train.py')
+def main(device, batch, batch_gpu, blocks, warmup, preset, cbase, cmax, dpm_channels, json_path, against, configs,
+         pairs, threads):
     """Print the kimg/s table and optionally write it to JSON."""
+    if against is not None:
+        names = [name for name in configs.split(',') if name]
+        unknown = [name for name in names if name not in loop_speed.CONFIGS]
+        if unknown or not names:
+            raise click.ClickException(f'--configs {configs}: expected names from {",".join(loop_speed.CONFIGS)}')
+        try:
+            rows = loop_speed.compare(against, names, pairs, threads)
+        except ValueError as err:
+            raise click.ClickException(str(err))
+        print(loop_speed.format_rows(rows, against))
+        return
     if device == 'cuda' and not torch.cuda.is_available():
         raise click.ClickException('--device cuda: no CUDA device is available (use --device cpu)')
     if batch % batch_gpu != 0:

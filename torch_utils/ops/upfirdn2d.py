@@ -140,6 +140,8 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl='cu
     plugin = _plugin.get(x.device) if impl == 'cuda' and not (f is not None and f.requires_grad) else None
     if plugin is not None:
         return _upfirdn2d_cuda(x, f, (upx, upy), (downx, downy), pad, flip_filter, gain, plugin=plugin)
+    if impl == 'cuda' and fast_conv and _fast_conv_applies(f, (upx, upy), (downx, downy)):
+        return _upfirdn2d_conv(x, f, (upx, upy), (downx, downy), pad, flip_filter, gain)
     return _upfirdn2d_ref(x, f, up=(upx, upy), down=(downx, downy), padding=pad, flip_filter=flip_filter, gain=gain)
 
 
@@ -176,6 +178,43 @@ def _upfirdn2d_ref(x, f, up, down, padding, flip_filter=False, gain=1):
 
     # Decimation keeps pixels 0, down, 2 * down, ...
     return x[:, :, ::downy, ::downx]
+
+
+# Fast path without a plugin (the CPU): one strided depthwise conv (down) or transposed conv (up) and one pad, instead
+# of zero insertion, a full-resolution conv and a strided slice. 1.0x-4x fewer multiply-adds, fewer and cheaper
+# autograd nodes; the same result up to float rounding (tests compare it with _upfirdn2d_ref).
+
+fast_conv = True  # False = the reference path everywhere (tests; timing the old path).
+
+
+def _fast_conv_applies(f, up, down) -> bool:
+    return (f is None or not f.requires_grad) and (up == (1, 1) or down == (1, 1))
+
+
+def _upfirdn2d_conv(x, f, up, down, padding, flip_filter=False, gain=1):
+    """`upfirdn2d` with parsed arguments, up or down (not both), as F.conv2d / F.conv_transpose2d with groups."""
+    (upx, upy), (downx, downy), (px0, px1, py0, py1) = up, down, padding
+    num_channels = x.shape[1]
+    if f is None:
+        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+    f = f.to(device=x.device, dtype=x.dtype) * (gain ** (f.ndim / 2))
+    if f.ndim == 1:  # A separable filter is applied along W, then along H: the 2-D filter is their outer product.
+        f = f[None, :] * f[:, None]
+    fh, fw = f.shape
+    if up != (1, 1):
+        # conv_transpose2d zero-inserts without the trailing (up - 1) zeros, pads by taps - 1 and correlates with the
+        # flipped kernel, i.e. it convolves with its kernel; crop or pad its output to the requested padding.
+        weight = (f if not flip_filter else f.flip([0, 1]))[None, None].expand(num_channels, 1, fh, fw)
+        x = F.conv_transpose2d(x, weight.contiguous(), stride=(upy, upx), groups=num_channels)
+        return F.pad(x, [px0 - (fw - 1), px1 + upx - 1 - (fw - 1), py0 - (fh - 1), py1 + upy - 1 - (fh - 1)])
+    weight = (f.flip([0, 1]) if not flip_filter else f)[None, None].expand(num_channels, 1, fh, fw)
+    conv_padding = 0
+    if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
+        conv_padding = (py0, px0)
+    else:
+        x = F.pad(x, [px0, px1, py0, py1])
+    # A strided conv keeps outputs 0, down, 2 * down, ...; its output size rounds as the reference's slice does.
+    return F.conv2d(x, weight.contiguous(), stride=(downy, downx), padding=conv_padding, groups=num_channels)
 
 
 # CUDA path: the kernel correlates with g (the filter, flipped unless flip_filter, times the gain) in one pass for a

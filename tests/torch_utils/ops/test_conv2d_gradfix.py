@@ -16,6 +16,7 @@ def _randn(*shape, seed=0):
 def custom_op(monkeypatch):
     """Route the convs through the custom autograd Functions for the duration of a test."""
     monkeypatch.setattr(gf, 'enabled', True)
+    monkeypatch.setattr(gf, 'custom_on_cpu', True)
     monkeypatch.setattr(gf, 'weight_gradients_disabled', False)
 
 
@@ -154,3 +155,22 @@ def test_numpy_integer_arguments_when_enabled(custom_op):
     x, w = _randn(1, 2, 5, 5, seed=17), _randn(4, 1, 3, 3, seed=18)
     out = gf.conv2d(x, w, padding=[np.int64(1), np.int64(0)], stride=np.int32(2), groups=np.int64(2))
     torch.testing.assert_close(out, F.conv2d(x, w, padding=(1, 0), stride=2, groups=2))
+
+
+def test_enabled_cpu_uses_native_autograd(monkeypatch):
+    """With `enabled` but not `custom_on_cpu`, CPU convs are the native ops: native backward node, the same R1 grads."""
+    monkeypatch.setattr(gf, 'enabled', True)
+    monkeypatch.setattr(gf, 'custom_on_cpu', False)
+    x = _randn(2, 3, 6, 6, seed=21).requires_grad_()
+    w = _randn(4, 3, 3, 3, seed=22).requires_grad_()
+    y = gf.conv2d(x, w, padding=1)
+    assert type(y.grad_fn).__name__ == 'ConvolutionBackward0'
+    with gf.no_weight_gradients():
+        grad_x, = torch.autograd.grad(y.square().sum(), [x], create_graph=True)
+    native = torch.autograd.grad(grad_x.square().sum(), [w])[0]
+    monkeypatch.setattr(gf, 'custom_on_cpu', True)
+    y = gf.conv2d(x, w, padding=1)
+    assert type(y.grad_fn).__name__ == '_Conv2dBackward'
+    with gf.no_weight_gradients():
+        grad_x, = torch.autograd.grad(y.square().sum(), [x], create_graph=True)
+    torch.testing.assert_close(native, torch.autograd.grad(grad_x.square().sum(), [w])[0])

@@ -196,3 +196,41 @@ def test_argument_grid_against_oracle():
         torch.testing.assert_close(out, expected, msg=f"up={up} down={down} padding={pad}")
         num_checked += 1
     assert num_checked == 45
+
+
+@pytest.mark.parametrize('fname', sorted(FILTERS))
+@pytest.mark.parametrize('up,down,padding', [
+    ((1, 1), (1, 1), (1, 2, 0, 1)), ((2, 2), (1, 1), (2, 1, 2, 1)), ((1, 1), (2, 2), (1, 1, 1, 1)),
+    ((3, 2), (1, 1), (-1, 2, 3, -2)), ((1, 1), (2, 3), (2, 3, -1, 2)), ((1, 1), (2, 2), (4, 3, 2, 2)),
+])
+@pytest.mark.parametrize('flip_filter', [False, True])
+def test_fast_conv_path_matches_reference(fname, up, down, padding, flip_filter):
+    """The CPU fast path (strided / transposed depthwise conv) against _upfirdn2d_ref: values, grads, 2nd order."""
+    f = FILTERS[fname]
+    assert u._fast_conv_applies(f, up, down)
+    x = _randn(2, 3, 7, 6, seed=7).requires_grad_()
+    y = u._upfirdn2d_conv(x, f, up, down, padding, flip_filter, gain=2.5)
+    y_ref = u._upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain=2.5)
+    assert y.shape == y_ref.shape
+    torch.testing.assert_close(y, y_ref)
+    dy = _randn(*y.shape, seed=8).requires_grad_()
+    (gx,) = torch.autograd.grad(y, [x], dy, create_graph=True)
+    (gx_ref,) = torch.autograd.grad(y_ref, [x], dy, create_graph=True)
+    torch.testing.assert_close(gx, gx_ref)
+    w = _randn(*x.shape, seed=9)
+    torch.testing.assert_close(torch.autograd.grad((gx * w).sum(), [dy])[0],
+                               torch.autograd.grad((gx_ref * w).sum(), [dy])[0])
+
+
+def test_fast_conv_switch(monkeypatch):
+    """upfirdn2d takes the fast path unless fast_conv is off, impl='ref', both up and down, or f requires grad."""
+    calls = []
+    monkeypatch.setattr(u, '_upfirdn2d_conv', lambda *args, **kwargs: calls.append(1) or args[0])
+    x, f = _randn(1, 1, 4, 4, seed=10), u.setup_filter([1, 3, 3, 1])
+    u.upfirdn2d(x, f, down=2)
+    u.upfirdn2d(x, f, down=2, impl='ref')
+    u.upfirdn2d(x, f, up=2, down=2)
+    u.upfirdn2d(x, f.clone().requires_grad_(), up=2)
+    monkeypatch.setattr(u, 'fast_conv', False)
+    u.upfirdn2d(x, f, up=2)
+    assert len(calls) == 1
