@@ -21,7 +21,7 @@ from metrics import detectors, digit_metrics, metric_utils
 
 CACHE_NAME = 'compare-metrics.json'
 # Called by name, as metric_utils builds the dataset: metrics/ sits below training/ (tests/test_layout.py).
-LOAD_SNAPSHOT, RESUME_SUMMARY = 'training.snapshot.load_network_pkl', 'training.run_outputs.resume_summary'
+LOAD_SNAPSHOT, RESUME_SUMMARY = 'training.snapshot.load_network_pkl', 'training.resume.resume_summary'
 SNAPSHOT_RE = re.compile(r'network-snapshot-(\d+(?:\.\d+)?)\.pkl')
 RUN_SPECIFIC = ('run_dir', 'random_seed', 'metrics', 'metric_kwargs', 'data_loader_kwargs')  # Not in a seed group.
 

@@ -10,7 +10,8 @@ import re
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CLASS_NAME = re.compile(r'([a-z_]+)(\.[a-z_0-9]+)+\.[A-Z]\w*')  # 'training.dataset.ImageFolderDataset'
+# 'training.dataset.ImageFolderDataset', or a function named for dnnlib.util.call_func_by_name: 'training.resume.f'.
+CLASS_NAME = re.compile(r'([a-z_]+)(\.[a-z_0-9]+)+\.[A-Za-z_]\w*')
 
 
 def _table() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
@@ -75,6 +76,31 @@ def test_class_name_strings_point_along_the_table(package):
                                                - {package})
            for path in _modules(package)}
     assert {k: v for k, v in bad.items() if v} == {}
+
+
+def _named_objects(path: pathlib.Path) -> set[str]:
+    """The '<package>.<module>.<name>' strings of `path` that start with a project package."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            match = CLASS_NAME.fullmatch(node.value)
+            if match and match.group(1) in ALLOWED:
+                found.add(node.value)
+    return found
+
+
+def test_named_objects_exist():
+    # A name in a string is an arrow no import checks: it must still resolve (a removed function once broke one).
+    import dnnlib  # noqa: PLC0415
+    named = {name for package in ALLOWED for path in _modules(package) for name in _named_objects(path)}
+    assert 'training.dataset.ImageFolderDataset' in named
+    missing = []
+    for name in sorted(named):
+        try:
+            dnnlib.util.get_obj_by_name(name)
+        except (ImportError, AttributeError, ValueError) as err:
+            missing.append(f'{name}: {err}')
+    assert missing == []
 
 
 def test_class_name_strings_are_seen():

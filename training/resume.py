@@ -6,7 +6,8 @@ import io
 import pickle
 import re
 
-from torch_utils import finite, misc
+import dnnlib
+from torch_utils import finite, misc, safe_pickle
 from training import snapshot
 
 
@@ -81,6 +82,20 @@ def read_resume(resume_pkl: str, raw: bytes | None = None) -> dict:
         raise FileNotFoundError(f'resume_pkl {resume_pkl!r}: {err}') from err
     except (OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
         raise ResumeError(f'resume_pkl {resume_pkl!r}: cannot load it as a network snapshot ({err})') from err
+
+
+def resume_summary(pkl: str) -> dnnlib.EasyDict:
+    """What a snapshot (path or URL) holds, without rebuilding networks: exact (ours, with a training_state),
+    cur_nimg (exact only, else None), networks (which of G, D, G_ema) and entries (all keys). Read with the safe
+    loader (nothing in it runs); metrics/compare.py reads a snapshot's exact kimg through it."""
+    with dnnlib.util.open_url(pkl) as f:
+        data = safe_pickle.safe_load(f)
+    data = data if isinstance(data, dict) else {}
+    state = data.get('training_state')
+    exact = state is not None
+    cur_nimg = state.get('cur_nimg') if exact and isinstance(state, dict) else None
+    return dnnlib.EasyDict(exact=exact, cur_nimg=cur_nimg, entries=sorted(map(str, data)),
+                           networks=[name for name in ('G', 'D', 'G_ema') if data.get(name) is not None])
 
 
 def load_resume(resume_pkl: str, G, D, G_ema, partial: bool = False, log=print, data: dict | None = None) -> dict:
