@@ -56,6 +56,7 @@ import tqdm
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, 'benchmarks')]
 import dnnlib  # noqa: E402
+import smart_study_stages  # noqa: E402
 import smart_digits_eval as ev  # noqa: E402  (the evaluation and report, beside this script)
 
 BAND = dict(schedule='ddpm-linear', t='40,60')
@@ -69,26 +70,7 @@ class Study:
 
     def __init__(self, outdir: str, options: dict):
         self.outdir = outdir
-        self.state_path = os.path.join(outdir, 'state.json')
-        try:
-            os.makedirs(os.path.join(outdir, 'logs'), exist_ok=True)
-        except OSError as err:  # A file, or a folder we may not write.
-            raise click.ClickException(f'--outdir: cannot make the study folder {outdir}: {err.strerror}') from None
-        self.state = dict(options=options, stages={})
-        if os.path.isfile(self.state_path):
-            try:
-                with open(self.state_path) as f:
-                    self.state = json.load(f)
-                if not isinstance(self.state, dict) or not {'options', 'stages'} <= set(self.state):
-                    raise ValueError('expected an object with options and stages')
-            except (OSError, ValueError, RecursionError) as err:
-                raise click.ClickException(f'--outdir: {self.state_path} is not a study state ({str(err)[:120]}); '
-                                           'pick a new --outdir') from None
-            if self.state['options'] != options:
-                diff = {k: (self.state['options'].get(k), v) for k, v in options.items()
-                        if self.state['options'].get(k) != v}
-                raise click.ClickException(f'--outdir: {outdir} holds a study with other options (stored, given): '
-                                           f'{diff}; rerun with the same options to resume, or pick a new --outdir')
+        self.state_path, self.state = smart_study_stages.open_state(outdir, options)
 
     def done(self, stage: str) -> bool:
         return stage in self.state['stages']

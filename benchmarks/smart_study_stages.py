@@ -47,23 +47,39 @@ def order_stages(stages: list) -> list:
     return ordered
 
 
+def open_state(outdir: str, options: dict) -> tuple[str, dict]:
+    """(<outdir>/state.json, its content {'options', 'stages'}): read back to resume, or fresh, with <outdir>/logs
+    made. One line naming --outdir for a folder that cannot be made, a file that is not a study state, or a study
+    made with other options. Used by smart_study.py and smart_digits.py."""
+    state_path = os.path.join(outdir, 'state.json')
+    try:
+        os.makedirs(os.path.join(outdir, 'logs'), exist_ok=True)
+    except OSError as err:  # A file, or a folder we may not write.
+        raise click.ClickException(f'--outdir: cannot make the study folder {outdir}: {err.strerror}') from None
+    if not os.path.isfile(state_path):
+        return state_path, dict(options=options, stages={})
+    try:
+        with open(state_path) as f:
+            state = json.load(f)
+        if not isinstance(state, dict) or not {'options', 'stages'} <= set(state):
+            raise ValueError('expected an object with options and stages')
+    except (OSError, ValueError, RecursionError) as err:
+        raise click.ClickException(f'--outdir: {state_path} is not a study state ({str(err)[:120]}); '
+                                   'pick a new --outdir') from None
+    if state['options'] != options:
+        diff = {k: (state['options'].get(k), v) for k, v in options.items() if state['options'].get(k) != v}
+        raise click.ClickException(f'--outdir: {outdir} holds a study with other options (stored, given): '
+                                   f'{diff}; rerun with the same options to resume, or pick a new --outdir')
+    return state_path, state
+
+
 class Study:
     """The outdir, its state.json (finished stages: result and wall time) and the CLI runner."""
 
     def __init__(self, outdir: str, options: dict):
         self.outdir = outdir
-        self.state_path = os.path.join(outdir, 'state.json')
-        os.makedirs(os.path.join(outdir, 'logs'), exist_ok=True)
-        self.state = dict(options=options, stages={})
+        self.state_path, self.state = open_state(outdir, options)
         self.lock = threading.Lock()
-        if os.path.isfile(self.state_path):
-            with open(self.state_path) as f:
-                self.state = json.load(f)
-            if self.state['options'] != options:
-                diff = {k: (self.state['options'].get(k), v) for k, v in options.items()
-                        if self.state['options'].get(k) != v}
-                raise click.ClickException(f'--outdir: {outdir} holds a study with other options (stored, given): '
-                                           f'{diff}; rerun with the same options to resume, or pick a new --outdir')
 
     def done(self, stage: str) -> bool:
         return stage in self.state['stages']

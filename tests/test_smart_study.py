@@ -16,6 +16,7 @@ sys.path.insert(0, str(ROOT / 'benchmarks'))
 import smart_study  # noqa: E402
 import smart_study_metrics as sm  # noqa: E402
 import smart_study_report as report  # noqa: E402
+import smart_study_stages  # noqa: E402
 import smart_study_stages as st  # noqa: E402
 
 OPTS = dict(smart_study.QUICK, data='mnist5k', resolution='16x16', gan_flags='--cbase=64 --cmax=16', seeds=2,
@@ -350,3 +351,15 @@ def test_tiny_study_end_to_end_with_stand_in_metric_commands(tmp_path, monkeypat
     assert CliRunner().invoke(smart_study.main, args).exit_code == 0
     changed = {p.name for p in (out / 'logs').iterdir() if p.stat().st_mtime_ns != logs.get(p.name)}
     assert changed == {'scratch-diffgan-s0.log', 'eval-scratch-diffgan-s0.log'}   # And what was made from it.
+
+
+def test_state_file_that_is_not_a_study_state_is_one_line(tmp_path):
+    import click  # noqa: PLC0415
+    (tmp_path / 'state.json').write_text('{"options": {}')
+    with pytest.raises(click.ClickException, match=r'^--outdir: .*state\.json is not a study state \(.*\); pick a '
+                                                   r'new --outdir$'):
+        smart_study_stages.open_state(str(tmp_path), {'seeds': 3})
+    (tmp_path / 'state.json').write_text('{"options": {"seeds": 2}, "stages": {}}')
+    with pytest.raises(click.ClickException, match=r"other options \(stored, given\): \{'seeds': \(2, 3\)\}"):
+        smart_study_stages.open_state(str(tmp_path), {'seeds': 3})
+    assert smart_study_stages.open_state(str(tmp_path), {'seeds': 2})[1]['options'] == {'seeds': 2}
