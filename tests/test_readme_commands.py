@@ -392,4 +392,4 @@ def test_readme_commands_run_in_order(tmp_path):
             made = home / path[2:] if path.startswith('~/') else clone / path
             assert made.is_file(), f'{script}: expected it to make {path}'
         ran.append(command)
-    assert ran == [c for c, e in COMMANDS.items() if e.kind in ('run', 'dry-run')] and len(ran) == 19, ran
+    assert ran == [c for c, e in COMMANDS.items() if e.kind in ('run', 'dry-run')] and len(ran) == 24, ran
