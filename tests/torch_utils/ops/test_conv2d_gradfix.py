@@ -66,13 +66,13 @@ def test_no_weight_gradients_sets_and_restores(custom_op):
     assert gf.weight_gradients_disabled is False
 
 
-@pytest.mark.parametrize('fn,plain_fn,xs,ws,kwargs', _cases())
+@pytest.mark.parametrize('fn,plain_fn,xs,ws,kwargs', list(_cases()))
 def test_disabled_is_plain_functional(fn, plain_fn, xs, ws, kwargs):
     x, w = _randn(*xs, seed=1), _randn(*ws, seed=2)
     assert torch.equal(fn(x, w, **kwargs), plain_fn(x, w, **kwargs))
 
 
-@pytest.mark.parametrize('fn,plain_fn,xs,ws,kwargs', _cases())
+@pytest.mark.parametrize('fn,plain_fn,xs,ws,kwargs', list(_cases()))
 def test_custom_values_and_grads_match_plain(custom_op, fn, plain_fn, xs, ws, kwargs):
     x = _randn(*xs, seed=3).requires_grad_()
     w = _randn(*ws, seed=4).requires_grad_()
@@ -87,7 +87,7 @@ def test_custom_values_and_grads_match_plain(custom_op, fn, plain_fn, xs, ws, kw
         torch.testing.assert_close(got, want)
 
 
-@pytest.mark.parametrize('fn,plain_fn,xs,ws,kwargs', _cases())
+@pytest.mark.parametrize('fn,plain_fn,xs,ws,kwargs', list(_cases()))
 def test_custom_gradcheck_and_gradgradcheck(custom_op, fn, plain_fn, xs, ws, kwargs):
     # A batch of one keeps the numerical Jacobians small.
     x = _randn(1, *xs[1:], seed=7).requires_grad_()
@@ -98,7 +98,7 @@ def test_custom_gradcheck_and_gradgradcheck(custom_op, fn, plain_fn, xs, ws, kwa
     assert torch.autograd.gradgradcheck(f, [x, w, b])
 
 
-@pytest.mark.parametrize('fn,plain_fn,xs,ws,kwargs', _cases())
+@pytest.mark.parametrize('fn,plain_fn,xs,ws,kwargs', list(_cases()))
 def test_no_weight_gradients_skips_weight_only(custom_op, fn, plain_fn, xs, ws, kwargs):
     x = _randn(*xs, seed=10).requires_grad_()
     w = _randn(*ws, seed=11).requires_grad_()
