@@ -104,8 +104,9 @@ def _train_entry(argv: list[str]) -> None:
     build = train.build_config
 
     def build_config(opts, num_gpus):
-        config, desc, plugins = build(opts, num_gpus)
-        return apply_overrides(config, overrides), desc, plugins
+        plan, inputs = build(opts, num_gpus)  # training.config.RunPlan and what pre-flight read.
+        apply_overrides(plan.loop_kwargs, overrides)
+        return plan, inputs
     train.build_config = build_config
     train.main(argv[1:], prog_name='train.py')
 

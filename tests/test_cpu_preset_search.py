@@ -47,3 +47,30 @@ def test_cli_refuses_missing_inputs(tmp_path):
     result = CliRunner().invoke(search.main, ['--outdir', str(tmp_path), '--configs', 'base,nope'])
     assert result.exit_code == 2 and "['nope']: unknown" in result.output
     assert not os.listdir(tmp_path)
+
+
+def test_train_entry_applies_the_overrides_through_train_py(tmp_path):
+    # The job's train.py runs with its config builder wrapped (EMA, style mixing and path length have no flags): the
+    # wrapper must follow train.py's builder (a RunPlan since the pre-flight split), checked here under --dry-run.
+    import json
+    import subprocess
+    import zipfile
+
+    import numpy as np
+    import PIL.Image
+    data = tmp_path / 'ds.zip'
+    with zipfile.ZipFile(data, 'w') as zf:
+        for i in range(8):
+            path = tmp_path / f'{i}.png'
+            PIL.Image.fromarray(np.full([16, 16], i * 30, dtype=np.uint8)).save(path)
+            zf.write(path, f'{i}.png')
+    overrides = search.CONFIGS['nomix-nopl'][1] | search.CONFIGS['ema1'][1]
+    args = search.train_args('base', str(data), str(tmp_path / 'out'), kimg=1, eval_kimg=1, seed=0, resume=None)
+    result = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'cpu_preset_search.py'), '_train',
+                             json.dumps(overrides), *args, '--dry-run', '--batch=8', '--workers=0'],
+                            capture_output=True, text=True, cwd=ROOT, timeout=600,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    options = json.loads(result.stdout[result.stdout.index('{'):result.stdout.index('\n}\n') + 2])
+    assert options['ema_kimg'] == 1.0 and options['ema_rampup'] is None
+    assert options['loss_kwargs']['pl_weight'] == 0 and options['loss_kwargs']['style_mixing_prob'] == 0
