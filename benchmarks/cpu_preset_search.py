@@ -62,6 +62,14 @@ CONFIGS = {
     'nomix-nopl': ({}, dict(style_mixing_prob=0, pl_weight=0)),
     'mbstd8': (dict(mbstd_group=8), {}),
     'mbstd2': (dict(mbstd_group=2), {}),
+    # Second round: gamma 10 (the first round's best at 24-48 kimg) combined with one more factor.
+    'g10-lr0.0005': (dict(gamma=10, glr=0.0005, dlr=0.0005), {}),
+    'g10-batch64': (dict(gamma=10, batch=64), {}),
+    'g10-nomix-nopl': (dict(gamma=10), dict(style_mixing_prob=0, pl_weight=0)),
+    'g10-ada': (dict(gamma=10, aug='ada'), {}),
+    'g10-cmax128': (dict(gamma=10, cmax=128, cbase=8192), {}),
+    'gamma30': (dict(gamma=30), {}),
+    'gamma100': (dict(gamma=100), {}),
 }
 GRIDS = {'small': ('base', 'auto-lr', 'glr0.0005', 'gamma0.1', 'gamma10', 'nomix-nopl'),
          'gpu': ('base', 'auto-lr', 'glr0.0005', 'glr0.002', 'dlr0.001', 'dlr0.004', 'gamma0.1', 'gamma10', 'batch64',
