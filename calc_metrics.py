@@ -49,7 +49,7 @@ def resolve_dataset_kwargs(data: str | None, mirror: bool | None, pkl_data: dict
     """Dataset kwargs: --data, else the snapshot's training_set_kwargs (known dataset classes and keys only, unless
     `trusted`: torch_utils.dataset_classes); resolution and labels follow G (docs/spec/stylegan2-ada.md section 7)."""
     if data is not None:
-        kwargs = dict(class_name='training.dataset.ImageFolderDataset', path=data)
+        kwargs = dict(class_name=dataset_classes.IMAGE_FOLDER_DATASET, path=data)
     elif pkl_data.get('training_set_kwargs'):
         kwargs = dict(pkl_data['training_set_kwargs'])
         if not trusted:

@@ -43,10 +43,10 @@ import sys
 
 import click
 
+from cli.compat import resolution_from_width_height
+from dataset_io import sources as dataset_sources, writer as dataset_writer
+from dataset_io.images import ImageFileError
 from torch_utils import signals
-from training import dataset_sources, dataset_writer
-from training.cli_compat import resolution_from_width_height
-from training.dataset_images import ImageFileError
 
 
 # Named sources: --source NAME -> (opener, default side, how it reaches --resolution).

@@ -29,9 +29,10 @@ import click
 import numpy as np
 import torch
 
+from gan_tools import sampling
 from torch_utils import image_io
 from torch_utils.finite import NonFiniteError, check_finite_modules, check_finite_number
-from training import sampling, snapshot
+from training import snapshot
 
 
 def parse_seeds(text: str) -> sampling.SeedRanges:

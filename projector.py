@@ -24,11 +24,11 @@ import PIL.Image
 import torch
 
 import dnnlib
+from cli.common import load_G_ema
+from cli.compat import bool_flag
+from gan_tools import projection
 from metrics import detectors
 from torch_utils import image_io
-from training import projection
-from training.cli_common import load_G_ema
-from training.cli_compat import bool_flag
 
 
 def load_target(path: str, resolution: int, channels: int) -> np.ndarray:

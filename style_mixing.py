@@ -16,9 +16,9 @@ import os
 import click
 
 from generate import SeedList  # One seed-list syntax (0-7,12) for all seed-taking tools.
+from cli.common import load_G_ema
+from gan_tools import style_mixing
 from torch_utils import image_io
-from training import style_mixing
-from training.cli_common import load_G_ema
 
 
 @click.command(help=__doc__)

@@ -26,17 +26,18 @@ import sys
 import click
 import torch
 
+from cli import self_launch
+from cli.common import FlagError, create_run_dir, launch_tail, next_run_dir, show_options, threads_option
+from cli.compat import expand_user_paths, released_aliases, resolve_aliases
+from cli.options import click_options
+from dataset_io.images import ImageFileError
 from metrics.detectors import DetectorUnavailableError
 from smart_plugin import DiffGANOptions, DiffusionGAN, OptionError, SMaRt, SMaRtOptions
 from smart_plugin import preview as smart_preview
 from torch_utils import distributed
 from torch_utils.finite import NonFiniteError
-from training import config, preflight, run_outputs, self_launch, train_state, training_loop
-from training.cli_common import FlagError, create_run_dir, launch_tail, next_run_dir, show_options, threads_option
-from training.cli_compat import expand_user_paths, released_aliases, resolve_aliases
-from training.cli_options import click_options
+from training import config, preflight, run_outputs, train_state, training_loop
 from training.config import CONFIG_SPECS, RESUME_SPECS  # noqa: F401  (the tables, where users and tests look)
-from training.dataset_images import ImageFileError
 from training.option_fields import ConfigError, flag_map, from_params
 from training.train_options import TrainOptions
 
@@ -90,7 +91,7 @@ def _num_gpus(opts: TrainOptions, world_size: int) -> int:
 
 
 def _self_launch(num_procs: int) -> None:
-    """Re-run this command line in num_procs processes through torch's launcher (training/self_launch.py)."""
+    """Re-run this command line in num_procs processes through torch's launcher (cli/self_launch.py)."""
     if os.path.abspath(sys.argv[0]) != os.path.abspath(__file__):
         raise FlagError('--gpus', f'{num_procs} processes can be started only when train.py runs as a script; '
                                   f'use torchrun --nproc_per_node={num_procs} train.py ...')

@@ -24,13 +24,13 @@ import click
 import torch
 
 import dnnlib
+from cli.common import (FiniteFloatRange, FlagError, IntPair, create_run_dir, launch_tail, next_run_dir, open_dataset,
+                        show_options, threads_option)
+from dataset_io.reader import ImageFolderDataset
 from dpm import sigma_dist, snapshot as dpm_snapshot, training_loop as dpm_training_loop
 from smart_plugin.band import DEFAULT_SCHEDULE, DEFAULT_T
-from torch_utils import distributed
+from torch_utils import dataset_classes, distributed
 from torch_utils.finite import NonFiniteError
-from training.cli_common import (FiniteFloatRange, FlagError, IntPair, create_run_dir, launch_tail, next_run_dir,
-                                 open_dataset, show_options, threads_option)
-from training.dataset import ImageFolderDataset
 
 # --preset: EDM-like settings (EDM's CIFAR-10 and 64x64 FFHQ/AFHQ configs) and a tiny CPU preset.
 # net: size overrides per backbone family; duration / tick in kimg, snap in ticks.
@@ -71,7 +71,7 @@ ARCHS = {
 
 def _dataset_kwargs(opts) -> tuple[dict, ImageFolderDataset]:
     dataset = open_dataset(opts.data, opts.cond)
-    return dict(class_name='training.dataset.ImageFolderDataset', path=opts.data, use_labels=bool(opts.cond),
+    return dict(class_name=dataset_classes.IMAGE_FOLDER_DATASET, path=opts.data, use_labels=bool(opts.cond),
                 xflip=False, max_size=len(dataset), resolution=dataset.resolution), dataset
 
 

@@ -13,13 +13,13 @@ import PIL.ImageDraw
 import torch
 
 import dnnlib
+from dataset_io.reader import ImageFolderDataset
 from edm_bridge import load_denoiser
 from edm_bridge.schedules import parse_schedule
 from metrics import classifier_features, frechet_inception_distance, kernel_inception_distance, metric_utils
 from metrics import precision_recall
 from torch_utils import image_io
 from training import snapshot
-from training.dataset import ImageFolderDataset
 
 GRID = 8  # grids of GRID x GRID images per arm
 

@@ -15,11 +15,11 @@ import dataclasses
 import numpy as np
 import torch
 
-import dnnlib
+from dataset_io.reader import ImageFolderDataset
 from metrics import classifier_features, detectors, frechet_inception_distance, kernel_inception_distance
 from metrics import metric_utils, precision_recall
+from torch_utils import dataset_classes
 
-DATASET_CLASS = 'training.dataset.ImageFolderDataset'
 RECOGNISABLE_P = 0.9  # A generated digit is "recognisable" when the classifier's top class has at least this prob.
 METRIC_KEYS = ('fd', 'kid', 'precision', 'recall', 'class_kl', 'recognisable')
 KID_SUBSETS, KID_SUBSET_SIZE, PR_NHOOD = 100, 1000, 3  # As calc_metrics' kid*_full and pr*3_full.
@@ -39,9 +39,7 @@ class DetectorInfo:
 
 def read_labelled(data: str) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 [N, C, H, W], int64 [N] class) of a dataset zip or folder with class labels (dataset.json)."""
-    # By name, as metric_utils.open_dataset: metrics/ sits below training/ (tests/test_layout.py). It refuses, naming
-    # the file, a dataset without labels.
-    dataset = dnnlib.util.construct_class_by_name(class_name=DATASET_CLASS, path=data, use_labels=True)
+    dataset = ImageFolderDataset(path=data, use_labels=True)  # Refuses, naming the file, a dataset without labels.
     try:
         if dataset.label_dim < 2:
             raise ValueError(f'{data}: has labels of dim {dataset.label_dim}; the digit classifier needs class labels '
@@ -82,7 +80,8 @@ def check_detector(path: str, resolution: int) -> None:
 
 def metric_options(G, data: str, detector: str, seed: int = 0, device='cpu') -> metric_utils.MetricOptions:
     """MetricOptions with the classifier as both detectors, the dataset as calc_metrics' *_full metrics read it."""
-    dataset_kwargs = dict(class_name=DATASET_CLASS, path=data, use_labels=G.c_dim != 0,
+    # The stored class name: the statistics cache is keyed by these kwargs, shared with calc_metrics.py.
+    dataset_kwargs = dict(class_name=dataset_classes.IMAGE_FOLDER_DATASET, path=data, use_labels=G.c_dim != 0,
                           resolution=G.img_resolution, max_size=None, xflip=False)
     return metric_utils.MetricOptions(G=G, dataset_kwargs=dataset_kwargs, device=device, detector=detector,
                                       detector_vgg16=detector, random_seed=seed, num_workers=0)

@@ -15,6 +15,7 @@ import scipy.linalg
 
 import dnnlib
 from metrics import metric_utils
+from torch_utils import dataset_classes
 
 _SCIPY_VERSION = tuple(int(part) for part in scipy.__version__.split('.')[:2])
 
@@ -106,7 +107,7 @@ def dataset_moments(path: str, detector: str | None = None, max_items: int | Non
                     trust_detector: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
     """(mu, Sigma, number of images) of the Inception features of a folder or zip of images (all of them, or the
     first max_items in sorted order), not cached: for reference statistics and folders of generated images."""
-    opts = metric_utils.MetricOptions(dataset_kwargs=dict(class_name='training.dataset.ImageFolderDataset', path=path),
+    opts = metric_utils.MetricOptions(dataset_kwargs=dict(class_name=dataset_classes.IMAGE_FOLDER_DATASET, path=path),
                                       device=device, progress=progress, cache=False, detector=detector,
                                       num_workers=num_workers, trust_detector=trust_detector)
     stats = metric_utils.compute_feature_stats_for_dataset(opts, 'inception', dict(return_features=True),

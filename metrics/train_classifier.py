@@ -22,7 +22,7 @@ from metrics import digit_metrics
 def main(data: str, out: str, seed: int, epochs: int) -> None:
     try:
         info = digit_metrics.train_detector(data, out, seed=seed, epochs=epochs)
-    except (OSError, ValueError) as err:  # Damaged images raise training.dataset_images.ImageFileError, an OSError.
+    except (OSError, ValueError) as err:  # Damaged images raise dataset_io.images.ImageFileError, an OSError.
         flag = '--out' if isinstance(err, OSError) and out in str(err) else '--data'
         raise click.ClickException(f'{flag}: {err}') from None
     print(json.dumps(dict(info.__dict__), indent=2))

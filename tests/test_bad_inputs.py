@@ -28,9 +28,11 @@ import style_mixing  # noqa: E402
 import tiny_metrics  # noqa: E402
 import train  # noqa: E402
 import train_dpm  # noqa: E402
+from dataset_io import sources as dataset_sources  # noqa: E402
 from edm_bridge.__main__ import cli as edm_bridge_cli  # noqa: E402
+from gan_tools import plot_stats  # noqa: E402
 from tiny_datasets import make_zip  # noqa: E402
-from training import dataset_sources, plot_stats, snapshot  # noqa: E402
+from training import snapshot  # noqa: E402
 
 CLIS = {'train': train.main, 'train_dpm': train_dpm.main, 'dataset_tool': dataset_tool.main, 'fid': fid.main,
         'generate': generate.main, 'generate_dpm': generate_dpm.main, 'calc_metrics': calc_metrics.main,

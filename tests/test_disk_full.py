@@ -12,12 +12,13 @@ from click.testing import CliRunner
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import generate  # noqa: E402  (top-level scripts, importable from the repository root)
-import train  # noqa: E402
 import tiny_metrics  # noqa: E402
+import train  # noqa: E402
+from dataset_io import writer as dataset_writer  # noqa: E402
 from dnnlib import util  # noqa: E402
 from tiny_datasets import make_zip  # noqa: E402
 from torch_utils import image_io  # noqa: E402
-from training import dataset_writer, run_outputs, snapshot  # noqa: E402
+from training import run_outputs, snapshot  # noqa: E402
 
 FULL = OSError(errno.ENOSPC, 'No space left on device')
 TINY = ['--cfg', 'stylegan2', '--batch', '4', '--cbase', '128', '--cmax', '16', '--map-depth', '2', '--mbstd-group',

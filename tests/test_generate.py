@@ -1,4 +1,4 @@
-"""generate.py through click's CliRunner, and the seed -> image contract of training.sampling."""
+"""generate.py through click's CliRunner, and the seed -> image contract of gan_tools.sampling."""
 
 import gc
 import itertools
@@ -16,7 +16,8 @@ from click.testing import CliRunner
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import generate  # noqa: E402  (a top-level script, importable from the repository root)
-from training import networks, sampling, snapshot  # noqa: E402
+from gan_tools import sampling  # noqa: E402
+from training import networks, snapshot  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""projector.py and training.projection on a tiny snapshot with the tiny VGG16 stand-in: the projection lowers the
+"""projector.py and gan_tools.projection on a tiny snapshot with the tiny VGG16 stand-in: the projection lowers the
 LPIPS and pixel distances to the target; the CLI writes the released outputs (target/proj PNGs, projected_w.npz,
 proj.mp4 with one frame per step)."""
 
@@ -19,9 +19,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import projector  # noqa: E402  (a top-level script, importable from the repository root)
 import tiny_metrics  # noqa: E402
+from gan_tools import projection  # noqa: E402
 from metrics import detectors  # noqa: E402
 from torch_utils import image_io  # noqa: E402
-from training import projection, snapshot  # noqa: E402
+from training import snapshot  # noqa: E402
 
 
 @pytest.fixture(scope='module')

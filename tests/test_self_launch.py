@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
+from cli import self_launch
 from tiny_datasets import make_zip
-from training import self_launch, snapshot
+from training import snapshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--cfg=stylegan2', '--batch=4', '--cbase=128', '--cmax=16', '--map-depth=2', '--mbstd-group=2',

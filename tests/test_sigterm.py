@@ -108,7 +108,7 @@ def test_dataset_tool_sigterm_exits_143_and_leaves_nothing(tmp_path):
     src = tmp_path / 'src'
     make_zip(tmp_path / 'src.zip', num=6, res=8, seed=3)
     result = _run('dataset_tool', ['--source', tmp_path / 'src.zip', '--dest', tmp_path / 'out' / 'ds.zip'],
-                  'training.dataset_writer.encode_png', at=3)
+                  'dataset_io.writer.encode_png', at=3)
     assert result.returncode == 143, result.stdout + result.stderr
     assert f'Interrupted (SIGTERM); nothing written to {tmp_path / "out" / "ds.zip"}' in result.stderr
     assert os.listdir(tmp_path / 'out') == [] and not src.exists()

@@ -14,8 +14,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import style_mixing  # noqa: E402  (a top-level script, importable from the repository root)
 import tiny_metrics  # noqa: E402
+from gan_tools import sampling  # noqa: E402
 from torch_utils import image_io  # noqa: E402
-from training import sampling, snapshot  # noqa: E402
+from training import snapshot  # noqa: E402
 
 
 @pytest.fixture(scope='module')

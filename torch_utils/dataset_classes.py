@@ -5,7 +5,7 @@ Snapshots store the dataset as NVIDIA does: a dict with a dotted `class_name` an
 `torch.hub.load`. `open_dataset` therefore builds only the classes below, with their known keys and plain values
 (nothing else the dict names is imported); anything else needs trusted=True (the CLIs' trust flag), which restores
 the released behaviour for dataset classes of your own. Here, on the floor of the package layout, because metrics/
-and dpm/ open datasets too; the allowed class is still found by its name, so nothing here imports training/.
+and dpm/ open datasets too; the allowed class is still found by its name, so nothing here imports dataset_io/.
 """
 
 import numbers
@@ -14,8 +14,12 @@ from typing import Any
 
 import dnnlib
 
+# The image-folder reader's name as snapshots store it (NVIDIA's): training/dataset.py re-exports dataset_io's reader
+# under it. Code that writes training_set_kwargs / dataset_kwargs, or keys a statistics cache by them, uses this name.
+IMAGE_FOLDER_DATASET = 'training.dataset.ImageFolderDataset'
+
 # Dotted class names (as snapshots store them) that may be built; the same names as NVIDIA's StyleGAN2-ADA / StyleGAN3.
-DATASET_CLASSES = ('training.dataset.ImageFolderDataset',)
+DATASET_CLASSES = (IMAGE_FOLDER_DATASET,)
 
 # Keyword arguments of those classes, with the plain types their values may have (None allowed for the ints).
 _KEYS: dict[str, tuple[type, ...]] = {'path': (str, os.PathLike), 'resolution': (numbers.Integral, type(None)),

@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any
 
 import dnnlib
+from torch_utils import dataset_classes
 from training.augment import augpipe_specs
 from training.option_fields import ConfigError
 
@@ -78,7 +79,7 @@ def resume_pkl(resume: str | None) -> str | None:
 
 def dataset_kwargs(opts, data: DataFacts) -> dict:
     """training_set_kwargs (the official snapshot entry); checks --subset."""
-    kwargs = dict(class_name='training.dataset.ImageFolderDataset', path=opts.data, use_labels=bool(opts.cond),
+    kwargs = dict(class_name=dataset_classes.IMAGE_FOLDER_DATASET, path=opts.data, use_labels=bool(opts.cond),
                   max_size=data.num_images, xflip=bool(opts.mirror), resolution=data.resolution)
     if opts.subset is not None:
         if opts.subset > data.num_images:

@@ -1,7 +1,7 @@
 """Option fields declared once: a dataclass field that also carries its command-line flag, help text and value kind.
 
 Library option dataclasses (train.py's `TrainOptions`, SMaRt's and Diffusion-GAN's) declare each field with
-`option(...)`; the CLI layer (training/cli_options.py) turns the same fields into click options, and `flag_map`
+`option(...)`; the CLI layer (cli/options.py) turns the same fields into click options, and `flag_map`
 gives the field -> flag table that error messages use. Nothing here imports click.
 """
 

@@ -16,12 +16,12 @@ from typing import Any
 import torch
 
 import dnnlib
+from dataset_io.reader import ImageFolderDataset
 from metrics import detectors, metric_main
 from metrics.detectors import DetectorUnavailableError
 from torch_utils import safe_pickle
 from training import train_state
 from training.config import DataFacts, ResumeFacts, RESUME_SPECS, RunPlan, resume_pkl
-from training.dataset import ImageFolderDataset
 from training.option_fields import ConfigError
 from training.resume import ResumeCoverageError, coverage_message, load_resume, read_resume
 from training.train_options import RESUME_HINT_FLAGS

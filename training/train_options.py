@@ -1,5 +1,5 @@
 """train.py's own options (the plugins' are on SMaRtOptions / DiffGANOptions): each field carries its flag, help and
-default once (training/option_fields.py); the click options are generated from them (training/cli_options.py)."""
+default once (training/option_fields.py); the click options are generated from them (cli/options.py)."""
 
 import dataclasses
 

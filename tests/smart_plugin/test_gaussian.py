@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from dataset_io.reader import Dataset
 from edm_bridge.denoiser import Denoiser, FrozenDenoiser
 from smart_plugin import gaussian
 from smart_plugin.gaussian import GaussianDenoiser, fit_gaussian_denoiser
-from training.dataset import Dataset
 
 
 class ArrayDataset(Dataset):

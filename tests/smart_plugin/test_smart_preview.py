@@ -6,11 +6,11 @@ import types
 import pytest
 import torch
 
+from dataset_io.reader import ImageFolderDataset
 from edm_bridge import registry
 from smart_plugin import OptionError, SMaRt, SMaRtOptions
 from smart_plugin.preview import startup_lines
 from tiny_datasets import make_zip
-from training.dataset import ImageFolderDataset
 
 
 @pytest.fixture(scope='module')

@@ -10,12 +10,12 @@ from click.testing import CliRunner
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 import calc_metrics  # noqa: E402  (a top-level script, importable from the repository root)
 import tiny_metrics  # noqa: E402
+from dataset_io.reader import ImageFolderDataset  # noqa: E402
 from metrics import metric_utils  # noqa: E402
 from tiny_datasets import make_zip  # noqa: E402
 from torch_utils import dataset_classes  # noqa: E402
-from training import snapshot  # noqa: E402
-from training.dataset import ImageFolderDataset  # noqa: E402
 from torch_utils.dataset_classes import UntrustedDatasetError, check_dataset_kwargs, open_dataset  # noqa: E402
+from training import snapshot  # noqa: E402
 
 CLS = 'training.dataset.ImageFolderDataset'
 

@@ -1,5 +1,5 @@
 """Training curves: TensorBoard events with the scalars of stats.jsonl (when tensorboard is installed), and
-training.plot_stats drawing the main curves of a run directory to a PNG."""
+gan_tools.plot_stats drawing the main curves of a run directory to a PNG."""
 
 import json
 import os
@@ -11,9 +11,9 @@ import PIL.Image
 import pytest
 from click.testing import CliRunner
 
+from gan_tools import plot_stats
 from tiny_datasets import make_zip
 from torch_utils import tfevents
-from training import plot_stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -49,7 +49,7 @@ def test_curves_groups_the_main_stats(tmp_path):
 def test_plot_stats_module_writes_a_png(tmp_path):
     run_dir = tmp_path / 'run'
     _write_run(run_dir)
-    proc = subprocess.run([sys.executable, '-m', 'training.plot_stats', str(run_dir)], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, '-m', 'gan_tools.plot_stats', str(run_dir)], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     image = PIL.Image.open(run_dir / 'curves.png')

@@ -1,7 +1,7 @@
 """Style mixing (Karras et al., "A Style-Based Generator Architecture for GANs", CVPR 2019, section 3.1), as
 StyleGAN2-ADA's style_mixing.py draws it: each row seed's ws with the ws at `col_styles` taken from a column seed.
 
-z follows generate.py's seed recipe (training.sampling.seed_to_z); truncation lerps every w toward w_avg by psi.
+z follows generate.py's seed recipe (gan_tools.sampling.seed_to_z); truncation lerps every w toward w_avg by psi.
 """
 
 from typing import Sequence
@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from training import sampling
+from gan_tools import sampling
 from torch_utils.image_io import to_uint8
 
 

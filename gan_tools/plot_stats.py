@@ -1,4 +1,4 @@
-"""Training curves of a run directory as one PNG: `python -m training.plot_stats RUN_DIR [--out FILE]`.
+"""Training curves of a run directory as one PNG: `python -m gan_tools.plot_stats RUN_DIR [--out FILE]`.
 
 Reads stats.jsonl (one line per tick; Metrics/* lines are there too) and draws, against kimg, one panel per group
 present: G and D losses, regularisers (R1, path length), D scores and signs, SMaRt/*, DiffGAN/* (p, T), the ADA

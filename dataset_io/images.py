@@ -1,6 +1,6 @@
 """Image files of StyleGAN2-ADA style datasets: which names count as images, cheap header probes, and decoding.
 
-Shared by the dataset reader (training/dataset.py) and dataset_tool.py so both accept exactly the same files.
+Shared by the dataset reader (dataset_io/reader.py) and dataset_tool.py so both accept exactly the same files.
 Accepted pixel formats are the ones a dataset can hold: 8-bit grayscale (1 channel), 8-bit RGB (3 channels) and
 palette images, which are expanded to RGB (pyspng does this for PNG; the PIL path matches it). Anything else
 (alpha channels, 16-bit samples, CMYK, ...) is refused with an error that names the file, except that dataset_tool.py

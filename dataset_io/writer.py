@@ -29,8 +29,8 @@ import PIL.Image
 from tqdm import tqdm
 
 import dnnlib
-from training.dataset_images import ImageFileError, file_ext
-from training.dataset_sources import ImageSource
+from dataset_io.images import ImageFileError, file_ext
+from dataset_io.sources import ImageSource
 
 TRANSFORMS = ('center-crop', 'center-crop-wide')
 

@@ -14,9 +14,9 @@ import click
 import torch
 
 import dnnlib
+from dataset_io.reader import ImageFolderDataset
 from torch_utils import cpu_threads, distributed, signals
 from training import snapshot
-from training.dataset import ImageFolderDataset
 from training.option_fields import ConfigError
 
 

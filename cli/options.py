@@ -3,8 +3,8 @@ field, and becomes a click option here, with a range-checked type, its help and 
 
 import click
 
-from training.cli_common import IntPair
-from training.cli_compat import aug_choice, bool_flag
+from cli.common import IntPair
+from cli.compat import aug_choice, bool_flag
 from training.option_fields import option_fields, param_name
 
 

@@ -1,5 +1,5 @@
 """The labels of a StyleGAN2-ADA dataset (dataset.json, Karras et al. 2020): one validator shared by the dataset reader
-(training/dataset.py) and dataset_tool.py, so that the tool never writes a dataset the reader refuses.
+(dataset_io/reader.py) and dataset_tool.py, so that the tool never writes a dataset the reader refuses.
 
 dataset.json is {"labels": [[relpath, label], ...]} or {"labels": null}. A valid label set covers every image exactly
 once, names no other file, and is of one kind: integer class indices in [0, MAX_CLASSES) (the reader turns them into
@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from training.dataset_images import ImageFileError
+from dataset_io.images import ImageFileError
 
 # One-hot labels are max + 1 floats per image and per generated sample: 1e9 would try to allocate terabytes.
 MAX_CLASSES = 100_000

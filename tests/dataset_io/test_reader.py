@@ -1,4 +1,4 @@
-"""training.dataset: ImageFolderDataset reads folders and zips exactly, with subsets, x-flip, labels, pickling,
+"""dataset_io.reader: ImageFolderDataset reads folders and zips exactly, with subsets, x-flip, labels, pickling,
 and a named-file error for every malformed dataset (docs/spec/stylegan2-ada.md section 6)."""
 
 import io
@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import dnnlib
-from training import dataset as dataset_module, dataset_images
-from training.dataset import Dataset, ImageFolderDataset
-from training.dataset_images import ImageFileError, decode_image
+from dataset_io import images as dataset_images, reader as dataset_module
+from dataset_io.images import ImageFileError, decode_image
+from dataset_io.reader import Dataset, ImageFolderDataset
 
 
 def _random_image(rng, size=16, channels=3, height=None):

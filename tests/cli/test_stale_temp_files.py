@@ -8,9 +8,9 @@ import socket
 import subprocess
 import sys
 
+from cli.common import create_run_dir
 from dnnlib import util
 from dpm import snapshot as dpm_snapshot
-from training.cli_common import create_run_dir
 
 
 def _dead_pid() -> int:

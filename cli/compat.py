@@ -16,7 +16,7 @@ import os
 import click
 from click.core import ParameterSource
 
-from training.cli_common import FlagError
+from cli.common import FlagError
 
 BOOL_HELP = ' (bare flag, or =1/0, =true/false)'
 

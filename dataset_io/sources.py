@@ -18,10 +18,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from dataset_io import labels as dataset_labels
+from dataset_io.images import ImageFileError, decode_image, file_ext, has_alpha, list_folder, select_images
 from torch_utils.safe_pickle import SafeUnpickler
-from training import dataset_labels
-from training.dataset_images import (ImageFileError, decode_image, file_ext, has_alpha, list_folder,
-                                     select_images)
 
 CIFAR10_NAME = 'cifar-10-python.tar.gz'
 MNIST_IMAGES_SUFFIX = 'images-idx3-ubyte.gz'  # train-images-idx3-ubyte.gz; its labels: train-labels-idx1-ubyte.gz.
@@ -77,7 +76,7 @@ def open_source(path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image
 
 def _source_labels(data: bytes, json_name: str, image_names: list) -> list:
     """The label of every image (None each without labels) from a source's dataset.json, refused exactly when the
-    dataset reader would refuse it (training.dataset_labels); the JSON values are kept as they are."""
+    dataset reader would refuse it (dataset_io.labels); the JSON values are kept as they are."""
     entries = dataset_labels.parse_label_file(data, json_name)
     if entries is None:
         return [None] * len(image_names)
