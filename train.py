@@ -39,7 +39,7 @@ from torch_utils.finite import NonFiniteError
 from training import config, preflight, run_outputs, train_state, training_loop
 from training.config import CONFIG_SPECS, RESUME_SPECS  # noqa: F401  (the tables, where users and tests look)
 from training.option_fields import ConfigError, flag_map, from_params
-from training.train_options import TrainOptions
+from training.train_options import RESUME_HINT_FLAGS, SETUP_ARG_FLAGS, TrainOptions
 
 PLUGINS = (SMaRt, DiffusionGAN)
 # Plugin option fields (SMaRtOptions, DiffGANOptions) -> the flag that sets them, for error messages.
@@ -116,7 +116,9 @@ def _launch(plan: config.RunPlan, inputs: preflight.Inputs, plugins: list, run_d
         except DetectorUnavailableError as err:  # Found at a metric evaluation.
             raise FlagError(err.flag, str(err)) from None
         except NonFiniteError as err:  # docs/nan-policy.md: resume weights, snapshots, the SMaRt score source.
-            raise FlagError(err.flag or 'training', str(err)) from None
+            raise FlagError(SETUP_ARG_FLAGS.get(err.flag, err.flag or 'training'), str(err)) from None
+        except train_state.ResumeDataError as err:  # Pre-flight finds these first; its hint worded with our flags.
+            raise FlagError('--resume', err.message(RESUME_HINT_FLAGS['data'])) from None
         except train_state.ResumeError as err:
             raise FlagError('--resume', str(err)) from None
         except run_outputs.OutputWriteError as err:  # Disk full / read-only: the last good snapshot named.

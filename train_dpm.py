@@ -29,7 +29,7 @@ from cli.common import (FiniteFloatRange, FlagError, IntPair, create_run_dir, la
 from dataset_io.reader import ImageFolderDataset
 from dpm import sigma_dist, snapshot as dpm_snapshot, training_loop as dpm_training_loop
 from smart_plugin.band import DEFAULT_SCHEDULE, DEFAULT_T
-from torch_utils import dataset_classes, distributed
+from torch_utils import dataset_classes, distributed, loop_helpers
 from torch_utils.finite import NonFiniteError
 
 # --preset: EDM-like settings (EDM's CIFAR-10 and 64x64 FFHQ/AFHQ configs) and a tiny CPU preset.
@@ -177,12 +177,9 @@ def _resume(opts) -> str | None:
 
 def _remove_stale_temp_files(outdir: str, resume_state: str | None) -> None:
     """Temp files of killed runs: in every run dir of --outdir and in the resumed run's dir."""
-    dirs = {os.path.join(outdir, name) for name in (os.listdir(outdir) if os.path.isdir(outdir) else [])}
-    if resume_state is not None:
-        dirs.add(os.path.dirname(os.path.abspath(resume_state)))
-    for path in sorted(dirs):
-        if os.path.isdir(path):
-            dpm_snapshot.remove_stale_temp_files(path)
+    run_dirs = sorted(os.path.join(outdir, name) for name in (os.listdir(outdir) if os.path.isdir(outdir) else []))
+    for path in loop_helpers.temp_file_folders(run_dirs, resume_state):
+        dpm_snapshot.remove_stale_temp_files(path)
 
 
 def build_config(opts, num_gpus: int) -> tuple[dict, str, dict | None]:

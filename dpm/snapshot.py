@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 import dnnlib
+from torch_utils import loop_helpers
 
 TRAINING_STATE_VERSION = 1
 _PRECOND_CONSTANTS = ('sigma_data', 'sigma_min', 'sigma_max', 'sigma01_min', 'sigma01_max', 'beta_d', 'beta_min', 'M',
@@ -107,12 +108,12 @@ def remove_stale_temp_files(run_dir: str, log=print) -> list[str]:
 
 def network_snapshot_path(run_dir: str, cur_nimg: int) -> str:
     """<run_dir>/network-snapshot-<kimg:06d>.pkl (kimg rounded down, as EDM)."""
-    return os.path.join(run_dir, f'network-snapshot-{cur_nimg // 1000:06d}.pkl')
+    return os.path.join(run_dir, loop_helpers.kimg_file_name('network-snapshot-', cur_nimg, '.pkl'))
 
 
 def training_state_path(run_dir: str, cur_nimg: int) -> str:
     """<run_dir>/training-state-<kimg:06d>.pt."""
-    return os.path.join(run_dir, f'training-state-{cur_nimg // 1000:06d}.pt')
+    return os.path.join(run_dir, loop_helpers.kimg_file_name('training-state-', cur_nimg, '.pt'))
 
 
 def save_network_snapshot(path: str, data: dict) -> None:

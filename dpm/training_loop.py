@@ -22,7 +22,7 @@ import dnnlib
 from dpm import losses as dpm_losses, snapshot as dpm_snapshot
 from dpm.sigma_dist import sigma_dist_from_dict
 from edm_bridge import edm_networks
-from torch_utils import dataset_classes, distributed, signals, training_stats
+from torch_utils import dataset_classes, distributed, loop_helpers, signals, training_stats
 from torch_utils.data_iter import check_batch, make_data_iterator, resolve_device
 from torch_utils.ema import ema_update
 from torch_utils.finite import NonFiniteError
@@ -80,7 +80,7 @@ def setup(*, dataset_kwargs: dict, precond: str = 'edm', network_kwargs: dict | 
     if rbatch is not None and (isinstance(rbatch, bool) or not isinstance(rbatch, int) or rbatch < batch_gpu):
         raise ValueError(f'rbatch={rbatch!r}: expected an integer >= batch_gpu ({batch_gpu}), or None without STF')
     device = resolve_device(device, rank)
-    torch.manual_seed(seed * num_gpus + rank)
+    loop_helpers.seed_rngs(seed, num_gpus, rank, numpy=False)  # Nothing here draws from numpy's global RNG.
     s = dnnlib.EasyDict(device=device, rank=rank, num_gpus=num_gpus, seed=seed, batch_size=batch_size,
                         batch_gpu=batch_gpu, rounds=rounds, rbatch=rbatch, lr_rampup_kimg=lr_rampup_kimg,
                         ema_halflife_kimg=ema_halflife_kimg, ema_rampup_ratio=ema_rampup_ratio, cur_nimg=0,
@@ -236,26 +236,22 @@ def _end_tick(s: dnnlib.EasyDict, run: dnnlib.EasyDict, done: bool, steps: int) 
 def _train(s: dnnlib.EasyDict, run: dnnlib.EasyDict) -> None:
     """Steps and ticks until total_kimg; a KeyboardInterrupt (Ctrl-C, or SIGTERM under sigterm_as_interrupt) ends
     it with the last snapshot named (its writes are atomic, so an interrupted one leaves nothing)."""
-    total_nimg, tick_nimg = round(run.total_kimg * 1000), round(run.kimg_per_tick * 1000)
+    total_nimg, tick_nimg = loop_helpers.kimg_to_nimg(run.total_kimg), loop_helpers.kimg_to_nimg(run.kimg_per_tick)
     done, steps = s.cur_nimg >= total_nimg, 0
     try:
         while not done:
             training_step(s)
             steps += 1
             done = s.cur_nimg >= total_nimg
-            if not done and s.cur_tick != 0 and s.cur_nimg < s.tick_start_nimg + tick_nimg:
-                continue
-            _end_tick(s, run, done, steps)
-            steps = 0
+            if loop_helpers.tick_ends(s.cur_tick, s.cur_nimg, s.tick_start_nimg, tick_nimg, done):
+                _end_tick(s, run, done, steps)
+                steps = 0
     except KeyboardInterrupt as err:
         run.result.update(interrupted=True, exit_code=signals.exit_code(err))
-        last = run.result.snapshot_pkl or 'none written by this run'
-        run.log(f'\nInterrupted ({signals.signal_name(err)}) at kimg {s.cur_nimg / 1e3:.3f}; the last snapshot is '
-                f'{last}' + (f' (resume with --resume={run.result.state_pt})' if run.result.state_pt else ''))
+        run.log(loop_helpers.interrupted_line(err, s.cur_nimg, run.result.snapshot_pkl) +
+                (f' (resume with --resume={run.result.state_pt})' if run.result.state_pt else ''))
     except NonFiniteError as err:  # NaN/Inf policy: stop with the cause and the last good snapshot.
-        last = run.result.snapshot_pkl or 'none written by this run'
-        raise NonFiniteError(f'{err} (at kimg {s.cur_nimg / 1e3:.3f}; the last good snapshot is {last})',
-                             err.flag) from None
+        raise loop_helpers.nonfinite_at(err, s.cur_nimg, run.result.snapshot_pkl) from None
 
 
 def training_loop(
@@ -269,17 +265,11 @@ def training_loop(
     interrupted, exit_code (130 for SIGINT, 143 for SIGTERM, when interrupted))."""
     rank = setup_kwargs.get('rank', 0)
     log = setup_kwargs.pop('log', None) or distributed.print0(rank)
-    writes = run_dir is not None and rank == 0
-    logger = None
-    if writes:
-        os.makedirs(run_dir, exist_ok=True)
-        logger = dnnlib.util.Logger(os.path.join(run_dir, 'log.txt'), file_mode='a')
+    logger = loop_helpers.open_run_log(run_dir, rank)
     try:
-        use_nccl = distributed.is_initialized() and torch.cuda.is_available()
-        training_stats.init_multiprocessing(rank, torch.device('cuda', torch.cuda.current_device()) if use_nccl
-                                            else None)
+        loop_helpers.init_stats(rank)
         s = setup(**setup_kwargs, log=log)
-        if setup_kwargs.get('resume_state') is not None and s.cur_nimg >= round(total_kimg * 1000):
+        if setup_kwargs.get('resume_state') is not None and s.cur_nimg >= loop_helpers.kimg_to_nimg(total_kimg):
             raise ValueError(f'resume state {setup_kwargs["resume_state"]!r} is already at kimg {s.cur_nimg / 1e3:g}, '
                              f'at or past the training length {total_kimg:g} kimg (--duration): nothing to train')
         s.reporter = TickReporter(run_dir, rank, s.device, elapsed_sec=s.elapsed_sec)

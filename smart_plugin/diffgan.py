@@ -16,9 +16,10 @@ T = clip(t_min + round(p (t_max - t_min)), t_min, t_max), and every `interval` i
 
     p <- clip(p + sign(E[sign D(real)] - target) * batch * interval / (ada_kimg * 1000), 0, 1),
 
-after which T is recomputed and the table redrawn, whether or not T moved (as released; a table drawn once per T
-would show D only 32 noise levels for as long as T stays put). With ada_augpipe set, an ADA pipeline runs on D's
-inputs before the diffusion with probability min(p, ada_maxp), the release's --aug=ada coupling.
+ADA's rule with clamp 'unit' (training/ada_controller.py), after which T is recomputed and the table redrawn,
+whether or not T moved (as released; a table drawn once per T would show D only 32 noise levels for as long as T
+stays put). With ada_augpipe set, an ADA pipeline runs on D's inputs before the diffusion with probability
+min(p, ada_maxp), the release's --aug=ada coupling.
 With options.enabled False the plugin is inert (no labels added, no RNG used): bit-identical to the baseline.
 """
 
@@ -30,6 +31,7 @@ import torch
 from smart_plugin import diffgan_betas
 from smart_plugin.options import DiffGANOptions, OptionError
 from torch_utils import training_stats
+from training.ada_controller import AdaController
 from training.loss_plugin import LossPlugin
 
 TABLE_SIZE = 64     # Entries of the t table; half are 0 (the release's t_epl).
@@ -62,7 +64,7 @@ class DiffusionGAN(LossPlugin):
         self.options = options
         self.table_size = table_size
         self.extra_c_dim = 1 if options.enabled else 0  # Width of t in D's labels; none when disabled.
-        self.p = 0.0                                    # Adaptive strength in [0, 1]; T grows with it.
+        self.ada = AdaController(options.target, options.interval, options.ada_kimg, clamp='unit')  # Holds p.
         self.T = options.t_min                          # Current chain length.
         self.step = 0                                   # Iterations finished (p is updated every `interval`).
         self.t_table = None                             # int64 [table_size] on the device, after setup().
@@ -93,6 +95,15 @@ class DiffusionGAN(LossPlugin):
             print(f'Diffusion-GAN: noise_sd {opts.noise_sd:g}, {opts.beta_schedule} betas, T {opts.t_min}..'
                   f'{opts.t_max} (now {self.T}, p {self.p:.3f}), {opts.ts_dist} t, target {opts.target:g}, '
                   f'ada_kimg {opts.ada_kimg:g}, D labels + {t_in}{ada}')
+
+    @property
+    def p(self) -> float:
+        """Adaptive strength in [0, 1]; T grows with it (held by self.ada)."""
+        return self.ada.p
+
+    @p.setter
+    def p(self, value: float) -> None:
+        self.ada.p = float(value)
 
     @property
     def p_aug(self) -> float:
@@ -140,8 +151,7 @@ class DiffusionGAN(LossPlugin):
         if self.step % opts.interval == 0:
             self._signs.update()  # All-reduces over ranks: every rank sees the same mean.
             if self._signs.num(SIGNS_NAME) > 0:
-                adjust = np.sign(self._signs.mean(SIGNS_NAME) - opts.target) * batch_size * opts.interval
-                self.p = float(np.clip(self.p + adjust / (opts.ada_kimg * 1000), 0, 1))
+                self.ada.update(self._signs.mean(SIGNS_NAME), batch_size)
             self._refresh()
         training_stats.report0('DiffGAN/p', self.p)
         training_stats.report0('DiffGAN/T', self.T)

@@ -394,5 +394,6 @@ def adjust_ada_p(p: float, signs_real_mean: float, target: float, batch_size: in
     for name, value in (('batch_size', batch_size), ('interval', interval), ('ada_kimg', ada_kimg)):
         if not float(value) > 0:
             raise ValueError(f'adjust_ada_p: {name}={value!r}, expected a number > 0')
-    step = float(batch_size) * float(interval) / (float(ada_kimg) * 1000)
-    return max(float(p) + float(np.sign(float(signs_real_mean) - float(target))) * step, 0.0)
+    # Deferred: AugmentPipe pickles carry this module's source, which must import only what NVIDIA's tree has.
+    from training.ada_controller import next_p
+    return next_p(p, signs_real_mean, target, batch_size, interval, ada_kimg, clamp='floor')

@@ -23,7 +23,7 @@ from torch_utils import safe_pickle
 from training import train_state
 from training.config import DataFacts, ResumeFacts, RESUME_SPECS, RunPlan, resume_pkl
 from training.option_fields import ConfigError
-from training.resume import ResumeCoverageError, coverage_message, load_resume, read_resume
+from training.resume import ResumeCoverageError, ResumeDataError, coverage_message, load_resume, read_resume
 from training.train_options import RESUME_HINT_FLAGS
 
 
@@ -143,6 +143,8 @@ def check_resume_fit(inputs: Inputs, G, D, G_ema, partial: bool) -> None:
         raise ConfigError('--resume', coverage_message(err.resume_pkl, err.lines,
                                                        [RESUME_HINT_FLAGS[hint] for hint in err.hints],
                                                        'flags that probably differ', '--resume-partial')) from None
+    except ResumeDataError as err:  # The same: its hint comes back as data.
+        raise ConfigError('--resume', err.message(RESUME_HINT_FLAGS['data'])) from None
     except (OSError, ValueError) as err:
         raise ConfigError('--resume', str(err)) from None
 

@@ -5,6 +5,7 @@ networks one to one (or the caller allows a partial resume)."""
 import io
 import pickle
 import re
+from typing import Any
 
 import dnnlib
 from torch_utils import finite, misc, safe_pickle
@@ -25,6 +26,7 @@ HINTS = {
     'map_depth': 'the mapping depth (mapping_kwargs.num_layers)',
     'd_architecture': "D's architecture (D_kwargs.architecture: orig or resnet)",
     'layers': 'the resolution or the channels per resolution (channel_base, channel_max)',
+    'data': 'the data (training_set_kwargs: path, use_labels)',  # Sets img_resolution, img_channels and c_dim.
 }
 
 
@@ -36,6 +38,21 @@ class ResumeCoverageError(ResumeError):
         self.resume_pkl, self.lines, self.hints = resume_pkl, lines, hints
         super().__init__(coverage_message(resume_pkl, lines, [HINTS[hint] for hint in hints],
                                           'settings that probably differ', 'resume_partial=True'))
+
+
+class ResumeDataError(ResumeError):
+    """The snapshot's `network` has another `attr` (img_resolution, img_channels or c_dim: set by the data, not by
+    an architecture setting) than this run needs; `hints` is ['data'], which a CLI words with its own flags."""
+
+    def __init__(self, resume_pkl: str, network: str, attr: str, stored: Any, wanted: Any) -> None:
+        self.resume_pkl, self.network, self.attr, self.stored, self.wanted = resume_pkl, network, attr, stored, wanted
+        self.hints = ['data']
+        super().__init__(self.message(HINTS['data']))
+
+    def message(self, set_by: str) -> str:
+        """The refusal, with the settings that set the attribute worded by the caller."""
+        return (f'{self.resume_pkl}: {self.network} has {self.attr} {self.stored} but this run needs {self.wanted} '
+                f'(set by {set_by}); resume with a snapshot trained on data like this')
 
 
 def coverage_message(resume_pkl: str, lines: list[str], hints: list[str], hints_are: str, partial: str) -> str:
@@ -77,7 +94,7 @@ def read_resume(resume_pkl: str, raw: bytes | None = None) -> dict:
     """The snapshot at resume_pkl (or its bytes `raw`, already read) loaded safely, networks rebuilt."""
     try:
         source = resume_pkl if raw is None else io.BytesIO(raw)
-        return snapshot.load_network_pkl(source, trust_flag=None)  # --resume never runs code from a file.
+        return snapshot.load_network_pkl(source, trust_flag=None)  # A resume never runs code from a file.
     except FileNotFoundError as err:
         raise FileNotFoundError(f'resume_pkl {resume_pkl!r}: {err}') from err
     except (OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
@@ -102,7 +119,7 @@ def load_resume(resume_pkl: str, G, D, G_ema, partial: bool = False, log=print, 
     """Load a snapshot (safely; `data`: read_resume's result, already loaded) and copy the weights of G, D and
     G_ema by name; return the loaded dict.
 
-    Unless `partial`, raises ResumeCoverageError (listing both sides and the flags that probably differ) when any
+    Unless `partial`, raises ResumeCoverageError (listing both sides and the settings that probably differ) when any
     snapshot tensor would be left unused or any network tensor unfilled; with `partial` the lists are logged and
     the training state is dropped (it belongs to other networks), so the resume is weights-only.
     """
@@ -116,8 +133,7 @@ def load_resume(resume_pkl: str, G, D, G_ema, partial: bool = False, log=print, 
             # Set by the data, not by an architecture flag: say so before the coverage lists would.
             stored, wanted = getattr(data[name], attr, None), getattr(module, attr)
             if stored is not None and stored != wanted:
-                raise ResumeError(f'{resume_pkl}: {name} has {attr} {stored} but this run needs {wanted} (set by '
-                                  f'--data and --cond); resume with a snapshot trained on data like this')
+                raise ResumeDataError(resume_pkl, name, attr, stored, wanted)
     lines, hints = coverage_report(data, dict(G=G, D=D, G_ema=G_ema))
     if lines and not partial:
         raise ResumeCoverageError(resume_pkl, lines, hints)
@@ -133,5 +149,5 @@ def load_resume(resume_pkl: str, G, D, G_ema, partial: bool = False, log=print, 
             raise ResumeError(f'resume_pkl {resume_pkl!r}: {name} does not fit the configured network ({err}); '
                               'resume needs the same architecture, resolution and label dimension') from err
     finite.check_finite_modules({name: data.get(name) for name in ('G', 'D', 'G_ema')},
-                                f'{resume_pkl}: refusing to resume from non-finite weights', flag='--resume')
+                                f'{resume_pkl}: refusing to resume from non-finite weights', flag='resume_pkl')
     return data

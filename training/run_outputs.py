@@ -23,7 +23,7 @@ import torch
 
 import dnnlib
 from metrics import metric_main
-from torch_utils import finite, image_io, misc, training_stats
+from torch_utils import finite, image_io, loop_helpers, misc, training_stats
 from training import snapshot, train_state
 
 DDP_IGNORE_REGEX = r'.*\.[^.]+_(avg|ema)'  # Running averages (w_avg) legitimately differ between ranks.
@@ -44,7 +44,7 @@ def output_write_error(err: OSError, run_dir: str | None, last_snapshot: str | N
         return None
     reason = f'{err.strerror or err}' + (f' ({os.fsdecode(filename)})' if filename else '')
     return OutputWriteError(f'cannot write the run\'s outputs in {run_dir}: {reason}; the last good snapshot is '
-                            f'{last_snapshot or "none written by this run"} (free space or fix the permissions, '
+                            f'{loop_helpers.last_snapshot(last_snapshot)} (free space or fix the permissions, '
                             'then resume from it)')
 
 
@@ -81,7 +81,7 @@ def grid_indices(training_set, gw: int, gh: int, random_seed: int = 0) -> list[i
     return indices
 
 
-def prepare_grid(state: dnnlib.EasyDict, run_dir: str, log=print) -> dnnlib.EasyDict:
+def prepare_grid(state: train_state.TrainState, run_dir: str, log=print) -> dnnlib.EasyDict:
     """Pick the grid, write reals.png and fakes_init.png, and return the fixed grid (size, z, c) for later fakes."""
     training_set = state.training_set
     gw, gh = grid_shape(training_set.resolution, len(training_set))
@@ -99,7 +99,7 @@ def prepare_grid(state: dnnlib.EasyDict, run_dir: str, log=print) -> dnnlib.Easy
 
 
 @torch.no_grad()
-def save_fakes(state: dnnlib.EasyDict, grid: dnnlib.EasyDict, path: str) -> None:
+def save_fakes(state: train_state.TrainState, grid: dnnlib.EasyDict, path: str) -> None:
     """Render the grid with G_ema (noise_mode 'const') in chunks of batch_gpu and save it; a non-finite G_ema
     raises NonFiniteError instead (NaN would save as black pixels)."""
     finite.check_finite_modules({'G_ema': state.G_ema}, f'{os.path.basename(path)} not written')
@@ -108,7 +108,7 @@ def save_fakes(state: dnnlib.EasyDict, grid: dnnlib.EasyDict, path: str) -> None
     image_io.save_image_grid(torch.cat(images), path, drange=(-1, 1), grid_size=grid.size, min_cell=GRID_CELL_PX)
 
 
-def snapshot_data(state: dnnlib.EasyDict, next_tick: int) -> dict:
+def snapshot_data(state: train_state.TrainState, next_tick: int) -> dict:
     """The snapshot dict (see the module docstring). Collective with several ranks: all ranks call it.
 
     With several ranks the networks are first checked to be identical everywhere (misc.check_ddp_consistency),
@@ -116,7 +116,7 @@ def snapshot_data(state: dnnlib.EasyDict, next_tick: int) -> dict:
     """
     data = dict(training_set_kwargs=dict(state.training_set_kwargs))
     for name in ('G', 'D', 'G_ema', 'augment_pipe'):
-        module = state[name]
+        module = getattr(state, name)
         if module is not None:
             if state.num_gpus > 1:
                 misc.check_ddp_consistency(module, ignore_regex=DDP_IGNORE_REGEX)
@@ -132,10 +132,10 @@ def snapshot_data(state: dnnlib.EasyDict, next_tick: int) -> dict:
 
 def _output_path(run_dir: str, prefix: str, cur_nimg: int, suffix: str) -> str:
     """<prefix><kimg:06d><suffix> (released name) unless taken, else <prefix><kimg:06d>.<nimg % 1000:03d><suffix>."""
-    released = os.path.join(run_dir, f'{prefix}{cur_nimg // 1000:06d}{suffix}')
+    released = os.path.join(run_dir, loop_helpers.kimg_file_name(prefix, cur_nimg, suffix))
     if not os.path.exists(released):
         return released
-    return os.path.join(run_dir, f'{prefix}{cur_nimg // 1000:06d}.{cur_nimg % 1000:03d}{suffix}')
+    return os.path.join(run_dir, loop_helpers.kimg_file_name(prefix, cur_nimg, f'.{cur_nimg % 1000:03d}{suffix}'))
 
 
 def snapshot_path(run_dir: str, cur_nimg: int) -> str:
@@ -149,7 +149,7 @@ def fakes_path(run_dir: str, cur_nimg: int) -> str:
     return _output_path(run_dir, 'fakes', cur_nimg, '.png')
 
 
-def save_snapshot(state: dnnlib.EasyDict, run_dir: str | None, next_tick: int) -> str | None:
+def save_snapshot(state: train_state.TrainState, run_dir: str | None, next_tick: int) -> str | None:
     """Build the snapshot on every rank and write it on rank 0 (atomically); return its path there, else None."""
     data = snapshot_data(state, next_tick)
     if state.rank != 0 or run_dir is None:
@@ -159,7 +159,7 @@ def save_snapshot(state: dnnlib.EasyDict, run_dir: str | None, next_tick: int) -
     return path
 
 
-def evaluate_metrics(state: dnnlib.EasyDict, metrics: list[str], metric_kwargs: dict, run_dir: str | None,
+def evaluate_metrics(state: train_state.TrainState, metrics: list[str], metric_kwargs: dict, run_dir: str | None,
                      snapshot_pkl: str | None, log=print) -> dict:
     """Evaluate `metrics` on G_ema against the full training set (a collective call: all ranks), append each result
     to <run_dir>/metric-<name>.jsonl on rank 0 and report it as `Metrics/<result key>` for stats.jsonl.

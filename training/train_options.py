@@ -13,7 +13,10 @@ RESUME_HINT_FLAGS = {
     'map_depth': '--map-depth (mapping layers)',
     'd_architecture': '--cfg (D architecture: cifar uses orig, the others resnet)',
     'layers': '--data (resolution) or --cfg / --cbase / --cmax (layers per resolution)',
+    'data': '--data and --cond',
 }
+# Arguments of train_state.setup_training that library errors name (e.g. NonFiniteError.flag) -> train.py's flags.
+SETUP_ARG_FLAGS = {'resume_pkl': '--resume'}
 _POS = dict(min=1)
 _POS_FLOAT = dict(min=0, min_open=True)
 

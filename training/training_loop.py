@@ -18,19 +18,18 @@ import torch
 
 import dnnlib
 from metrics import metric_main
-from torch_utils import distributed, signals, training_stats
+from torch_utils import distributed, loop_helpers, signals
 from torch_utils.ema import ema_update
 from torch_utils.finite import NonFiniteError
-from torch_utils.nonfinite_grads import NonFiniteGradMonitor
 from torch_utils.ops import conv2d_gradfix, grid_sample_gradfix
-from torch_utils.tick_report import PhaseTimer, TickReporter
+from torch_utils.tick_report import TickReporter
 from training import run_outputs
-from training.train_state import setup_training
+from training.train_state import TrainState, setup_training
 
 _record = torch.autograd.profiler.record_function
 
 
-def _fetch_batch(state: dnnlib.EasyDict):
+def _fetch_batch(state: TrainState):
     """Reals of this rank and z / c for every phase, each split into batch_gpu chunks."""
     device, batch_gpu = state.device, state.batch_gpu
     batch = state.batch_size // state.num_gpus
@@ -47,7 +46,7 @@ def _fetch_batch(state: dnnlib.EasyDict):
     return real_img, real_c, gen_z, gen_c
 
 
-def _run_phase(state: dnnlib.EasyDict, phase: dnnlib.EasyDict, real_img, real_c, gen_z, gen_c) -> None:
+def _run_phase(state: TrainState, phase: dnnlib.EasyDict, real_img, real_c, gen_z, gen_c) -> None:
     """Accumulate one phase's gradients over the batch_gpu rounds, average them over ranks and step."""
     state.timer.start(phase.name)
     phase.opt.zero_grad(set_to_none=True)
@@ -62,18 +61,14 @@ def _run_phase(state: dnnlib.EasyDict, phase: dnnlib.EasyDict, real_img, real_c,
     state.timer.stop(phase.name)
 
 
-def update_ema(state: dnnlib.EasyDict) -> None:
+def update_ema(state: TrainState) -> None:
     """G_ema <- lerp(G, G_ema, beta) with a half-life of ema_kimg, capped at cur_nimg * ema_rampup during the ramp-up;
     buffers (w_avg, noise) are copied (torch_utils.ema)."""
     ema_update(state.G_ema, state.G, state.batch_size, state.ema_kimg, state.ema_rampup, state.cur_nimg)
 
 
-def training_step(state: dnnlib.EasyDict) -> None:
+def training_step(state: TrainState) -> None:
     """Advance `state` (from train_state.setup_training) by one iteration of batch_size images over all ranks."""
-    if state.get('timer') is None:
-        state.timer = PhaseTimer(state.device)
-    if state.get('grad_monitor') is None:
-        state.grad_monitor = NonFiniteGradMonitor()
     with _record('data_fetch'):
         real_img, real_c, gen_z, gen_c = _fetch_batch(state)
     for phase, phase_gen_z, phase_gen_c in zip(state.phases, gen_z, gen_c):
@@ -89,7 +84,7 @@ def training_step(state: dnnlib.EasyDict) -> None:
         plugin.end_of_step(state.cur_nimg, state.batch_size)
 
 
-def _end_tick(state: dnnlib.EasyDict, run: dnnlib.EasyDict, done: bool) -> bool:
+def _end_tick(state: TrainState, run: dnnlib.EasyDict, done: bool) -> bool:
     """Status line, abort check, image grid, snapshot and stats.jsonl of the tick that just ended; returns done."""
     augment_p = None if state.augment_pipe is None else float(state.augment_pipe.p)
     run.log(state.reporter.status_line(state.cur_tick, state.cur_nimg, state.tick_start_nimg, augment_p))
@@ -123,28 +118,22 @@ def _end_tick(state: dnnlib.EasyDict, run: dnnlib.EasyDict, done: bool) -> bool:
     return done
 
 
-def _train(state: dnnlib.EasyDict, run: dnnlib.EasyDict) -> dnnlib.EasyDict:
+def _train(state: TrainState, run: dnnlib.EasyDict) -> dnnlib.EasyDict:
     """Steps and ticks until total_kimg (or abort_fn); a KeyboardInterrupt ends it cleanly between writes."""
-    # Rounded to whole images: 0.07 kimg * 1000 is 70.00000000000001 in floating point.
-    total_nimg, tick_nimg = round(run.total_kimg * 1000), round(run.kimg_per_tick * 1000)
+    total_nimg, tick_nimg = loop_helpers.kimg_to_nimg(run.total_kimg), loop_helpers.kimg_to_nimg(run.kimg_per_tick)
     done = state.cur_nimg >= total_nimg
     try:
         while not done:
             training_step(state)
             done = state.cur_nimg >= total_nimg
-            if not done and state.cur_tick != 0 and state.cur_nimg < state.tick_start_nimg + tick_nimg:
-                continue
-            done = _end_tick(state, run, done)
+            if loop_helpers.tick_ends(state.cur_tick, state.cur_nimg, state.tick_start_nimg, tick_nimg, done):
+                done = _end_tick(state, run, done)
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM under torch_utils.signals.sigterm_as_interrupt.
         run.result.interrupted = True
         run.result.exit_code = signals.exit_code(err)
-        last = run.result.snapshot_pkl or 'none written by this run'
-        run.log(f'\nInterrupted ({signals.signal_name(err)}) at kimg {state.cur_nimg / 1e3:.3f}; the last snapshot is '
-                f'{last}')
+        run.log(loop_helpers.interrupted_line(err, state.cur_nimg, run.result.snapshot_pkl))
     except NonFiniteError as err:  # NaN/Inf policy: stop with the cause and the last good snapshot.
-        last = run.result.snapshot_pkl or 'none written by this run'
-        raise NonFiniteError(f'{err} (at kimg {state.cur_nimg / 1e3:.3f}; the last good snapshot is {last})',
-                             err.flag) from None
+        raise loop_helpers.nonfinite_at(err, state.cur_nimg, run.result.snapshot_pkl) from None
     except OSError as err:  # Disk full or read-only run dir: say so, with the snapshot to resume from.
         error = run_outputs.output_write_error(err, run.run_dir, run.result.snapshot_pkl)
         if error is None:
@@ -175,10 +164,7 @@ def speed_flags(cudnn_benchmark: bool, allow_tf32: bool):
 def _remove_stale_temp_files(run_dir: str, resume_pkl: str | None, log) -> None:
     """Delete temp files that killed writes left in the run dir and in the folder of the snapshot resumed from
     (dnnlib.util.remove_stale_temp_files); one line per folder that had any."""
-    folders = [run_dir]
-    if resume_pkl is not None and os.path.isfile(resume_pkl):
-        folders.append(os.path.dirname(os.path.abspath(resume_pkl)))
-    for folder in dict.fromkeys(os.path.abspath(folder) for folder in folders):
+    for folder in loop_helpers.temp_file_folders([os.path.abspath(run_dir)], resume_pkl):
         removed = dnnlib.util.remove_stale_temp_files(folder)
         if removed:
             log(f'Removed {len(removed)} stale temp file(s) of interrupted writes in {folder}: {", ".join(removed)}')
@@ -207,24 +193,17 @@ def training_loop(
         metric_main.check_metric(metric)  # Fail before training, not at the first snapshot.
     log = distributed.print0(rank)
     writes = run_dir is not None and rank == 0
-    if writes:
-        os.makedirs(run_dir, exist_ok=True)
-    logger = dnnlib.util.Logger(os.path.join(run_dir, 'log.txt'), file_mode='a') if writes else None
+    logger = loop_helpers.open_run_log(run_dir, rank)
     if writes:
         _remove_stale_temp_files(run_dir, setup_kwargs.get('resume_pkl'), log)
     try:
         with speed_flags(cudnn_benchmark, allow_tf32):
-            # NCCL reduces statistics on the GPU; gloo (CPU) and single-process runs on the CPU.
-            use_nccl = distributed.is_initialized() and torch.cuda.is_available()
-            training_stats.init_multiprocessing(rank, torch.device('cuda', torch.cuda.current_device()) if use_nccl
-                                                else None)
+            loop_helpers.init_stats(rank)
             state = setup_training(**setup_kwargs, log=log)
             grid = None
             if writes and image_snapshot_ticks is not None:
                 grid = run_outputs.prepare_grid(state, run_dir, log)
             state.reporter = TickReporter(run_dir, rank, state.device, elapsed_sec=state.elapsed_sec)
-            state.timer = PhaseTimer(state.device)
-            state.grad_monitor = NonFiniteGradMonitor()
             run = dnnlib.EasyDict(run_dir=run_dir, total_kimg=total_kimg, kimg_per_tick=kimg_per_tick,
                                   image_snapshot_ticks=image_snapshot_ticks, grid=grid, abort_fn=abort_fn,
                                   network_snapshot_ticks=network_snapshot_ticks, progress_fn=progress_fn, log=log,
