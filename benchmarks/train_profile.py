@@ -15,8 +15,7 @@ the profiler minus all operator self time (interpreter, dispatch, autograd bookk
 with the switch on and off (A B A B ...), timed by the process's CPU clock (a shared machine disturbs it far less
 than the wall clock); it prints the median of the per-pair ratios on/off. SWITCH is one of: gradfix (native conv
 autograd on the CPU), upfirdn2d (strided / transposed depthwise convs), channels_last (NHWC activations), fold_batch
-(upfirdn2d on few channels runs the batch as conv groups), fold_filter (conv2d_resample folds the FIR filter into
-the conv weight), ada (ADA skips the transforms whose gates no sample
+(upfirdn2d on few channels runs the batch as conv groups), ada (ADA skips the transforms whose gates no sample
 passed), all (all of them together, i.e. against the reference paths).
 """
 
@@ -35,7 +34,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from torch_utils import training_stats  # noqa: E402
-from torch_utils.ops import bias_act, conv2d_gradfix, conv2d_resample, fma, upfirdn2d  # noqa: E402
+from torch_utils.ops import bias_act, conv2d_gradfix, fma, upfirdn2d  # noqa: E402
 from training import augment, discriminator, networks, training_loop  # noqa: E402
 
 KIND_PREFIX = 'kind:'
@@ -186,13 +185,11 @@ def _set_switch(name: str, on: bool) -> None:
         networks.CPU_CHANNELS_LAST = discriminator.CPU_CHANNELS_LAST = on
     if name in ('fold_batch', 'all'):
         upfirdn2d.fold_batch = on
-    if name in ('fold_filter', 'all'):
-        conv2d_resample.fold_filter = on
     if name in ('ada', 'all'):
         augment.SKIP_CLOSED_GATES = on
 
 
-SWITCHES = ('gradfix', 'upfirdn2d', 'channels_last', 'fold_batch', 'fold_filter', 'ada', 'all')
+SWITCHES = ('gradfix', 'upfirdn2d', 'channels_last', 'fold_batch', 'ada', 'all')
 
 
 def ab_steps(state, name: str, warmup: int, pairs: int, report: list) -> None:

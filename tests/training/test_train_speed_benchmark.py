@@ -61,7 +61,6 @@ def test_ab_switches_each_flip_their_fast_path_and_all_flips_every_one(monkeypat
         'upfirdn2d': (profile.upfirdn2d, 'fast_conv', True),
         'channels_last': (profile.networks, 'CPU_CHANNELS_LAST', True),
         'fold_batch': (profile.upfirdn2d, 'fold_batch', True),
-        'fold_filter': (profile.conv2d_resample, 'fold_filter', True),
         'ada': (profile.augment, 'SKIP_CLOSED_GATES', True),
     }
     assert set(profile.SWITCHES) == set(paths) | {'all'}

@@ -3,27 +3,16 @@
 The general formulation is: upsample by zero insertion, pad, FIR-filter, convolve with the weight (no padding), then
 FIR-filter and downsample. Several cheaper but exactly equivalent orderings are used where they apply: 1x1 kernels
 commute with the depthwise filter; downsampling folds into a strided conv; upsampling folds into a strided transposed
-conv; plain symmetric padding goes into the conv itself. On the CPU, with few channels, the filter also folds into the
-conv weight (`fold_filter`). The signature is a compatibility contract with NVIDIA pickles.
+conv; plain symmetric padding goes into the conv itself. The signature is a compatibility contract with NVIDIA pickles.
 """
 
 import numbers
 
 import torch
-import torch.nn.functional as F
 
 from . import conv2d_gradfix
 from . import upfirdn2d
 from .upfirdn2d import _get_filter_size, _parse_padding
-
-
-# CPU fast path: with up or down (not both) the FIR filter is folded into the conv weight, so that one strided conv
-# (down) or one strided transposed conv (up) with a (k + taps - 1)^2 kernel replaces the pair of a conv and a depthwise
-# FIR conv. About 4x the multiply-adds of the conv for a 3x3 weight and a 4-tap filter (16x for a 1x1 weight), but one
-# operator instead of two, in the forward and in each backward pass: it pays while per-operator overhead dominates,
-# i.e. up to a few dozen channels at 16x16 and below. False = the conv + FIR pair everywhere (the reference).
-fold_filter = True
-fold_filter_max_channels = 32  # Fold only when the conv's input channels per group are at most this many.
 
 
 def _conv2d_wrapper(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True):
@@ -111,11 +100,6 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
     pad = [px0, px1, py0, py1]
     _check_output_size(x, w, (fw, fh), up, down, pad, padding)
 
-    if _fold_applies(x, w, f, up, down, groups):
-        if down > 1:
-            return _folded_downsample_conv(x, w, f, down, pad, groups, flip_weight, flip_filter)
-        return _folded_upsample_conv(x, w, f, up, pad, groups, flip_weight, flip_filter)
-
     # 1x1 kernel: the channel mix commutes with the depthwise filter, so run it at the lower resolution.
     if kw == 1 and kh == 1 and down > 1 and up == 1:
         x = upfirdn2d.upfirdn2d(x=x, f=f, down=down, padding=pad, flip_filter=flip_filter)
@@ -160,84 +144,3 @@ def _upsample_conv(x, w, f, up, pad, groups, flip_weight, flip_filter):
                         transpose=True, flip_weight=not flip_weight)
     return upfirdn2d.upfirdn2d(x=x, f=f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up ** 2,
                                flip_filter=flip_filter)
-
-
-def _fold_applies(x, w, f, up, down, groups) -> bool:
-    return (fold_filter and x.device.type == 'cpu' and f is not None and not f.requires_grad
-            and (up == 1) != (down == 1) and w.shape[1] <= fold_filter_max_channels)
-
-
-def _correlation_filter(f, flip_filter, gain, dtype):
-    """The 2-D kernel [fh, fw] that upfirdn2d correlates with (f flipped unless flip_filter, times gain)."""
-    f = f.to(dtype=dtype) * (gain ** (f.ndim / 2))
-    if f.ndim == 1:  # separable: the 2-D filter is the outer product of the taps along H and along W
-        f = f[:, None] * f[None, :]
-    return f if flip_filter else f.flip([0, 1])
-
-
-_full_conv_index_cache: dict = {}
-
-
-def _full_conv_index(kh: int, kw: int, fh: int, fw: int, device) -> torch.Tensor:
-    """Index [kh * kw, (kh + fh - 1) * (kw + fw - 1)] into [filter taps (row-major), 0] that builds the matrix of the
-    full convolution with a fh x fw filter: row (a, b), column (m, n) picks tap (m - a, n - b), or the 0 past the taps
-    where that is outside the filter."""
-    key = (kh, kw, fh, fw, torch.device(device))
-    index = _full_conv_index_cache.get(key)
-    if index is None:
-        a, b = torch.arange(kh).reshape(kh, 1, 1, 1), torch.arange(kw).reshape(1, kw, 1, 1)
-        m, n = torch.arange(kh + fh - 1).reshape(1, 1, -1, 1), torch.arange(kw + fw - 1).reshape(1, 1, 1, -1)
-        inside = (m - a >= 0) & (m - a < fh) & (n - b >= 0) & (n - b < fw)
-        index = torch.where(inside, (m - a) * fw + (n - b), fh * fw).reshape(kh * kw, -1).to(device)
-        _full_conv_index_cache[key] = index
-    return index
-
-
-def _full_conv(w, k):
-    """Full 2-D convolution of every kernel of w [A, B, kh, kw] with k [fh, fw]: [A, B, kh + fh - 1, kw + fw - 1].
-
-    One matrix product with the (kh * kw) x (taps) matrix of the convolution: on the CPU a conv over A * B
-    single-channel images (or with A * B groups) costs 3-20x more, forward and backward.
-    """
-    a, b, kh, kw = w.shape
-    fh, fw = k.shape
-    taps = torch.cat([k.reshape(-1), k.new_zeros([1])])
-    matrix = taps[_full_conv_index(kh, kw, fh, fw, k.device)]
-    return (w.reshape(a * b, kh * kw) @ matrix).reshape(a, b, kh + fh - 1, kw + fw - 1)
-
-
-def _folded_downsample_conv(x, w, f, down, pad, groups, flip_weight, flip_filter):
-    """Pad by `pad`, correlate with the filter, then with the weight and keep every down-th pixel, as one strided conv.
-
-    Correlating with g, then with w, is correlating with their full convolution K = w * g (of size k + taps - 1).
-    """
-    w_corr = w if flip_weight else w.flip([2, 3])  # the kernel F.conv2d correlates with
-    kernel = _full_conv(w_corr, _correlation_filter(f, flip_filter, 1, w.dtype))
-    px0, px1, py0, py1 = pad
-    if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
-        return conv2d_gradfix.conv2d(input=x, weight=kernel, stride=down, padding=[py0, px0], groups=groups)
-    x = F.pad(x, [px0, px1, py0, py1])
-    return conv2d_gradfix.conv2d(input=x, weight=kernel, stride=down, groups=groups)
-
-
-def _folded_upsample_conv(x, w, f, up, pad, groups, flip_weight, flip_filter):
-    """`_upsample_conv` as one strided transposed conv (and a pad / crop where the filter's padding is asymmetric).
-
-    The transposed conv scatters x with its kernel W; the filter then correlates with g after padding the result by
-    q0 on the left and q1 on the right. Together: the full transposed conv with kernel K = W * flip(g) (a full
-    convolution, taps - 1 larger), cropped by taps - 1 - q0 on the left and taps - 1 - q1 on the right (a negative
-    crop pads zeros). The crop both sides share is the transposed conv's padding, so those pixels are not computed.
-    """
-    kh, kw = w.shape[2], w.shape[3]
-    g = _correlation_filter(f, flip_filter, up ** 2, w.dtype)
-    fh, fw = g.shape
-    cx0, cx1 = fw - 1 - (pad[0] - (kw - 1)), fw - 1 - (pad[1] - (kw - up))
-    cy0, cy1 = fh - 1 - (pad[2] - (kh - 1)), fh - 1 - (pad[3] - (kh - up))
-    ptx, pty = max(min(cx0, cx1), 0), max(min(cy0, cy1), 0)
-    w_t = _transposed_weight(w, groups)
-    w_t = w_t.flip([2, 3]) if flip_weight else w_t  # the kernel conv_transpose2d scatters with
-    kernel = _full_conv(w_t, g.flip([0, 1]))
-    x = conv2d_gradfix.conv_transpose2d(input=x, weight=kernel, stride=up, padding=[pty, ptx], groups=groups)
-    if (cx0, cx1, cy0, cy1) != (ptx, ptx, pty, pty):
-        x = F.pad(x, [ptx - cx0, ptx - cx1, pty - cy0, pty - cy1])
-    return x

@@ -45,10 +45,8 @@ def _expand_cases():
 
 
 @pytest.mark.parametrize('gradfix', [False, True], ids=['plain_conv', 'gradfix_conv'])
-@pytest.mark.parametrize('fold_filter', [True, False], ids=['fold_filter', 'conv_then_fir'])
-def test_all_paths_match_naive(monkeypatch, gradfix, fold_filter):
+def test_all_paths_match_naive(monkeypatch, gradfix):
     monkeypatch.setattr(conv2d_gradfix, 'enabled', gradfix)
-    monkeypatch.setattr(cr, 'fold_filter', fold_filter)
     f = torch.outer(F_SEP, F_SEP)
     num_cases = 0
     for i, (k, up, down, groups, flip_weight, flip_filter, padding) in enumerate(_expand_cases()):
@@ -87,56 +85,6 @@ def test_gradcheck(k, up, down, padding):
     fn = lambda x, w: cr.conv2d_resample(x, w, f=torch.outer(F_SEP, F_SEP), up=up, down=down,  # noqa: E731
                                          padding=padding)
     assert torch.autograd.gradcheck(fn, [x, w])
-
-
-F_1331 = torch.outer(torch.tensor([1., 3., 3., 1.]), torch.tensor([1., 3., 3., 1.])) / 64
-
-
-@pytest.mark.parametrize('f,k,up,down,padding,groups,flip_weight', [
-    (F_1331, 3, 1, 2, 1, 1, True),          # D's strided 3x3 convs
-    (F_1331, 1, 1, 2, 0, 1, True),          # D's resnet skip (1x1)
-    (F_1331, 3, 2, 1, 1, 1, False),         # G's upsampling 3x3 convs (a transposed conv)
-    (F_1331, 3, 2, 1, 1, 2, False),         # ... fused modconv: one group per sample
-    (F_1331, 1, 2, 1, 0, 1, True),          # 1x1 with upsampling
-    (F_SEP, 3, 1, 2, [2, 0, 1, 1], 2, False),  # separable asymmetric taps, asymmetric padding (F.pad, then conv)
-    (F_2D, 3, 2, 1, 1, 1, True),            # non-square filter (asymmetric padding after the fold)
-    (F_SEP, 3, 2, 1, [-1, 3, 0, 4], 1, False),  # crops and pads around the transposed conv
-    (F_2D, 3, 1, 2, 1, 1, True),
-])
-@pytest.mark.parametrize('flip_filter', [False, True])
-def test_fold_filter_matches_reference(monkeypatch, f, k, up, down, padding, groups, flip_weight, flip_filter):
-    """The CPU path that folds the FIR filter into the conv weight against the conv + FIR reference in float32:
-    values, gradients in x and w, and the second-order gradient R1 takes (of the input gradient, in w)."""
-    calls = []
-    folds = {name: getattr(cr, name) for name in ('_folded_downsample_conv', '_folded_upsample_conv')}
-    for name, fn in folds.items():
-        monkeypatch.setattr(cr, name, lambda *args, fn=fn: calls.append(fn(*args)) or calls[-1])
-    results = {}
-    for fold in (True, False):
-        monkeypatch.setattr(cr, 'fold_filter', fold)
-        x = _randn(2, 4, 8, 8, seed=20).float().requires_grad_()
-        w = _randn(6, 4 // groups, k, k, seed=21).float().requires_grad_()
-        y = cr.conv2d_resample(x, w, f=f, up=up, down=down, padding=padding, groups=groups, flip_weight=flip_weight,
-                               flip_filter=flip_filter)
-        dy = _randn(*y.shape, seed=22).float()
-        gx, gw = torch.autograd.grad(y, [x, w], dy, create_graph=True)
-        (ggw,) = torch.autograd.grad(gx.square().sum(), [w])  # R1: |dD/dx|^2 differentiated in the weights
-        results[fold] = [y, gx, gw, ggw]
-    assert len(calls) == 1  # the folded path ran once (with fold_filter on)
-    for name, a, b in zip(['y', 'grad x', 'grad w', 'R1 grad w'], results[True], results[False]):
-        assert a.shape == b.shape, name
-        scale = b.abs().max()  # float32 round-off of sums of many terms: tolerances relative to the largest value
-        torch.testing.assert_close(a / scale, b / scale, msg=name)
-
-
-def test_fold_filter_applies_only_with_few_channels_and_one_resampling():
-    f, x = F_1331, _randn(1, 4, 8, 8, seed=23).float()
-    w = _randn(4, 4, 3, 3, seed=24).float()
-    assert cr._fold_applies(x, w, f, 1, 2, 1) and cr._fold_applies(x, w, f, 2, 1, 1)
-    assert not cr._fold_applies(x, w, f, 2, 2, 1) and not cr._fold_applies(x, w, f, 1, 1, 1)
-    assert not cr._fold_applies(x, w, None, 1, 2, 1) and not cr._fold_applies(x, w, f.requires_grad_(), 1, 2, 1)
-    wide = torch.zeros(4, cr.fold_filter_max_channels + 1, 3, 3)
-    assert not cr._fold_applies(torch.zeros(1, wide.shape[1], 8, 8), wide, F_1331, 1, 2, 1)
 
 
 def modulated_conv(x, weight, styles, f, up, demodulate=True):
