@@ -16,7 +16,8 @@ with the switch on and off (A B A B ...), timed by the process's CPU clock (a sh
 than the wall clock); it prints the median of the per-pair ratios on/off. SWITCH is one of: gradfix (native conv
 autograd on the CPU), upfirdn2d (strided / transposed depthwise convs), channels_last (NHWC activations), fold_batch
 (upfirdn2d on few channels runs the batch as conv groups), ada (ADA skips the transforms whose gates no sample
-passed), all (all of them together, i.e. against the reference paths).
+passed), finite (the gradient scrub runs only when the gradients' sum is not finite), all (all of them together, i.e.
+against the reference paths).
 """
 
 import collections
@@ -33,7 +34,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from torch_utils import training_stats  # noqa: E402
+from torch_utils import distributed, training_stats  # noqa: E402
 from torch_utils.ops import bias_act, conv2d_gradfix, fma, upfirdn2d  # noqa: E402
 from training import augment, discriminator, networks, training_loop  # noqa: E402
 
@@ -187,9 +188,11 @@ def _set_switch(name: str, on: bool) -> None:
         upfirdn2d.fold_batch = on
     if name in ('ada', 'all'):
         augment.SKIP_CLOSED_GATES = on
+    if name in ('finite', 'all'):
+        distributed.CPU_CHECK_FINITE_FIRST = on
 
 
-SWITCHES = ('gradfix', 'upfirdn2d', 'channels_last', 'fold_batch', 'ada', 'all')
+SWITCHES = ('gradfix', 'upfirdn2d', 'channels_last', 'fold_batch', 'ada', 'finite', 'all')
 
 
 def ab_steps(state, name: str, warmup: int, pairs: int, report: list) -> None:
