@@ -131,10 +131,6 @@ class _Draws:
             return value
         return torch.where(gate, value, torch.full_like(value, neutral))
 
-    def pick(self, prob, value: torch.Tensor, neutral: float) -> torch.Tensor:
-        """`value` where a sample's gate (probability `prob`) opens, else `neutral`: [N]."""
-        return self.select(self.gate(prob), value, neutral)
-
     def integer(self, k: int) -> torch.Tensor:
         """Uniform over {0, ..., k-1}, as float [N]."""
         if self.q is not None:
