@@ -14,8 +14,10 @@ the profiler minus all operator self time (interpreter, dispatch, autograd bookk
 `--ab SWITCH` instead times one CPU fast path on its own: on the same training state, blocks of 16 steps alternate
 with the switch on and off (A B A B ...), timed by the process's CPU clock (a shared machine disturbs it far less
 than the wall clock); it prints the median of the per-pair ratios on/off. SWITCH is one of: gradfix (native conv
-autograd on the CPU), upfirdn2d (strided / transposed depthwise convs), channels_last (NHWC activations), all (the
-three together, i.e. against the reference paths).
+autograd on the CPU), upfirdn2d (strided / transposed depthwise convs), channels_last (NHWC activations), fold_batch
+(upfirdn2d on few channels runs the batch as conv groups), ada (ADA skips the transforms whose gates no sample
+passed), finite (the gradient scrub runs only when the gradients' sum is not finite), all (all of them together, i.e.
+against the reference paths).
 """
 
 import collections
@@ -32,9 +34,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from torch_utils import training_stats  # noqa: E402
+from torch_utils import distributed, training_stats  # noqa: E402
 from torch_utils.ops import bias_act, conv2d_gradfix, fma, upfirdn2d  # noqa: E402
-from training import discriminator, networks, training_loop  # noqa: E402
+from training import augment, discriminator, networks, training_loop  # noqa: E402
 
 KIND_PREFIX = 'kind:'
 # (module, attribute, kind): forward wrappers; the innermost one wins (upfirdn2d's own convs count as upfirdn2d).
@@ -182,9 +184,15 @@ def _set_switch(name: str, on: bool) -> None:
         upfirdn2d.fast_conv = on
     if name in ('channels_last', 'all'):
         networks.CPU_CHANNELS_LAST = discriminator.CPU_CHANNELS_LAST = on
+    if name in ('fold_batch', 'all'):
+        upfirdn2d.fold_batch = on
+    if name in ('ada', 'all'):
+        augment.SKIP_CLOSED_GATES = on
+    if name in ('finite', 'all'):
+        distributed.CPU_CHECK_FINITE_FIRST = on
 
 
-SWITCHES = ('gradfix', 'upfirdn2d', 'channels_last', 'all')
+SWITCHES = ('gradfix', 'upfirdn2d', 'channels_last', 'fold_batch', 'ada', 'finite', 'all')
 
 
 def ab_steps(state, name: str, warmup: int, pairs: int, report: list) -> None:
@@ -204,7 +212,8 @@ def ab_steps(state, name: str, warmup: int, pairs: int, report: list) -> None:
     report.append(f'{name}: on {statistics.median(on) / 16 * 1e3:.1f} ms/step, off '
                   f'{statistics.median(off) / 16 * 1e3:.1f} ms/step (CPU); on/off median '
                   f'{statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}, '
-                  f'{pairs} pairs of 16 steps)')
+                  f'{pairs} pairs of 16 steps)'
+                  + (f'; ADA p {float(state.augment_pipe.p):.4f}' if state.augment_pipe is not None else ''))
 
 
 @click.command(context_settings=dict(ignore_unknown_options=True, allow_extra_args=True))

@@ -131,6 +131,12 @@ def gather_objects(obj) -> list:
     return gathered
 
 
+# CPU fast path without a process group: the gradients' sum is finite exactly when every element is, so that one
+# reduction (a free host sync on the CPU) decides whether the scrub and the copy back into the gradients have anything
+# to do; when it is not finite (or overflows), the full path runs. False = the full path every time.
+CPU_CHECK_FINITE_FIRST = True
+
+
 @torch.no_grad()
 def reduce_gradients(params: Iterable[torch.nn.Parameter]) -> tuple[torch.Tensor, int]:
     """Average the gradients over ranks (one flat all_reduce) and replace NaN / +-inf by 0 / +-1e5, in place; return
@@ -143,6 +149,9 @@ def reduce_gradients(params: Iterable[torch.nn.Parameter]) -> tuple[torch.Tensor
     if len(params) == 0:
         return torch.zeros([], dtype=torch.int64), 0
     flat = torch.cat([param.grad.flatten() for param in params])  # [sum of numel]
+    if (CPU_CHECK_FINITE_FIRST and flat.device.type == 'cpu' and not is_initialized()
+            and bool(torch.isfinite(flat.sum()))):
+        return torch.zeros([], dtype=torch.int64), flat.numel()
     if is_initialized():
         torch.distributed.all_reduce(flat)
         flat /= torch.distributed.get_world_size()

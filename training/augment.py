@@ -41,6 +41,11 @@ _GEOM = ('xflip', 'rotate90', 'xint', 'scale', 'rotate', 'aniso', 'xfrac')
 _BLIT = ('xflip', 'rotate90', 'xint')
 _COLOR = ('brightness', 'contrast', 'lumaflip', 'hue', 'saturation')
 
+# CPU fast path: a transform whose gates no sample of the batch passed is skipped (its random numbers are still drawn,
+# so the output is bit-identical to the full chain's). Off = the full chain of operators on every call. Not on CUDA,
+# where asking whether any gate opened would cost a host sync per transform.
+SKIP_CLOSED_GATES = True
+
 
 def filter_bank(num_bands: int = 4) -> np.ndarray:
     """Zero-phase band-pass filters [num_bands, taps] for [0, pi/8], [pi/8, pi/4], [pi/4, pi/2], [pi/2, pi] (4 bands).
@@ -97,19 +102,34 @@ def _affine3d(A: torch.Tensor, b) -> torch.Tensor:
 
 class _Draws:
     """Per-sample random draws for one forward pass; with a debug percentile q every gate is open and every draw is
-    the q-quantile of its distribution, so a transform can be inspected at a fixed strength."""
+    the q-quantile of its distribution, so a transform can be inspected at a fixed strength.
 
-    def __init__(self, batch_size: int, device: torch.device, debug_percentile: float | None):
-        self.n, self.device, self.q = batch_size, device, debug_percentile
+    skip=True (the CPU fast path, see SKIP_CLOSED_GATES): `open` says False for a gate that no sample passed, and the
+    caller then skips that transform, whose neutral value makes it the exact identity. Its random numbers are drawn
+    all the same, so the generator's stream, and every later draw, is that of the full chain."""
+
+    def __init__(self, batch_size: int, device: torch.device, debug_percentile: float | None, skip: bool = False):
+        self.n, self.device, self.q, self.skip = batch_size, device, debug_percentile, skip
 
     def full(self, value: float) -> torch.Tensor:
         return torch.full([self.n], float(value), device=self.device)
 
-    def pick(self, prob, value: torch.Tensor, neutral: float) -> torch.Tensor:
-        """`value` where a sample's gate (probability `prob`) opens, else `neutral`: [N]."""
+    def gate(self, prob) -> torch.Tensor | None:
+        """Per-sample gates [N] (bool) that open with probability `prob`; None (all open) with a debug percentile."""
         if self.q is not None:
+            return None
+        return torch.rand([self.n], device=self.device) < prob
+
+    def open(self, gate: torch.Tensor | None) -> bool:
+        """Whether the transform behind `gate` must run: False only when skipping and no sample's gate opened."""
+        return gate is None or not self.skip or bool(gate.any())
+
+    @staticmethod
+    def select(gate: torch.Tensor | None, value: torch.Tensor, neutral: float) -> torch.Tensor:
+        """`value` where `gate` is open, else `neutral`: [N]."""
+        if gate is None:
             return value
-        return torch.where(torch.rand([self.n], device=self.device) < prob, value, torch.full_like(value, neutral))
+        return torch.where(gate, value, torch.full_like(value, neutral))
 
     def integer(self, k: int) -> torch.Tensor:
         """Uniform over {0, ..., k-1}, as float [N]."""
@@ -188,66 +208,99 @@ class AugmentPipe(torch.nn.Module):
             raise ValueError(f'images: colour transforms need 1 or 3 channels, got {images.shape[1]}')
         if debug_percentile is None and not float(self.p) > 0:
             return images  # Exact identity while ADA has not switched on (one host sync per call).
-        draws = _Draws(images.shape[0], images.device, debug_percentile)
+        draws = _Draws(images.shape[0], images.device, debug_percentile,
+                       skip=SKIP_CLOSED_GATES and images.device.type == 'cpu')
         if any(getattr(self, name) > 0 for name in _GEOM):
-            M = self._geometric_matrix(draws, images.shape[3], images.shape[2])
+            M, moved = self._geometric_matrix(draws, images.shape[3], images.shape[2])
             blit_only = not any(getattr(self, name) > 0 for name in _GEOM if name not in _BLIT)
-            images = self._blit(images, M) if blit_only else self._warp(images, M)
+            if not blit_only:
+                images = self._warp(images, M)  # Even at M = identity the warp low-passes: it always runs.
+            elif moved:
+                images = self._blit(images, M)
         if any(getattr(self, name) > 0 for name in _COLOR):
-            images = self._apply_color(images, self._color_matrix(draws))
+            C, changed = self._color_matrix(draws)
+            if changed:
+                images = self._apply_color(images, C)
         if self.imgfilter > 0:
             images = self._filter_bands(images, draws)
         if self.noise > 0:
-            sigma = draws.pick(self.noise * self.p, draws.halfnormal() * self.noise_std, 0)
-            images = images + torch.randn_like(images) * sigma.to(images.dtype).reshape(-1, 1, 1, 1)
+            value = draws.halfnormal() * self.noise_std
+            gate = draws.gate(self.noise * self.p)
+            noise = torch.randn_like(images)
+            if draws.open(gate):
+                images = images + noise * draws.select(gate, value, 0).to(images.dtype).reshape(-1, 1, 1, 1)
         if self.cutout > 0:
             images = self._cutout(images, draws)
         return images
 
-    def _geometric_matrix(self, draws: _Draws, width: int, height: int) -> torch.Tensor:
-        """Compose the enabled geometric transforms into [N, 3, 3] matrices mapping output to input pixel positions.
+    def _geometric_matrix(self, draws: _Draws, width: int, height: int) -> tuple[torch.Tensor, bool]:
+        """Compose the enabled geometric transforms into [N, 3, 3] matrices mapping output to input pixel positions;
+        also return False when every transform was skipped (see _Draws.open), i.e. M is exactly the identity.
 
         Positions are in pixels from the image centre (x right, y down). The transforms apply to the image in the
-        order below, so the output->input map is the product of their inverses in that same order.
+        order below, so the output->input map is the product of their inverses in that same order. Each transform
+        draws its value(s) and its gates in the order of the official pipeline, whether it is skipped or not.
         """
         p, one = self.p, draws.full(1)
         M = torch.eye(3, device=draws.device).repeat(draws.n, 1, 1)
+        moved = False
         if self.xflip > 0:
-            s = 1 - 2 * draws.pick(self.xflip * p, draws.integer(2), 0)
-            M = M @ _affine2d(s, 0, 0, 1, 0, 0, one)
+            value = draws.integer(2)
+            gate = draws.gate(self.xflip * p)
+            if draws.open(gate):
+                s = 1 - 2 * draws.select(gate, value, 0)
+                M, moved = M @ _affine2d(s, 0, 0, 1, 0, 0, one), True
         if self.rotate90 > 0:
-            # k quarter turns, like torch.rot90(img, k, dims=[2, 3]); exact cos/sin keep the map on the pixel grid.
-            k = draws.pick(self.rotate90 * p, draws.integer(4), 0).long()
-            c = misc.constant([1, 0, -1, 0], device=draws.device)[k]
-            s = misc.constant([0, 1, 0, -1], device=draws.device)[k]
-            M = M @ _affine2d(c, -s, s, c, 0, 0, one)
+            value = draws.integer(4)
+            gate = draws.gate(self.rotate90 * p)
+            if draws.open(gate):
+                # k quarter turns, like torch.rot90(img, k, dims=[2, 3]); exact cos/sin keep the map on the pixel grid.
+                k = draws.select(gate, value, 0).long()
+                c = misc.constant([1, 0, -1, 0], device=draws.device)[k]
+                s = misc.constant([0, 1, 0, -1], device=draws.device)[k]
+                M, moved = M @ _affine2d(c, -s, s, c, 0, 0, one), True
         if self.xint > 0:
-            on = draws.pick(self.xint * p, one, 0)
-            tx = torch.round(draws.uniform(-self.xint_max, self.xint_max) * width) * on
-            ty = torch.round(draws.uniform(-self.xint_max, self.xint_max) * height) * on
-            M = M @ _affine2d(1, 0, 0, 1, -tx, -ty, one)
+            gate = draws.gate(self.xint * p)
+            ux, uy = draws.uniform(-self.xint_max, self.xint_max), draws.uniform(-self.xint_max, self.xint_max)
+            if draws.open(gate):
+                on = draws.select(gate, one, 0)
+                tx, ty = torch.round(ux * width) * on, torch.round(uy * height) * on
+                M, moved = M @ _affine2d(1, 0, 0, 1, -tx, -ty, one), True
         if self.scale > 0:
-            s = torch.exp2(draws.pick(self.scale * p, draws.normal() * self.scale_std, 0))
-            M = M @ _affine2d(1 / s, 0, 0, 1 / s, 0, 0, one)
+            value = draws.normal() * self.scale_std
+            gate = draws.gate(self.scale * p)
+            if draws.open(gate):
+                s = torch.exp2(draws.select(gate, value, 0))
+                M, moved = M @ _affine2d(1 / s, 0, 0, 1 / s, 0, 0, one), True
         # Rotation happens before and after the anisotropic scale, each with probability 1 - sqrt(1 - p * rotate),
         # so that at least one of the two occurs with probability p * rotate.
         def rotation():
             prob = 1 - torch.sqrt(1 - torch.clamp(self.rotate * p, max=1))
-            theta = draws.pick(prob, draws.uniform(-math.pi, math.pi) * self.rotate_max, 0)
+            value = draws.uniform(-math.pi, math.pi) * self.rotate_max
+            gate = draws.gate(prob)
+            if not draws.open(gate):
+                return None
+            theta = draws.select(gate, value, 0)
             return _affine2d(torch.cos(theta), -torch.sin(theta), torch.sin(theta), torch.cos(theta), 0, 0, one)
 
-        if self.rotate > 0:
-            M = M @ rotation()
+        if self.rotate > 0 and (R := rotation()) is not None:
+            M, moved = M @ R, True
         if self.aniso > 0:
-            s = torch.exp2(draws.pick(self.aniso * p, draws.normal() * self.aniso_std, 0))
-            M = M @ _affine2d(1 / s, 0, 0, s, 0, 0, one)
-        if self.rotate > 0:
-            M = M @ rotation()
+            value = draws.normal() * self.aniso_std
+            gate = draws.gate(self.aniso * p)
+            if draws.open(gate):
+                s = torch.exp2(draws.select(gate, value, 0))
+                M, moved = M @ _affine2d(1 / s, 0, 0, s, 0, 0, one), True
+        if self.rotate > 0 and (R := rotation()) is not None:
+            M, moved = M @ R, True
         if self.xfrac > 0:
-            on = draws.pick(self.xfrac * p, one, 0)
-            tx, ty = draws.normal() * self.xfrac_std * width * on, draws.normal() * self.xfrac_std * height * on
-            M = M @ _affine2d(1, 0, 0, 1, -tx, -ty, one)
-        return M
+            gate = draws.gate(self.xfrac * p)
+            nx, ny = draws.normal(), draws.normal()
+            if draws.open(gate):
+                on = draws.select(gate, one, 0)
+                tx, ty = nx * self.xfrac_std * width * on, ny * self.xfrac_std * height * on
+                M, moved = M @ _affine2d(1, 0, 0, 1, -tx, -ty, one), True
+        return M, moved
 
     def _blit(self, images: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
         """Apply flips, quarter turns and integer shifts by copying pixels (exact); borders are mirrored."""
@@ -297,32 +350,49 @@ class AugmentPipe(torch.nn.Module):
         x = grid_sample_gradfix.grid_sample(x, grid.to(x.dtype))  # [N, C, 2 (H + m), 2 (W + m)]
         return upfirdn2d.upfirdn2d(x, f, down=2)  # [N, C, H, W]
 
-    def _color_matrix(self, draws: _Draws) -> torch.Tensor:
-        """Compose the enabled colour transforms into [N, 4, 4] matrices acting on homogeneous (r, g, b, 1)."""
+    def _color_matrix(self, draws: _Draws) -> tuple[torch.Tensor, bool]:
+        """Compose the enabled colour transforms into [N, 4, 4] matrices acting on homogeneous (r, g, b, 1); also
+        return False when every transform was skipped (see _Draws.open), i.e. C is exactly the identity."""
         p, dev = self.p, draws.device
         eye = misc.constant(np.eye(3), device=dev)
         luma = misc.constant(np.full([3, 3], 1 / 3), device=dev)  # v v^T for the unit luma axis v = (1, 1, 1) / sqrt(3)
         cross = misc.constant(np.array([[0, -1, 1], [1, 0, -1], [-1, 1, 0]]) / np.sqrt(3), device=dev)  # [v]_x
         C = torch.eye(4, device=dev).repeat(draws.n, 1, 1)
+        changed = False
 
         def apply(A, b=0):
             return _affine3d(A.expand(draws.n, 3, 3), b) @ C
 
         if self.brightness > 0:
-            C = apply(eye, draws.pick(self.brightness * p, draws.normal() * self.brightness_std, 0))
+            value = draws.normal() * self.brightness_std
+            gate = draws.gate(self.brightness * p)
+            if draws.open(gate):
+                C, changed = apply(eye, draws.select(gate, value, 0)), True
         if self.contrast > 0:
-            c = torch.exp2(draws.pick(self.contrast * p, draws.normal() * self.contrast_std, 0))
-            C = apply(eye * c.reshape(-1, 1, 1))
+            value = draws.normal() * self.contrast_std
+            gate = draws.gate(self.contrast * p)
+            if draws.open(gate):
+                c = torch.exp2(draws.select(gate, value, 0))
+                C, changed = apply(eye * c.reshape(-1, 1, 1)), True
         if self.lumaflip > 0:  # reflect through the plane orthogonal to the luma axis: gray levels invert
-            i = draws.pick(self.lumaflip * p, draws.integer(2), 0).reshape(-1, 1, 1)
-            C = apply(eye - 2 * luma * i)
+            value = draws.integer(2)
+            gate = draws.gate(self.lumaflip * p)
+            if draws.open(gate):
+                i = draws.select(gate, value, 0).reshape(-1, 1, 1)
+                C, changed = apply(eye - 2 * luma * i), True
         if self.hue > 0:  # rotation about the luma axis (Rodrigues)
-            theta = draws.pick(self.hue * p, draws.uniform(-math.pi, math.pi) * self.hue_max, 0).reshape(-1, 1, 1)
-            C = apply(luma + (eye - luma) * torch.cos(theta) + cross * torch.sin(theta))
+            value = draws.uniform(-math.pi, math.pi) * self.hue_max
+            gate = draws.gate(self.hue * p)
+            if draws.open(gate):
+                theta = draws.select(gate, value, 0).reshape(-1, 1, 1)
+                C, changed = apply(luma + (eye - luma) * torch.cos(theta) + cross * torch.sin(theta)), True
         if self.saturation > 0:  # scale the chroma, i.e. the component orthogonal to the luma axis
-            s = torch.exp2(draws.pick(self.saturation * p, draws.normal() * self.saturation_std, 0))
-            C = apply(luma + (eye - luma) * s.reshape(-1, 1, 1))
-        return C
+            value = draws.normal() * self.saturation_std
+            gate = draws.gate(self.saturation * p)
+            if draws.open(gate):
+                s = torch.exp2(draws.select(gate, value, 0))
+                C, changed = apply(luma + (eye - luma) * s.reshape(-1, 1, 1)), True
+        return C, changed
 
     @staticmethod
     def _apply_color(images: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
@@ -337,14 +407,20 @@ class AugmentPipe(torch.nn.Module):
     def _filter_bands(self, images: torch.Tensor, draws: _Draws) -> torch.Tensor:
         """Scale each frequency band by 2^N(0, imgfilter_std^2), renormalised to keep the expected image power."""
         N, C, H, W = images.shape
+        bands = []  # (band, value, gate)
+        for band, multiplier in enumerate(self.imgfilter_bands):
+            if multiplier > 0:
+                value = draws.normal() * self.imgfilter_std
+                bands.append((band, value, draws.gate(self.imgfilter * multiplier * self.p)))
+        if not any(draws.open(gate) for _, _, gate in bands):
+            # All gains 1: the bank's rows sum to the unit impulse exactly (in float32 too), so the filter would be
+            # the identity.
+            return images
         power = misc.constant(BAND_POWER, device=images.device)
         gains = torch.ones([N, len(self.imgfilter_bands)], device=images.device)  # [N, bands]
-        for band, multiplier in enumerate(self.imgfilter_bands):
-            if multiplier <= 0:
-                continue
+        for band, value, gate in bands:
             t = torch.ones_like(gains)
-            t[:, band] = torch.exp2(draws.pick(self.imgfilter * multiplier * self.p,
-                                               draws.normal() * self.imgfilter_std, 0))
+            t[:, band] = torch.exp2(draws.select(gate, value, 0))
             gains = gains * t / (power * t.square()).sum(dim=1, keepdim=True).sqrt()
         h = (gains @ self.Hz_fbank).to(images.dtype)  # per-sample zero-phase filter [N, taps]
         taps = h.shape[1]
@@ -357,8 +433,12 @@ class AugmentPipe(torch.nn.Module):
     def _cutout(self, images: torch.Tensor, draws: _Draws) -> torch.Tensor:
         """Zero a square of side cutout_size * image size at a uniform random centre."""
         N, _, H, W = images.shape
-        size = draws.pick(self.cutout * self.p, draws.full(self.cutout_size), 0).reshape(N, 1, 1, 1)
+        value = draws.full(self.cutout_size)
+        gate = draws.gate(self.cutout * self.p)
         cx, cy = draws.uniform(0, 1).reshape(N, 1, 1, 1), draws.uniform(0, 1).reshape(N, 1, 1, 1)
+        if not draws.open(gate):
+            return images
+        size = draws.select(gate, value, 0).reshape(N, 1, 1, 1)
         x = (torch.arange(W, device=images.device) + 0.5) / W
         y = (torch.arange(H, device=images.device)[:, None] + 0.5) / H
         keep = ((x - cx).abs() >= size / 2) | ((y - cy).abs() >= size / 2)  # [N, 1, H, W]

@@ -26,6 +26,34 @@ def test_reduce_gradients_counts_what_it_scrubs():
     assert [int(n) for n in distributed.reduce_gradients([c])] == [0, 0]
 
 
+@pytest.mark.parametrize('case', ['finite', 'nan', 'inf', 'sum overflows'])
+def test_cpu_finite_check_first_matches_the_full_scrub(monkeypatch, case):
+    """The CPU path that first checks the sum is finite gives the full path's gradients, counts and dtypes."""
+    grads = [torch.randn(5, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    if case == 'nan':
+        grads[1][2] = float('nan')
+    if case == 'inf':
+        grads[2][0] = -float('inf')
+    if case == 'sum overflows':  # every element finite, the sum is not: the full path runs and scrubs nothing
+        grads[0][:] = 3e38
+    calls = []
+    monkeypatch.setattr(distributed.misc, 'nan_to_num', lambda *args, fn=distributed.misc.nan_to_num, **kwargs:
+                        calls.append(1) or fn(*args, **kwargs))
+    results = {}
+    for fast in (True, False):
+        monkeypatch.setattr(distributed, 'CPU_CHECK_FINITE_FIRST', fast)
+        params = [torch.nn.Parameter(torch.zeros(5)) for _ in grads]
+        for param, grad in zip(params, grads):
+            param.grad = grad.clone()
+        scrubbed, total = distributed.reduce_gradients(params)
+        results[fast] = (scrubbed, total, [param.grad for param in params])
+    (s_fast, n_fast, g_fast), (s_ref, n_ref, g_ref) = results[True], results[False]
+    assert s_fast.dtype == s_ref.dtype == torch.int64 and s_fast.shape == s_ref.shape == ()
+    assert (int(s_fast), n_fast) == (int(s_ref), n_ref) == ({'nan': 1, 'inf': 1}.get(case, 0), 15)
+    assert all(torch.equal(a, b) for a, b in zip(g_fast, g_ref))
+    assert len(calls) == (1 if case == 'finite' else 2)  # the fast path skipped the scrub only when all was finite
+
+
 def test_monitor_warns_on_some_and_stops_on_all():
     collector = training_stats.Collector(regex='Grad/.*')
     monitor = NonFiniteGradMonitor()

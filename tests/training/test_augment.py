@@ -337,6 +337,45 @@ def test_gradcheck_and_gradgradcheck(name):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# CPU fast path: transforms whose gates no sample passed are skipped, bit-identically and with the same random stream.
+
+def _run_r1(pipe, images, seed):
+    """Augmented images, their gradient through a small D, R1's second-order D gradients and the RNG state after."""
+    torch.manual_seed(1)
+    D = torch.nn.Sequential(torch.nn.Conv2d(images.shape[1], 4, 3), torch.nn.Softplus(), torch.nn.Conv2d(4, 1, 3))
+    real = images.clone().requires_grad_(True)
+    torch.manual_seed(seed)
+    out = pipe(real)
+    state = torch.get_rng_state()
+    (grad,) = torch.autograd.grad(D(out).sum(), real, create_graph=True)
+    grad.square().sum().backward()
+    grads = [param.grad if param.grad is not None else torch.zeros([0]) for param in D.parameters()]  # no grad: bias
+    return [out.detach(), grad.detach()] + grads, state
+
+
+@pytest.mark.parametrize('name', ['blit', 'bgc', 'color', 'filter', 'noise', 'cutout', 'bgcfnc'])
+@pytest.mark.parametrize('channels', [1, 3])
+def test_skipping_closed_gates_is_bit_identical(name, channels, monkeypatch):
+    opened = []
+    open_ = augment._Draws.open
+    monkeypatch.setattr(augment._Draws, 'open', lambda self, gate: opened.append(open_(self, gate)) or opened[-1])
+    pipe = _pipe(**augpipe_specs[name])
+    images = _images((6, channels, 12, 12), seed=3)
+    for p in [1e-3, 0.05, 0.3, 1.0]:  # all gates closed .. some open .. all open
+        pipe.p.fill_(p)
+        for seed in range(3):
+            results = {}
+            for skip in (False, True):
+                monkeypatch.setattr(augment, 'SKIP_CLOSED_GATES', skip)
+                results[skip] = _run_r1(pipe, images, seed)
+            (ref, ref_state), (fast, fast_state) = results[False], results[True]
+            assert torch.equal(ref_state, fast_state), (p, seed)  # the same random numbers were drawn
+            for i, (a, b) in enumerate(zip(ref, fast)):
+                assert torch.equal(a, b), (p, seed, i)
+    assert False in opened and True in opened  # some transforms were skipped, some applied
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Presets and the ADA update.
 
 def test_presets_expand_to_multipliers_of_one():

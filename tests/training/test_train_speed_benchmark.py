@@ -52,3 +52,24 @@ def test_profile_charges_forward_and_backward_to_the_right_kind():
     assert set(totals) >= {'conv', 'upfirdn2d', 'other ops'}
     assert set(totals) <= {'conv', 'upfirdn2d', 'other ops'}
     assert all(us > 0 for us in totals.values())
+
+
+def test_ab_switches_each_flip_their_fast_path_and_all_flips_every_one(monkeypatch):
+    profile = _load('train_profile')
+    paths = {  # switch -> (module, attribute, value when the fast path is on)
+        'gradfix': (profile.conv2d_gradfix, 'custom_on_cpu', False),
+        'upfirdn2d': (profile.upfirdn2d, 'fast_conv', True),
+        'channels_last': (profile.networks, 'CPU_CHANNELS_LAST', True),
+        'fold_batch': (profile.upfirdn2d, 'fold_batch', True),
+        'ada': (profile.augment, 'SKIP_CLOSED_GATES', True),
+        'finite': (profile.distributed, 'CPU_CHECK_FINITE_FIRST', True),
+    }
+    assert set(profile.SWITCHES) == set(paths) | {'all'}
+    for module, attribute, _ in paths.values():
+        monkeypatch.setattr(module, attribute, getattr(module, attribute))  # restored after the test
+    for name in list(paths) + ['all']:
+        for on in (False, True):
+            profile._set_switch(name, on)
+            for switch, (module, attribute, fast) in paths.items():
+                assert getattr(module, attribute) == (fast if on or name not in (switch, 'all') else not fast), \
+                    (name, on, switch)

@@ -204,12 +204,22 @@ def test_argument_grid_against_oracle():
     ((3, 2), (1, 1), (-1, 2, 3, -2)), ((1, 1), (2, 3), (2, 3, -1, 2)), ((1, 1), (2, 2), (4, 3, 2, 2)),
 ])
 @pytest.mark.parametrize('flip_filter', [False, True])
-def test_fast_conv_path_matches_reference(fname, up, down, padding, flip_filter):
-    """The CPU fast path (strided / transposed depthwise conv) against _upfirdn2d_ref: values, grads, 2nd order."""
+@pytest.mark.parametrize('fold_batch', [False, True])
+def test_fast_conv_path_matches_reference(fname, up, down, padding, flip_filter, fold_batch, monkeypatch):
+    """The CPU fast path (strided / transposed depthwise conv; with fold_batch, 3 channels run as 2 * 3 groups of one
+    batch) against _upfirdn2d_ref: values, grads, 2nd order."""
     f = FILTERS[fname]
     assert u._fast_conv_applies(f, up, down)
+    monkeypatch.setattr(u, 'fold_batch', fold_batch)
+    convs = []
+    monkeypatch.setattr(u.F, 'conv2d', lambda x, *args, conv=u.F.conv2d, **kwargs: convs.append(x.shape[0])
+                        or conv(x, *args, **kwargs))
+    monkeypatch.setattr(u.F, 'conv_transpose2d', lambda x, *args, conv=u.F.conv_transpose2d, **kwargs:
+                        convs.append(x.shape[0]) or conv(x, *args, **kwargs))
     x = _randn(2, 3, 7, 6, seed=7).requires_grad_()
     y = u._upfirdn2d_conv(x, f, up, down, padding, flip_filter, gain=2.5)
+    assert convs == [1 if fold_batch else 2]  # one conv, over the batch folded into its groups or not
+    monkeypatch.undo()
     y_ref = u._upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain=2.5)
     assert y.shape == y_ref.shape
     torch.testing.assert_close(y, y_ref)
