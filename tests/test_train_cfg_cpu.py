@@ -34,7 +34,8 @@ def test_cpu_preset(tmp_path, res):
     assert options['G_kwargs']['mapping_kwargs'] == dict(num_layers=2)
     assert options['D_kwargs']['epilogue_kwargs'] == dict(mbstd_group_size=4)
     assert (options['G_opt_kwargs']['lr'], options['D_opt_kwargs']['lr']) == (0.001, 0.002)
-    assert options['loss_kwargs']['r1_gamma'] == 1
+    assert options['loss_kwargs']['r1_gamma'] == 10
+    assert (options['loss_kwargs']['pl_weight'], options['loss_kwargs']['style_mixing_prob']) == (0, 0)
     assert options['run_dir'].endswith('-ds-cpu')
 
 

@@ -25,10 +25,11 @@ CONFIG_SPECS = {name: dict(zip(PRESET_FIELDS, values)) for name, values in {
     'paper512':  (8,       25000,  64,   8,    1,    0.0025, 0.5,  20,   None, 8),
     'paper1024': (8,       25000,  32,   4,    1,    0.002,  2,    10,   None, 8),
     'cifar':     (2,       100000, 64,   32,   1,    0.0025, 0.01, 500,  0.05, 2),
-    'cpu':       (1,       200,    32,   4,    1/32, 0.002,  1,    10,   0.05, 2),
+    'cpu':       (1,       200,    32,   4,    1/32, 0.002,  10,   10,   0.05, 2),
 }.items()}
 # --cfg=cpu (benchmarks/cpu_preset_search.py, docs/cpu-preset.md): G learning rate below D's; at most 64 channels, so
-# with cbase 1024 every layer of a 16x16 net has 64 channels and a 32x32 net has 32 at 32x32.
+# with cbase 1024 every layer of a 16x16 net has 64 channels and a 32x32 net has 32 at 32x32; R1 gamma 10 and, as
+# --cfg=cifar, no style mixing and no path-length penalty (the search's best measured regime, 'g10-nomix-nopl').
 CPU_EXTRA = dict(glrate=0.001, cmax=64)
 
 # --resume shortcuts: StyleGAN2-ADA's transfer-learning source networks.
@@ -141,7 +142,7 @@ def network_config(opts, spec, batch_gpu: int) -> dict:
                     mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=mbstd))
     # pl_no_weight_grad: StyleGAN2-ADA always takes the path-length gradient without conv weight gradients.
     loss_kwargs = dict(r1_gamma=spec.gamma if opts.gamma is None else opts.gamma, pl_no_weight_grad=True)
-    if opts.cfg == 'cifar':
+    if opts.cfg in ('cifar', 'cpu'):
         loss_kwargs.update(pl_weight=0, style_mixing_prob=0)
     return dict(G_kwargs=G_kwargs, D_kwargs=D_kwargs, loss_kwargs=loss_kwargs,
                 G_opt_kwargs=dict(lr=spec.get('glrate', spec.lrate) if opts.glr is None else opts.glr, betas=[0, 0.99],
