@@ -4,20 +4,23 @@
     python benchmarks/smart_study.py --outdir=runs/smart-study --dry-run        # the stage graph and its commands
 
 Stages (each drives the project's CLIs; logs in <outdir>/logs/; a finished stage is recorded with its wall time in
-<outdir>/state.json and skipped on a rerun, an interrupted one starts over; `--jobs` stages run at once, each as
-soon as every stage it needs has finished):
+<outdir>/state.json and skipped on a rerun; an interrupted training stage resumes from its last snapshot (bit for
+bit), any other starts over; `--jobs` stages run at once, each as soon as every stage it needs has finished):
 
   dataset            dataset_tool.py --source=mnist5k --resolution=16x16 (or --data=ZIP, used as it is)
   detector           python -m metrics.train_classifier (the digit classifier whose features every metric uses)
   dpm                train_dpm.py with band sampling on SMaRt's band; its band error is printed (1 = identity)
-  base-sS            per seed S, train.py with --gan-flags (default --cfg=cpu) for --base-kimg
+  base-sS            per seed S, train.py with --gan-flags (default --cfg=cpu) for --base-kimg, a snapshot every
+                     --snap-kimg
   ft-*-sS            resumed from base-sS for --arm-kimg: ft-control (plain), ft-smart-l<lambda>-d<K> (trained
                      source, every --lambdas value at every --draws count), ft-gauss-l<lambda> (closed-form Gaussian)
   pick               the two --scratch-lambdas ('auto': the two 1-draw fine-tune lambdas of lowest paired FD)
-  scratch-*-sS       from kimg 0 for --base-kimg + --arm-kimg: scratch-smart-A / -B at the picked lambdas, and
+  scratch-*-sS       from kimg 0 for --scratch-kimg: scratch-smart-A / -B at the picked lambdas, and
                      scratch-diffgan (Diffusion-GAN, released settings; it changes D's inputs, so it cannot resume a
-                     plain D). Their paired control is ft-control: a plain run of the same seed and length, since a
-                     resumed run continues bit for bit (tests/training/test_training_loop.py).
+                     plain D).
+  scratch-control-sS their paired control: base-sS's snapshot at --scratch-kimg, a plain run of the same seed and
+                     length (a run's state at kimg K does not depend on its --kimg; resumes continue bit for bit,
+                     tests/training/test_training_loop.py)
   eval-*-sS          python -m metrics.compare on the run: FD, KID, precision, recall, class KL, recognisable
   trajectory-sS      the control's metrics at its snapshots (base then ft-control), for the first --ref-seeds seeds
   truncation-sS      the control's final G_ema at truncation psi 1.0 .. 0.5 (--psis)
@@ -49,10 +52,10 @@ BAND = dict(schedule='ddpm-linear', t='40,60')
 SOURCES = ('mnist5k', 'sklearn-digits')              # --data names that dataset_tool.py makes.
 SCRATCH_ARMS = ('scratch-smart-A', 'scratch-smart-B', 'scratch-diffgan')
 GAN_FLAGS = dict(default='--cfg=cpu')                # The base GAN's train.py flags (--gan-flags overrides).
-FULL = dict(base_kimg=40.0, arm_kimg=10.0, dpm_kimg=4.0, seeds=3, num_gen=5000, lambdas='0.01,0.1,0.3,1,3,10',
+FULL = dict(base_kimg=200.0, arm_kimg=10.0, scratch_kimg=96.0, snap_kimg=8.0, dpm_kimg=4.0, seeds=3, num_gen=5000, lambdas='0.01,0.1,0.3,1,3,10',
             draws='1,4', gauss_lambda=0.3, scratch_lambdas='auto', psis='1,0.9,0.8,0.7,0.6,0.5', ref_seeds=1,
             trajectory_points=8)
-QUICK = dict(FULL, base_kimg=0.064, arm_kimg=0.032, dpm_kimg=0.016, seeds=1, num_gen=256, lambdas='0.1,1',
+QUICK = dict(FULL, base_kimg=0.064, arm_kimg=0.032, scratch_kimg=0.032, snap_kimg=0.032, dpm_kimg=0.016, seeds=1, num_gen=256, lambdas='0.1,1',
              draws='1', psis='1,0.5', trajectory_points=3)
 
 
@@ -114,6 +117,7 @@ def build_graph(o: dict, outdir: str) -> list:
     runs = os.path.join(outdir, 'runs')
     d = () if given_zip else ('dataset',)
     total_kimg = o['base_kimg'] + o['arm_kimg']
+    snap = o['snap_kimg']
     stages = [] if given_zip else [Stage('dataset', (), args=lambda lk: [
         'dataset_tool.py', f'--source={o["data"]}', f'--resolution={o["resolution"]}', f'--dest={data}'],
         collect=lambda lk: dict(path=data))]
@@ -128,12 +132,13 @@ def build_graph(o: dict, outdir: str) -> list:
     for seed in range(o['seeds']):
         base = f'base-s{seed}'
         folder = os.path.join(runs, base)
-        stages.append(Stage(base, d, folder=folder, collect=_run_result(folder), args=lambda lk, s=seed, f=folder:
-                            gan_args(o, data, f, s, o['base_kimg'], o['base_kimg'] / 4)))
+        stages.append(Stage(base, d, folder=folder, collect=_run_result(folder), resumable=True,
+                            args=lambda lk, s=seed, f=folder: gan_args(o, data, f, s, o['base_kimg'], snap)))
         for arm, flags in ft_arms(o):
             name, folder = f'{arm}-s{seed}', os.path.join(runs, f'{arm}-s{seed}')
             needs = (base, 'dpm') if '--smart-dpm={dpm}' in flags else (base,)
-            stages.append(Stage(name, needs, folder=folder, collect=_run_result(folder), args=lambda lk, s=seed,
+            stages.append(Stage(name, needs, folder=folder, collect=_run_result(folder), resumable=True,
+                                args=lambda lk, s=seed,
                                 f=folder, x=flags, b=base: gan_args(o, data, f, s, total_kimg, o['arm_kimg'] / 4) +
                                 [f'--resume={lk(b, "pkl")}'] + [v.format(dpm=lk('dpm', 'pkl')) for v in x]))
             trained.append(name)
@@ -144,16 +149,21 @@ def build_graph(o: dict, outdir: str) -> list:
     stages.append(Stage('pick', pick_needs, fn=lambda lk: pick_lambdas(o, lk),
                         describe=f'the two from-scratch lambdas: {o["scratch_lambdas"]}'))
     for seed in range(o['seeds']):
+        name = f'scratch-control-s{seed}'
+        stages.append(Stage(name, (f'base-s{seed}',), describe=f'base-s{seed}\'s snapshot at {o["scratch_kimg"]:g} kimg',
+                            fn=lambda lk, s=seed: snapshot_at(lk(f'base-s{s}', 'run_dir'), o['scratch_kimg'])))
+        stages.append(Stage(f'eval-{name}', (name, 'detector'), describe=f'metrics of {name} (evaluate_snapshot)',
+                            fn=lambda lk, n=name: evaluate_locked(lk(n, 'pkl'), detector, o['num_gen'])))
         for arm in SCRATCH_ARMS:
             name, folder = f'{arm}-s{seed}', os.path.join(runs, f'{arm}-s{seed}')
             diffgan = arm.endswith('diffgan')
             extra = (lambda lk: ['--diffgan']) if diffgan else (lambda lk, i='AB'.index(arm[-1]): smart_flags(
                 _item(lk('pick', 'lambdas'), i), o) + [f'--smart-dpm={lk("dpm", "pkl")}'])
-            stages.append(Stage(name, d if diffgan else d + ('pick', 'dpm'), folder=folder,
+            stages.append(Stage(name, d if diffgan else d + ('pick', 'dpm'), folder=folder, resumable=True,
                                 collect=_run_result(folder), args=lambda lk, s=seed, f=folder, x=extra:
-                                gan_args(o, data, f, s, total_kimg, total_kimg / 4) + x(lk)))
+                                gan_args(o, data, f, s, o['scratch_kimg'], snap) + x(lk)))
             trained.append(name)
-    evals = []
+    evals = [f'eval-scratch-control-s{s}' for s in range(o['seeds'])]
     for name in trained:
         folder = os.path.join(outdir, 'eval', name)
         out = os.path.join(folder, 'compare.json')
@@ -173,7 +183,8 @@ def build_graph(o: dict, outdir: str) -> list:
         refs += [f'trajectory-s{seed}', f'truncation-s{seed}']
     stages.append(Stage('report', ('dpm', 'pick') + tuple(evals) + tuple(refs), describe=(
         'table.md, frontier.png, frontier.json, timing.md, results.json'),
-        fn=lambda lk: report.write_report(o, lk, outdir, trained, x0_per_eps())))
+        fn=lambda lk: report.write_report(o, lk, outdir, trained + [f'scratch-control-s{s}' for s in range(o['seeds'])],
+                                          x0_per_eps())))
     return order_stages(stages)
 
 
@@ -217,6 +228,21 @@ def trajectory(o: dict, lookup: Callable, detector: str, seed: int) -> dict:
     return dict(points=points)
 
 
+def snapshot_at(folder: str, kimg: float) -> dict:
+    """The snapshot of the run under `folder` at `kimg` (with its run dir); one line if it wrote none there."""
+    found = [path for k, path in snapshots(folder) if abs(k - kimg) < 1e-6]
+    if not found:
+        raise click.ClickException(f'{folder}: no network-snapshot at {kimg:g} kimg (it has '
+                                   f'{[k for k, _ in snapshots(folder)]}); --scratch-kimg must be a multiple of '
+                                   f'--snap-kimg')
+    return dict(pkl=found[-1], run_dir=os.path.dirname(found[-1]))
+
+
+def evaluate_locked(pkl: str, detector: str, num_gen: int) -> dict:
+    with EVAL_LOCK:
+        return sm.evaluate(pkl, detector, num_gen)
+
+
 def truncation(o: dict, pkl: str, detector: str, data: str) -> dict:
     """The control's final metrics at every truncation psi of --psis."""
     with EVAL_LOCK:
@@ -242,6 +268,11 @@ def check_options(o: dict) -> None:
     if o['scratch_lambdas'] == 'auto' and len(parse_floats(o['lambdas'], '')) < 2:
         raise click.BadParameter(f'{o["lambdas"]!r}: --scratch-lambdas=auto picks two of them; give at least two',
                                  param_hint='--lambdas')
+    if o['scratch_kimg'] > o['base_kimg'] or abs(o['scratch_kimg'] / o['snap_kimg'] -
+                                                 round(o['scratch_kimg'] / o['snap_kimg'])) > 1e-6:
+        raise click.BadParameter(f'{o["scratch_kimg"]:g}: expected at most --base-kimg ({o["base_kimg"]:g}) and a '
+                                 f'multiple of --snap-kimg ({o["snap_kimg"]:g}), where base-sS has a snapshot',
+                                 param_hint='--scratch-kimg')
     if any(psi > 1 for psi in parse_floats(o['psis'], '')):
         raise click.BadParameter(f'{o["psis"]!r}: expected truncations in (0, 1]', param_hint='--psis')
 
@@ -258,6 +289,10 @@ def check_options(o: dict) -> None:
               help=f'Base GAN training  [default: {FULL["base_kimg"]}]')
 @click.option('--arm-kimg', type=click.FloatRange(min=0, min_open=True), default=None,
               help=f'Fine-tuning per arm  [default: {FULL["arm_kimg"]}]')
+@click.option('--scratch-kimg', type=click.FloatRange(min=0, min_open=True), default=None,
+              help=f'Length of the from-scratch arms  [default: {FULL["scratch_kimg"]}]')
+@click.option('--snap-kimg', type=click.FloatRange(min=0, min_open=True), default=None,
+              help=f'Snapshot interval of the base and from-scratch runs  [default: {FULL["snap_kimg"]}]')
 @click.option('--dpm-kimg', type=click.FloatRange(min=0, min_open=True), default=None,
               help=f'Score-source training  [default: {FULL["dpm_kimg"]}]')
 @click.option('--seeds', type=click.IntRange(min=1), default=None, help=f'Seeds  [default: {FULL["seeds"]}]')

@@ -11,7 +11,9 @@ from typing import Callable
 
 import dnnlib
 
-CONTROL = 'ft-control'
+CONTROL = 'ft-control'                  # The fine-tune arms' control: the base continued plainly.
+SCRATCH_CONTROL = 'scratch-control'     # The from-scratch arms' control: the base's snapshot at their length.
+CONTROLS = (CONTROL, SCRATCH_CONTROL)
 COLUMNS = (('fd', 'FD', 2), ('kid', 'KID', 4), ('precision', 'precision', 3), ('recall', 'recall', 3),
            ('class_kl', 'class KL', 4), ('recognisable', 'recognisable', 3), ('time_sec', 'train time (s)', 0))
 PAIRED = (('fd', 2), ('recall', 3), ('class_kl', 4))
@@ -40,6 +42,8 @@ def arm_meta(arm: str, scratch_lambdas: list) -> dict:
         return dict(kind=kind, source='diffgan', lam=None, draws=None)
     if arm == CONTROL:
         return dict(kind='control', source=None, lam=None, draws=None)
+    if arm == SCRATCH_CONTROL:
+        return dict(kind='control (from scratch)', source=None, lam=None, draws=None)
     raise ValueError(f'arm {arm!r}: not one of the study\'s arms')
 
 
@@ -48,14 +52,22 @@ def _mean_std(values: list) -> tuple:
 
 
 def _fmt(values: list, digits: int, sign: bool = False) -> str:
+    if any(v is None for v in values):              # E.g. the train time of a control that is a base snapshot.
+        return '-'
     mean, std = _mean_std(values)
     return f'{mean:{"+" if sign else ""}.{digits}f} ± {std:.{digits}f}'
 
 
+def control_of(arm: str) -> str:
+    """The arm every row of `arm` is paired with: the from-scratch arms' own control, else ft-control."""
+    return SCRATCH_CONTROL if arm.startswith('scratch-') and arm != SCRATCH_CONTROL else CONTROL
+
+
 def paired(rows: dict, arm: str, key: str) -> list:
     """Per seed, arm minus its control (rows: {arm: {seed: metrics}}), over the seeds both have."""
-    seeds = sorted(set(rows[arm]) & set(rows[CONTROL]))
-    return [rows[arm][s][key] - rows[CONTROL][s][key] for s in seeds]
+    control = rows.get(control_of(arm), {})
+    seeds = sorted(set(rows[arm]) & set(control))
+    return [rows[arm][s][key] - control[s][key] for s in seeds]
 
 
 def better_than_spread(rows: dict, arm: str) -> bool | None:
@@ -64,7 +76,7 @@ def better_than_spread(rows: dict, arm: str) -> bool | None:
     diffs = paired(rows, arm, 'fd')
     if len(diffs) < 2:
         return None
-    spread = _mean_std([m['fd'] for m in rows[CONTROL].values()])[1]
+    spread = _mean_std([m['fd'] for m in rows[control_of(arm)].values()])[1]
     return -statistics.mean(diffs) > spread
 
 
@@ -78,9 +90,9 @@ def paired_table(rows: dict, scratch_lambdas: list, x0_per_eps: float) -> str:
         meta = arm_meta(arm, scratch_lambdas)
         lam = '-' if meta['lam'] is None else f'{meta["lam"]:g}; {meta["lam"] * x0_per_eps:.3g}'
         per_seed = [rows[arm][s] for s in sorted(rows[arm])]
-        cells = [f'{arm} ({meta["kind"]})' if arm != CONTROL else arm, lam]
+        cells = [f'{arm} ({meta["kind"]})' if arm not in CONTROLS else arm, lam]
         cells += [_fmt([m[key] for m in per_seed], digits) for key, _, digits in COLUMNS]
-        if arm == CONTROL:
+        if arm in CONTROLS:
             cells += ['-'] * (len(PAIRED) + 1)
         else:
             cells += [_fmt(paired(rows, arm, key), digits, sign=True) for key, digits in PAIRED]
@@ -99,13 +111,14 @@ def frontier_data(rows: dict, scratch_lambdas: list, trajectories: list, truncat
         return dict(arm=arm, precision=statistics.mean(m['precision'] for m in per_seed),
                     recall=statistics.mean(m['recall'] for m in per_seed), fd=fd, fd_std=fd_std,
                     **arm_meta(arm, scratch_lambdas))
-    arms = [point(arm) for arm in rows if arm != CONTROL]
+    arms = [point(arm) for arm in rows if arm not in CONTROLS]
     ladders = {}
     for p in arms:
         if p['kind'] == 'fine-tune':
             ladders.setdefault(f'{p["source"]}, {p["draws"]} draw(s)', []).append((p['lam'], p['fd'], p['fd_std']))
     keep = ('kimg', 'psi', 'precision', 'recall', 'fd')
-    return dict(arms=arms, control=point(CONTROL), fd_vs_lambda={k: sorted(v) for k, v in ladders.items()},
+    scratch = dict(scratch_control=point(SCRATCH_CONTROL)) if SCRATCH_CONTROL in rows else {}
+    return dict(arms=arms, control=point(CONTROL), **scratch, fd_vs_lambda={k: sorted(v) for k, v in ladders.items()},
                 trajectory=[[{k: q[k] for k in keep if k in q} for q in t] for t in trajectories],
                 truncation=[[{k: q[k] for k in keep if k in q} for q in t] for t in truncations])
 
@@ -159,19 +172,21 @@ def write_report(o: dict, lookup: Callable, outdir: str, runs: list, x0_per_eps:
     for run in runs:
         arm, seed = arm_of(run)
         metrics = {key: lookup(f'eval-{run}', key) for key, _, _ in COLUMNS if key != 'time_sec'}
-        rows.setdefault(arm, {})[seed] = dict(metrics, time_sec=lookup(run, 'time_sec'))
-    rows = {CONTROL: rows.pop(CONTROL), **rows}
+        train_sec = None if arm == SCRATCH_CONTROL else lookup(run, 'time_sec')
+        rows.setdefault(arm, {})[seed] = dict(metrics, time_sec=train_sec)
+    rows = {**{c: rows.pop(c) for c in CONTROLS if c in rows}, **rows}
     scratch = lookup('pick', 'lambdas')
     refs = range(min(o['ref_seeds'], o['seeds']))
     data = frontier_data(rows, scratch, [lookup(f'trajectory-s{s}', 'points') for s in refs],
                          [lookup(f'truncation-s{s}', 'points') for s in refs])
     notes = (f'{o["seeds"]} seed(s); base {o["base_kimg"]:g} kimg (`{o["gan_flags"]}`), fine-tune {o["arm_kimg"]:g} '
-             f'kimg, from scratch {o["base_kimg"] + o["arm_kimg"]:g} kimg; {o["num_gen"]} generated images per '
+             f'kimg, from scratch {o["scratch_kimg"]:g} kimg; {o["num_gen"]} generated images per '
              f'evaluation; score-source band error {lookup("dpm", "band_error"):.4f} (1 = identity). SMaRt: eps form, '
              f't 40..60 on DDPM-linear, every {o["smart_freq"]} steps; x0 equiv. = lambda x mean(1 / sigma^2) over '
              f'the band. Differences: per seed arm - control, then mean ± std. "FD better > seed spread": the mean '
              f'FD difference is an improvement larger than the std of the control\'s FD over seeds. The '
-             f'from-scratch arms\' control is ft-control (plain, same seed and length).')
+             f'from-scratch arms\' control is scratch-control: the base run\'s snapshot at their length (plain, same '
+             f'seed and length).')
     table = paired_table(rows, scratch, x0_per_eps) + '\n\n' + notes + '\n'
     with open(os.path.join(outdir, 'state.json')) as f:
         timing = timing_table(json.load(f)['stages'])
@@ -180,5 +195,5 @@ def write_report(o: dict, lookup: Callable, outdir: str, runs: list, x0_per_eps:
                        ('results.json', json.dumps(dict(options=o, rows=rows), indent=2))):
         dnnlib.util.write_atomically(os.path.join(outdir, name), text.encode('utf-8'))
     write_frontier(os.path.join(outdir, 'frontier.png'), data)
-    flagged = [arm for arm in rows if arm != CONTROL and better_than_spread(rows, arm) is True]
+    flagged = [arm for arm in rows if arm not in CONTROLS and better_than_spread(rows, arm) is True]
     return dict(table='table.md', flagged=flagged)

@@ -5,6 +5,7 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -29,7 +30,8 @@ class Stage:
     needs: tuple
     args: Callable | None = None
     fn: Callable | None = None
-    folder: str | None = None                        # The CLI's output folder (emptied before it runs).
+    folder: str | None = None                        # The CLI's output folder (emptied before it runs, unless...)
+    resumable: bool = False                          # ...a train.py stage's earlier try left a snapshot: resume it.
     collect: Callable | None = None                  # collect(lookup) -> the CLI stage's result (after it ran).
     describe: str = ''                               # What a Python step does (--dry-run).
 
@@ -129,14 +131,41 @@ class Study:
             return
         start = time.time()
         if stage.args is not None:
+            args, own = stage.args(self.lookup), None
             if stage.folder is not None:
-                shutil.rmtree(stage.folder, ignore_errors=True)   # What an interrupted try left behind.
-                os.makedirs(stage.folder)
-            self.run_cli(stage.name, stage.args(self.lookup))
+                own = latest_snapshot(stage.folder) if stage.resumable else None
+                if own is None:
+                    shutil.rmtree(stage.folder, ignore_errors=True)   # What an interrupted try left behind.
+                    os.makedirs(stage.folder)
+            if own is not None:                      # train.py continues bit for bit from its own snapshot.
+                args = [a for a in args if not a.startswith('--resume=')] + [f'--resume={own}']
+            if own is None or snapshot_kimg(own) < _flag_value(args, '--kimg', float('inf')) - 1e-9:
+                self.run_cli(stage.name, args)       # (else the earlier try got to its last snapshot.)
             result = stage.collect(self.lookup) if stage.collect is not None else {}
         else:
             result = stage.fn(self.lookup)
         self.record(stage.name, result, time.time() - start)
+
+
+SNAPSHOT_RE = re.compile(r'network-snapshot-(\d+(?:\.\d+)?)\.pkl')
+
+
+def snapshot_kimg(path: str) -> float:
+    return float(SNAPSHOT_RE.fullmatch(os.path.basename(path)).group(1))
+
+
+def latest_snapshot(folder: str) -> str | None:
+    """The network-snapshot-<kimg>.pkl of highest kimg anywhere under folder (train.py writes them atomically, so a
+    found one is whole), or None."""
+    found = [(snapshot_kimg(name), os.path.join(root, name)) for root, _dirs, files in os.walk(folder)
+             for name in files if SNAPSHOT_RE.fullmatch(name)]
+    return max(found)[1] if found else None
+
+
+def _flag_value(args: list, flag: str, default: float) -> float:
+    """The number of `flag=VALUE` in args (the last one), or default."""
+    values = [a.split('=', 1)[1] for a in args if a.startswith(flag + '=')]
+    return float(values[-1]) if values else default
 
 
 def run_graph(stages: list, run: Callable, jobs: int, on_done: Callable = lambda name: None) -> None:

@@ -43,8 +43,11 @@ def test_stage_graph_needs():
     assert 'trajectory-s1' not in g   # --ref-seeds 1
     runs = [n for n, s in g.items() if s.args is not None and s.args(lambda a, b: '<>')[0] == 'train.py']
     assert len(runs) == 2 * (1 + 1 + 2 * 2 + 1 + 3)   # per seed: base, control, ladder x draws, gauss, 3 scratch
-    assert set(g['report'].needs) == {'dpm', 'pick', 'trajectory-s0', 'truncation-s0'} | {f'eval-{r}' for r in runs
-                                                                                         if not r.startswith('base')}
+    assert g['scratch-control-s1'].needs == ('base-s1',)
+    assert g['eval-scratch-control-s1'].needs == ('scratch-control-s1', 'detector')
+    assert set(g['report'].needs) == ({'dpm', 'pick', 'trajectory-s0', 'truncation-s0'} |
+                                      {f'eval-{r}' for r in runs if not r.startswith('base')} |
+                                      {'eval-scratch-control-s0', 'eval-scratch-control-s1'})
     order = list(g)
     assert all(order.index(n) < order.index(name) for name, s in g.items() for n in s.needs)
 
@@ -68,7 +71,7 @@ def test_stage_commands_use_earlier_results():
                         '--resume=/b.pkl', '--smart-lambda=0.1', '--smart-freq=4', '--smart-schedule=ddpm-linear',
                         '--smart-t=40,60', '--smart-dpm=/d.pkl', '--smart-draws=4']
     scratch = g['scratch-smart-B-s0'].args(lookup)
-    assert '--kimg=0.096' in scratch and '--smart-lambda=3' in scratch and not any('--resume' in a for a in scratch)
+    assert '--kimg=0.032' in scratch and '--smart-lambda=3' in scratch and not any('--resume' in a for a in scratch)
     assert g['scratch-diffgan-s0'].args(lookup)[-1] == '--diffgan'
     assert g['eval-ft-control-s0'].args(lookup) == [
         '-m', 'metrics.compare', '/out/runs/ft-control-s0', '--detector=/out/detector.pt', '--num-gen', '256',
@@ -156,6 +159,30 @@ def test_interrupted_cli_stage_starts_over_in_an_empty_folder(tmp_path):
         study.run_stage(broken)
 
 
+def test_interrupted_training_stage_resumes_from_its_own_last_snapshot(tmp_path):
+    """A resumable (train.py) stage keeps what an interrupted try wrote and gets --resume=<its highest-kimg
+    snapshot> in place of the given --resume; one whose snapshot already reached --kimg does not run again."""
+    folder = tmp_path / 'run'
+    (folder / '00000-a').mkdir(parents=True)
+    (folder / '00001-a').mkdir()
+    for name in ('00000-a/network-snapshot-000008.pkl', '00001-a/network-snapshot-000016.pkl',
+                 '00000-a/network-snapshot-000004.pkl'):
+        (folder / name).write_text('snapshot')
+    script = f'import sys; open({str(tmp_path / "argv.txt")!r}, "w").write(" ".join(sys.argv[1:]))'
+    args = lambda lk: ['-c', script, '--kimg=24', '--resume=/base.pkl', '--seed=0']   # noqa: E731
+    study = st.Study(str(tmp_path), {})
+    study.run_stage(st.Stage('train', (), args=args, folder=str(folder), resumable=True))
+    own = folder / '00001-a' / 'network-snapshot-000016.pkl'
+    assert (tmp_path / 'argv.txt').read_text() == f'--kimg=24 --seed=0 --resume={own}'
+    assert (folder / '00000-a' / 'network-snapshot-000004.pkl').exists()   # Nothing emptied.
+    (tmp_path / 'argv.txt').unlink()
+    done = st.Stage('done', (), args=lambda lk: ['-c', script, '--kimg=16'], folder=str(folder), resumable=True,
+                    collect=lambda lk: dict(pkl=st.latest_snapshot(str(folder))))
+    study.run_stage(done)
+    assert not (tmp_path / 'argv.txt').exists() and study.lookup('done', 'pkl') == str(own)
+    assert st.latest_snapshot(str(tmp_path / 'logs')) is None
+
+
 def test_parallel_stages_respect_needs_and_the_job_limit():
     import threading
     import time
@@ -186,7 +213,8 @@ def _m(fd, recall=0.5, class_kl=0.1, precision=0.6):
 ROWS = {'ft-control': {0: _m(10.0), 1: _m(14.0)},                                  # FD seed std 2.828
         'ft-smart-l0.1-d1': {0: _m(9.0, recall=0.4), 1: _m(13.0, recall=0.3)},      # -1, -1: within the spread
         'ft-smart-l1-d1': {0: _m(5.0, class_kl=0.3), 1: _m(9.0, class_kl=0.5)},     # -5, -5: beyond it
-        'scratch-smart-A': {0: _m(12.0), 1: _m(20.0)}}
+        'scratch-control': {0: _m(8.0), 1: _m(14.0)},                               # Base at the scratch length.
+        'scratch-smart-A': {0: _m(12.0), 1: _m(20.0)}}                              # +4, +6 against it.
 
 
 def test_paired_table_on_stand_in_runs():
@@ -196,12 +224,13 @@ def test_paired_table_on_stand_in_runs():
                         'FD better > seed spread |')
     cells = [line.split(' | ') for line in lines[2:]]
     assert [c[0] for c in cells] == ['| ft-control', '| ft-smart-l0.1-d1 (fine-tune)', '| ft-smart-l1-d1 (fine-tune)',
-                                     '| scratch-smart-A (from scratch)']
+                                     '| scratch-control', '| scratch-smart-A (from scratch)']
     assert cells[0][1:3] == ['-', '12.00 ± 2.83'] and cells[0][-1] == '- |'
     assert cells[1][1] == '0.1; 3.35' and cells[1][-4:] == ['-1.00 ± 0.00', '-0.150 ± 0.071', '+0.0000 ± 0.0000',
                                                            'no |']
     assert cells[2][-4:] == ['-5.00 ± 0.00', '+0.000 ± 0.000', '+0.3000 ± 0.1414', '**yes** |']
-    assert cells[3][1] == '1; 33.5' and cells[3][-4:-2] == ['+4.00 ± 2.83', '+0.000 ± 0.000']
+    assert cells[3][1] == '-' and cells[3][-1] == '- |'
+    assert cells[4][1] == '1; 33.5' and cells[4][-4:-2] == ['+5.00 ± 1.41', '+0.000 ± 0.000']
 
 
 def test_frontier_data():
@@ -246,14 +275,17 @@ def test_write_report_from_stand_in_stages(tmp_path):
     (tmp_path / 'state.json').write_text(json.dumps(dict(stages={'dpm': dict(time_sec=3.0), 'base-s0': dict(
         time_sec=40.0)})))
     lookup = lambda stage, key: results[stage][key]   # noqa: E731
-    runs = [f'{arm}-s{s}' for arm in ('scratch-smart-A', 'ft-smart-l0.1-d1', 'ft-control', 'ft-smart-l1-d1')
-            for s in (0, 1)]
+    runs = [f'{arm}-s{s}' for arm in ('scratch-smart-A', 'ft-smart-l0.1-d1', 'ft-control', 'ft-smart-l1-d1',
+                                      'scratch-control') for s in (0, 1)]
     out = report.write_report(dict(OPTS, ref_seeds=1), lookup, str(tmp_path), runs, 33.51)
     assert out['flagged'] == ['ft-smart-l1-d1']
+    assert json.loads((tmp_path / 'frontier.json').read_text())['scratch_control']['fd'] == 11.0
     one_seed = {arm: {0: per_seed[0]} for arm, per_seed in ROWS.items()}
     assert report.paired_table(one_seed, [1.0, 0.1], 33.51).splitlines()[3].endswith('| n/a (1 seed) |')
     table = (tmp_path / 'table.md').read_text()
-    assert table.splitlines()[2].startswith('| ft-control | - | 12.00 ± 2.83 |')  # The control comes first.
+    assert table.splitlines()[2].startswith('| ft-control | - | 12.00 ± 2.83 |')  # The controls come first.
+    assert table.splitlines()[3].startswith('| scratch-control | - | 11.00 ± 4.24 |')
+    assert table.splitlines()[3].split(' | ')[8] == '-'                          # No train time of its own.
     assert 'band error 0.2500' in table
     assert (tmp_path / 'timing.md').read_text().splitlines()[-1] == '| total (all invocations) | 43 |'
     assert json.loads((tmp_path / 'frontier.json').read_text())['control']['fd'] == 12.0
@@ -330,8 +362,8 @@ def test_tiny_study_end_to_end_with_stand_in_metric_commands(tmp_path, monkeypat
     assert 0 < state['dpm']['result']['band_error'] < 2 and 'band error' in result.output
     assert state['pick']['result']['lambdas'] in ([0.1, 1.0], [1.0, 0.1])
     table = (out / 'table.md').read_text().splitlines()
-    assert [line.split(' | ')[0] for line in table[2:9]] == [
-        '| ft-control', '| ft-smart-l0.1-d1 (fine-tune)', '| ft-smart-l1-d1 (fine-tune)',
+    assert [line.split(' | ')[0] for line in table[2:10]] == [
+        '| ft-control', '| scratch-control', '| ft-smart-l0.1-d1 (fine-tune)', '| ft-smart-l1-d1 (fine-tune)',
         '| ft-gauss-l0.3 (fine-tune)', '| scratch-smart-A (from scratch)', '| scratch-smart-B (from scratch)',
         '| scratch-diffgan (from scratch)']
     frontier = json.loads((out / 'frontier.json').read_text())
@@ -341,7 +373,8 @@ def test_tiny_study_end_to_end_with_stand_in_metric_commands(tmp_path, monkeypat
     # One snapshot, three routes (compare's subprocess, the trajectory, psi 1 of the sweep): the same numbers.
     fd = state['eval-ft-control-s0']['result']['fd']
     assert frontier['truncation'][0][0]['fd'] == fd and frontier['trajectory'][0][-1]['fd'] == fd
-    assert table[2].split(' | ')[-1] == '- |' and table[3].split(' | ')[-1] == 'n/a (1 seed) |'
+    assert table[2].split(' | ')[-1] == table[3].split(' | ')[-1] == '- |'
+    assert table[4].split(' | ')[-1] == 'n/a (1 seed) |'
     logs = {p.name: p.stat().st_mtime_ns for p in (out / 'logs').iterdir()}
     assert CliRunner().invoke(smart_study.main, args).exit_code == 0
     assert {p.name: p.stat().st_mtime_ns for p in (out / 'logs').iterdir()} == logs   # Every stage skipped.

@@ -37,6 +37,10 @@ def test_cpu_preset(tmp_path, res):
     assert options['loss_kwargs']['r1_gamma'] == 10
     assert (options['loss_kwargs']['pl_weight'], options['loss_kwargs']['style_mixing_prob']) == (0, 0)
     assert options['run_dir'].endswith('-ds-cpu')
+    # As measured: no augmentation, float32 (no fp16 layers, no conv clamp).
+    assert (options['augment_kwargs'], options['augment_p'], options['ada_target']) == (None, 0, None)
+    assert (synthesis['num_fp16_res'], synthesis['conv_clamp']) == (0, None)
+    assert (options['D_kwargs']['num_fp16_res'], options['D_kwargs']['conv_clamp']) == (0, None)
 
 
 def test_cpu_preset_flags_override(tmp_path):
@@ -44,6 +48,8 @@ def test_cpu_preset_flags_override(tmp_path):
     options = _dry_run(tmp_path, '--data', data, '--cfg', 'cpu', '--cmax', '32', '--glr', '0.0005', '--batch', '16')
     assert options['G_kwargs']['synthesis_kwargs']['channel_max'] == 32
     assert (options['G_opt_kwargs']['lr'], options['batch_size']) == (0.0005, 16)
+    with_ada = _dry_run(tmp_path, '--data', data, '--cfg', 'cpu', '--aug', 'ada')
+    assert (with_ada['ada_target'], with_ada['augment_kwargs']['xflip']) == (0.6, 1)
     other = _dry_run(tmp_path, '--data', data, '--cfg', 'stylegan2')
     assert other['G_kwargs']['synthesis_kwargs']['channel_max'] == 512  # Unchanged default elsewhere.
     assert other['G_opt_kwargs']['lr'] == other['D_opt_kwargs']['lr'] == 0.002
