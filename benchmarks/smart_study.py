@@ -52,11 +52,11 @@ BAND = dict(schedule='ddpm-linear', t='40,60')
 SOURCES = ('mnist5k', 'sklearn-digits')              # --data names that dataset_tool.py makes.
 SCRATCH_ARMS = ('scratch-smart-A', 'scratch-smart-B', 'scratch-diffgan')
 GAN_FLAGS = dict(default='--cfg=cpu')                # The base GAN's train.py flags (--gan-flags overrides).
-FULL = dict(base_kimg=200.0, arm_kimg=10.0, scratch_kimg=96.0, snap_kimg=8.0, dpm_kimg=16.0, seeds=3, num_gen=5000, lambdas='0.01,0.1,0.3,1,3,10',
-            draws='1,4', gauss_lambda=0.3, scratch_lambdas='auto', psis='1,0.9,0.8,0.7,0.6,0.5', ref_seeds=1,
-            trajectory_points=8)
-QUICK = dict(FULL, base_kimg=0.064, arm_kimg=0.032, scratch_kimg=0.032, snap_kimg=0.032, dpm_kimg=0.016, seeds=1, num_gen=256, lambdas='0.1,1',
-             draws='1', psis='1,0.5', trajectory_points=3)
+FULL = dict(base_kimg=200.0, arm_kimg=10.0, scratch_kimg=96.0, snap_kimg=8.0, dpm_kimg=16.0, seeds=3, num_gen=5000,
+            lambdas='0.01,0.1,0.3,1,3,10', draws='1,4', gauss_lambda=0.3, scratch_lambdas='auto',
+            psis='1,0.9,0.8,0.7,0.6,0.5', ref_seeds=1, trajectory_points=8)
+QUICK = dict(FULL, base_kimg=0.064, arm_kimg=0.032, scratch_kimg=0.032, snap_kimg=0.032, dpm_kimg=0.016, seeds=1,
+             num_gen=256, lambdas='0.1,1', draws='1', psis='1,0.5', trajectory_points=3)
 
 
 def x0_per_eps() -> float:
@@ -150,7 +150,8 @@ def build_graph(o: dict, outdir: str) -> list:
                         describe=f'the two from-scratch lambdas: {o["scratch_lambdas"]}'))
     for seed in range(o['seeds']):
         name = f'scratch-control-s{seed}'
-        stages.append(Stage(name, (f'base-s{seed}',), describe=f'base-s{seed}\'s snapshot at {o["scratch_kimg"]:g} kimg',
+        stages.append(Stage(name, (f'base-s{seed}',), describe=f'base-s{seed}\'s snapshot at {o["scratch_kimg"]:g}'
+                                                                f' kimg',
                             fn=lambda lk, s=seed: snapshot_at(lk(f'base-s{s}', 'run_dir'), o['scratch_kimg'])))
         stages.append(Stage(f'eval-{name}', (name, 'detector'), describe=f'metrics of {name} (evaluate_snapshot)',
                             fn=lambda lk, n=name: evaluate_locked(lk(n, 'pkl'), detector, o['num_gen'])))
