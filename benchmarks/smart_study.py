@@ -339,8 +339,13 @@ def main(outdir, quick, jobs, dry_run, **given):
         print(f'Running again, as a stage they need is not finished: {", ".join(stale)}')
     start = time.time()
     total = len(stages)
+    earlier = {s.name for s in stages if study.done(s.name)}
+    if earlier:
+        print(f'{len(earlier)} of {total} stages finished in an earlier invocation (state.json)', flush=True)
 
     def on_done(name: str) -> None:
+        if name in earlier:
+            return
         note = {'dpm': lambda: f'; band error {study.lookup("dpm", "band_error"):.4f} (1 = identity denoiser)',
                 'pick': lambda: f'; from-scratch lambdas {study.lookup("pick", "lambdas")}'}.get(name, lambda: '')()
         print(f'[{sum(study.done(s.name) for s in stages)}/{total}] {name} ({study.lookup(name, "time_sec"):.0f} s)'
