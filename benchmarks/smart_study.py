@@ -152,7 +152,7 @@ def build_graph(o: dict, outdir: str) -> list:
         name = f'scratch-control-s{seed}'
         stages.append(Stage(name, (f'base-s{seed}',), describe=f'base-s{seed}\'s snapshot at {o["scratch_kimg"]:g}'
                                                                 f' kimg',
-                            fn=lambda lk, s=seed: snapshot_at(lk(f'base-s{s}', 'run_dir'), o['scratch_kimg'])))
+                            fn=lambda lk, s=seed: snapshot_at(stage_folder(lk, f'base-s{s}'), o['scratch_kimg'])))
         stages.append(Stage(f'eval-{name}', (name, 'detector'), describe=f'metrics of {name} (evaluate_snapshot)',
                             fn=lambda lk, n=name: evaluate_locked(lk(n, 'pkl'), detector, o['num_gen'])))
         for arm in SCRATCH_ARMS:
@@ -220,13 +220,18 @@ EVAL_LOCK = threading.Lock()
 
 def trajectory(o: dict, lookup: Callable, detector: str, seed: int) -> dict:
     """The control's metrics at up to trajectory_points of its snapshots (base run, then ft-control), evenly spaced."""
-    found = snapshots(lookup(f'base-s{seed}', 'run_dir')) + [
-        (k, p) for k, p in snapshots(lookup(f'ft-control-s{seed}', 'run_dir')) if k > o['base_kimg'] + 1e-9]
+    found = snapshots(stage_folder(lookup, f'base-s{seed}')) + [
+        (k, p) for k, p in snapshots(stage_folder(lookup, f'ft-control-s{seed}')) if k > o['base_kimg'] + 1e-9]
     count = min(o['trajectory_points'], len(found))
     picks = sorted({round(i * (len(found) - 1) / max(count - 1, 1)) for i in range(count)})
     with EVAL_LOCK:
         points = [dict(kimg=found[i][0], **sm.evaluate(found[i][1], detector, o['num_gen'])) for i in picks]
     return dict(points=points)
+
+
+def stage_folder(lookup: Callable, stage: str) -> str:
+    """A training stage's folder: every run dir it wrote (a resumed stage has several) is under it."""
+    return os.path.dirname(lookup(stage, 'run_dir'))
 
 
 def snapshot_at(folder: str, kimg: float) -> dict:

@@ -183,6 +183,22 @@ def test_interrupted_training_stage_resumes_from_its_own_last_snapshot(tmp_path)
     assert st.latest_snapshot(str(tmp_path / 'logs')) is None
 
 
+def test_scratch_control_finds_the_base_snapshot_in_any_of_its_run_dirs(tmp_path):
+    """A base resumed once has two run dirs; its result names the last one, its snapshot at --scratch-kimg is in the
+    first; a --scratch-kimg with no snapshot is one line naming the flag."""
+    for run, kimgs in (('00000-a', (0, 8, 16)), ('00001-a-resume', (24, 32))):
+        (tmp_path / 'base-s0' / run).mkdir(parents=True)
+        for k in kimgs:
+            (tmp_path / 'base-s0' / run / f'network-snapshot-{k:06d}.pkl').write_text('x')
+    stage = _graph(scratch_kimg=16.0, snap_kimg=8.0)['scratch-control-s0']
+    result = stage.fn(lambda name, key: {('base-s0', 'run_dir'): str(tmp_path / 'base-s0' / '00001-a-resume')}[
+        (name, key)])
+    assert result == dict(pkl=str(tmp_path / 'base-s0' / '00000-a' / 'network-snapshot-000016.pkl'),
+                          run_dir=str(tmp_path / 'base-s0' / '00000-a'))
+    with pytest.raises(Exception, match=r'no network-snapshot at 12 kimg .*--scratch-kimg must be a multiple'):
+        smart_study.snapshot_at(str(tmp_path / 'base-s0'), 12.0)
+
+
 def test_parallel_stages_respect_needs_and_the_job_limit():
     import threading
     import time
