@@ -412,3 +412,19 @@ def test_state_file_that_is_not_a_study_state_is_one_line(tmp_path):
     with pytest.raises(click.ClickException, match=r"other options \(stored, given\): \{'seeds': \(2, 3\)\}"):
         smart_study_stages.open_state(str(tmp_path), {'seeds': 3})
     assert smart_study_stages.open_state(str(tmp_path), {'seeds': 2})[1]['options'] == {'seeds': 2}
+
+
+def test_manifold_band_loss_of_the_identity_denoiser_is_the_noise_power():
+    """benchmarks/smart_study_manifold.py: with D(x_hat) = x_hat the eps-form loss is mean(eps^2) of its own draws."""
+    import torch
+    import smart_study_manifold as mf
+
+    class Identity(torch.nn.Module):
+        def forward(self, x, sigma, labels=None):
+            return x
+
+    images = torch.zeros(50, 1, 4, 4)
+    gen = torch.Generator().manual_seed(0)
+    torch.randint(40, 61, [50], generator=gen)
+    expected = torch.randn(images.shape, generator=gen).square().mean().item()
+    assert mf.band_loss(Identity(), images, seed=0, batch=16) == pytest.approx(expected, rel=1e-5)
