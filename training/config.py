@@ -30,10 +30,15 @@ CONFIG_SPECS = {name: dict(zip(PRESET_FIELDS, values)) for name, values in {
 # --cfg=cpu (benchmarks/cpu_preset_search.py, docs/cpu-preset.md): G learning rate below D's; at most 64 channels, so
 # with cbase 1024 every layer of a 16x16 net has 64 channels and a 32x32 net has 32 at 32x32; R1 gamma 10 and, as
 # --cfg=cifar, no style mixing and no path-length penalty (the search's best measured regime, 'g10-nomix-nopl').
-# It was measured without augmentation and in float32 (no fp16 layers, no conv clamp): those are its defaults too;
-# --aug still overrides (CPU_AUG), and float32 costs nothing on a CPU, where fp16 layers run in float32 anyway.
 CPU_EXTRA = dict(glrate=0.001, cmax=64)
-CPU_AUG = 'noaug'
+# Flag defaults a preset sets (a flag given still wins). --cfg=cpu was measured without augmentation and in float32
+# (no fp16 layers, no conv clamp); float32 costs nothing on a CPU, where fp16 layers run in float32 anyway.
+PRESET_FLAGS = {'cpu': dict(aug='noaug', fp32=True)}
+
+
+def preset_flag(opts, name: str):
+    """The default the --cfg preset gives flag `name` (PRESET_FLAGS), or None."""
+    return PRESET_FLAGS.get(opts.cfg, {}).get(name)
 
 # --resume shortcuts: StyleGAN2-ADA's transfer-learning source networks.
 RESUME_URL = 'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets'
@@ -132,7 +137,7 @@ def network_config(opts, spec, batch_gpu: int) -> dict:
     if batch_gpu > mbstd and batch_gpu % mbstd != 0:
         raise ConfigError('--mbstd-group', f'{mbstd} does not divide the per-round batch {batch_gpu} (--batch-gpu)')
     channel_base = int(spec.fmaps * 32768) if opts.cbase is None else opts.cbase
-    fp16_res, conv_clamp = (0, None) if opts.fp32 or opts.cfg == 'cpu' else (4, 256)
+    fp16_res, conv_clamp = (0, None) if opts.fp32 or preset_flag(opts, 'fp32') else (4, 256)
     cmax = spec.get('cmax', 512) if opts.cmax is None else opts.cmax
     synthesis = dict(channel_base=channel_base, channel_max=cmax, num_fp16_res=fp16_res, conv_clamp=conv_clamp)
     block = dict(freeze_layers=opts.freezed)
@@ -156,7 +161,7 @@ def network_config(opts, spec, batch_gpu: int) -> dict:
 def augment_mode(opts) -> str:
     """--aug as given, else 'ada'; 'noaug' with --diffgan (the released Diffusion-GAN default: no augmentation) and
     with --cfg=cpu (the preset as measured)."""
-    return opts.aug or ('noaug' if opts.diffgan else CPU_AUG if opts.cfg == 'cpu' else 'ada')
+    return opts.aug or ('noaug' if opts.diffgan else preset_flag(opts, 'aug') or 'ada')
 
 
 def diffgan_augpipe(opts) -> str | None:
