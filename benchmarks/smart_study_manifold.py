@@ -22,7 +22,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, 'benchmarks')]
 from edm_bridge.loading import load_denoiser  # noqa: E402
 from edm_bridge.schedules import parse_schedule  # noqa: E402
 from smart_digits_eval import read_digits  # noqa: E402
-from smart_plugin.regularizer import score_matching_loss  # noqa: E402
+from smart_plugin.regularizer import draw_noise, score_matching_loss  # noqa: E402
 from smart_study import BAND  # noqa: E402
 from smart_study_stages import latest_snapshot  # noqa: E402
 from training import snapshot  # noqa: E402
@@ -33,9 +33,7 @@ def band_loss(denoiser, images: torch.Tensor, seed: int = 0, batch: int = 500) -
     """Mean SMaRt eps-form loss of images [N, C, H, W] in [-1, 1] over the band, draws seeded."""
     grid = torch.as_tensor(parse_schedule(BAND['schedule']).sigma_grid, dtype=torch.float32)
     lo, hi = (int(t) for t in BAND['t'].split(','))
-    gen = torch.Generator().manual_seed(seed)
-    t = torch.randint(lo, hi + 1, [images.shape[0]], generator=gen)
-    eps = torch.randn(images.shape, generator=gen)
+    t, eps = draw_noise(images, lo, hi, generator=torch.Generator().manual_seed(seed))   # SMaRt's own draws.
     losses = [score_matching_loss(denoiser, images[i:i + batch], grid[t[i:i + batch]], eps[i:i + batch])
               for i in range(0, images.shape[0], batch)]
     return float(torch.cat(losses).mean())

@@ -5,7 +5,6 @@ import concurrent.futures
 import dataclasses
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ from typing import Callable
 import click
 
 import dnnlib
+from smart_digits_eval import snapshots
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -131,15 +131,15 @@ class Study:
             return
         start = time.time()
         if stage.args is not None:
-            args, own = stage.args(self.lookup), None
+            args, own = stage.args(self.lookup), []
             if stage.folder is not None:
-                own = latest_snapshot(stage.folder) if stage.resumable else None
-                if own is None:
+                own = snapshots(stage.folder)[-1:] if stage.resumable else []   # [(kimg, path)] or [].
+                if not own:
                     shutil.rmtree(stage.folder, ignore_errors=True)   # What an interrupted try left behind.
                     os.makedirs(stage.folder)
-            if own is not None:                      # train.py continues bit for bit from its own snapshot.
-                args = [a for a in args if not a.startswith('--resume=')] + [f'--resume={own}']
-            if own is None or snapshot_kimg(own) < _flag_value(args, '--kimg', float('inf')) - 1e-9:
+            if own:                                  # train.py continues bit for bit from its own snapshot.
+                args = [a for a in args if not a.startswith('--resume=')] + [f'--resume={own[0][1]}']
+            if not own or own[0][0] < _flag_value(args, '--kimg', float('inf')) - 1e-9:
                 self.run_cli(stage.name, args)       # (else the earlier try got to its last snapshot.)
             result = stage.collect(self.lookup) if stage.collect is not None else {}
         else:
@@ -147,19 +147,11 @@ class Study:
         self.record(stage.name, result, time.time() - start)
 
 
-SNAPSHOT_RE = re.compile(r'network-snapshot-(\d+(?:\.\d+)?)\.pkl')
-
-
-def snapshot_kimg(path: str) -> float:
-    return float(SNAPSHOT_RE.fullmatch(os.path.basename(path)).group(1))
-
-
 def latest_snapshot(folder: str) -> str | None:
     """The network-snapshot-<kimg>.pkl of highest kimg anywhere under folder (train.py writes them atomically, so a
     found one is whole), or None."""
-    found = [(snapshot_kimg(name), os.path.join(root, name)) for root, _dirs, files in os.walk(folder)
-             for name in files if SNAPSHOT_RE.fullmatch(name)]
-    return max(found)[1] if found else None
+    found = snapshots(folder)
+    return found[-1][1] if found else None
 
 
 def _flag_value(args: list, flag: str, default: float) -> float:
