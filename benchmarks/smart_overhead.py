@@ -29,7 +29,8 @@ SMaRt runs with lambda 0.1 (eps form) on Karras t 40..60, the paper's CIFAR-10 b
 draws x the batch in denoiser evaluations (forward + input gradient for grad full, forward only for sds).
 
     python benchmarks/smart_overhead.py [--config small|cifar] [--source gaussian|ddpmpp] [--batch 8]
-        [--freq 8] [--draws 1,4] [--grad full,sds] [--blocks 5 | --pairs N] [--warmup 16] [--device cpu|cuda]
+        [--freq 8] [--draws 1,4] [--grad full,sds] [--precision fp32,bf16] [--blocks 5 | --pairs N] [--warmup 16]
+        [--device cpu|cuda]
         [--threads N] [--clock wall|cpu]
     python benchmarks/smart_overhead.py --config cifar --source ddpmpp --pairs 1 --warmup 2   # the real source
 """
@@ -55,6 +56,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from edm_bridge.denoiser import FrozenDenoiser  # noqa: E402
 from edm_bridge.edm_networks import EDMPrecond  # noqa: E402
 from smart_plugin import SMaRt, SMaRtOptions  # noqa: E402
+from smart_plugin.options import PRECISIONS  # noqa: E402
 from training import config as training_config, preflight, train_state, training_loop  # noqa: E402
 from training.train_options import TrainOptions  # noqa: E402
 
@@ -100,12 +102,14 @@ def _cifar_config(data_path: str, device: str, batch: int, outdir: str) -> dict:
     return config
 
 
-def settings(freqs: list[int], draws: list[int], grads: list[str]) -> dict:
-    """{name: SMaRtOptions}: the baseline (lambda 0), then SMaRt for every freq x draws x grad combination."""
+def settings(freqs: list[int], draws: list[int], grads: list[str], precisions: tuple[str, ...] = ('fp32',)) -> dict:
+    """{name: SMaRtOptions}: the baseline (lambda 0), then SMaRt for every freq x draws x grad x precision
+    combination (a precision other than fp32 is named at the end)."""
     base = SMaRtOptions(lam=0.1, freq=1, t_lo=40, t_hi=60, dpm='gaussian')
     result = {'baseline': dataclasses.replace(base, lam=0.0)}
-    for freq, K, grad in itertools.product(freqs, draws, grads):
-        result[f'freq {freq}, draws {K}, {grad}'] = dataclasses.replace(base, freq=freq, draws=K, grad=grad)
+    for freq, K, grad, precision in itertools.product(freqs, draws, grads, precisions):
+        name = f'freq {freq}, draws {K}, {grad}' + ('' if precision == 'fp32' else f', {precision}')
+        result[name] = dataclasses.replace(base, freq=freq, draws=K, grad=grad, precision=precision)
     return result
 
 
@@ -203,6 +207,13 @@ def _grad_list(ctx, param, value: str) -> list[str]:
     return values
 
 
+def _precision_list(ctx, param, value: str) -> list[str]:
+    values = value.split(',')
+    if any(v not in PRECISIONS for v in values):
+        raise click.BadParameter(f'{value!r}: expected a comma-separated list of {", ".join(PRECISIONS)}')
+    return values
+
+
 @click.command()
 @click.option('--config', type=click.Choice(['small', 'cifar']), default='small', show_default=True,
               help='Networks: a small StyleGAN2 or train.py --cfg cifar')
@@ -212,6 +223,8 @@ def _grad_list(ctx, param, value: str) -> list[str]:
 @click.option('--freq', default='8', show_default=True, callback=_int_list, help='SMaRt frequencies, e.g. 8,1')
 @click.option('--draws', default='1,4', show_default=True, callback=_int_list, help='SMaRt draws per sample')
 @click.option('--grad', default='full,sds', show_default=True, callback=_grad_list, help='SMaRt gradient modes')
+@click.option('--precision', default='fp32', show_default=True, callback=_precision_list,
+              help='Denoiser arithmetic (--smart-precision), e.g. fp32,bf16')
 @click.option('--blocks', type=click.IntRange(min=1), default=5, show_default=True,
               help=f'Timed blocks of {BLOCK} iterations per setting')
 @click.option('--warmup', type=click.IntRange(min=0), default=BLOCK, show_default=True,
@@ -222,13 +235,13 @@ def _grad_list(ctx, param, value: str) -> list[str]:
 @click.option('--threads', type=click.IntRange(min=1), default=None, help='torch.set_num_threads (default: torch)')
 @click.option('--clock', type=click.Choice(['wall', 'cpu']), default=None, show_default='cpu on the CPU, else wall',
               help='wall: elapsed time; cpu: this process\'s CPU time (steadier on a machine shared with others)')
-def main(config, source, batch, freq, draws, grad, blocks, warmup, pairs, device, threads, clock):
+def main(config, source, batch, freq, draws, grad, precision, blocks, warmup, pairs, device, threads, clock):
     if device == 'cuda' and not torch.cuda.is_available():
         raise click.ClickException('--device cuda: no CUDA device is available')
     if threads is not None:
         torch.set_num_threads(threads)
     clock = clock or ('cpu' if device == 'cpu' else 'wall')
-    options = settings(freq, draws, grad)
+    options = settings(freq, draws, grad, precision)
     result, num_params = run_benchmark(config, source, device, batch, blocks, warmup, options,
                                        time.process_time if clock == 'cpu' else time.perf_counter,
                                        log=lambda line: print(line, flush=True), pairs=pairs)

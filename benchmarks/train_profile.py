@@ -16,8 +16,8 @@ with the switch on and off (A B A B ...), timed by the process's CPU clock (a sh
 than the wall clock); it prints the median of the per-pair ratios on/off. SWITCH is one of: gradfix (native conv
 autograd on the CPU), upfirdn2d (strided / transposed depthwise convs), channels_last (NHWC activations), fold_batch
 (upfirdn2d on few channels runs the batch as conv groups), ada (ADA skips the transforms whose gates no sample
-passed), finite (the gradient scrub runs only when the gradients' sum is not finite), all (all of them together, i.e.
-against the reference paths).
+passed), finite (the gradient scrub runs only when the gradients' sum is not finite), adam (Adam's fused CPU kernel),
+all (all of them together, i.e. against the reference paths).
 """
 
 import collections
@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from torch_utils import distributed, training_stats  # noqa: E402
 from torch_utils.ops import bias_act, conv2d_gradfix, fma, upfirdn2d  # noqa: E402
-from training import augment, discriminator, networks, training_loop  # noqa: E402
+from training import augment, discriminator, networks, train_state, training_loop  # noqa: E402
 
 KIND_PREFIX = 'kind:'
 # (module, attribute, kind): forward wrappers; the innermost one wins (upfirdn2d's own convs count as upfirdn2d).
@@ -176,8 +176,8 @@ def profile_steps(state, warmup: int, steps: int, clock: PhaseClock, report: lis
     report.append(table)
 
 
-def _set_switch(name: str, on: bool) -> None:
-    """Turn one CPU fast path on or off (all: every one of them)."""
+def _set_switch(name: str, on: bool, state=None) -> None:
+    """Turn one CPU fast path on or off (all: every one of them); `state`'s live optimizers follow the adam switch."""
     if name in ('gradfix', 'all'):
         conv2d_gradfix.custom_on_cpu = not on
     if name in ('upfirdn2d', 'all'):
@@ -190,9 +190,14 @@ def _set_switch(name: str, on: bool) -> None:
         augment.SKIP_CLOSED_GATES = on
     if name in ('finite', 'all'):
         distributed.CPU_CHECK_FINITE_FIRST = on
+    if name in ('adam', 'all'):
+        train_state.CPU_FUSED_ADAM = on
+        for opt in (state.opts.values() if state is not None else []):
+            for group in opt.param_groups:
+                group['fused'] = True if on else None  # Adam reads it at every step.
 
 
-SWITCHES = ('gradfix', 'upfirdn2d', 'channels_last', 'fold_batch', 'ada', 'finite', 'all')
+SWITCHES = ('gradfix', 'upfirdn2d', 'channels_last', 'fold_batch', 'ada', 'finite', 'adam', 'all')
 
 
 def ab_steps(state, name: str, warmup: int, pairs: int, report: list) -> None:
@@ -202,12 +207,12 @@ def ab_steps(state, name: str, warmup: int, pairs: int, report: list) -> None:
     on, off = [], []
     for _ in range(pairs):
         for value, times in ((True, on), (False, off)):
-            _set_switch(name, value)
+            _set_switch(name, value, state)
             start = time.process_time()
             for _ in range(16):
                 training_loop.training_step(state)
             times.append(time.process_time() - start)
-    _set_switch(name, True)
+    _set_switch(name, True, state)
     ratios = [a / b for a, b in zip(on, off)]
     report.append(f'{name}: on {statistics.median(on) / 16 * 1e3:.1f} ms/step, off '
                   f'{statistics.median(off) / 16 * 1e3:.1f} ms/step (CPU); on/off median '

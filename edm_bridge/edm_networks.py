@@ -609,7 +609,7 @@ class VPPrecond(torch.nn.Module):
         c_in = 1 / (sigma ** 2 + 1).sqrt()
         c_noise = (self.M - 1) * self.sigma_inv(sigma)
         F_x = self.model((c_in * x).to(dtype), c_noise.flatten(), class_labels=class_labels, **model_kwargs)
-        assert F_x.dtype == dtype
+        assert F_x.dtype == dtype or torch.is_autocast_enabled(F_x.device.type)  # Autocast: the op's dtype.
         return c_skip * x + c_out * F_x.to(torch.float32)
 
     def sigma(self, t: torch.Tensor | float) -> torch.Tensor:
@@ -659,7 +659,7 @@ class VEPrecond(torch.nn.Module):
         c_in = 1
         c_noise = (0.5 * sigma).log()
         F_x = self.model((c_in * x).to(dtype), c_noise.flatten(), class_labels=class_labels, **model_kwargs)
-        assert F_x.dtype == dtype
+        assert F_x.dtype == dtype or torch.is_autocast_enabled(F_x.device.type)  # Autocast: the op's dtype.
         return c_skip * x + c_out * F_x.to(torch.float32)
 
     def round_sigma(self, sigma: torch.Tensor | float) -> torch.Tensor:
@@ -711,7 +711,7 @@ class iDDPMPrecond(torch.nn.Module):
         c_in = 1 / (sigma ** 2 + 1).sqrt()
         c_noise = self.M - 1 - self.round_sigma(sigma, return_index=True).to(torch.float32)
         F_x = self.model((c_in * x).to(dtype), c_noise.flatten(), class_labels=class_labels, **model_kwargs)
-        assert F_x.dtype == dtype
+        assert F_x.dtype == dtype or torch.is_autocast_enabled(F_x.device.type)  # Autocast: the op's dtype.
         return c_skip * x + c_out * F_x[:, :self.img_channels].to(torch.float32)
 
     def alpha_bar(self, j: torch.Tensor | int) -> torch.Tensor:
@@ -768,7 +768,7 @@ class EDMPrecond(torch.nn.Module):
         c_in = 1 / (sd ** 2 + sigma ** 2).sqrt()
         c_noise = sigma.log() / 4
         F_x = self.model((c_in * x).to(dtype), c_noise.flatten(), class_labels=class_labels, **model_kwargs)
-        assert F_x.dtype == dtype
+        assert F_x.dtype == dtype or torch.is_autocast_enabled(F_x.device.type)  # Autocast: the op's dtype.
         return c_skip * x + c_out * F_x.to(torch.float32)
 
     def round_sigma(self, sigma: torch.Tensor | float) -> torch.Tensor:

@@ -27,6 +27,10 @@ SMART_DPM_HELP = 'Score source: diffusion model file, registry name (python -m e
 SMART_DRAWS_HELP = '(t, eps) draws per scored sample, averaged (costs this many denoiser evaluations per sample)'
 SMART_GRAD_HELP = 'full: through the denoiser (paper); sds: denoiser output held constant (no denoiser backward)'
 SMART_DIAGNOSTICS_HELP = 'Report SMaRt/grad_norm and Loss/G/grad_norm (an extra autograd pass)'
+SMART_PRECISION_HELP = ("Arithmetic of the frozen denoiser: fp32, or autocast to bf16 (CPUs with AMX / AVX-512 BF16, "
+                        'recent GPUs) or fp16 (CUDA); the loss and the rest of the step stay float32')
+# torch dtype names of --smart-precision's autocast choices (fp32 = no autocast).
+PRECISIONS = {'fp32': None, 'bf16': 'bfloat16', 'fp16': 'float16'}
 _OPEN01 = dict(min=0, max=1, min_open=True, max_open=True)
 
 
@@ -124,6 +128,8 @@ class SMaRtOptions:
     grad: str = option('full', '--smart-grad', SMART_GRAD_HELP, 'choice', choices=('full', 'sds'))
     # Report SMaRt/grad_norm and Loss/G/grad_norm (costs an extra autograd pass).
     diagnostics: bool = option(False, '--smart-diagnostics', SMART_DIAGNOSTICS_HELP, 'flag')
+    # Denoiser arithmetic: 'fp32' (paper, exact), or its forward (and so its backward) autocast to bf16 / fp16.
+    precision: str = option('fp32', '--smart-precision', SMART_PRECISION_HELP, 'choice', choices=tuple(PRECISIONS))
 
     def __post_init__(self) -> None:
         lam = _number(self, 'lam')
@@ -163,6 +169,7 @@ class SMaRtOptions:
             _require(self, 'draws', self.draws % 2 == 0, 'an even number with antithetic=True (pairs eps, -eps); '
                      f'use draws={self.draws + 1} or turn antithetic off')
         _choice(self, 'grad', ('full', 'sds'))
+        _choice(self, 'precision', tuple(PRECISIONS))
 
     @property
     def enabled(self) -> bool:

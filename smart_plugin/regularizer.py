@@ -7,6 +7,7 @@ code), is added to G's loss on every freq-th iteration. The derivation, the scal
 and the statistics are in docs/smart-regularizer.md.
 """
 
+import contextlib
 import math
 import pickle
 from typing import Any
@@ -20,7 +21,7 @@ from edm_bridge.denoiser import FrozenDenoiser
 # Re-exported here with resolve_schedule.
 from smart_plugin.band import QUANTISATION_SIGMA, resolve_band, resolve_schedule  # noqa: F401
 from edm_bridge.gaussian import degenerate_fit_warning
-from smart_plugin.options import OptionError, SMaRtOptions
+from smart_plugin.options import PRECISIONS, OptionError, SMaRtOptions
 from torch_utils import training_stats
 from torch_utils.finite import NonFiniteError
 from training.loss_plugin import LossPlugin
@@ -33,16 +34,20 @@ DOMINANCE_RATIO = 10.0
 
 
 def score_matching_loss(denoiser: torch.nn.Module, x0: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor,
-                        labels: torch.Tensor | None = None, param: str = 'eps', grad: str = 'full') -> torch.Tensor:
+                        labels: torch.Tensor | None = None, param: str = 'eps', grad: str = 'full',
+                        precision: str = 'fp32') -> torch.Tensor:
     """SMaRt loss per sample [N] of clean images x0 [N, C, H, W] at noise levels sigma [N] with noise eps (see
-    docs/smart-regularizer.md); differentiable in x0, through the target and (grad 'full') the denoiser's input too."""
+    docs/smart-regularizer.md); differentiable in x0, through the target and (grad 'full') the denoiser's input too.
+    precision 'bf16' / 'fp16' runs the denoiser under autocast (its output is cast back to x0's dtype)."""
     sigma = sigma.reshape(-1, 1, 1, 1)                                        # [N, 1, 1, 1]
     x_hat = x0 + sigma * eps                                                  # [N, C, H, W]
-    if grad == 'sds':
-        with torch.no_grad():  # Score distillation: D(x_hat) is a constant, no graph through the denoiser.
+    with torch.no_grad() if grad == 'sds' else contextlib.nullcontext():     # sds: D(x_hat) a constant, no graph.
+        if precision == 'fp32':
             denoised = denoiser(x_hat, sigma.reshape(-1), labels)
-    else:
-        denoised = denoiser(x_hat, sigma.reshape(-1), labels)
+        else:
+            with torch.autocast(x_hat.device.type, dtype=getattr(torch, PRECISIONS[precision])):
+                denoised = denoiser(x_hat, sigma.reshape(-1), labels)
+            denoised = denoised.to(x0.dtype)
     err = (denoised - x0).square()                                           # [N, C, H, W]
     if param == 'eps':
         err = err / sigma.square()  # (x_hat - D) / sigma - eps == (x0 - D) / sigma: no alpha (docs/spec/diffusion.md).
@@ -183,8 +188,8 @@ class SMaRt(LossPlugin):
 
     def describe(self, sigma_lo: float, sigma_hi: float, source: str, notes: list[str]) -> str:
         """The start-up line: lambda with its form, frequency, t band -> sigma band (and, for a band or schedule not
-        given, how it was chosen), score source, estimator options (draws, antithetic, grad, diagnostics), batch cap,
-        start (and notes)."""
+        given, how it was chosen), score source, estimator options (draws, antithetic, grad, diagnostics, precision),
+        batch cap, start (and notes)."""
         opts = self.options
         origin = f' ({self.band.origin})' if self.band.origin else ''
         line = (f'SMaRt: lambda {opts.lam:g} ({opts.param} form), every {opts.freq} steps, t {self.t_lo}..{self.t_hi} '
@@ -193,6 +198,8 @@ class SMaRt(LossPlugin):
                 f'draw{"s" if opts.draws > 1 else ""} per sample, grad {opts.grad}')
         if opts.diagnostics:
             line += ', diagnostics on'
+        if opts.precision != 'fp32':
+            line += f', denoiser in {opts.precision} (autocast)'
         if opts.batch is not None:
             line += f', first {opts.batch} samples per round'
         if opts.start_kimg > 0:
@@ -243,7 +250,7 @@ class SMaRt(LossPlugin):
         x0_k = x0.repeat(K, 1, 1, 1) if K > 1 else x0                                        # [K b, C, H, W]
         labels_k = labels.repeat(K, 1) if labels is not None and K > 1 else labels
         loss_k = score_matching_loss(self.denoiser, x0_k, sigma, eps, labels_k, self.options.param,
-                                     self.options.grad)                                      # [K b]
+                                     self.options.grad, self.options.precision)              # [K b]
         lam = self.options.lam if lam is None else lam
         if isinstance(lam, torch.Tensor):
             lam = lam.to(loss_k.dtype).reshape(-1).repeat(K) if lam.ndim > 0 else lam        # [K b]

@@ -15,7 +15,7 @@ def test_smart_defaults_and_asdict_round_trip():
     # t_lo / t_hi None: the band is chosen per score source at setup (smart_plugin.band).
     assert saved == dict(lam=1.0, freq=4, t_lo=None, t_hi=None, schedule='karras:1000,0.002,80,7', param='eps',
                          batch=None, start_kimg=2.0, dpm='gaussian', draws=1, antithetic=False, grad='full',
-                         diagnostics=False)
+                         diagnostics=False, precision='fp32')
     assert isinstance(saved['lam'], float)  # Ints are normalised to the declared float.
     assert SMaRtOptions(**saved) == opts
     assert opts.enabled and not SMaRtOptions().enabled
@@ -56,6 +56,7 @@ def test_diffgan_defaults_and_asdict_round_trip():
     (dict(draws=3, antithetic=True), 'draws', 'SMaRtOptions.draws is 3; expected an even number with antithetic=True '
                                               '(pairs eps, -eps); use draws=4 or turn antithetic off'),
     (dict(grad='exact'), 'grad', "SMaRtOptions.grad is 'exact'; expected one of ['full', 'sds']"),
+    (dict(precision='fp8'), 'precision', "SMaRtOptions.precision is 'fp8'; expected one of ['fp32', 'bf16', 'fp16']"),
     (dict(noise_sd=0), 'noise_sd', 'DiffGANOptions.noise_sd is 0.0; expected a finite number > 0'),
     (dict(t_min=0), 't_min', 'DiffGANOptions.t_min is 0; expected an integer >= 1'),
     (dict(t_min=10, t_max=5), 't_max', 'DiffGANOptions.t_max is 5; expected an integer >= t_min (10)'),

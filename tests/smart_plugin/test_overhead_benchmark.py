@@ -30,6 +30,9 @@ def test_settings(bench):
     assert not settings['baseline'].enabled
     smart = settings['freq 8, draws 4, sds']
     assert (smart.lam, smart.freq, smart.draws, smart.grad, smart.t_lo, smart.t_hi) == (0.1, 8, 4, 'sds', 40, 60)
+    both = bench.settings([8], [1], ['full'], ['fp32', 'bf16'])
+    assert list(both) == ['baseline', 'freq 8, draws 1, full', 'freq 8, draws 1, full, bf16']
+    assert [opts.precision for opts in both.values()] == ['fp32', 'fp32', 'bf16']
 
 
 def test_cifar_config_is_the_train_py_preset(bench, tmp_path):
@@ -75,6 +78,7 @@ def test_paired_estimate_recovers_known_costs(bench, monkeypatch):
     (['--freq', '3'], "'3': every frequency must divide the block of 16 iterations"),
     (['--draws', '0'], "'0': every value must be >= 1"),
     (['--grad', 'full,exact'], "'full,exact': expected a comma-separated list of full, sds"),
+    (['--precision', 'bf16,fp8'], "'bf16,fp8': expected a comma-separated list of fp32, bf16, fp16"),
 ])
 def test_cli_errors(bench, args, message):
     result = CliRunner().invoke(bench.main, args)

@@ -273,6 +273,27 @@ def test_edm_pickle_score_source_is_frozen_and_gets_labels(tmp_path, capsys):
     assert not torch.allclose(other_labels, penalty.detach())  # The labels reach the conditional network.
 
 
+@pytest.mark.parametrize('grad', ['full', 'sds'])
+def test_bf16_denoiser_is_close_to_fp32_and_reported(grad, capsys):
+    # --smart-precision bf16 autocasts the denoiser only: loss and gradient within bf16 round-off of fp32, not equal
+    # (the autocast did run), and float32 out; fp32 (the default) runs without any autocast context.
+    net = edm_tiny_nets.randomize(edm_networks.EDMPrecond(8, 3, **edm_tiny_nets.SONG).eval(), scale=0.1)
+    plugins = {p: make(net, G=fake_G(resolution=8, channels=3), lam=1.0, t_lo=400, t_hi=400, grad=grad,
+                       schedule='karras', precision=p) for p in ('fp32', 'bf16')}
+    assert capsys.readouterr().out.count(', denoiser in bf16 (autocast)') == 1
+    values, grads = {}, {}
+    for p, plugin in plugins.items():
+        g = torch.randn([4, 3, 8, 8], generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+        torch.manual_seed(0)
+        values[p] = plugin.G_penalty(g, torch.zeros([4, 0]))
+        values[p].sum().backward()
+        grads[p] = g.grad
+    assert values['bf16'].dtype == grads['bf16'].dtype == torch.float32
+    for a, b in ((values['bf16'], values['fp32']), (grads['bf16'], grads['fp32'])):
+        rel = ((a - b).norm() / b.norm()).item()
+        assert 1e-6 < rel < 3e-2, rel
+
+
 def test_gradient_reaches_a_real_generator():
     torch.manual_seed(0)
     G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=1, mapping_kwargs=dict(num_layers=2),

@@ -63,6 +63,7 @@ def test_ab_switches_each_flip_their_fast_path_and_all_flips_every_one(monkeypat
         'fold_batch': (profile.upfirdn2d, 'fold_batch', True),
         'ada': (profile.augment, 'SKIP_CLOSED_GATES', True),
         'finite': (profile.distributed, 'CPU_CHECK_FINITE_FIRST', True),
+        'adam': (profile.train_state, 'CPU_FUSED_ADAM', True),
     }
     assert set(profile.SWITCHES) == set(paths) | {'all'}
     for module, attribute, _ in paths.values():

@@ -77,6 +77,33 @@ def test_phases_and_lazy_regularization_ratios():
     assert opts['G'].param_groups[0]['lr'] == 0.0025 and tuple(opts['G'].param_groups[0]['betas']) == (0.0, 0.99)
 
 
+def test_fused_adam_on_cpu_matches_the_default_implementation(monkeypatch):
+    # train_state.CPU_FUSED_ADAM: Adam's fused kernel on CPU networks unless the options choose an implementation;
+    # ten steps of both implementations from the same weights and gradients agree to float32 round-off.
+    torch.manual_seed(0)
+    start = torch.nn.Linear(8, 8).state_dict()
+    kwargs = dict(lr=0.01, betas=[0, 0.99])
+    trained = {}
+    for fused in (True, False):
+        monkeypatch.setattr(train_state, 'CPU_FUSED_ADAM', fused)
+        G, D = torch.nn.Linear(8, 8), torch.nn.Linear(8, 1)
+        G.load_state_dict(start)
+        opts, _ = train_state.build_phases(G, D, kwargs, kwargs, 4, 16)
+        assert opts['G'].param_groups[0]['fused'] is (True if fused else None)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(10):
+            opts['G'].zero_grad()
+            G(torch.randn([16, 8], generator=gen)).square().mean().backward()
+            opts['G'].step()
+        trained[fused] = G.state_dict()
+    for name, value in trained[True].items():
+        assert (value - start[name]).abs().max() > 0.01  # It trained ...
+        torch.testing.assert_close(value, trained[False][name], rtol=1e-6, atol=1e-7)  # ... the same way.
+    chosen = dict(kwargs, foreach=True)  # An implementation chosen by the options stays.
+    opts, _ = train_state.build_phases(G, D, chosen, chosen, 4, 16)
+    assert opts['G'].param_groups[0]['fused'] is None and opts['G'].param_groups[0]['foreach'] is True
+
+
 def test_check_batch_errors():
     assert data_iter.check_batch(8, 2, 2) == 2
     with pytest.raises(ValueError, match=r'batch_size=6 must be a multiple of num_gpus \* batch_gpu = 1 \* 4'):
